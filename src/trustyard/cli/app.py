@@ -1,0 +1,30 @@
+"""Top-level typer application: global options and command-group registration."""
+
+from typing import Annotated
+
+import typer
+
+from trustyard import __version__
+from trustyard.cli import sign
+
+app = typer.Typer(
+    help="trustyard: a container registry with trust built in.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(sign.app, name="sign")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"trustyard {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """trustyard: a container registry with trust built in."""
