@@ -5,13 +5,15 @@ from typing import Annotated
 import typer
 
 from trustyard import __version__
-from trustyard.cli import sign
+from trustyard.cli import gc, serve, sign
 
 app = typer.Typer(
     help="trustyard: a container registry with trust built in.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.command("serve")(serve.serve)
+app.command("gc")(gc.gc)
 app.add_typer(sign.app, name="sign")
 
 

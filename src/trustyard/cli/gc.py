@@ -1,0 +1,67 @@
+"""`trustyard gc`: online garbage collection (safe while the server runs)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from trustyard.cli.common import ConfigOption, DataDirOption, LogLevelOption, settings_or_exit
+from trustyard.config import Settings
+from trustyard.http.app import configure_logging, open_registry
+from trustyard.registry.gc import GcReport, collect_garbage
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+async def _run(settings: Settings, dry_run: bool) -> GcReport:
+    registry = await open_registry(settings)
+    try:
+        return await collect_garbage(
+            registry.storage,
+            registry.metadata,
+            grace_seconds=settings.gc_grace_seconds,
+            upload_max_age_seconds=settings.upload_max_age_seconds,
+            dry_run=dry_run,
+        )
+    finally:
+        await registry.metadata.close()
+
+
+def gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be freed; change nothing.")] = False,
+    grace_seconds: Annotated[
+        float | None, typer.Option(help="Keep anything younger than this (protects in-flight pushes).")
+    ] = None,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+    log_level: LogLevelOption = None,
+) -> None:
+    """Remove unreferenced blobs, untagged manifests and abandoned uploads."""
+    settings = settings_or_exit(config, data_dir=data_dir, log_level=log_level, gc_grace_seconds=grace_seconds)
+    configure_logging(settings.log_level)
+    report = asyncio.run(_run(settings, dry_run))
+    verb = "would delete" if dry_run else "deleted"
+    for name, digest in report.plan.manifests:
+        typer.echo(f"{verb} manifest {name}@{digest}")
+    for name, digest in report.plan.links:
+        typer.echo(f"{verb} blob link {name}@{digest}")
+    for digest, size in report.plan.blobs:
+        typer.echo(f"{verb} blob {digest} ({_human(size)})")
+    for digest in report.orphan_files:
+        typer.echo(f"{verb} orphan blob file {digest}")
+    for upload_id in report.expired_uploads:
+        typer.echo(f"{verb} expired upload {upload_id}")
+    typer.echo(
+        f"{'dry run: ' if dry_run else ''}{len(report.plan.manifests)} manifests, "
+        f"{len(report.plan.blobs)} blobs, {len(report.expired_uploads)} uploads; "
+        f"{'would free' if dry_run else 'freed'} {_human(report.freed_bytes)}"
+    )

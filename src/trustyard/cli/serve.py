@@ -1,0 +1,91 @@
+"""`trustyard serve`: run the registry on Granian (ASGI, sendfile, several workers)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from pathlib import Path
+from typing import Annotated
+
+import structlog
+import typer
+
+from trustyard.cli.common import ConfigOption, DataDirOption, LogLevelOption, settings_or_exit
+from trustyard.config import export_for_workers
+from trustyard.http.app import configure_logging
+from trustyard.metadata import SchemaTooNew, open_metadata
+
+log = structlog.get_logger("trustyard")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _prepare(database: Path) -> None:
+    store = await open_metadata(database, create=True)
+    await store.close()
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 5000).")] = None,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate chain for HTTPS.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key for HTTPS.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (use one per core).")] = None,
+    log_level: LogLevelOption = None,
+) -> None:
+    """Run the registry (embedded default: filesystem blobs + SQLite, nothing else to start)."""
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    settings = settings_or_exit(
+        config,
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        workers=workers,
+        log_level=log_level,
+    )
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise typer.BadParameter("--tls-cert and --tls-key go together")
+    configure_logging(settings.log_level)
+    if not _is_loopback(settings.host):
+        log.warning(
+            "listening_beyond_loopback",
+            host=settings.host,
+            hint="authentication is off: anyone who can reach this address can push and delete",
+        )
+    try:
+        asyncio.run(_prepare(settings.database_path))
+    except SchemaTooNew as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    export_for_workers(settings)
+    log.info(
+        "starting",
+        address=f"{'https' if settings.tls_cert else 'http'}://{settings.host}:{settings.port}",
+        data_dir=str(settings.data_dir),
+        workers=settings.workers,
+    )
+    Granian(
+        target="trustyard.http.app:worker_app",
+        factory=True,
+        interface=Interfaces.ASGI,
+        address=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        ssl_cert=settings.tls_cert,
+        ssl_key=settings.tls_key,
+        log_level=settings.log_level if settings.log_level != "debug" else "debug",  # type: ignore[arg-type]
+        log_access=False,
+    ).serve()

@@ -1,0 +1,229 @@
+"""Registry routes (`/v2/…`): parse the request, call the use case, render the result."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from trustyard.http.responses import blob_response, digest_headers, next_link, not_modified
+from trustyard.oci import mediatypes as mt
+from trustyard.oci.digest import Digest
+from trustyard.oci.errors import ErrorCode, RegistryError
+from trustyard.oci.referrers import referrers_index
+from trustyard.registry import Registry
+
+
+def _registry(request: Request) -> Registry:
+    registry: Registry = request.app.state.registry
+    return registry
+
+
+def _upload_location(name: str, upload_id: str) -> str:
+    return f"/v2/{name}/blobs/uploads/{upload_id}"
+
+
+def _progress_headers(name: str, upload_id: str, size: int) -> dict[str, str]:
+    return {
+        "Location": _upload_location(name, upload_id),
+        "Range": f"0-{max(size - 1, 0)}",
+        "Docker-Upload-UUID": upload_id,
+        "Content-Length": "0",
+    }
+
+
+def _created(name: str, digest: Digest) -> Response:
+    return Response(
+        status_code=201,
+        headers={"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": str(digest), "Content-Length": "0"},
+    )
+
+
+async def read_limited(request: Request, limit: int, what: str) -> bytes:
+    """Read a small body (manifests) with a hard limit: 413 before buffering too much."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise RegistryError(ErrorCode.TOO_LARGE, f"{what} of {declared} bytes is larger than the limit of {limit} bytes")
+    parts: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise RegistryError(ErrorCode.TOO_LARGE, f"{what} is larger than the limit of {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+# -- base and listings -----------------------------------------------------------------------
+async def base(request: Request) -> Response:
+    return JSONResponse({})
+
+
+async def catalog(request: Request) -> Response:
+    n = request.query_params.get("n")
+    page = await _registry(request).catalog(n, request.query_params.get("last"))
+    headers = {}
+    if page.next_last is not None:
+        headers["Link"] = next_link("/v2/_catalog", int(n) if n else None, page.next_last)
+    return JSONResponse({"repositories": page.items}, headers=headers)
+
+
+async def tags_list(request: Request) -> Response:
+    name = request.path_params["name"]
+    n = request.query_params.get("n")
+    page = await _registry(request).tags(name, n, request.query_params.get("last"))
+    headers = {}
+    if page.next_last is not None:
+        headers["Link"] = next_link(f"/v2/{name}/tags/list", int(n) if n else None, page.next_last)
+    return JSONResponse({"name": name, "tags": page.items}, headers=headers)
+
+
+# -- manifests -------------------------------------------------------------------------------
+def _accept(request: Request) -> list[str]:
+    values: list[str] = []
+    for header in request.headers.getlist("accept"):
+        values.extend(part.split(";", 1)[0].strip() for part in header.split(","))
+    return [v for v in values if v]
+
+
+async def manifest_get(request: Request) -> Response:
+    name, reference = request.path_params["name"], request.path_params["reference"]
+    record = await _registry(request).get_manifest(name, reference, _accept(request))
+    headers = digest_headers(record.digest, record.size, record.media_type)
+    if record.subject is not None:
+        headers["OCI-Subject"] = str(record.subject)
+    if not_modified(request, record.digest):
+        return Response(status_code=304, headers={"Docker-Content-Digest": str(record.digest), "ETag": headers["ETag"]})
+    if request.method == "HEAD":
+        return Response(status_code=200, headers=headers)
+    return Response(record.content, status_code=200, headers=headers)
+
+
+async def manifest_put(request: Request) -> Response:
+    name, reference = request.path_params["name"], request.path_params["reference"]
+    registry = _registry(request)
+    body = await read_limited(request, registry.options.max_manifest_bytes, "manifest")
+    manifest = await registry.put_manifest(
+        name, reference, request.headers.get("content-type"), body, request.query_params.getlist("tag")
+    )
+    headers = {
+        "Location": f"/v2/{name}/manifests/{manifest.digest}",
+        "Docker-Content-Digest": str(manifest.digest),
+        "Content-Length": "0",
+    }
+    if manifest.subject is not None:
+        headers["OCI-Subject"] = str(manifest.subject)
+    response = Response(status_code=201, headers=headers)
+    for tag in request.query_params.getlist("tag"):
+        response.headers.append("OCI-Tag", tag)
+    return response
+
+
+async def manifest_delete(request: Request) -> Response:
+    await _registry(request).delete_manifest(request.path_params["name"], request.path_params["reference"])
+    return Response(status_code=202, headers={"Content-Length": "0"})
+
+
+# -- blobs -----------------------------------------------------------------------------------
+async def blob_get(request: Request) -> Response:
+    name = request.path_params["name"]
+    digest = Digest.parse(request.path_params["digest"])
+    registry = _registry(request)
+    if request.method == "HEAD":
+        size = await registry.blob_size(name, digest)
+        headers = digest_headers(digest, size, "application/octet-stream")
+        headers["Accept-Ranges"] = "bytes"
+        return Response(status_code=200, headers=headers)
+    location = await registry.locate_blob(name, digest)
+    return blob_response(request, digest, location, registry.storage)
+
+
+async def blob_delete(request: Request) -> Response:
+    digest = Digest.parse(request.path_params["digest"])
+    await _registry(request).delete_blob(request.path_params["name"], digest)
+    return Response(status_code=202, headers={"Content-Length": "0"})
+
+
+# -- uploads ---------------------------------------------------------------------------------
+async def upload_start(request: Request) -> Response:
+    name = request.path_params["name"]
+    uploads = _registry(request).uploads
+    params = request.query_params
+    mount = params.get("mount")
+    if mount:
+        mounted = await uploads.mount(name, mount, params.get("from"))
+        if mounted is not None:
+            return _created(name, mounted[0])
+    digest = params.get("digest")
+    if digest:
+        digest_obj, _ = await uploads.monolithic(name, digest, request.stream(), request.headers.get("content-length"))
+        return _created(name, digest_obj)
+    upload_id = await uploads.start(name)
+    return Response(status_code=202, headers=_progress_headers(name, upload_id, 0))
+
+
+async def upload_status(request: Request) -> Response:
+    name, upload_id = request.path_params["name"], request.path_params["upload_id"]
+    size = await _registry(request).uploads.status(name, upload_id)
+    return Response(status_code=204, headers=_progress_headers(name, upload_id, size))
+
+
+async def upload_patch(request: Request) -> Response:
+    name, upload_id = request.path_params["name"], request.path_params["upload_id"]
+    size = await _registry(request).uploads.append(
+        name, upload_id, request.stream(), request.headers.get("content-range"), request.headers.get("content-length")
+    )
+    return Response(status_code=202, headers=_progress_headers(name, upload_id, size))
+
+
+async def upload_put(request: Request) -> Response:
+    name, upload_id = request.path_params["name"], request.path_params["upload_id"]
+    digest, _ = await _registry(request).uploads.finish(
+        name,
+        upload_id,
+        request.query_params.get("digest"),
+        request.stream(),
+        request.headers.get("content-range"),
+        request.headers.get("content-length"),
+    )
+    return _created(name, digest)
+
+
+async def upload_delete(request: Request) -> Response:
+    await _registry(request).uploads.cancel(request.path_params["name"], request.path_params["upload_id"])
+    return Response(status_code=204)
+
+
+# -- referrers -------------------------------------------------------------------------------
+async def referrers(request: Request) -> Response:
+    name = request.path_params["name"]
+    digest = Digest.parse(request.path_params["digest"])
+    artifact_type = request.query_params.get("artifactType") or None
+    result = await _registry(request).referrers(name, digest, artifact_type)
+    headers = {"Content-Type": mt.OCI_INDEX}
+    if result.filtered:
+        headers["OCI-Filters-Applied"] = "artifactType"
+    return Response(referrers_index(result.descriptors), headers=headers)
+
+
+def routes() -> list[Route]:
+    """Order matters: the `{name:path}` prefix is greedy, so specific suffixes come first."""
+    n = "/v2/{name:path}"
+    return [
+        Route("/v2/", base, methods=["GET"]),
+        Route("/v2/_catalog", catalog, methods=["GET"]),
+        Route(f"{n}/tags/list", tags_list, methods=["GET"]),
+        Route(f"{n}/manifests/{{reference}}", manifest_get, methods=["GET", "HEAD"]),
+        Route(f"{n}/manifests/{{reference}}", manifest_put, methods=["PUT"]),
+        Route(f"{n}/manifests/{{reference}}", manifest_delete, methods=["DELETE"]),
+        Route(f"{n}/blobs/uploads/", upload_start, methods=["POST"]),
+        Route(f"{n}/blobs/uploads", upload_start, methods=["POST"]),
+        Route(f"{n}/blobs/uploads/{{upload_id}}", upload_status, methods=["GET"]),
+        Route(f"{n}/blobs/uploads/{{upload_id}}", upload_patch, methods=["PATCH"]),
+        Route(f"{n}/blobs/uploads/{{upload_id}}", upload_put, methods=["PUT"]),
+        Route(f"{n}/blobs/uploads/{{upload_id}}", upload_delete, methods=["DELETE"]),
+        Route(f"{n}/blobs/{{digest}}", blob_get, methods=["GET", "HEAD"]),
+        Route(f"{n}/blobs/{{digest}}", blob_delete, methods=["DELETE"]),
+        Route(f"{n}/referrers/{{digest}}", referrers, methods=["GET"]),
+    ]
+

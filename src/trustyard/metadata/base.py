@@ -1,0 +1,118 @@
+"""Metadata ports: repositories, manifests, tags, blob links and upload sessions.
+
+Small Protocols grouped by concern; one backend class (SQL) implements them all. Records are plain
+frozen dataclasses so the registry use cases never see SQL types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from trustyard.oci.digest import Digest
+from trustyard.oci.manifest import Descriptor, Manifest
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRecord:
+    repository: str
+    digest: Digest
+    media_type: str
+    size: int
+    content: bytes
+    subject: Digest | None = None
+    artifact_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRecord:
+    upload_id: str
+    repository: str
+    started_at: float
+
+
+@dataclass(slots=True)
+class GcPlan:
+    """What a GC pass removes; computed and applied in one metadata transaction."""
+
+    manifests: list[tuple[str, Digest]] = field(default_factory=list)
+    links: list[tuple[str, Digest]] = field(default_factory=list)
+    blobs: list[tuple[Digest, int]] = field(default_factory=list)
+
+    @property
+    def freed_bytes(self) -> int:
+        return sum(size for _, size in self.blobs)
+
+
+class BlobIndex(Protocol):
+    async def link_blob(self, repository: str, digest: Digest, size: int) -> None:
+        """Record that `repository` holds blob `digest` (creating the repository)."""
+
+    async def mount_blob(self, repository: str, digest: Digest, source: str | None) -> int | None:
+        """Link an existing blob from `source` (or from anywhere when None); its size, or None."""
+
+    async def blob_size(self, repository: str, digest: Digest) -> int | None:
+        """Size of the blob when `repository` holds it."""
+
+    async def unlink_blob(self, repository: str, digest: Digest) -> bool:
+        """Remove the blob from `repository` (GC reclaims the bytes later)."""
+
+
+class ManifestIndex(Protocol):
+    async def put_manifest(
+        self, repository: str, manifest: Manifest, content: bytes, tags: list[str]
+    ) -> None:
+        """Store manifest bytes and tags atomically; raises when a referenced item is unknown."""
+
+    async def get_manifest(self, repository: str, reference: str | Digest) -> ManifestRecord | None:
+        """Look a manifest up by tag or digest."""
+
+    async def delete_manifest(self, repository: str, digest: Digest) -> bool:
+        """Delete a manifest and every tag pointing at it."""
+
+    async def delete_tag(self, repository: str, tag: str) -> bool:
+        """Delete one tag, leaving its manifest for GC."""
+
+    async def referrers(
+        self, repository: str, subject: Digest, artifact_type: str | None
+    ) -> list[Descriptor]:
+        """Descriptors of manifests whose subject is `subject`."""
+
+
+class CatalogIndex(Protocol):
+    async def repository_exists(self, repository: str) -> bool: ...
+
+    async def list_tags(self, repository: str, limit: int, last: str | None) -> list[str]:
+        """Up to `limit` tags after `last`, lexically ordered."""
+
+    async def list_repositories(self, limit: int, last: str | None) -> list[str]:
+        """Up to `limit` repositories holding manifests, after `last`, lexically ordered."""
+
+
+class UploadIndex(Protocol):
+    async def create_upload(self, upload_id: str, repository: str) -> None: ...
+
+    async def get_upload(self, upload_id: str) -> UploadRecord | None: ...
+
+    async def delete_upload(self, upload_id: str) -> None: ...
+
+    async def list_uploads(self) -> list[UploadRecord]: ...
+
+
+class GcIndex(Protocol):
+    async def collect(self, cutoff: float, *, dry_run: bool, on_blob_deleted: BlobSweeper) -> GcPlan:
+        """Mark from tags and recent items, then (unless `dry_run`) sweep in one transaction."""
+
+    async def blob_digests(self) -> set[str]:
+        """Every blob digest the metadata knows (for the orphan-file sweep)."""
+
+
+class BlobSweeper(Protocol):
+    async def __call__(self, digest: Digest, cutoff: float) -> bool:
+        """Delete the blob's bytes unless they are newer than `cutoff`; True when deleted."""
+
+
+class MetadataStore(BlobIndex, ManifestIndex, CatalogIndex, UploadIndex, GcIndex, Protocol):
+    """Everything the registry keeps besides blob bytes."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,440 @@
+"""The metadata store on SQL (SQLAlchemy Core, async). SQLite and PostgreSQL share this code.
+
+Reads go through `reader`; every write runs in one transaction on `writer`, which serialises
+writers (SQLite: BEGIN IMMEDIATE) so the checks a write makes still hold when it commits.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from trustyard.metadata import schema as t
+from trustyard.metadata.base import BlobSweeper, GcPlan, ManifestRecord, UploadRecord
+from trustyard.oci.digest import Digest
+from trustyard.oci.errors import ErrorCode, RegistryError
+from trustyard.oci.manifest import Descriptor, Manifest, stored_blobs
+
+
+class SqlMetadataStore:
+    """Implements `MetadataStore` on any SQLAlchemy async engine pair."""
+
+    def __init__(self, reader: AsyncEngine, writer: AsyncEngine) -> None:
+        self.reader = reader
+        self.writer = writer
+        self._dialect = writer.dialect.name
+
+    async def close(self) -> None:
+        await self.reader.dispose()
+        if self.writer is not self.reader:
+            await self.writer.dispose()
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _insert(self, table: Any) -> Any:
+        if self._dialect == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    def _ordered(self, column: Any) -> Any:
+        """Byte-wise (lexical) ordering whatever the database's default collation."""
+        return column.collate("C") if self._dialect == "postgresql" else column
+
+    async def _repo_id(self, conn: AsyncConnection, name: str) -> int | None:
+        row = await conn.execute(select(t.repositories.c.id).where(t.repositories.c.name == name))
+        value = row.scalar_one_or_none()
+        return int(value) if value is not None else None
+
+    async def _ensure_repo(self, conn: AsyncConnection, name: str) -> int:
+        repo_id = await self._repo_id(conn, name)
+        if repo_id is not None:
+            return repo_id
+        await conn.execute(
+            self._insert(t.repositories)
+            .values(name=name, created_at=time.time())
+            .on_conflict_do_nothing()
+        )
+        repo_id = await self._repo_id(conn, name)
+        assert repo_id is not None
+        return repo_id
+
+    # -- blobs ---------------------------------------------------------------------------------
+    async def link_blob(self, repository: str, digest: Digest, size: int) -> None:
+        now = time.time()
+        async with self.writer.begin() as conn:
+            repo_id = await self._ensure_repo(conn, repository)
+            await conn.execute(
+                self._insert(t.blobs)
+                .values(digest=str(digest), size=size, created_at=now, last_seen=now)
+                .on_conflict_do_update(index_elements=["digest"], set_={"last_seen": now, "size": size})
+            )
+            await conn.execute(
+                self._insert(t.repo_blobs)
+                .values(repo_id=repo_id, digest=str(digest), linked_at=now)
+                .on_conflict_do_update(index_elements=["repo_id", "digest"], set_={"linked_at": now})
+            )
+
+    async def mount_blob(self, repository: str, digest: Digest, source: str | None) -> int | None:
+        now = time.time()
+        async with self.writer.begin() as conn:
+            query = select(t.blobs.c.size).where(t.blobs.c.digest == str(digest))
+            if source is not None:
+                query = query.join(t.repo_blobs, t.repo_blobs.c.digest == t.blobs.c.digest).join(
+                    t.repositories, t.repositories.c.id == t.repo_blobs.c.repo_id
+                ).where(t.repositories.c.name == source)
+            size = (await conn.execute(query.limit(1))).scalar_one_or_none()
+            if size is None:
+                return None
+            repo_id = await self._ensure_repo(conn, repository)
+            await conn.execute(
+                update(t.blobs).where(t.blobs.c.digest == str(digest)).values(last_seen=now)
+            )
+            await conn.execute(
+                self._insert(t.repo_blobs)
+                .values(repo_id=repo_id, digest=str(digest), linked_at=now)
+                .on_conflict_do_update(index_elements=["repo_id", "digest"], set_={"linked_at": now})
+            )
+            return int(size)
+
+    async def blob_size(self, repository: str, digest: Digest) -> int | None:
+        query = (
+            select(t.blobs.c.size)
+            .join(t.repo_blobs, t.repo_blobs.c.digest == t.blobs.c.digest)
+            .join(t.repositories, t.repositories.c.id == t.repo_blobs.c.repo_id)
+            .where(t.repositories.c.name == repository, t.blobs.c.digest == str(digest))
+        )
+        async with self.reader.connect() as conn:
+            size = (await conn.execute(query)).scalar_one_or_none()
+        return int(size) if size is not None else None
+
+    async def unlink_blob(self, repository: str, digest: Digest) -> bool:
+        async with self.writer.begin() as conn:
+            repo_id = await self._repo_id(conn, repository)
+            if repo_id is None:
+                return False
+            result = await conn.execute(
+                delete(t.repo_blobs).where(
+                    t.repo_blobs.c.repo_id == repo_id, t.repo_blobs.c.digest == str(digest)
+                )
+            )
+            return bool(result.rowcount)
+
+    # -- manifests -----------------------------------------------------------------------------
+    async def put_manifest(
+        self, repository: str, manifest: Manifest, content: bytes, tags: list[str]
+    ) -> None:
+        now = time.time()
+        digest = str(manifest.digest)
+        async with self.writer.begin() as conn:
+            repo_id = await self._ensure_repo(conn, repository)
+            wanted = {str(d) for d in stored_blobs(manifest)}
+            if wanted:
+                found = set(
+                    (
+                        await conn.execute(
+                            select(t.repo_blobs.c.digest).where(
+                                t.repo_blobs.c.repo_id == repo_id, t.repo_blobs.c.digest.in_(wanted)
+                            )
+                        )
+                    ).scalars()
+                )
+                missing = sorted(wanted - found)
+                if missing:
+                    raise RegistryError(
+                        ErrorCode.MANIFEST_BLOB_UNKNOWN,
+                        f"manifest references blob {missing[0]}, which is not in repository "
+                        f"{repository}; push the blob first",
+                        detail={"digest": missing[0]},
+                    )
+            children = {str(c.digest) for c in manifest.children}
+            if children:
+                found = set(
+                    (
+                        await conn.execute(
+                            select(t.manifests.c.digest).where(
+                                t.manifests.c.repo_id == repo_id, t.manifests.c.digest.in_(children)
+                            )
+                        )
+                    ).scalars()
+                )
+                missing = sorted(children - found)
+                if missing:
+                    raise RegistryError(
+                        ErrorCode.MANIFEST_UNKNOWN,
+                        f"index references manifest {missing[0]}, which is not in repository "
+                        f"{repository}; push the child manifests first",
+                        detail={"digest": missing[0]},
+                    )
+            await conn.execute(
+                self._insert(t.manifests)
+                .values(
+                    repo_id=repo_id,
+                    digest=digest,
+                    media_type=manifest.media_type,
+                    size=manifest.size,
+                    content=content,
+                    subject=str(manifest.subject) if manifest.subject else None,
+                    artifact_type=manifest.artifact_type,
+                    annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
+                    created_at=now,
+                )
+                .on_conflict_do_nothing()
+            )
+            refs = [{"child": c, "kind": "blob"} for c in wanted] + [
+                {"child": c, "kind": "manifest"} for c in children
+            ]
+            if refs:
+                await conn.execute(
+                    self._insert(t.manifest_refs).on_conflict_do_nothing(),
+                    [{"repo_id": repo_id, "parent": digest, **r} for r in refs],
+                )
+            for tag in tags:
+                await conn.execute(
+                    self._insert(t.tags)
+                    .values(repo_id=repo_id, name=tag, digest=digest, updated_at=now)
+                    .on_conflict_do_update(
+                        index_elements=["repo_id", "name"], set_={"digest": digest, "updated_at": now}
+                    )
+                )
+
+    async def get_manifest(self, repository: str, reference: str | Digest) -> ManifestRecord | None:
+        m = t.manifests
+        query = select(m.c.digest, m.c.media_type, m.c.size, m.c.content, m.c.subject, m.c.artifact_type).join(
+            t.repositories, t.repositories.c.id == m.c.repo_id
+        ).where(t.repositories.c.name == repository)
+        if isinstance(reference, Digest):
+            query = query.where(m.c.digest == str(reference))
+        else:
+            query = query.join(
+                t.tags, and_(t.tags.c.repo_id == m.c.repo_id, t.tags.c.digest == m.c.digest)
+            ).where(t.tags.c.name == reference)
+        async with self.reader.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        return ManifestRecord(
+            repository=repository,
+            digest=Digest.parse(row.digest),
+            media_type=row.media_type,
+            size=row.size,
+            content=bytes(row.content),
+            subject=Digest.parse(row.subject) if row.subject else None,
+            artifact_type=row.artifact_type,
+        )
+
+    async def delete_manifest(self, repository: str, digest: Digest) -> bool:
+        async with self.writer.begin() as conn:
+            repo_id = await self._repo_id(conn, repository)
+            if repo_id is None:
+                return False
+            removed = await self._delete_manifests(conn, [(repo_id, str(digest))])
+            result = await conn.execute(
+                delete(t.tags).where(t.tags.c.repo_id == repo_id, t.tags.c.digest == str(digest))
+            )
+            return removed > 0 or bool(result.rowcount)
+
+    async def _delete_manifests(self, conn: AsyncConnection, items: Iterable[tuple[int, str]]) -> int:
+        count = 0
+        for repo_id, digest in items:
+            await conn.execute(
+                delete(t.manifest_refs).where(
+                    t.manifest_refs.c.repo_id == repo_id, t.manifest_refs.c.parent == digest
+                )
+            )
+            result = await conn.execute(
+                delete(t.manifests).where(t.manifests.c.repo_id == repo_id, t.manifests.c.digest == digest)
+            )
+            count += result.rowcount
+        return count
+
+    async def delete_tag(self, repository: str, tag: str) -> bool:
+        async with self.writer.begin() as conn:
+            repo_id = await self._repo_id(conn, repository)
+            if repo_id is None:
+                return False
+            result = await conn.execute(
+                delete(t.tags).where(t.tags.c.repo_id == repo_id, t.tags.c.name == tag)
+            )
+            return bool(result.rowcount)
+
+    async def referrers(
+        self, repository: str, subject: Digest, artifact_type: str | None
+    ) -> list[Descriptor]:
+        m = t.manifests
+        query = (
+            select(m.c.digest, m.c.media_type, m.c.size, m.c.artifact_type, m.c.annotations)
+            .join(t.repositories, t.repositories.c.id == m.c.repo_id)
+            .where(t.repositories.c.name == repository, m.c.subject == str(subject))
+            .order_by(m.c.digest)
+        )
+        if artifact_type is not None:
+            query = query.where(m.c.artifact_type == artifact_type)
+        async with self.reader.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            Descriptor(
+                media_type=r.media_type,
+                digest=Digest.parse(r.digest),
+                size=r.size,
+                artifact_type=r.artifact_type,
+                annotations=json.loads(r.annotations) if r.annotations else None,
+            )
+            for r in rows
+        ]
+
+    # -- catalog -------------------------------------------------------------------------------
+    async def repository_exists(self, repository: str) -> bool:
+        async with self.reader.connect() as conn:
+            return await self._repo_id(conn, repository) is not None
+
+    async def list_tags(self, repository: str, limit: int, last: str | None) -> list[str]:
+        name = self._ordered(t.tags.c.name)
+        query = (
+            select(t.tags.c.name)
+            .join(t.repositories, t.repositories.c.id == t.tags.c.repo_id)
+            .where(t.repositories.c.name == repository)
+            .order_by(name)
+            .limit(limit)
+        )
+        if last is not None:
+            query = query.where(name > last)
+        async with self.reader.connect() as conn:
+            return list((await conn.execute(query)).scalars())
+
+    async def list_repositories(self, limit: int, last: str | None) -> list[str]:
+        r = t.repositories
+        name = self._ordered(r.c.name)
+        query = (
+            select(r.c.name)
+            .where(exists().where(t.manifests.c.repo_id == r.c.id))
+            .order_by(name)
+            .limit(limit)
+        )
+        if last is not None:
+            query = query.where(name > last)
+        async with self.reader.connect() as conn:
+            return list((await conn.execute(query)).scalars())
+
+    # -- uploads -------------------------------------------------------------------------------
+    async def create_upload(self, upload_id: str, repository: str) -> None:
+        async with self.writer.begin() as conn:
+            repo_id = await self._ensure_repo(conn, repository)
+            await conn.execute(
+                insert(t.uploads).values(id=upload_id, repo_id=repo_id, started_at=time.time())
+            )
+
+    async def get_upload(self, upload_id: str) -> UploadRecord | None:
+        query = (
+            select(t.uploads.c.id, t.repositories.c.name, t.uploads.c.started_at)
+            .join(t.repositories, t.repositories.c.id == t.uploads.c.repo_id)
+            .where(t.uploads.c.id == upload_id)
+        )
+        async with self.reader.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return UploadRecord(row.id, row.name, row.started_at) if row else None
+
+    async def delete_upload(self, upload_id: str) -> None:
+        async with self.writer.begin() as conn:
+            await conn.execute(delete(t.uploads).where(t.uploads.c.id == upload_id))
+
+    async def list_uploads(self) -> list[UploadRecord]:
+        query = select(t.uploads.c.id, t.repositories.c.name, t.uploads.c.started_at).join(
+            t.repositories, t.repositories.c.id == t.uploads.c.repo_id
+        )
+        async with self.reader.connect() as conn:
+            return [UploadRecord(r.id, r.name, r.started_at) for r in (await conn.execute(query)).all()]
+
+    # -- garbage collection --------------------------------------------------------------------
+    async def collect(self, cutoff: float, *, dry_run: bool, on_blob_deleted: BlobSweeper) -> GcPlan:
+        """Mark and sweep inside one write transaction, so no push interleaves with it.
+
+        Live manifests: tagged ones, ones younger than `cutoff` (an in-flight multi-arch push
+        uploads children before the index that tags them), children of live indexes (never
+        break multi-arch images, distribution#3004) and referrers of live manifests. Live blob
+        links: referenced by a live manifest of the repository, or linked after `cutoff`.
+        """
+        names: dict[int, str] = {}
+        async with self.writer.begin() as conn:
+            for row in (await conn.execute(select(t.repositories.c.id, t.repositories.c.name))).all():
+                names[row.id] = row.name
+            all_manifests = {
+                (r.repo_id, r.digest): (r.subject, r.created_at)
+                for r in (
+                    await conn.execute(
+                        select(t.manifests.c.repo_id, t.manifests.c.digest, t.manifests.c.subject, t.manifests.c.created_at)
+                    )
+                ).all()
+            }
+            children: dict[tuple[int, str], list[str]] = {}
+            blob_refs: dict[tuple[int, str], list[str]] = {}
+            for r in (await conn.execute(select(t.manifest_refs))).all():
+                target = children if r.kind == "manifest" else blob_refs
+                target.setdefault((r.repo_id, r.parent), []).append(r.child)
+            referrers: dict[tuple[int, str], list[str]] = {}
+            for (repo_id, digest), (subject, _) in all_manifests.items():
+                if subject:
+                    referrers.setdefault((repo_id, subject), []).append(digest)
+
+            roots = {(r.repo_id, r.digest) for r in (await conn.execute(select(t.tags.c.repo_id, t.tags.c.digest))).all()}
+            roots |= {key for key, (_, created) in all_manifests.items() if created >= cutoff}
+            live: set[tuple[int, str]] = set()
+            stack = [k for k in roots if k in all_manifests]
+            while stack:
+                key = stack.pop()
+                if key in live:
+                    continue
+                live.add(key)
+                repo_id = key[0]
+                for child in children.get(key, []) + referrers.get(key, []):
+                    if (repo_id, child) in all_manifests and (repo_id, child) not in live:
+                        stack.append((repo_id, child))
+            dead_manifests = sorted(set(all_manifests) - live)
+
+            live_links = {(repo_id, b) for key in live for b in blob_refs.get(key, []) for repo_id in [key[0]]}
+            plan = GcPlan()
+            plan.manifests = [(names[r], Digest.parse(d)) for r, d in dead_manifests]
+            dead_links: list[tuple[int, str]] = []
+            for r in (await conn.execute(select(t.repo_blobs))).all():
+                if (r.repo_id, r.digest) not in live_links and r.linked_at < cutoff:
+                    dead_links.append((r.repo_id, r.digest))
+            plan.links = [(names[r], Digest.parse(d)) for r, d in dead_links]
+            dead_set = set(dead_links)
+            still_linked = {
+                r.digest for r in (await conn.execute(select(t.repo_blobs.c.repo_id, t.repo_blobs.c.digest))).all()
+                if (r.repo_id, r.digest) not in dead_set
+            }
+            for r in (await conn.execute(select(t.blobs))).all():
+                if r.digest not in still_linked and r.last_seen < cutoff:
+                    plan.blobs.append((Digest.parse(r.digest), int(r.size)))
+            if dry_run:
+                return plan
+
+            await self._delete_manifests(conn, dead_manifests)
+            for repo_id, digest in dead_links:
+                await conn.execute(
+                    delete(t.repo_blobs).where(t.repo_blobs.c.repo_id == repo_id, t.repo_blobs.c.digest == digest)
+                )
+            # Bytes go while the write lock is held: a push links a blob in a write transaction,
+            # so it waits for us, and a blob renamed into place meanwhile is newer than
+            # `cutoff`, which the sweeper checks before unlinking the file.
+            for digest_obj, _ in plan.blobs:
+                await conn.execute(delete(t.blobs).where(t.blobs.c.digest == str(digest_obj)))
+                await on_blob_deleted(digest_obj, cutoff)
+        return plan
+
+    async def blob_digests(self) -> set[str]:
+        """Every blob digest the metadata knows (for the orphan-file sweep)."""
+        async with self.reader.connect() as conn:
+            return set((await conn.execute(select(t.blobs.c.digest))).scalars())
+
+    async def counts(self) -> dict[str, int]:
+        async with self.reader.connect() as conn:
+            out = {}
+            for name, table in (("repositories", t.repositories), ("manifests", t.manifests), ("tags", t.tags), ("blobs", t.blobs)):
+                out[name] = int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
+            return out

@@ -1,0 +1,210 @@
+"""Manifests, tags, catalog, referrers and blob reads: what the HTTP handlers call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trustyard.metadata.base import ManifestRecord, MetadataStore
+from trustyard.oci import mediatypes as mt
+from trustyard.oci.digest import Digest
+from trustyard.oci.errors import ErrorCode, RegistryError
+from trustyard.oci.manifest import Descriptor, Manifest, parse_manifest
+from trustyard.oci.reference import is_valid_tag, validate_name, validate_tag
+from trustyard.oci.referrers import tag_schema_tag
+from trustyard.registry.uploads import Uploads
+from trustyard.storage.base import BlobLocation, Storage
+
+MAX_PAGE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryOptions:
+    delete_enabled: bool = True
+    max_manifest_bytes: int = 4 * 1024 * 1024
+    max_blob_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[str]
+    next_last: str | None  # set when another page follows
+
+
+@dataclass(frozen=True, slots=True)
+class Referrers:
+    descriptors: list[Descriptor]
+    filtered: bool
+
+
+def parse_reference(reference: str) -> str | Digest:
+    """A manifest reference is a digest (has a colon) or a tag."""
+    if Digest.is_digest(reference):
+        return Digest.parse(reference)
+    if not is_valid_tag(reference):
+        raise RegistryError(
+            ErrorCode.MANIFEST_INVALID,
+            f"invalid reference {reference[:150]!r}: not a tag ([a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}) "
+            "nor a digest",
+        )
+    return reference
+
+
+def page_size(n: str | None) -> int:
+    if n is None or n == "":
+        return MAX_PAGE
+    try:
+        value = int(n)
+    except ValueError:
+        raise RegistryError(ErrorCode.PAGINATION_INVALID, f"n must be a non-negative integer, got {n[:20]!r}") from None
+    if value < 0:
+        raise RegistryError(ErrorCode.PAGINATION_INVALID, "n must be a non-negative integer")
+    return min(value, MAX_PAGE)
+
+
+class Registry:
+    """The registry's use cases over a `Storage` and a `MetadataStore`."""
+
+    def __init__(self, storage: Storage, metadata: MetadataStore, options: RegistryOptions) -> None:
+        self.storage = storage
+        self.metadata = metadata
+        self.options = options
+        self.uploads = Uploads(storage, metadata, max_blob_bytes=options.max_blob_bytes)
+
+    # -- blobs ---------------------------------------------------------------------------------
+    async def blob_size(self, name: str, digest: Digest) -> int:
+        """Size of a blob from metadata alone: HEAD never touches blob bytes."""
+        validate_name(name)
+        size = await self.metadata.blob_size(name, digest)
+        if size is None:
+            raise RegistryError(ErrorCode.BLOB_UNKNOWN, f"blob {digest} is not in repository {name}", detail={"digest": str(digest)})
+        return size
+
+    async def locate_blob(self, name: str, digest: Digest) -> BlobLocation:
+        await self.blob_size(name, digest)
+        location = await self.storage.locate(digest)
+        if location is None:
+            raise RegistryError(ErrorCode.BLOB_UNKNOWN, f"blob {digest} has no content in storage", detail={"digest": str(digest)})
+        return location
+
+    async def delete_blob(self, name: str, digest: Digest) -> None:
+        validate_name(name)
+        self._require_delete()
+        if not await self.metadata.unlink_blob(name, digest):
+            raise RegistryError(ErrorCode.BLOB_UNKNOWN, f"blob {digest} is not in repository {name}", detail={"digest": str(digest)})
+
+    # -- manifests -----------------------------------------------------------------------------
+    async def get_manifest(self, name: str, reference: str, accept: list[str] | None = None) -> ManifestRecord:
+        validate_name(name)
+        ref = parse_reference(reference)
+        record = await self.metadata.get_manifest(name, ref)
+        if record is None:
+            if not await self.metadata.repository_exists(name):
+                raise RegistryError(ErrorCode.NAME_UNKNOWN, f"repository {name} is not known to this registry", detail={"name": name})
+            raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, f"manifest {reference} is not in repository {name}", detail={"reference": reference})
+        return await self._negotiate(name, record, accept)
+
+    async def _negotiate(self, name: str, record: ManifestRecord, accept: list[str] | None) -> ManifestRecord:
+        """Serve the stored bytes when the client accepts their type (or says nothing specific).
+
+        As Distribution does, a client that cannot read indexes gets the linux/amd64 image of
+        a multi-platform index by tag; otherwise a type it did not accept is a clear 404.
+        """
+        if not accept or record.media_type in accept or any(a in ("*/*", "application/*") for a in accept):
+            return record
+        if record.media_type == mt.DOCKER_SCHEMA1 or record.media_type not in mt.INDEXES:
+            raise RegistryError(
+                ErrorCode.MANIFEST_UNKNOWN,
+                f"manifest is {record.media_type}, which the client's Accept header does not include",
+            )
+        parsed = parse_manifest(record.content, record.media_type, record.digest.algorithm)
+        for child in parsed.children:
+            platform = child.platform or {}
+            if platform.get("os") == "linux" and platform.get("architecture") == "amd64" and child.media_type in accept:
+                found = await self.metadata.get_manifest(name, child.digest)
+                if found is not None:
+                    return found
+        raise RegistryError(
+            ErrorCode.MANIFEST_UNKNOWN,
+            f"manifest is a multi-platform index ({record.media_type}), which the client's Accept "
+            "header does not include, and it has no linux/amd64 image of an accepted type",
+        )
+
+    async def put_manifest(
+        self, name: str, reference: str, content_type: str | None, body: bytes, extra_tags: list[str]
+    ) -> Manifest:
+        validate_name(name)
+        ref = parse_reference(reference)
+        if len(body) > self.options.max_manifest_bytes:
+            raise RegistryError(ErrorCode.TOO_LARGE, f"manifest is larger than the limit of {self.options.max_manifest_bytes} bytes")
+        algorithm = ref.algorithm if isinstance(ref, Digest) else "sha256"
+        manifest = parse_manifest(body, content_type, algorithm)
+        if isinstance(ref, Digest) and manifest.digest != ref:
+            raise RegistryError(
+                ErrorCode.DIGEST_INVALID,
+                f"manifest bytes have digest {manifest.digest}, not {ref} as the URL says",
+                detail={"expected": str(ref), "actual": str(manifest.digest)},
+            )
+        tags = [ref] if isinstance(ref, str) else []
+        tags += [validate_tag(t) for t in extra_tags if t not in tags]
+        await self.metadata.put_manifest(name, manifest, body, tags)
+        return manifest
+
+    async def delete_manifest(self, name: str, reference: str) -> None:
+        validate_name(name)
+        self._require_delete()
+        ref = parse_reference(reference)
+        if isinstance(ref, Digest):
+            found = await self.metadata.delete_manifest(name, ref)
+        else:
+            found = await self.metadata.delete_tag(name, ref)
+        if not found:
+            raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, f"manifest {reference} is not in repository {name}", detail={"reference": reference})
+
+    def _require_delete(self) -> None:
+        if not self.options.delete_enabled:
+            raise RegistryError(ErrorCode.UNSUPPORTED, "deletes are disabled on this registry (delete_enabled = false)")
+
+    # -- listings ------------------------------------------------------------------------------
+    async def tags(self, name: str, n: str | None, last: str | None) -> Page:
+        validate_name(name)
+        limit = page_size(n)
+        if not await self.metadata.repository_exists(name):
+            raise RegistryError(ErrorCode.NAME_UNKNOWN, f"repository {name} is not known to this registry", detail={"name": name})
+        if limit == 0:
+            return Page([], None)
+        items = await self.metadata.list_tags(name, limit + 1, last or None)
+        return _page(items, limit)
+
+    async def catalog(self, n: str | None, last: str | None) -> Page:
+        limit = page_size(n)
+        if limit == 0:
+            return Page([], None)
+        items = await self.metadata.list_repositories(limit + 1, last or None)
+        return _page(items, limit)
+
+    async def referrers(self, name: str, digest: Digest, artifact_type: str | None) -> Referrers:
+        """Manifests whose subject is `digest`, plus entries of a pre-existing tag-schema index."""
+        validate_name(name)
+        if not await self.metadata.repository_exists(name):
+            raise RegistryError(ErrorCode.NAME_UNKNOWN, f"repository {name} is not known to this registry", detail={"name": name})
+        found = await self.metadata.referrers(name, digest, artifact_type)
+        seen = {d.digest for d in found}
+        fallback = await self.metadata.get_manifest(name, tag_schema_tag(digest.algorithm, digest.hex))
+        if fallback is not None and fallback.media_type in mt.INDEXES:
+            try:
+                index = parse_manifest(fallback.content, fallback.media_type)
+            except RegistryError:
+                index = None
+            for child in index.children if index else ():
+                if child.digest in seen or (artifact_type and child.artifact_type != artifact_type):
+                    continue
+                seen.add(child.digest)
+                found.append(child)
+        return Referrers(found, filtered=artifact_type is not None)
+
+
+def _page(items: list[str], limit: int) -> Page:
+    if len(items) > limit:
+        items = items[:limit]
+        return Page(items, items[-1])
+    return Page(items, None)

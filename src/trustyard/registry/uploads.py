@@ -1,0 +1,198 @@
+"""The blob-upload state machine: start, append chunks in order, finish with a digest, mount.
+
+The upload's bytes are the source of truth for its progress (storage size); the metadata row
+ties the upload to its repository, so a session survives restarts and worker switches.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from trustyard.metadata.base import MetadataStore
+from trustyard.oci.digest import Digest
+from trustyard.oci.errors import ErrorCode, RegistryError
+from trustyard.oci.reference import validate_name
+from trustyard.storage.base import Storage
+
+_CONTENT_RANGE_RE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    start: int
+    end: int  # inclusive
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+def parse_content_range(value: str | None) -> ByteRange | None:
+    """`start-end` as the spec writes it (a `bytes ` prefix is tolerated)."""
+    if value is None or value == "":
+        return None
+    m = _CONTENT_RANGE_RE.match(value.strip())
+    if m is None:
+        raise RegistryError(ErrorCode.RANGE_INVALID, f"invalid Content-Range {value[:100]!r}: expected <start>-<end>")
+    start, end = int(m.group(1)), int(m.group(2))
+    if end < start:
+        raise RegistryError(ErrorCode.RANGE_INVALID, f"invalid Content-Range {value[:100]!r}: end before start")
+    return ByteRange(start, end)
+
+
+def parse_length(value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    if not value.isdigit():
+        raise RegistryError(ErrorCode.SIZE_INVALID, f"invalid Content-Length {value[:50]!r}")
+    return int(value)
+
+
+async def _counted(chunks: AsyncIterator[bytes], expected: int | None) -> AsyncIterator[bytes]:
+    """Pass chunks through; fail (so the append is undone) when the body length lies."""
+    received = 0
+    async for chunk in chunks:
+        received += len(chunk)
+        if expected is not None and received > expected:
+            raise RegistryError(ErrorCode.SIZE_INVALID, f"request body is longer than the {expected} bytes declared")
+        yield chunk
+    if expected is not None and received != expected:
+        raise RegistryError(
+            ErrorCode.SIZE_INVALID, f"request body has {received} bytes but {expected} were declared"
+        )
+
+
+class Uploads:
+    """Blob uploads for one registry."""
+
+    def __init__(self, storage: Storage, metadata: MetadataStore, *, max_blob_bytes: int) -> None:
+        self.storage = storage
+        self.metadata = metadata
+        self.max_blob_bytes = max_blob_bytes
+
+    async def start(self, name: str) -> str:
+        validate_name(name)
+        upload_id = uuid.uuid4().hex
+        # Row first, then file: a crash in between leaves a row without bytes, which reads as
+        # "upload unknown" and is purged by expiry; never bytes nobody knows about.
+        await self.metadata.create_upload(upload_id, name)
+        await self.storage.create_upload(upload_id)
+        return upload_id
+
+    async def status(self, name: str, upload_id: str) -> int:
+        validate_name(name)
+        return await self._size(name, upload_id)
+
+    async def _size(self, name: str, upload_id: str) -> int:
+        record = await self.metadata.get_upload(upload_id) if _looks_like_id(upload_id) else None
+        size = await self.storage.upload_size(upload_id) if record is not None else None
+        if record is None or record.repository != name or size is None:
+            raise RegistryError(
+                ErrorCode.BLOB_UPLOAD_UNKNOWN,
+                f"upload {upload_id[:64]} is not in progress in repository {name}",
+            )
+        return size
+
+    async def append(
+        self,
+        name: str,
+        upload_id: str,
+        chunks: AsyncIterator[bytes],
+        content_range: str | None,
+        content_length: str | None,
+    ) -> int:
+        """PATCH: append one chunk, in order (out of order is 416)."""
+        validate_name(name)
+        size = await self._size(name, upload_id)
+        declared = parse_length(content_length)
+        rng = parse_content_range(content_range)
+        if rng is not None:
+            if rng.start != size:
+                raise RegistryError(
+                    ErrorCode.RANGE_INVALID,
+                    f"chunk starts at byte {rng.start} but the upload has {size} bytes; send bytes {size}- next",
+                    headers={"Range": _range(size), "Location": f"/v2/{name}/blobs/uploads/{upload_id}"},
+                )
+            if declared is not None and declared != rng.length:
+                raise RegistryError(
+                    ErrorCode.RANGE_INVALID,
+                    f"Content-Range covers {rng.length} bytes but Content-Length is {declared}",
+                )
+            declared = rng.length
+        return await self.storage.append(
+            upload_id, _counted(chunks, declared), offset=size, limit=self.max_blob_bytes
+        )
+
+    async def finish(
+        self,
+        name: str,
+        upload_id: str,
+        digest_text: str | None,
+        chunks: AsyncIterator[bytes] | None,
+        content_range: str | None,
+        content_length: str | None,
+    ) -> tuple[Digest, int]:
+        """PUT: take an optional last chunk, verify the digest and make the blob visible."""
+        validate_name(name)
+        if not digest_text:
+            raise RegistryError(ErrorCode.DIGEST_INVALID, "the digest query parameter is required to finish an upload")
+        digest = Digest.parse(digest_text)
+        before = await self._size(name, upload_id)
+        if chunks is not None:
+            await self.append(name, upload_id, chunks, content_range, content_length)
+        try:
+            size = await self.storage.commit(upload_id, digest)
+        except RegistryError as exc:
+            if exc.code is ErrorCode.DIGEST_INVALID:
+                # Undo this request's bytes, so the session is exactly as before the failed PUT.
+                await self.storage.truncate(upload_id, before)
+            raise
+        await self.metadata.link_blob(name, digest, size)
+        await self.metadata.delete_upload(upload_id)
+        return digest, size
+
+    async def monolithic(self, name: str, digest_text: str, chunks: AsyncIterator[bytes], content_length: str | None) -> tuple[Digest, int]:
+        """POST ?digest=: the whole blob in one request."""
+        digest = Digest.parse(digest_text)
+        upload_id = await self.start(name)
+        try:
+            await self.storage.append(
+                upload_id, _counted(chunks, parse_length(content_length)), offset=0, limit=self.max_blob_bytes
+            )
+            size = await self.storage.commit(upload_id, digest)
+            await self.metadata.link_blob(name, digest, size)
+        finally:
+            await self.storage.cancel(upload_id)
+            await self.metadata.delete_upload(upload_id)
+        return digest, size
+
+    async def cancel(self, name: str, upload_id: str) -> None:
+        validate_name(name)
+        await self._size(name, upload_id)
+        await self.storage.cancel(upload_id)
+        await self.metadata.delete_upload(upload_id)
+
+    async def mount(self, name: str, digest_text: str, source: str | None) -> tuple[Digest, int] | None:
+        """Cross-repository mount; None means "fall back to a normal upload"."""
+        validate_name(name)
+        try:
+            digest = Digest.parse(digest_text)
+            if source is not None:
+                validate_name(source)
+        except RegistryError:
+            return None
+        size = await self.metadata.mount_blob(name, digest, source)
+        if size is None or await self.storage.stat(digest) is None:
+            return None
+        return digest, size
+
+
+def _looks_like_id(upload_id: str) -> bool:
+    return len(upload_id) == 32 and all(c in "0123456789abcdef" for c in upload_id)
+
+
+def _range(size: int) -> str:
+    return f"0-{max(size - 1, 0)}"

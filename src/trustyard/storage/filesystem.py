@@ -1,0 +1,224 @@
+"""Filesystem backend: blobs at `<root>/blobs/<alg>/<xx>/<hex>`, uploads at `<root>/uploads/<id>`.
+
+A blob becomes visible only through an atomic rename after its digest was verified, so a crash
+at any point leaves no partial blob. Paths are built from validated digests and upload UUIDs only;
+repository names never reach the filesystem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from trustyard.oci.digest import Digest, Digester
+from trustyard.oci.errors import ErrorCode, RegistryError
+from trustyard.storage.base import BlobLocation, BlobStat
+
+_UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_READ_CHUNK = 1 << 20
+
+
+class FilesystemStorage:
+    """Blob and upload storage on a local directory."""
+
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = root
+        self.fsync = fsync
+        self._blobs = root / "blobs"
+        self._uploads = root / "uploads"
+        self._blobs.mkdir(parents=True, exist_ok=True)
+        self._uploads.mkdir(parents=True, exist_ok=True)
+        # Per-process hash state of uploads this worker has fed, keyed by upload id. hashlib
+        # state cannot be persisted, so when another worker (or a restarted one) received a
+        # chunk, `commit` re-hashes the file from disk instead; correctness never depends on it.
+        self._digesters: dict[str, Digester] = {}
+
+    # -- blobs -------------------------------------------------------------------------------
+    def blob_path(self, digest: Digest) -> Path:
+        return self._blobs / digest.algorithm / digest.hex[:2] / digest.hex
+
+    async def stat(self, digest: Digest) -> BlobStat | None:
+        try:
+            st = self.blob_path(digest).stat()
+        except FileNotFoundError:
+            return None
+        return BlobStat(size=st.st_size, modified=st.st_mtime)
+
+    async def locate(self, digest: Digest) -> BlobLocation | None:
+        st = await self.stat(digest)
+        return None if st is None else BlobLocation(size=st.size, path=self.blob_path(digest))
+
+    async def read(
+        self, digest: Digest, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        remaining = length
+        async with await anyio.open_file(self.blob_path(digest), "rb") as f:
+            await f.seek(offset)
+            while remaining is None or remaining > 0:
+                want = _READ_CHUNK if remaining is None else min(_READ_CHUNK, remaining)
+                chunk = await f.read(want)
+                if not chunk:
+                    return
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+
+    async def delete(self, digest: Digest) -> bool:
+        try:
+            self.blob_path(digest).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    async def walk(self) -> AsyncIterator[tuple[Digest, float]]:
+        for alg_dir in sorted(self._blobs.iterdir()):
+            for prefix in sorted(alg_dir.iterdir()) if alg_dir.is_dir() else ():
+                for entry in sorted(prefix.iterdir()):
+                    try:
+                        digest = Digest.parse(f"{alg_dir.name}:{entry.name}")
+                        mtime = entry.stat().st_mtime
+                    except (RegistryError, FileNotFoundError):
+                        continue
+                    yield digest, mtime
+
+    # -- uploads -----------------------------------------------------------------------------
+    def _upload_path(self, upload_id: str) -> Path:
+        if not _UPLOAD_ID_RE.match(upload_id):
+            raise RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, "upload id is not one this registry issued")
+        return self._uploads / upload_id
+
+    async def create_upload(self, upload_id: str) -> None:
+        self._upload_path(upload_id).touch(exist_ok=False)
+        self._digesters[upload_id] = Digester()
+
+    async def upload_size(self, upload_id: str) -> int | None:
+        try:
+            return self._upload_path(upload_id).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    @contextlib.contextmanager
+    def _locked(self, upload_id: str, mode: str) -> Iterator[Any]:
+        """Open the upload file under an exclusive flock: one writer per upload, across workers."""
+        path = self._upload_path(upload_id)
+        try:
+            f = open(path, mode)  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, "upload not found") from None
+        try:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EACCES):
+                    raise RegistryError(
+                        ErrorCode.RANGE_INVALID,
+                        "another request is writing to this upload; wait for it and retry",
+                    ) from None
+                raise
+            if not path.exists():  # committed or cancelled while we waited for the file
+                raise RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, "upload not found")
+            yield f
+        finally:
+            f.close()
+
+    async def append(
+        self, upload_id: str, chunks: AsyncIterator[bytes], offset: int, limit: int
+    ) -> int:
+        with self._locked(upload_id, "r+b") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size != offset:
+                raise RegistryError(
+                    ErrorCode.RANGE_INVALID,
+                    f"chunk starts at byte {offset} but the upload has {size} bytes",
+                    headers={"Range": f"0-{max(size - 1, 0)}"},
+                )
+            cached = self._digesters.get(upload_id)
+            digester = cached if cached is not None and cached.size == size else None
+            saved = digester.copy() if digester is not None else None
+            f.seek(size)
+            written = size
+            try:
+                async for chunk in chunks:
+                    if not chunk:
+                        continue
+                    written += len(chunk)
+                    if limit and written > limit:
+                        raise RegistryError(
+                            ErrorCode.TOO_LARGE, f"blob exceeds the size limit of {limit} bytes"
+                        )
+                    # Writes go to the page cache and return in microseconds; a thread hop per
+                    # chunk would cost more than it saves.
+                    f.write(chunk)
+                    if digester is not None:
+                        digester.update(chunk)
+                f.flush()
+            except BaseException:
+                f.truncate(offset)
+                f.flush()
+                if saved is not None:
+                    self._digesters[upload_id] = saved
+                else:
+                    self._digesters.pop(upload_id, None)
+                raise
+            if digester is not None:
+                self._digesters[upload_id] = digester
+            else:
+                self._digesters.pop(upload_id, None)
+            return written
+
+    async def commit(self, upload_id: str, expected: Digest) -> int:
+        with self._locked(upload_id, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            digester = self._digesters.get(upload_id)
+            if digester is None or digester.size != size or digester.algorithm != expected.algorithm:
+                digester = await anyio.to_thread.run_sync(_hash_file, f, expected.algorithm)
+            actual = digester.digest()
+            if actual != expected:
+                raise RegistryError(
+                    ErrorCode.DIGEST_INVALID,
+                    f"uploaded content has digest {actual}, not {expected}",
+                    detail={"expected": str(expected), "actual": str(actual)},
+                )
+            if self.fsync:
+                await anyio.to_thread.run_sync(os.fsync, f.fileno())
+            target = self.blob_path(expected)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # A fresh mtime tells a concurrent GC pass that these bytes are new (see gc.py).
+            os.utime(f.fileno())
+            # Atomic publish; an identical blob pushed concurrently is simply replaced by itself.
+            os.replace(self._upload_path(upload_id), target)
+            self._digesters.pop(upload_id, None)
+            return size
+
+    async def truncate(self, upload_id: str, size: int) -> None:
+        with self._locked(upload_id, "r+b") as f:
+            f.truncate(size)
+        self._digesters.pop(upload_id, None)
+
+    async def cancel(self, upload_id: str) -> None:
+        self._digesters.pop(upload_id, None)
+        with contextlib.suppress(FileNotFoundError):
+            self._upload_path(upload_id).unlink()
+
+    async def uploads(self) -> AsyncIterator[tuple[str, float]]:
+        for entry in sorted(self._uploads.iterdir()):
+            if not _UPLOAD_ID_RE.match(entry.name):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                yield entry.name, entry.stat().st_mtime
+
+
+def _hash_file(f: Any, algorithm: str) -> Digester:
+    digester = Digester(algorithm)
+    f.seek(0)
+    while chunk := f.read(_READ_CHUNK):
+        digester.update(chunk)
+    return digester
