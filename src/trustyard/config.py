@@ -87,7 +87,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     """Build settings from defaults, file, environment and `overrides` (None values ignored)."""
     environ = dict(os.environ)
     values: dict[str, Any] = {}
-    file = config_file or (Path(environ[ENV_PREFIX + "CONFIG"]) if ENV_PREFIX + "CONFIG" in environ else None)
+    file = config_file or (
+        Path(environ[ENV_PREFIX + "CONFIG"]) if ENV_PREFIX + "CONFIG" in environ else None
+    )
     if file is not None:
         values.update(_from_file(file))
     values.update(_from_env(environ))
@@ -96,7 +98,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         return Settings(**values)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
+            for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from None
 

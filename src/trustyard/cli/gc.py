@@ -37,16 +37,21 @@ async def _run(settings: Settings, dry_run: bool) -> GcReport:
 
 
 def gc(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be freed; change nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would be freed; change nothing.")
+    ] = False,
     grace_seconds: Annotated[
-        float | None, typer.Option(help="Keep anything younger than this (protects in-flight pushes).")
+        float | None,
+        typer.Option(help="Keep anything younger than this (protects in-flight pushes)."),
     ] = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
     log_level: LogLevelOption = None,
 ) -> None:
     """Remove unreferenced blobs, untagged manifests and abandoned uploads."""
-    settings = settings_or_exit(config, data_dir=data_dir, log_level=log_level, gc_grace_seconds=grace_seconds)
+    settings = settings_or_exit(
+        config, data_dir=data_dir, log_level=log_level, gc_grace_seconds=grace_seconds
+    )
     configure_logging(settings.log_level)
     report = asyncio.run(_run(settings, dry_run))
     verb = "would delete" if dry_run else "deleted"

@@ -39,7 +39,9 @@ def serve(
     config: ConfigOption = None,
     tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate chain for HTTPS.")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key for HTTPS.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes (use one per core).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (use one per core).")
+    ] = None,
     log_level: LogLevelOption = None,
 ) -> None:
     """Run the registry (embedded default: filesystem blobs + SQLite, nothing else to start)."""

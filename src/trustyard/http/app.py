@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator
 
 import structlog
@@ -34,7 +35,7 @@ def configure_logging(level: str) -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=__import__("sys").stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
 
@@ -55,7 +56,9 @@ async def _purge_uploads_forever(registry: Registry, settings: Settings) -> None
     while True:
         await asyncio.sleep(settings.upload_purge_interval_seconds)
         try:
-            expired = await expire_uploads(registry.storage, registry.metadata, settings.upload_max_age_seconds)
+            expired = await expire_uploads(
+                registry.storage, registry.metadata, settings.upload_max_age_seconds
+            )
             if expired:
                 log.info("uploads_expired", count=len(expired))
         except Exception:
@@ -82,7 +85,7 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=v2.routes(),
         middleware=[Middleware(RegistryHeaders)],
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
 

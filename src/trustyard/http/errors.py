@@ -28,9 +28,13 @@ async def registry_error(request: Request, exc: Exception) -> Response:
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
-        err = RegistryError(ErrorCode.UNSUPPORTED, f"method {request.method} is not allowed on this endpoint")
+        err = RegistryError(
+            ErrorCode.UNSUPPORTED, f"method {request.method} is not allowed on this endpoint"
+        )
     elif exc.status_code == 404:
-        err = RegistryError(ErrorCode.NAME_UNKNOWN, "no such endpoint; this is an OCI distribution (/v2/) registry")
+        err = RegistryError(
+            ErrorCode.NAME_UNKNOWN, "no such endpoint; this is an OCI distribution (/v2/) registry"
+        )
     else:
         err = RegistryError(ErrorCode.UNKNOWN, exc.detail)
     resp = error_response(err, request.method)

@@ -38,14 +38,21 @@ def blob_response(
     headers["Accept-Ranges"] = "bytes"
     headers["Cache-Control"] = "max-age=31536000"
     if not_modified(request, digest):
-        return Response(status_code=304, headers={k: v for k, v in headers.items() if k != "Content-Length"})
+        return Response(
+            status_code=304, headers={k: v for k, v in headers.items() if k != "Content-Length"}
+        )
     if location.url is not None:
-        return Response(status_code=307, headers={"Location": location.url, "Docker-Content-Digest": str(digest)})
+        return Response(
+            status_code=307,
+            headers={"Location": location.url, "Docker-Content-Digest": str(digest)},
+        )
     if location.path is not None:
         del headers["Content-Length"]  # FileResponse sets it per range
         return FileResponse(location.path, headers=headers, media_type="application/octet-stream")
     if request.headers.get("range"):
-        raise RegistryError(ErrorCode.UNSUPPORTED, "range requests are not supported by this storage backend")
+        raise RegistryError(
+            ErrorCode.UNSUPPORTED, "range requests are not supported by this storage backend"
+        )
     return StreamingResponse(store.read(digest), headers=headers)
 
 

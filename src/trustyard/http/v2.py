@@ -35,7 +35,11 @@ def _progress_headers(name: str, upload_id: str, size: int) -> dict[str, str]:
 def _created(name: str, digest: Digest) -> Response:
     return Response(
         status_code=201,
-        headers={"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": str(digest), "Content-Length": "0"},
+        headers={
+            "Location": f"/v2/{name}/blobs/{digest}",
+            "Docker-Content-Digest": str(digest),
+            "Content-Length": "0",
+        },
     )
 
 
@@ -43,13 +47,18 @@ async def read_limited(request: Request, limit: int, what: str) -> bytes:
     """Read a small body (manifests) with a hard limit: 413 before buffering too much."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise RegistryError(ErrorCode.TOO_LARGE, f"{what} of {declared} bytes is larger than the limit of {limit} bytes")
+        raise RegistryError(
+            ErrorCode.TOO_LARGE,
+            f"{what} of {declared} bytes is larger than the limit of {limit} bytes",
+        )
     parts: list[bytes] = []
     total = 0
     async for chunk in request.stream():
         total += len(chunk)
         if total > limit:
-            raise RegistryError(ErrorCode.TOO_LARGE, f"{what} is larger than the limit of {limit} bytes")
+            raise RegistryError(
+                ErrorCode.TOO_LARGE, f"{what} is larger than the limit of {limit} bytes"
+            )
         parts.append(chunk)
     return b"".join(parts)
 
@@ -93,7 +102,10 @@ async def manifest_get(request: Request) -> Response:
     if record.subject is not None:
         headers["OCI-Subject"] = str(record.subject)
     if not_modified(request, record.digest):
-        return Response(status_code=304, headers={"Docker-Content-Digest": str(record.digest), "ETag": headers["ETag"]})
+        return Response(
+            status_code=304,
+            headers={"Docker-Content-Digest": str(record.digest), "ETag": headers["ETag"]},
+        )
     if request.method == "HEAD":
         return Response(status_code=200, headers=headers)
     return Response(record.content, status_code=200, headers=headers)
@@ -104,7 +116,11 @@ async def manifest_put(request: Request) -> Response:
     registry = _registry(request)
     body = await read_limited(request, registry.options.max_manifest_bytes, "manifest")
     manifest = await registry.put_manifest(
-        name, reference, request.headers.get("content-type"), body, request.query_params.getlist("tag")
+        name,
+        reference,
+        request.headers.get("content-type"),
+        body,
+        request.query_params.getlist("tag"),
     )
     headers = {
         "Location": f"/v2/{name}/manifests/{manifest.digest}",
@@ -120,7 +136,9 @@ async def manifest_put(request: Request) -> Response:
 
 
 async def manifest_delete(request: Request) -> Response:
-    await _registry(request).delete_manifest(request.path_params["name"], request.path_params["reference"])
+    await _registry(request).delete_manifest(
+        request.path_params["name"], request.path_params["reference"]
+    )
     return Response(status_code=202, headers={"Content-Length": "0"})
 
 
@@ -156,7 +174,9 @@ async def upload_start(request: Request) -> Response:
             return _created(name, mounted[0])
     digest = params.get("digest")
     if digest:
-        digest_obj, _ = await uploads.monolithic(name, digest, request.stream(), request.headers.get("content-length"))
+        digest_obj, _ = await uploads.monolithic(
+            name, digest, request.stream(), request.headers.get("content-length")
+        )
         return _created(name, digest_obj)
     upload_id = await uploads.start(name)
     return Response(status_code=202, headers=_progress_headers(name, upload_id, 0))
@@ -171,7 +191,11 @@ async def upload_status(request: Request) -> Response:
 async def upload_patch(request: Request) -> Response:
     name, upload_id = request.path_params["name"], request.path_params["upload_id"]
     size = await _registry(request).uploads.append(
-        name, upload_id, request.stream(), request.headers.get("content-range"), request.headers.get("content-length")
+        name,
+        upload_id,
+        request.stream(),
+        request.headers.get("content-range"),
+        request.headers.get("content-length"),
     )
     return Response(status_code=202, headers=_progress_headers(name, upload_id, size))
 
@@ -190,7 +214,9 @@ async def upload_put(request: Request) -> Response:
 
 
 async def upload_delete(request: Request) -> Response:
-    await _registry(request).uploads.cancel(request.path_params["name"], request.path_params["upload_id"])
+    await _registry(request).uploads.cancel(
+        request.path_params["name"], request.path_params["upload_id"]
+    )
     return Response(status_code=204)
 
 
@@ -226,4 +252,3 @@ def routes() -> list[Route]:
         Route(f"{n}/blobs/{{digest}}", blob_delete, methods=["DELETE"]),
         Route(f"{n}/referrers/{{digest}}", referrers, methods=["GET"]),
     ]
-

@@ -11,7 +11,14 @@ from trustyard.metadata.base import GcPlan, ManifestRecord, MetadataStore, Uploa
 from trustyard.metadata.sql import SqlMetadataStore
 from trustyard.metadata.sqlite import sqlite_engines
 
-__all__ = ["GcPlan", "ManifestRecord", "MetadataStore", "SqlMetadataStore", "UploadRecord", "open_metadata"]
+__all__ = [
+    "GcPlan",
+    "ManifestRecord",
+    "MetadataStore",
+    "SqlMetadataStore",
+    "UploadRecord",
+    "open_metadata",
+]
 
 
 class SchemaTooNew(RuntimeError):
@@ -27,9 +34,13 @@ async def open_metadata(path: Path, *, create: bool = False) -> SqlMetadataStore
     if create:
         async with writer.begin() as conn:
             await conn.run_sync(schema.metadata.create_all)
-            version = (await conn.execute(select(schema.schema_info.c.version))).scalar_one_or_none()
+            version = (
+                await conn.execute(select(schema.schema_info.c.version))
+            ).scalar_one_or_none()
             if version is None:
-                await conn.execute(insert(schema.schema_info).values(id=1, version=schema.SCHEMA_VERSION))
+                await conn.execute(
+                    insert(schema.schema_info).values(id=1, version=schema.SCHEMA_VERSION)
+                )
             elif version > schema.SCHEMA_VERSION:
                 await store.close()
                 raise SchemaTooNew(

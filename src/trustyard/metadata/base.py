@@ -6,6 +6,7 @@ frozen dataclasses so the registry use cases never see SQL types.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -42,6 +43,10 @@ class GcPlan:
     @property
     def freed_bytes(self) -> int:
         return sum(size for _, size in self.blobs)
+
+
+# Deletes a blob's bytes unless they are newer than the cutoff; True when deleted.
+BlobSweeper = Callable[[Digest, float], Awaitable[bool]]
 
 
 class BlobIndex(Protocol):
@@ -100,16 +105,13 @@ class UploadIndex(Protocol):
 
 
 class GcIndex(Protocol):
-    async def collect(self, cutoff: float, *, dry_run: bool, on_blob_deleted: BlobSweeper) -> GcPlan:
+    async def collect(
+        self, cutoff: float, *, dry_run: bool, on_blob_deleted: BlobSweeper
+    ) -> GcPlan:
         """Mark from tags and recent items, then (unless `dry_run`) sweep in one transaction."""
 
     async def blob_digests(self) -> set[str]:
         """Every blob digest the metadata knows (for the orphan-file sweep)."""
-
-
-class BlobSweeper(Protocol):
-    async def __call__(self, digest: Digest, cutoff: float) -> bool:
-        """Delete the blob's bytes unless they are newer than `cutoff`; True when deleted."""
 
 
 class MetadataStore(BlobIndex, ManifestIndex, CatalogIndex, UploadIndex, GcIndex, Protocol):

@@ -71,12 +71,16 @@ class SqlMetadataStore:
             await conn.execute(
                 self._insert(t.blobs)
                 .values(digest=str(digest), size=size, created_at=now, last_seen=now)
-                .on_conflict_do_update(index_elements=["digest"], set_={"last_seen": now, "size": size})
+                .on_conflict_do_update(
+                    index_elements=["digest"], set_={"last_seen": now, "size": size}
+                )
             )
             await conn.execute(
                 self._insert(t.repo_blobs)
                 .values(repo_id=repo_id, digest=str(digest), linked_at=now)
-                .on_conflict_do_update(index_elements=["repo_id", "digest"], set_={"linked_at": now})
+                .on_conflict_do_update(
+                    index_elements=["repo_id", "digest"], set_={"linked_at": now}
+                )
             )
 
     async def mount_blob(self, repository: str, digest: Digest, source: str | None) -> int | None:
@@ -84,9 +88,11 @@ class SqlMetadataStore:
         async with self.writer.begin() as conn:
             query = select(t.blobs.c.size).where(t.blobs.c.digest == str(digest))
             if source is not None:
-                query = query.join(t.repo_blobs, t.repo_blobs.c.digest == t.blobs.c.digest).join(
-                    t.repositories, t.repositories.c.id == t.repo_blobs.c.repo_id
-                ).where(t.repositories.c.name == source)
+                query = (
+                    query.join(t.repo_blobs, t.repo_blobs.c.digest == t.blobs.c.digest)
+                    .join(t.repositories, t.repositories.c.id == t.repo_blobs.c.repo_id)
+                    .where(t.repositories.c.name == source)
+                )
             size = (await conn.execute(query.limit(1))).scalar_one_or_none()
             if size is None:
                 return None
@@ -97,7 +103,9 @@ class SqlMetadataStore:
             await conn.execute(
                 self._insert(t.repo_blobs)
                 .values(repo_id=repo_id, digest=str(digest), linked_at=now)
-                .on_conflict_do_update(index_elements=["repo_id", "digest"], set_={"linked_at": now})
+                .on_conflict_do_update(
+                    index_elements=["repo_id", "digest"], set_={"linked_at": now}
+                )
             )
             return int(size)
 
@@ -198,15 +206,20 @@ class SqlMetadataStore:
                     self._insert(t.tags)
                     .values(repo_id=repo_id, name=tag, digest=digest, updated_at=now)
                     .on_conflict_do_update(
-                        index_elements=["repo_id", "name"], set_={"digest": digest, "updated_at": now}
+                        index_elements=["repo_id", "name"],
+                        set_={"digest": digest, "updated_at": now},
                     )
                 )
 
     async def get_manifest(self, repository: str, reference: str | Digest) -> ManifestRecord | None:
         m = t.manifests
-        query = select(m.c.digest, m.c.media_type, m.c.size, m.c.content, m.c.subject, m.c.artifact_type).join(
-            t.repositories, t.repositories.c.id == m.c.repo_id
-        ).where(t.repositories.c.name == repository)
+        query = (
+            select(
+                m.c.digest, m.c.media_type, m.c.size, m.c.content, m.c.subject, m.c.artifact_type
+            )
+            .join(t.repositories, t.repositories.c.id == m.c.repo_id)
+            .where(t.repositories.c.name == repository)
+        )
         if isinstance(reference, Digest):
             query = query.where(m.c.digest == str(reference))
         else:
@@ -238,7 +251,9 @@ class SqlMetadataStore:
             )
             return removed > 0 or bool(result.rowcount)
 
-    async def _delete_manifests(self, conn: AsyncConnection, items: Iterable[tuple[int, str]]) -> int:
+    async def _delete_manifests(
+        self, conn: AsyncConnection, items: Iterable[tuple[int, str]]
+    ) -> int:
         count = 0
         for repo_id, digest in items:
             await conn.execute(
@@ -247,7 +262,9 @@ class SqlMetadataStore:
                 )
             )
             result = await conn.execute(
-                delete(t.manifests).where(t.manifests.c.repo_id == repo_id, t.manifests.c.digest == digest)
+                delete(t.manifests).where(
+                    t.manifests.c.repo_id == repo_id, t.manifests.c.digest == digest
+                )
             )
             count += result.rowcount
         return count
@@ -347,10 +364,14 @@ class SqlMetadataStore:
             t.repositories, t.repositories.c.id == t.uploads.c.repo_id
         )
         async with self.reader.connect() as conn:
-            return [UploadRecord(r.id, r.name, r.started_at) for r in (await conn.execute(query)).all()]
+            return [
+                UploadRecord(r.id, r.name, r.started_at) for r in (await conn.execute(query)).all()
+            ]
 
     # -- garbage collection --------------------------------------------------------------------
-    async def collect(self, cutoff: float, *, dry_run: bool, on_blob_deleted: BlobSweeper) -> GcPlan:
+    async def collect(
+        self, cutoff: float, *, dry_run: bool, on_blob_deleted: BlobSweeper
+    ) -> GcPlan:
         """Mark and sweep inside one write transaction, so no push interleaves with it.
 
         Live manifests: tagged ones, ones younger than `cutoff` (an in-flight multi-arch push
@@ -360,13 +381,20 @@ class SqlMetadataStore:
         """
         names: dict[int, str] = {}
         async with self.writer.begin() as conn:
-            for row in (await conn.execute(select(t.repositories.c.id, t.repositories.c.name))).all():
+            for row in (
+                await conn.execute(select(t.repositories.c.id, t.repositories.c.name))
+            ).all():
                 names[row.id] = row.name
             all_manifests = {
                 (r.repo_id, r.digest): (r.subject, r.created_at)
                 for r in (
                     await conn.execute(
-                        select(t.manifests.c.repo_id, t.manifests.c.digest, t.manifests.c.subject, t.manifests.c.created_at)
+                        select(
+                            t.manifests.c.repo_id,
+                            t.manifests.c.digest,
+                            t.manifests.c.subject,
+                            t.manifests.c.created_at,
+                        )
                     )
                 ).all()
             }
@@ -380,7 +408,10 @@ class SqlMetadataStore:
                 if subject:
                     referrers.setdefault((repo_id, subject), []).append(digest)
 
-            roots = {(r.repo_id, r.digest) for r in (await conn.execute(select(t.tags.c.repo_id, t.tags.c.digest))).all()}
+            roots = {
+                (r.repo_id, r.digest)
+                for r in (await conn.execute(select(t.tags.c.repo_id, t.tags.c.digest))).all()
+            }
             roots |= {key for key, (_, created) in all_manifests.items() if created >= cutoff}
             live: set[tuple[int, str]] = set()
             stack = [k for k in roots if k in all_manifests]
@@ -395,7 +426,9 @@ class SqlMetadataStore:
                         stack.append((repo_id, child))
             dead_manifests = sorted(set(all_manifests) - live)
 
-            live_links = {(repo_id, b) for key in live for b in blob_refs.get(key, []) for repo_id in [key[0]]}
+            live_links = {
+                (repo_id, b) for key in live for b in blob_refs.get(key, []) for repo_id in [key[0]]
+            }
             plan = GcPlan()
             plan.manifests = [(names[r], Digest.parse(d)) for r, d in dead_manifests]
             dead_links: list[tuple[int, str]] = []
@@ -405,7 +438,10 @@ class SqlMetadataStore:
             plan.links = [(names[r], Digest.parse(d)) for r, d in dead_links]
             dead_set = set(dead_links)
             still_linked = {
-                r.digest for r in (await conn.execute(select(t.repo_blobs.c.repo_id, t.repo_blobs.c.digest))).all()
+                r.digest
+                for r in (
+                    await conn.execute(select(t.repo_blobs.c.repo_id, t.repo_blobs.c.digest))
+                ).all()
                 if (r.repo_id, r.digest) not in dead_set
             }
             for r in (await conn.execute(select(t.blobs))).all():
@@ -417,7 +453,9 @@ class SqlMetadataStore:
             await self._delete_manifests(conn, dead_manifests)
             for repo_id, digest in dead_links:
                 await conn.execute(
-                    delete(t.repo_blobs).where(t.repo_blobs.c.repo_id == repo_id, t.repo_blobs.c.digest == digest)
+                    delete(t.repo_blobs).where(
+                        t.repo_blobs.c.repo_id == repo_id, t.repo_blobs.c.digest == digest
+                    )
                 )
             # Bytes go while the write lock is held: a push links a blob in a write transaction,
             # so it waits for us, and a blob renamed into place meanwhile is newer than
@@ -435,6 +473,13 @@ class SqlMetadataStore:
     async def counts(self) -> dict[str, int]:
         async with self.reader.connect() as conn:
             out = {}
-            for name, table in (("repositories", t.repositories), ("manifests", t.manifests), ("tags", t.tags), ("blobs", t.blobs)):
-                out[name] = int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
+            for name, table in (
+                ("repositories", t.repositories),
+                ("manifests", t.manifests),
+                ("tags", t.tags),
+                ("blobs", t.blobs),
+            ):
+                out[name] = int(
+                    (await conn.execute(select(func.count()).select_from(table))).scalar_one()
+                )
             return out

@@ -28,7 +28,9 @@ class Digest:
         """Parse and validate; raises DIGEST_INVALID with the reason."""
         m = _DIGEST_RE.match(text or "")
         if m is None:
-            raise RegistryError(ErrorCode.DIGEST_INVALID, f"invalid digest {text[:200]!r}: expected algorithm:hex")
+            raise RegistryError(
+                ErrorCode.DIGEST_INVALID, f"invalid digest {text[:200]!r}: expected algorithm:hex"
+            )
         algorithm, hexpart = m.group(1), m.group(2)
         length = _HEX_LENGTH.get(algorithm)
         if length is None:
@@ -60,7 +62,9 @@ class Digester:
 
     def __init__(self, algorithm: str = "sha256") -> None:
         if algorithm not in _HEX_LENGTH:
-            raise RegistryError(ErrorCode.DIGEST_INVALID, f"unsupported digest algorithm {algorithm!r}")
+            raise RegistryError(
+                ErrorCode.DIGEST_INVALID, f"unsupported digest algorithm {algorithm!r}"
+            )
         self.algorithm = algorithm
         self._hash = hashlib.new(algorithm)
         self.size = 0

@@ -25,7 +25,11 @@ class Descriptor:
     platform: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"mediaType": self.media_type, "digest": str(self.digest), "size": self.size}
+        out: dict[str, Any] = {
+            "mediaType": self.media_type,
+            "digest": str(self.digest),
+            "size": self.size,
+        }
         if self.artifact_type:
             out["artifactType"] = self.artifact_type
         if self.annotations:
@@ -106,13 +110,20 @@ def resolve_media_type(body: dict[str, Any], content_type: str | None) -> str:
         )
     if declared is not None and not isinstance(declared, str):
         raise _invalid("mediaType must be a string")
-    if declared and ctype and ctype not in ("application/json", "application/octet-stream") and declared != ctype:
+    if (
+        declared
+        and ctype
+        and ctype not in ("application/json", "application/octet-stream")
+        and declared != ctype
+    ):
         raise _invalid(
             f"Content-Type {ctype!r} does not match the manifest's mediaType {declared!r}"
         )
     media_type = declared or ctype
     if media_type in (None, "application/json", "application/octet-stream"):
-        media_type = mt.OCI_INDEX if "manifests" in body else mt.OCI_MANIFEST if "config" in body else None
+        media_type = (
+            mt.OCI_INDEX if "manifests" in body else mt.OCI_MANIFEST if "config" in body else None
+        )
     if media_type not in mt.MANIFESTS:
         raise _invalid(
             f"unsupported manifest media type {str(media_type)[:100]!r}; supported: "

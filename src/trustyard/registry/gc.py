@@ -59,7 +59,9 @@ async def collect_garbage(
         return await storage.delete(digest)
 
     report.plan = await metadata.collect(cutoff, dry_run=dry_run, on_blob_deleted=sweep)
-    report.expired_uploads = await expire_uploads(storage, metadata, upload_max_age_seconds, dry_run=dry_run)
+    report.expired_uploads = await expire_uploads(
+        storage, metadata, upload_max_age_seconds, dry_run=dry_run
+    )
     if sweep_orphans:
         known_blobs = await metadata.blob_digests()
         async for digest, modified in storage.walk():

@@ -55,7 +55,9 @@ def page_size(n: str | None) -> int:
     try:
         value = int(n)
     except ValueError:
-        raise RegistryError(ErrorCode.PAGINATION_INVALID, f"n must be a non-negative integer, got {n[:20]!r}") from None
+        raise RegistryError(
+            ErrorCode.PAGINATION_INVALID, f"n must be a non-negative integer, got {n[:20]!r}"
+        ) from None
     if value < 0:
         raise RegistryError(ErrorCode.PAGINATION_INVALID, "n must be a non-negative integer")
     return min(value, MAX_PAGE)
@@ -76,40 +78,68 @@ class Registry:
         validate_name(name)
         size = await self.metadata.blob_size(name, digest)
         if size is None:
-            raise RegistryError(ErrorCode.BLOB_UNKNOWN, f"blob {digest} is not in repository {name}", detail={"digest": str(digest)})
+            raise RegistryError(
+                ErrorCode.BLOB_UNKNOWN,
+                f"blob {digest} is not in repository {name}",
+                detail={"digest": str(digest)},
+            )
         return size
 
     async def locate_blob(self, name: str, digest: Digest) -> BlobLocation:
         await self.blob_size(name, digest)
         location = await self.storage.locate(digest)
         if location is None:
-            raise RegistryError(ErrorCode.BLOB_UNKNOWN, f"blob {digest} has no content in storage", detail={"digest": str(digest)})
+            raise RegistryError(
+                ErrorCode.BLOB_UNKNOWN,
+                f"blob {digest} has no content in storage",
+                detail={"digest": str(digest)},
+            )
         return location
 
     async def delete_blob(self, name: str, digest: Digest) -> None:
         validate_name(name)
         self._require_delete()
         if not await self.metadata.unlink_blob(name, digest):
-            raise RegistryError(ErrorCode.BLOB_UNKNOWN, f"blob {digest} is not in repository {name}", detail={"digest": str(digest)})
+            raise RegistryError(
+                ErrorCode.BLOB_UNKNOWN,
+                f"blob {digest} is not in repository {name}",
+                detail={"digest": str(digest)},
+            )
 
     # -- manifests -----------------------------------------------------------------------------
-    async def get_manifest(self, name: str, reference: str, accept: list[str] | None = None) -> ManifestRecord:
+    async def get_manifest(
+        self, name: str, reference: str, accept: list[str] | None = None
+    ) -> ManifestRecord:
         validate_name(name)
         ref = parse_reference(reference)
         record = await self.metadata.get_manifest(name, ref)
         if record is None:
             if not await self.metadata.repository_exists(name):
-                raise RegistryError(ErrorCode.NAME_UNKNOWN, f"repository {name} is not known to this registry", detail={"name": name})
-            raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, f"manifest {reference} is not in repository {name}", detail={"reference": reference})
+                raise RegistryError(
+                    ErrorCode.NAME_UNKNOWN,
+                    f"repository {name} is not known to this registry",
+                    detail={"name": name},
+                )
+            raise RegistryError(
+                ErrorCode.MANIFEST_UNKNOWN,
+                f"manifest {reference} is not in repository {name}",
+                detail={"reference": reference},
+            )
         return await self._negotiate(name, record, accept)
 
-    async def _negotiate(self, name: str, record: ManifestRecord, accept: list[str] | None) -> ManifestRecord:
+    async def _negotiate(
+        self, name: str, record: ManifestRecord, accept: list[str] | None
+    ) -> ManifestRecord:
         """Serve the stored bytes when the client accepts their type (or says nothing specific).
 
         As Distribution does, a client that cannot read indexes gets the linux/amd64 image of
         a multi-platform index by tag; otherwise a type it did not accept is a clear 404.
         """
-        if not accept or record.media_type in accept or any(a in ("*/*", "application/*") for a in accept):
+        if (
+            not accept
+            or record.media_type in accept
+            or any(a in ("*/*", "application/*") for a in accept)
+        ):
             return record
         if record.media_type == mt.DOCKER_SCHEMA1 or record.media_type not in mt.INDEXES:
             raise RegistryError(
@@ -119,7 +149,11 @@ class Registry:
         parsed = parse_manifest(record.content, record.media_type, record.digest.algorithm)
         for child in parsed.children:
             platform = child.platform or {}
-            if platform.get("os") == "linux" and platform.get("architecture") == "amd64" and child.media_type in accept:
+            if (
+                platform.get("os") == "linux"
+                and platform.get("architecture") == "amd64"
+                and child.media_type in accept
+            ):
                 found = await self.metadata.get_manifest(name, child.digest)
                 if found is not None:
                     return found
@@ -130,12 +164,20 @@ class Registry:
         )
 
     async def put_manifest(
-        self, name: str, reference: str, content_type: str | None, body: bytes, extra_tags: list[str]
+        self,
+        name: str,
+        reference: str,
+        content_type: str | None,
+        body: bytes,
+        extra_tags: list[str],
     ) -> Manifest:
         validate_name(name)
         ref = parse_reference(reference)
         if len(body) > self.options.max_manifest_bytes:
-            raise RegistryError(ErrorCode.TOO_LARGE, f"manifest is larger than the limit of {self.options.max_manifest_bytes} bytes")
+            raise RegistryError(
+                ErrorCode.TOO_LARGE,
+                f"manifest is larger than the limit of {self.options.max_manifest_bytes} bytes",
+            )
         algorithm = ref.algorithm if isinstance(ref, Digest) else "sha256"
         manifest = parse_manifest(body, content_type, algorithm)
         if isinstance(ref, Digest) and manifest.digest != ref:
@@ -158,18 +200,29 @@ class Registry:
         else:
             found = await self.metadata.delete_tag(name, ref)
         if not found:
-            raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, f"manifest {reference} is not in repository {name}", detail={"reference": reference})
+            raise RegistryError(
+                ErrorCode.MANIFEST_UNKNOWN,
+                f"manifest {reference} is not in repository {name}",
+                detail={"reference": reference},
+            )
 
     def _require_delete(self) -> None:
         if not self.options.delete_enabled:
-            raise RegistryError(ErrorCode.UNSUPPORTED, "deletes are disabled on this registry (delete_enabled = false)")
+            raise RegistryError(
+                ErrorCode.UNSUPPORTED,
+                "deletes are disabled on this registry (delete_enabled = false)",
+            )
 
     # -- listings ------------------------------------------------------------------------------
     async def tags(self, name: str, n: str | None, last: str | None) -> Page:
         validate_name(name)
         limit = page_size(n)
         if not await self.metadata.repository_exists(name):
-            raise RegistryError(ErrorCode.NAME_UNKNOWN, f"repository {name} is not known to this registry", detail={"name": name})
+            raise RegistryError(
+                ErrorCode.NAME_UNKNOWN,
+                f"repository {name} is not known to this registry",
+                detail={"name": name},
+            )
         if limit == 0:
             return Page([], None)
         items = await self.metadata.list_tags(name, limit + 1, last or None)
@@ -186,10 +239,16 @@ class Registry:
         """Manifests whose subject is `digest`, plus entries of a pre-existing tag-schema index."""
         validate_name(name)
         if not await self.metadata.repository_exists(name):
-            raise RegistryError(ErrorCode.NAME_UNKNOWN, f"repository {name} is not known to this registry", detail={"name": name})
+            raise RegistryError(
+                ErrorCode.NAME_UNKNOWN,
+                f"repository {name} is not known to this registry",
+                detail={"name": name},
+            )
         found = await self.metadata.referrers(name, digest, artifact_type)
         seen = {d.digest for d in found}
-        fallback = await self.metadata.get_manifest(name, tag_schema_tag(digest.algorithm, digest.hex))
+        fallback = await self.metadata.get_manifest(
+            name, tag_schema_tag(digest.algorithm, digest.hex)
+        )
         if fallback is not None and fallback.media_type in mt.INDEXES:
             try:
                 index = parse_manifest(fallback.content, fallback.media_type)

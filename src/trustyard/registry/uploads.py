@@ -36,10 +36,15 @@ def parse_content_range(value: str | None) -> ByteRange | None:
         return None
     m = _CONTENT_RANGE_RE.match(value.strip())
     if m is None:
-        raise RegistryError(ErrorCode.RANGE_INVALID, f"invalid Content-Range {value[:100]!r}: expected <start>-<end>")
+        raise RegistryError(
+            ErrorCode.RANGE_INVALID,
+            f"invalid Content-Range {value[:100]!r}: expected <start>-<end>",
+        )
     start, end = int(m.group(1)), int(m.group(2))
     if end < start:
-        raise RegistryError(ErrorCode.RANGE_INVALID, f"invalid Content-Range {value[:100]!r}: end before start")
+        raise RegistryError(
+            ErrorCode.RANGE_INVALID, f"invalid Content-Range {value[:100]!r}: end before start"
+        )
     return ByteRange(start, end)
 
 
@@ -57,11 +62,14 @@ async def _counted(chunks: AsyncIterator[bytes], expected: int | None) -> AsyncI
     async for chunk in chunks:
         received += len(chunk)
         if expected is not None and received > expected:
-            raise RegistryError(ErrorCode.SIZE_INVALID, f"request body is longer than the {expected} bytes declared")
+            raise RegistryError(
+                ErrorCode.SIZE_INVALID, f"request body is longer than the {expected} bytes declared"
+            )
         yield chunk
     if expected is not None and received != expected:
         raise RegistryError(
-            ErrorCode.SIZE_INVALID, f"request body has {received} bytes but {expected} were declared"
+            ErrorCode.SIZE_INVALID,
+            f"request body has {received} bytes but {expected} were declared",
         )
 
 
@@ -114,7 +122,10 @@ class Uploads:
                 raise RegistryError(
                     ErrorCode.RANGE_INVALID,
                     f"chunk starts at byte {rng.start} but the upload has {size} bytes; send bytes {size}- next",
-                    headers={"Range": _range(size), "Location": f"/v2/{name}/blobs/uploads/{upload_id}"},
+                    headers={
+                        "Range": _range(size),
+                        "Location": f"/v2/{name}/blobs/uploads/{upload_id}",
+                    },
                 )
             if declared is not None and declared != rng.length:
                 raise RegistryError(
@@ -138,7 +149,10 @@ class Uploads:
         """PUT: take an optional last chunk, verify the digest and make the blob visible."""
         validate_name(name)
         if not digest_text:
-            raise RegistryError(ErrorCode.DIGEST_INVALID, "the digest query parameter is required to finish an upload")
+            raise RegistryError(
+                ErrorCode.DIGEST_INVALID,
+                "the digest query parameter is required to finish an upload",
+            )
         digest = Digest.parse(digest_text)
         before = await self._size(name, upload_id)
         if chunks is not None:
@@ -154,13 +168,18 @@ class Uploads:
         await self.metadata.delete_upload(upload_id)
         return digest, size
 
-    async def monolithic(self, name: str, digest_text: str, chunks: AsyncIterator[bytes], content_length: str | None) -> tuple[Digest, int]:
+    async def monolithic(
+        self, name: str, digest_text: str, chunks: AsyncIterator[bytes], content_length: str | None
+    ) -> tuple[Digest, int]:
         """POST ?digest=: the whole blob in one request."""
         digest = Digest.parse(digest_text)
         upload_id = await self.start(name)
         try:
             await self.storage.append(
-                upload_id, _counted(chunks, parse_length(content_length)), offset=0, limit=self.max_blob_bytes
+                upload_id,
+                _counted(chunks, parse_length(content_length)),
+                offset=0,
+                limit=self.max_blob_bytes,
             )
             size = await self.storage.commit(upload_id, digest)
             await self.metadata.link_blob(name, digest, size)
@@ -175,7 +194,9 @@ class Uploads:
         await self.storage.cancel(upload_id)
         await self.metadata.delete_upload(upload_id)
 
-    async def mount(self, name: str, digest_text: str, source: str | None) -> tuple[Digest, int] | None:
+    async def mount(
+        self, name: str, digest_text: str, source: str | None
+    ) -> tuple[Digest, int] | None:
         """Cross-repository mount; None means "fall back to a normal upload"."""
         validate_name(name)
         try:

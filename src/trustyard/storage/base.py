@@ -36,7 +36,9 @@ class BlobStore(Protocol):
     async def locate(self, digest: Digest) -> BlobLocation | None:
         """Where to read the blob from, or None when absent."""
 
-    def read(self, digest: Digest, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+    def read(
+        self, digest: Digest, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
         """Stream the blob's bytes (for backends or callers that cannot use `locate`)."""
 
     async def delete(self, digest: Digest) -> bool:

@@ -92,7 +92,9 @@ class FilesystemStorage:
     # -- uploads -----------------------------------------------------------------------------
     def _upload_path(self, upload_id: str) -> Path:
         if not _UPLOAD_ID_RE.match(upload_id):
-            raise RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, "upload id is not one this registry issued")
+            raise RegistryError(
+                ErrorCode.BLOB_UPLOAD_UNKNOWN, "upload id is not one this registry issued"
+            )
         return self._uploads / upload_id
 
     async def create_upload(self, upload_id: str) -> None:
@@ -110,7 +112,7 @@ class FilesystemStorage:
         """Open the upload file under an exclusive flock: one writer per upload, across workers."""
         path = self._upload_path(upload_id)
         try:
-            f = open(path, mode)  # noqa: SIM115 - closed below
+            f = open(path, mode)
         except FileNotFoundError:
             raise RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, "upload not found") from None
         try:
@@ -178,7 +180,11 @@ class FilesystemStorage:
         with self._locked(upload_id, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             digester = self._digesters.get(upload_id)
-            if digester is None or digester.size != size or digester.algorithm != expected.algorithm:
+            if (
+                digester is None
+                or digester.size != size
+                or digester.algorithm != expected.algorithm
+            ):
                 digester = await anyio.to_thread.run_sync(_hash_file, f, expected.algorithm)
             actual = digester.digest()
             if actual != expected:

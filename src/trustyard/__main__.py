@@ -1,0 +1,5 @@
+"""`python -m trustyard` runs the CLI."""
+
+from trustyard.cli import main
+
+main()
