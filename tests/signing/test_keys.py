@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.signing.conftest import Keys, openssl_keypair, openssl_sign, run, sh
 from trustyard.signing import keys
 from trustyard.signing.errors import KeyFormatError, SignatureFormatError, VerificationError
+
+from .helpers import Keys, openssl_keypair, openssl_sign, run, sh
 
 
 def test_gen_key_is_sec1_der_secp384r1_that_openssl_reads(tmp_path: Path) -> None:
@@ -211,3 +213,21 @@ def test_openssl_signature_over_file_made_by_trustyard_key(tmp_path: Path) -> No
     openssl_sign(key, data, sig)
     result = run("verify", "-p", pub, "-f", data, "-s", sig)
     assert result.exit_code == 0 and "Verified OK" in result.output
+
+
+def test_pem_public_key_accepted_for_verify(tmp_path: Path, keyset: Keys) -> None:
+    pem = tmp_path / "root.pub.pem"
+    sh("openssl", "ec", "-in", keyset.root_pub, "-inform", "DER", "-pubin", "-pubout", "-out", pem)
+    result = run("verify", "-p", pem, "-f", keyset.vendor_pub, "-s", keyset.vendor_pub_sig)
+    assert result.exit_code == 0, result.output
+
+
+def test_console_script_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        ["trustyard", "sign", "extract-public", "-i", str(tmp_path / "missing"), "-o", "x"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: cannot read") and proc.stderr.count("\n") == 1
+    assert "Traceback" not in proc.stderr

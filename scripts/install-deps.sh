@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs everything trustyard's test suite needs on a fresh Debian machine (run as root):
+# the real clients and servers the integration tests drive, then the Python package with its
+# test extras. Safe to run again: apt and pip skip what is already there.
+set -euo pipefail
+
+DEBIAN_PACKAGES=(
+  skopeo podman umoci      # container clients used by the interop tests
+  docker-registry          # the reference registry (benchmarks)
+  openssl curl jq          # signing interop and endpoint checks
+  uidmap fuse-overlayfs    # podman's storage helpers
+)
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  missing=()
+  for p in "${DEBIAN_PACKAGES[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  command -v docker >/dev/null || missing+=(docker.io)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+else
+  echo "not root or no apt-get: install these yourself: ${DEBIAN_PACKAGES[*]}" >&2
+fi
+
+python3 -m pip install --quiet --disable-pip-version-check -e ".[test]"
