@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import tarfile
 from pathlib import Path
@@ -234,3 +235,34 @@ def test_duplicate_entries_are_refused(tmp_path: Path) -> None:
             t.addfile(info, io.BytesIO(b"{}"))
     with pytest.raises(ArchiveError, match="duplicate"):
         archive.extract_archive(tar, tmp_path / "out")
+
+
+def test_gzip_compressed_archive_is_accepted(
+    registry: Path, keyset: Keys, archives: Path, tmp_path: Path
+) -> None:
+    gz = tmp_path / "img.tar.gz"
+    gz.write_bytes(gzip.compress((archives / "oci.tar").read_bytes()))
+    result = extract(registry, keyset, gz, "1.0")
+    assert result.exit_code == 0, result.output
+    assert (registry / "img" / "index.json").exists()  # app name: file name sans .tar.gz
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trustyard.cli import sign as cli_sign
+
+    class Tty(io.StringIO):
+        def __init__(self, tty: bool) -> None:
+            super().__init__()
+            self.tty = tty
+
+        def isatty(self) -> bool:
+            return self.tty
+
+    monkeypatch.setattr("sys.stderr", Tty(False))
+    with cli_sign._progress(10) as bar:
+        assert bar is None
+    monkeypatch.setattr("sys.stderr", Tty(True))
+    with cli_sign._progress(10) as bar:
+        assert bar is not None
+        bar(4)
+        bar(6)
