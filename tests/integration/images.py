@@ -105,7 +105,12 @@ def make_index(images: list[tuple[Image, str]]) -> bytes:
 
 def push_blob(client: httpx.Client, repo: str, data: bytes) -> str:
     digest = sha256(data)
-    r = client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest}, content=data, headers={"Content-Type": "application/octet-stream"})
+    r = client.post(
+        f"/v2/{repo}/blobs/uploads/",
+        params={"digest": digest},
+        content=data,
+        headers={"Content-Type": "application/octet-stream"},
+    )
     assert r.status_code == 201, r.text
     return digest
 
@@ -113,7 +118,11 @@ def push_blob(client: httpx.Client, repo: str, data: bytes) -> str:
 def push_image(client: httpx.Client, repo: str, image: Image, ref: str | None = None) -> str:
     for blob in image.blobs:
         push_blob(client, repo, blob)
-    r = client.put(f"/v2/{repo}/manifests/{ref or image.digest}", content=image.manifest, headers={"Content-Type": OCI_MANIFEST})
+    r = client.put(
+        f"/v2/{repo}/manifests/{ref or image.digest}",
+        content=image.manifest,
+        headers={"Content-Type": OCI_MANIFEST},
+    )
     assert r.status_code == 201, r.text
     return image.digest
 

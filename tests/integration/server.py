@@ -44,7 +44,17 @@ class ServerProcess:
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "trustyard", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir), *self.extra_args],
+            [
+                sys.executable,
+                "-m",
+                "trustyard",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+                *self.extra_args,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -53,7 +63,9 @@ class ServerProcess:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"trustyard serve exited with {self.proc.returncode}:\n{self.log()}")
+                raise RuntimeError(
+                    f"trustyard serve exited with {self.proc.returncode}:\n{self.log()}"
+                )
             try:
                 if httpx.get(f"{self.url}/v2/", timeout=1).status_code == 200:
                     return self
@@ -63,7 +75,11 @@ class ServerProcess:
         raise RuntimeError(f"trustyard serve did not answer in 30 s:\n{self.log()}")
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path and self.log_path.exists() else ""
+        return (
+            self.log_path.read_text(errors="replace")[-5000:]
+            if self.log_path and self.log_path.exists()
+            else ""
+        )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is None:

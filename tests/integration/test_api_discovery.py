@@ -6,7 +6,14 @@ import json
 
 import httpx
 
-from tests.integration.images import OCI_INDEX, OCI_MANIFEST, make_image, push_blob, push_image, sha256
+from tests.integration.images import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    make_image,
+    push_blob,
+    push_image,
+    sha256,
+)
 from tests.integration.server import ServerProcess
 
 
@@ -14,7 +21,11 @@ def _push_tags(client: httpx.Client, repo: str, tags: list[str]) -> None:
     image = make_image(1)
     push_image(client, repo, image)
     for tag in tags:
-        r = client.put(f"/v2/{repo}/manifests/{tag}", content=image.manifest, headers={"Content-Type": OCI_MANIFEST})
+        r = client.put(
+            f"/v2/{repo}/manifests/{tag}",
+            content=image.manifest,
+            headers={"Content-Type": OCI_MANIFEST},
+        )
         assert r.status_code == 201
 
 
@@ -62,7 +73,11 @@ def test_catalog_pagination(client: httpx.Client) -> None:
 def _referrer(subject, artifact_type: str, seed: str, annotations: dict[str, str] | None = None):
     extra = {
         "artifactType": artifact_type,
-        "subject": {"mediaType": OCI_MANIFEST, "digest": subject.digest, "size": len(subject.manifest)},
+        "subject": {
+            "mediaType": OCI_MANIFEST,
+            "digest": subject.digest,
+            "size": len(subject.manifest),
+        },
     }
     if annotations:
         extra["annotations"] = annotations
@@ -76,7 +91,11 @@ def test_referrers(client: httpx.Client) -> None:
     # Referrers may be pushed before their subject; the registry answers with OCI-Subject.
     for blob in sig.blobs:
         push_blob(client, "ref", blob)
-    r = client.put(f"/v2/ref/manifests/{sig.digest}", content=sig.manifest, headers={"Content-Type": OCI_MANIFEST})
+    r = client.put(
+        f"/v2/ref/manifests/{sig.digest}",
+        content=sig.manifest,
+        headers={"Content-Type": OCI_MANIFEST},
+    )
     assert r.status_code == 201
     assert r.headers["OCI-Subject"] == subject.digest
     push_image(client, "ref", subject, "v1")
@@ -94,13 +113,18 @@ def test_referrers(client: httpx.Client) -> None:
     assert by_digest[sig.digest]["size"] == len(sig.manifest)
     assert by_digest[sig.digest]["mediaType"] == OCI_MANIFEST
 
-    r = client.get(f"/v2/ref/referrers/{subject.digest}", params={"artifactType": "application/vnd.example.sbom"})
+    r = client.get(
+        f"/v2/ref/referrers/{subject.digest}",
+        params={"artifactType": "application/vnd.example.sbom"},
+    )
     assert r.headers["OCI-Filters-Applied"] == "artifactType"
     assert [m["digest"] for m in r.json()["manifests"]] == [sbom.digest]
 
     r = client.get(f"/v2/ref/referrers/{sha256(b'nothing')}")
     assert r.status_code == 200 and r.json()["manifests"] == []
-    assert client.get(f"/v2/ref/referrers/{subject.digest}").headers.get("OCI-Filters-Applied") is None
+    assert (
+        client.get(f"/v2/ref/referrers/{subject.digest}").headers.get("OCI-Filters-Applied") is None
+    )
     assert client.get("/v2/ref/referrers/sha256:bad").status_code == 400
 
 
@@ -114,11 +138,23 @@ def test_referrers_fold_tag_schema(client: httpx.Client) -> None:
         {
             "schemaVersion": 2,
             "mediaType": OCI_INDEX,
-            "manifests": [{"mediaType": OCI_MANIFEST, "digest": sig.digest, "size": len(sig.manifest), "artifactType": "application/vnd.legacy.sig"}],
+            "manifests": [
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": sig.digest,
+                    "size": len(sig.manifest),
+                    "artifactType": "application/vnd.legacy.sig",
+                }
+            ],
         }
     ).encode()
     tag = "sha256-" + subject.digest.split(":")[1]
-    assert client.put(f"/v2/legacy/manifests/{tag}", content=fallback, headers={"Content-Type": OCI_INDEX}).status_code == 201
+    assert (
+        client.put(
+            f"/v2/legacy/manifests/{tag}", content=fallback, headers={"Content-Type": OCI_INDEX}
+        ).status_code
+        == 201
+    )
     r = client.get(f"/v2/legacy/referrers/{subject.digest}")
     assert [m["digest"] for m in r.json()["manifests"]] == [sig.digest]
     r = client.get(f"/v2/legacy/referrers/{subject.digest}", params={"artifactType": "other"})
@@ -128,7 +164,9 @@ def test_referrers_fold_tag_schema(client: httpx.Client) -> None:
 def test_delete_manifest_by_digest_and_tag(client: httpx.Client) -> None:
     image = make_image()
     push_image(client, "del", image, "keep")
-    client.put(f"/v2/del/manifests/gone", content=image.manifest, headers={"Content-Type": OCI_MANIFEST})
+    client.put(
+        "/v2/del/manifests/gone", content=image.manifest, headers={"Content-Type": OCI_MANIFEST}
+    )
     assert client.delete("/v2/del/manifests/gone").status_code == 202
     assert client.get("/v2/del/tags/list").json()["tags"] == ["keep"]
     assert client.get("/v2/del/manifests/gone").status_code == 404
@@ -153,7 +191,11 @@ def test_deletes_can_be_disabled(tmp_path) -> None:
         with httpx.Client(base_url=srv.url) as c:
             image = make_image()
             push_image(c, "nodel", image, "v1")
-            for path in (f"/v2/nodel/manifests/{image.digest}", "/v2/nodel/manifests/v1", f"/v2/nodel/blobs/{sha256(image.config)}"):
+            for path in (
+                f"/v2/nodel/manifests/{image.digest}",
+                "/v2/nodel/manifests/v1",
+                f"/v2/nodel/blobs/{sha256(image.config)}",
+            ):
                 r = c.delete(path)
                 assert r.status_code == 405
                 assert r.json()["errors"][0]["code"] == "UNSUPPORTED"

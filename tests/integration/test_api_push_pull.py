@@ -7,7 +7,15 @@ import os
 
 import httpx
 
-from tests.integration.images import OCI_INDEX, OCI_MANIFEST, make_image, make_index, push_blob, push_image, sha256
+from tests.integration.images import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    make_image,
+    make_index,
+    push_blob,
+    push_image,
+    sha256,
+)
 
 
 def test_base_endpoint(client: httpx.Client) -> None:
@@ -35,7 +43,12 @@ def test_post_then_put(client: httpx.Client) -> None:
     assert r.status_code == 202
     location = r.headers["Location"]
     assert r.headers["Docker-Upload-UUID"] in location
-    r = client.put(location, params={"digest": sha256(data)}, content=data, headers={"Content-Type": "application/octet-stream"})
+    r = client.put(
+        location,
+        params={"digest": sha256(data)},
+        content=data,
+        headers={"Content-Type": "application/octet-stream"},
+    )
     assert r.status_code == 201, r.text
     assert client.head(f"/v2/repo/blobs/{sha256(data)}").headers["Content-Length"] == "5000"
 
@@ -47,7 +60,14 @@ def test_chunked_upload_with_status(client: httpx.Client) -> None:
     offset = 0
     for chunk in chunks:
         end = offset + len(chunk) - 1
-        r = client.patch(location, content=chunk, headers={"Content-Range": f"{offset}-{end}", "Content-Type": "application/octet-stream"})
+        r = client.patch(
+            location,
+            content=chunk,
+            headers={
+                "Content-Range": f"{offset}-{end}",
+                "Content-Type": "application/octet-stream",
+            },
+        )
         assert r.status_code == 202, r.text
         assert r.headers["Range"] == f"0-{end}"
         location = r.headers["Location"]
@@ -76,13 +96,17 @@ def test_streamed_patch_without_content_range(client: httpx.Client) -> None:
 
 def test_out_of_order_chunk_is_416(client: httpx.Client) -> None:
     location = client.post("/v2/ooo/blobs/uploads/").headers["Location"]
-    assert client.patch(location, content=b"abcd", headers={"Content-Range": "0-3"}).status_code == 202
+    assert (
+        client.patch(location, content=b"abcd", headers={"Content-Range": "0-3"}).status_code == 202
+    )
     r = client.patch(location, content=b"efgh", headers={"Content-Range": "10-13"})
     assert r.status_code == 416
     assert r.json()["errors"][0]["code"] == "BLOB_UPLOAD_INVALID"
     assert r.headers["Range"] == "0-3"
     # The session is intact and continues at the right offset.
-    assert client.patch(location, content=b"efgh", headers={"Content-Range": "4-7"}).status_code == 202
+    assert (
+        client.patch(location, content=b"efgh", headers={"Content-Range": "4-7"}).status_code == 202
+    )
     assert client.put(location, params={"digest": sha256(b"abcdefgh")}).status_code == 201
 
 
@@ -107,7 +131,9 @@ def test_manifest_put_response(client: httpx.Client) -> None:
     image = make_image()
     for blob in image.blobs:
         push_blob(client, "resp", blob)
-    r = client.put("/v2/resp/manifests/latest", content=image.manifest, headers={"Content-Type": OCI_MANIFEST})
+    r = client.put(
+        "/v2/resp/manifests/latest", content=image.manifest, headers={"Content-Type": OCI_MANIFEST}
+    )
     assert r.status_code == 201
     assert r.headers["Location"] == f"/v2/resp/manifests/{image.digest}"
     assert r.headers["Docker-Content-Digest"] == image.digest
@@ -124,16 +150,31 @@ def test_docker_schema2_and_manifest_list(client: httpx.Client) -> None:
     for blob in img.blobs:
         push_blob(client, "dock", blob)
     ct = "application/vnd.docker.distribution.manifest.v2+json"
-    assert client.put("/v2/dock/manifests/s2", content=raw, headers={"Content-Type": ct}).status_code == 201
+    assert (
+        client.put("/v2/dock/manifests/s2", content=raw, headers={"Content-Type": ct}).status_code
+        == 201
+    )
     listing = json.dumps(
         {
             "schemaVersion": 2,
             "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
-            "manifests": [{"mediaType": ct, "digest": sha256(raw), "size": len(raw), "platform": {"architecture": "amd64", "os": "linux"}}],
+            "manifests": [
+                {
+                    "mediaType": ct,
+                    "digest": sha256(raw),
+                    "size": len(raw),
+                    "platform": {"architecture": "amd64", "os": "linux"},
+                }
+            ],
         }
     ).encode()
     lct = "application/vnd.docker.distribution.manifest.list.v2+json"
-    assert client.put("/v2/dock/manifests/list", content=listing, headers={"Content-Type": lct}).status_code == 201
+    assert (
+        client.put(
+            "/v2/dock/manifests/list", content=listing, headers={"Content-Type": lct}
+        ).status_code
+        == 201
+    )
     r = client.get("/v2/dock/manifests/list", headers={"Accept": f"{lct}, {ct}"})
     assert r.headers["Content-Type"] == lct and r.content == listing
     # A client that cannot read lists gets the linux/amd64 image, as Distribution does.
@@ -149,7 +190,12 @@ def test_oci_index_requires_children(client: httpx.Client) -> None:
     assert r.status_code == 404
     assert r.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
     push_image(client, "multi", arm)
-    assert client.put("/v2/multi/manifests/latest", content=index, headers={"Content-Type": OCI_INDEX}).status_code == 201
+    assert (
+        client.put(
+            "/v2/multi/manifests/latest", content=index, headers={"Content-Type": OCI_INDEX}
+        ).status_code
+        == 201
+    )
     assert client.get("/v2/multi/manifests/latest", headers={"Accept": OCI_INDEX}).content == index
 
 
@@ -209,7 +255,11 @@ def test_manifest_multiple_tags_in_one_put(client: httpx.Client) -> None:
     image = make_image()
     for blob in image.blobs:
         push_blob(client, "mt", blob)
-    r = client.put(f"/v2/mt/manifests/{image.digest}?tag=a&tag=b", content=image.manifest, headers={"Content-Type": OCI_MANIFEST})
+    r = client.put(
+        f"/v2/mt/manifests/{image.digest}?tag=a&tag=b",
+        content=image.manifest,
+        headers={"Content-Type": OCI_MANIFEST},
+    )
     assert r.status_code == 201
     assert r.headers.get_list("OCI-Tag") == ["a", "b"]
     assert client.get("/v2/mt/tags/list").json()["tags"] == ["a", "b"]
@@ -219,11 +269,21 @@ def test_upload_survives_server_restart(server) -> None:
     data = os.urandom(200_000)
     with httpx.Client(base_url=server.url) as c:
         location = c.post("/v2/resume/blobs/uploads/").headers["Location"]
-        assert c.patch(location, content=data[:100_000], headers={"Content-Range": "0-99999"}).status_code == 202
+        assert (
+            c.patch(
+                location, content=data[:100_000], headers={"Content-Range": "0-99999"}
+            ).status_code
+            == 202
+        )
     server.restart()
     with httpx.Client(base_url=server.url) as c:
         assert c.get(location).headers["Range"] == "0-99999"
-        assert c.patch(location, content=data[100_000:], headers={"Content-Range": "100000-199999"}).status_code == 202
+        assert (
+            c.patch(
+                location, content=data[100_000:], headers={"Content-Range": "100000-199999"}
+            ).status_code
+            == 202
+        )
         r = c.put(location, params={"digest": sha256(data)})
         assert r.status_code == 201
         assert c.get(f"/v2/resume/blobs/{sha256(data)}").content == data
@@ -240,7 +300,11 @@ def test_two_workers_serve_one_upload(tmp_path) -> None:
         for i in range(8):
             # New connection per chunk, so the kernel spreads them over both workers.
             chunk = data[i * 65536 : (i + 1) * 65536]
-            r = httpx.patch(f"{srv.url}{location}", content=chunk, headers={"Content-Range": f"{i * 65536}-{(i + 1) * 65536 - 1}"})
+            r = httpx.patch(
+                f"{srv.url}{location}",
+                content=chunk,
+                headers={"Content-Range": f"{i * 65536}-{(i + 1) * 65536 - 1}"},
+            )
             assert r.status_code == 202, r.text
         r = httpx.put(f"{srv.url}{location}", params={"digest": sha256(data)})
         assert r.status_code == 201, r.text

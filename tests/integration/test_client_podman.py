@@ -29,7 +29,7 @@ def podman(shared_server: ServerProcess, tmp_path: Path) -> Iterator[Podman]:
     runroot = Path(tempfile.mkdtemp(prefix="ty-podman-"))
     conf = tmp_path / "registries.conf"
     conf.write_text(
-        'unqualified-search-registries = []\n\n[[registry]]\n'
+        "unqualified-search-registries = []\n\n[[registry]]\n"
         f'location = "{shared_server.host}"\ninsecure = true\n'
     )
     env = {"CONTAINERS_REGISTRIES_CONF": str(conf), "TMPDIR": str(tmp_path)}
@@ -49,9 +49,7 @@ def podman(shared_server: ServerProcess, tmp_path: Path) -> Iterator[Podman]:
 
 
 def skopeo_push(layout: Path, tag: str, dest: str, *extra: str) -> None:
-    run(
-        require("skopeo"), "copy", "--dest-tls-verify=false", *extra, f"oci:{layout}:{tag}", dest
-    )
+    run(require("skopeo"), "copy", "--dest-tls-verify=false", *extra, f"oci:{layout}:{tag}", dest)
 
 
 def manifest_of(server: ServerProcess, repo: str, ref: str) -> httpx.Response:

@@ -24,7 +24,16 @@ def test_digest_roundtrip() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "sha256", "sha256:", f"sha256:{HEX[:-1]}", f"sha256:{HEX.upper()}", f"md5:{HEX}", f"sha256:{HEX}/../x", "sha256:../../etc"],
+    [
+        "",
+        "sha256",
+        "sha256:",
+        f"sha256:{HEX[:-1]}",
+        f"sha256:{HEX.upper()}",
+        f"md5:{HEX}",
+        f"sha256:{HEX}/../x",
+        "sha256:../../etc",
+    ],
 )
 def test_invalid_digests(text: str) -> None:
     with pytest.raises(RegistryError) as err:
@@ -63,7 +72,21 @@ def test_valid_names(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["", "A", "..", "a/..", "/abs", "a//b", "a/", "-a", "a..b", "../../etc/passwd", "a" * 256, "a\x00b"]
+    "name",
+    [
+        "",
+        "A",
+        "..",
+        "a/..",
+        "/abs",
+        "a//b",
+        "a/",
+        "-a",
+        "a..b",
+        "../../etc/passwd",
+        "a" * 256,
+        "a\x00b",
+    ],
 )
 def test_invalid_names(name: str) -> None:
     with pytest.raises(RegistryError) as err:
@@ -82,15 +105,30 @@ def test_name_validation_never_allows_traversal(text: str) -> None:
 
 def test_tags() -> None:
     assert is_valid_tag("latest") and is_valid_tag("v1.0_rc-1") and is_valid_tag("a" * 128)
-    assert not is_valid_tag("") and not is_valid_tag(".x") and not is_valid_tag("-x") and not is_valid_tag("a" * 129)
+    assert (
+        not is_valid_tag("")
+        and not is_valid_tag(".x")
+        and not is_valid_tag("-x")
+        and not is_valid_tag("a" * 129)
+    )
 
 
 def _manifest(**extra: object) -> bytes:
     body = {
         "schemaVersion": 2,
         "mediaType": mt.OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": f"sha256:{HEX}", "size": 2},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": f"sha256:{'b' * 64}", "size": 3}],
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": f"sha256:{HEX}",
+            "size": 2,
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": f"sha256:{'b' * 64}",
+                "size": 3,
+            }
+        ],
     }
     body.update(extra)
     return json.dumps(body).encode()
@@ -127,8 +165,13 @@ def test_content_type_mismatch() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"not json", b"[]", b'{"schemaVersion": 2}', b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json"}',
-     b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"sha256:zz"}}'],
+    [
+        b"not json",
+        b"[]",
+        b'{"schemaVersion": 2}',
+        b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json"}',
+        b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"sha256:zz"}}',
+    ],
 )
 def test_malformed_manifests(body: bytes) -> None:
     with pytest.raises(RegistryError) as err:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
 import typer
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -119,7 +120,7 @@ def _progress(total: int) -> Iterator[Callable[[int], None] | None]:
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, transient=True) as bar:
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("extract", total=total)
         yield lambda n: bar.advance(task, n)
 
