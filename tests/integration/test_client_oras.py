@@ -178,3 +178,37 @@ def test_attach_referrers_and_discover_them(shared_server: ServerProcess, tmp_pa
         assert c.delete(f"/v2/{repo}/manifests/{pushed[SBOM_TYPE]}").status_code == 202
         after = c.get(f"/v2/{repo}/referrers/{image.digest}").json()["manifests"]
         assert [m["digest"] for m in after] == [pushed[SIG_TYPE]]
+
+
+def test_tags_pagination_and_delete_tag(shared_server: ServerProcess) -> None:
+    repo = "oras/tags"
+    image = make_image(1, seed="oras-tags")
+    tags = ["a1", "b2", "c3", "d4", "e5"]
+    with httpx.Client(base_url=shared_server.url, timeout=30) as c:
+        for tag in tags:
+            push_image(c, repo, image, tag)
+    reg = registry(shared_server)
+    container = f"{shared_server.host}/{repo}"
+
+    assert reg.get_tags(container) == tags
+    assert reg.get_tags(container, N=2) == tags[:2]
+
+    # Follow the Link header page by page, as the SDK's paginator does.
+    pages: list[list[str]] = []
+
+    def collect(response: object) -> bool:
+        pages.append(response.json()["tags"])  # type: ignore[attr-defined]
+        return True
+
+    reg._do_paginated_request(
+        f"http://{container.split('/', 1)[0]}/v2/{repo}/tags/list?n=2", collect
+    )
+    assert pages == [["a1", "b2"], ["c3", "d4"], ["e5"]]
+
+    # delete_tag: HEAD the tag for its digest, DELETE by digest (202); every tag of it goes.
+    assert reg.delete_tag(container, "c3") is True
+    with httpx.Client(base_url=shared_server.url, timeout=30) as c:
+        gone = c.get(f"/v2/{repo}/manifests/{image.digest}", headers={"Accept": OCI_MANIFEST})
+        assert gone.status_code == 404
+        assert gone.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+    assert reg.delete_tag(container, "c3") is False

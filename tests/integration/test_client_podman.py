@@ -136,3 +136,50 @@ def test_pull_one_platform_of_an_index(
     podman("rmi", "--all", "--force")
     podman("pull", "--arch", "amd64", f"{host}/podman/multi:v1")
     assert image_id(podman, f"{host}/podman/multi:v1") == sha256(amd64.config).split(":")[1]
+
+
+def test_search_uses_the_catalog(
+    podman: Podman, shared_server: ServerProcess, tmp_path: Path
+) -> None:
+    image = make_image(1, seed="podman-search")
+    layout = write_layout(tmp_path / "src", {"v1": image})
+    for repo in ("podman/findme-one", "podman/findme-two", "podman/other"):
+        skopeo_push(layout, "v1", f"docker://{shared_server.host}/{repo}:v1")
+
+    out = podman(
+        "search", "--tls-verify=false", "--format", "{{.Name}}", f"{shared_server.host}/findme"
+    )
+
+    assert sorted(out.split()) == [
+        f"{shared_server.host}/podman/findme-one",
+        f"{shared_server.host}/podman/findme-two",
+    ]
+
+
+def test_manifest_list_built_and_pushed_by_podman(
+    podman: Podman, shared_server: ServerProcess, tmp_path: Path
+) -> None:
+    amd64 = make_image(1, seed="podman-ml-amd64", arch="amd64")
+    arm64 = make_image(1, seed="podman-ml-arm64", arch="arm64")
+    layout, _ = write_index_layout(tmp_path / "src", "multi", [(amd64, "amd64"), (arm64, "arm64")])
+    host = shared_server.host
+    skopeo_push(layout, "multi", f"docker://{host}/podman/ml-src:v1", "--all")
+
+    podman("manifest", "create", f"{host}/podman/ml:v1")
+    podman("manifest", "add", "--all", f"{host}/podman/ml:v1", f"docker://{host}/podman/ml-src:v1")
+    podman("manifest", "push", "--all", f"{host}/podman/ml:v1", f"docker://{host}/podman/ml:v1")
+
+    r = manifest_of(shared_server, "podman/ml", "v1")
+    listed = r.json()
+    assert r.headers["content-type"] == listed["mediaType"]
+    assert {m["digest"]: m["platform"]["architecture"] for m in listed["manifests"]} == {
+        amd64.digest: "amd64",
+        arm64.digest: "arm64",
+    }
+    for img in (amd64, arm64):
+        child = manifest_of(shared_server, "podman/ml", img.digest)
+        assert child.content == img.manifest
+        for blob in img.blobs:
+            head = httpx.head(f"{shared_server.url}/v2/podman/ml/blobs/{sha256(blob)}", timeout=30)
+            assert head.status_code == 200
+            assert int(head.headers["content-length"]) == len(blob)

@@ -252,3 +252,74 @@ def test_multi_arch_index_copy_all_and_pull_per_platform(
     copy(ref, f"oci:{tmp_path / 'all'}:multi", "--all")
     back = json.loads((tmp_path / "all" / "index.json").read_text())["manifests"]
     assert [m["digest"] for m in back] == [sha256(index)]
+
+
+def test_zstd_layers_and_push_by_digest(shared_server: ServerProcess, tmp_path: Path) -> None:
+    image = make_image(2, seed="skopeo-zstd")
+    src = write_layout(tmp_path / "src", {"v1": image})
+    ref = f"docker://{shared_server.host}/skopeo/zstd:v1"
+
+    copy(f"oci:{src}:v1", ref, "--dest-compress", "--dest-compress-format", "zstd")
+
+    r = get_manifest(shared_server, "skopeo/zstd", "v1")
+    assert r.status_code == 200
+    manifest = r.json()
+    assert [layer["mediaType"] for layer in manifest["layers"]] == [
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    ] * 2
+    digest = r.headers["docker-content-digest"]
+    assert digest == sha256(r.content)
+
+    # Push by digest only (no tag): the manifest exists, the tag list stays empty.
+    copy(ref, f"docker://{shared_server.host}/skopeo/zstd-bydigest@{digest}")
+    by_digest = get_manifest(shared_server, "skopeo/zstd-bydigest", digest)
+    assert by_digest.status_code == 200
+    assert by_digest.content == r.content
+    tags = httpx.get(f"{shared_server.url}/v2/skopeo/zstd-bydigest/tags/list", timeout=30)
+    assert tags.status_code == 200
+    assert tags.json()["tags"] == []
+
+    copy(
+        f"docker://{shared_server.host}/skopeo/zstd-bydigest@{digest}", f"oci:{tmp_path / 'out'}:v1"
+    )
+    out = read_layout(tmp_path / "out", "v1")
+    assert out.manifest_digest == digest
+    assert out.config_bytes == image.config
+    assert out.layer_digests == [layer["digest"] for layer in manifest["layers"]]
+
+
+def test_large_layer_streams_through(shared_server: ServerProcess, tmp_path: Path) -> None:
+    image = make_image(1, seed="skopeo-large", layer_size=6 * 1024 * 1024)
+    assert len(image.layers[0]) > 6 * 1024 * 1024  # random bytes do not compress
+    src = write_layout(tmp_path / "src", {"v1": image})
+    ref = f"docker://{shared_server.host}/skopeo/large:v1"
+
+    copy(f"oci:{src}:v1", ref)
+    copy(ref, f"oci:{tmp_path / 'out'}:v1")
+
+    out = read_layout(tmp_path / "out", "v1")  # checks every blob against its digest
+    assert out.manifest_digest == image.digest
+    assert out.layer_digests == [sha256(image.layers[0])]
+    part = httpx.get(
+        f"{shared_server.url}/v2/skopeo/large/blobs/{sha256(image.layers[0])}",
+        headers={"Range": "bytes=1000-1999"},
+        timeout=30,
+    )
+    assert part.status_code == 206
+    assert part.content == image.layers[0][1000:2000]
+
+
+def test_sync_whole_repository(shared_server: ServerProcess, tmp_path: Path) -> None:
+    images = {f"t{i}": make_image(1, seed=f"skopeo-sync-{i}") for i in range(3)}
+    src = write_layout(tmp_path / "src", images)
+    for tag in images:
+        copy(f"oci:{src}:{tag}", f"docker://{shared_server.host}/skopeo/sync:{tag}")
+
+    run(
+        require("skopeo"), "sync", "--src-tls-verify=false", "--src", "docker", "--dest", "dir",
+        f"{shared_server.host}/skopeo/sync", tmp_path / "out",
+    )  # fmt: skip
+
+    for tag, image in images.items():
+        manifest = next((tmp_path / "out").glob(f"**/sync:{tag}/manifest.json"))
+        assert manifest.read_bytes() == image.manifest
