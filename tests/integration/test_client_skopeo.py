@@ -22,6 +22,7 @@ from tests.integration.clienttools import (
 from tests.integration.conftest import require
 from tests.integration.images import (
     OCI_INDEX,
+    Image,
     OCI_MANIFEST,
     make_image,
     push_image,
@@ -323,3 +324,42 @@ def test_sync_whole_repository(shared_server: ServerProcess, tmp_path: Path) -> 
     for tag, image in images.items():
         manifest = next((tmp_path / "out").glob(f"**/sync:{tag}/manifest.json"))
         assert manifest.read_bytes() == image.manifest
+
+
+def test_schema1_push_is_refused_clearly(shared_server: ServerProcess, tmp_path: Path) -> None:
+    base = make_image(1, seed="skopeo-schema1")
+    config = json.loads(base.config)
+    config["history"] = [{"created_by": "hand-built layer"}]  # schema1 needs one entry a layer
+    config_bytes = json.dumps(config).encode()
+    manifest = json.loads(base.manifest)
+    manifest["config"].update(digest=sha256(config_bytes), size=len(config_bytes))
+    image = Image(config_bytes, base.layers, json.dumps(manifest).encode())
+    src = write_layout(tmp_path / "src", {"v1": image})
+
+    proc = run(
+        require("skopeo"), "copy", "--dest-tls-verify=false", "--format", "v2s1",
+        f"oci:{src}:v1", f"docker://{shared_server.host}/skopeo/schema1:v1",
+        check=False,
+    )  # fmt: skip
+
+    assert proc.returncode != 0
+    assert "manifest invalid" in proc.stderr.lower(), proc.stderr
+    assert "schema 1" in proc.stderr.lower(), proc.stderr
+    assert get_manifest(shared_server, "skopeo/schema1", "v1").status_code == 404
+
+
+def test_delete_index_keeps_children(shared_server: ServerProcess, tmp_path: Path) -> None:
+    amd64 = make_image(1, seed="skopeo-del-amd64", arch="amd64")
+    arm64 = make_image(1, seed="skopeo-del-arm64", arch="arm64")
+    src, index = write_index_layout(tmp_path / "src", "multi", [(amd64, "amd64"), (arm64, "arm64")])
+    ref = f"docker://{shared_server.host}/skopeo/del-multi:v1"
+    copy(f"oci:{src}:multi", ref, "--all")
+
+    skopeo("delete", "--tls-verify=false", ref)
+
+    assert get_manifest(shared_server, "skopeo/del-multi", "v1").status_code == 404
+    assert get_manifest(shared_server, "skopeo/del-multi", sha256(index)).status_code == 404
+    for img in (amd64, arm64):
+        child = get_manifest(shared_server, "skopeo/del-multi", img.digest)
+        assert child.status_code == 200
+        assert child.content == img.manifest
