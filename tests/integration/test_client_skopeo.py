@@ -22,8 +22,8 @@ from tests.integration.clienttools import (
 from tests.integration.conftest import require
 from tests.integration.images import (
     OCI_INDEX,
-    Image,
     OCI_MANIFEST,
+    Image,
     make_image,
     push_image,
     sha256,
@@ -363,3 +363,30 @@ def test_delete_index_keeps_children(shared_server: ServerProcess, tmp_path: Pat
         child = get_manifest(shared_server, "skopeo/del-multi", img.digest)
         assert child.status_code == 200
         assert child.content == img.manifest
+
+
+def test_concurrent_pushes_sharing_layers(shared_server: ServerProcess, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    image = make_image(3, seed="skopeo-concurrent", layer_size=200_000)
+    src = write_layout(tmp_path / "src", {"v1": image})
+    targets = [f"skopeo/concurrent-{i % 2}:t{i}" for i in range(4)]
+
+    def push(target: str) -> int:
+        return run(
+            require("skopeo"), "copy", "--dest-tls-verify=false",
+            f"oci:{src}:v1", f"docker://{shared_server.host}/{target}", check=False,
+        ).returncode  # fmt: skip
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        codes = list(pool.map(push, targets))
+
+    assert codes == [0] * len(targets), shared_server.log()
+    for target in targets:
+        repo, tag = target.split(":")
+        r = get_manifest(shared_server, repo, tag)
+        assert r.status_code == 200
+        assert r.content == image.manifest
+        for blob in image.blobs:
+            got = httpx.get(f"{shared_server.url}/v2/{repo}/blobs/{sha256(blob)}", timeout=30)
+            assert got.content == blob

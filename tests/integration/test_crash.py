@@ -40,7 +40,12 @@ def test_kill_9_mid_push_then_restart(tmp_path) -> None:
             # A chunked upload left half done, and one that is mid-request at the kill.
             half = os.urandom(300_000)
             half_location = c.post("/v2/half/blobs/uploads/").headers["Location"]
-            assert c.patch(half_location, content=half[:150_000], headers={"Content-Range": "0-149999"}).status_code == 202
+            assert (
+                c.patch(
+                    half_location, content=half[:150_000], headers={"Content-Range": "0-149999"}
+                ).status_code
+                == 202
+            )
 
         stop = threading.Event()
 
@@ -49,7 +54,12 @@ def test_kill_9_mid_push_then_restart(tmp_path) -> None:
             while not stop.is_set():
                 try:
                     with httpx.Client(base_url=server.url, timeout=5) as c:
-                        push_image(c, f"churn{n}", make_image(2, seed=f"{n}-{i}", layer_size=200_000), f"t{i}")
+                        push_image(
+                            c,
+                            f"churn{n}",
+                            make_image(2, seed=f"{n}-{i}", layer_size=200_000),
+                            f"t{i}",
+                        )
                 except (httpx.HTTPError, AssertionError):
                     return
                 i += 1
@@ -63,11 +73,18 @@ def test_kill_9_mid_push_then_restart(tmp_path) -> None:
                     yield big[i : i + 65536]
 
             try:
-                httpx.post(f"{server.url}/v2/slow/blobs/uploads/", params={"digest": sha256(big)}, content=body(), timeout=30)
+                httpx.post(
+                    f"{server.url}/v2/slow/blobs/uploads/",
+                    params={"digest": sha256(big)},
+                    content=body(),
+                    timeout=30,
+                )
             except httpx.HTTPError:
                 pass
 
-        threads = [threading.Thread(target=pusher, args=(n,)) for n in range(3)] + [threading.Thread(target=slow_upload)]
+        threads = [threading.Thread(target=pusher, args=(n,)) for n in range(3)] + [
+            threading.Thread(target=slow_upload)
+        ]
         for t in threads:
             t.start()
         time.sleep(1.5)
@@ -83,7 +100,9 @@ def test_kill_9_mid_push_then_restart(tmp_path) -> None:
             assert c.head(f"/v2/slow/blobs/{sha256(big)}").status_code == 404
             # The half-done upload can be resumed after the restart.
             assert c.get(half_location).headers["Range"] == "0-149999"
-            r = c.patch(half_location, content=half[150_000:], headers={"Content-Range": "150000-299999"})
+            r = c.patch(
+                half_location, content=half[150_000:], headers={"Content-Range": "150000-299999"}
+            )
             assert r.status_code == 202
             assert c.put(half_location, params={"digest": sha256(half)}).status_code == 201
             # Pushing again works, and the committed image still verifies.

@@ -11,13 +11,31 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.images import OCI_INDEX, OCI_MANIFEST, make_image, make_index, push_blob, push_image, sha256
+from tests.integration.images import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    make_image,
+    make_index,
+    push_blob,
+    push_image,
+    sha256,
+)
 from tests.integration.server import ServerProcess
 
 
 def gc(server: ServerProcess, *args: str, env: dict[str, str] | None = None) -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "trustyard", "gc", "--data-dir", str(server.data_dir), "--log-level", "warning", *args],
+        [
+            sys.executable,
+            "-m",
+            "trustyard",
+            "gc",
+            "--data-dir",
+            str(server.data_dir),
+            "--log-level",
+            "warning",
+            *args,
+        ],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
@@ -80,13 +98,27 @@ def test_gc_dry_run_then_collect(client: httpx.Client, server: ServerProcess) ->
         assert sha256(client.get(f"/v2/app/blobs/{sha256(blob)}").content) == sha256(blob)
 
 
-def test_gc_keeps_children_of_tagged_index_and_referrers(client: httpx.Client, server: ServerProcess) -> None:
+def test_gc_keeps_children_of_tagged_index_and_referrers(
+    client: httpx.Client, server: ServerProcess
+) -> None:
     amd, arm = make_image(seed="amd"), make_image(seed="arm", arch="arm64")
     push_image(client, "multi", amd)
     push_image(client, "multi", arm)
     index = make_index([(amd, "amd64"), (arm, "arm64")])
-    assert client.put("/v2/multi/manifests/latest", content=index, headers={"Content-Type": OCI_INDEX}).status_code == 201
-    sig = make_image(1, seed="sig", extra={"artifactType": "application/x-sig", "subject": {"mediaType": OCI_INDEX, "digest": sha256(index), "size": len(index)}})
+    assert (
+        client.put(
+            "/v2/multi/manifests/latest", content=index, headers={"Content-Type": OCI_INDEX}
+        ).status_code
+        == 201
+    )
+    sig = make_image(
+        1,
+        seed="sig",
+        extra={
+            "artifactType": "application/x-sig",
+            "subject": {"mediaType": OCI_INDEX, "digest": sha256(index), "size": len(index)},
+        },
+    )
     push_image(client, "multi", sig)
     _age_everything(server)
     gc(server)
@@ -94,7 +126,9 @@ def test_gc_keeps_children_of_tagged_index_and_referrers(client: httpx.Client, s
         assert client.get(f"/v2/multi/manifests/{img.digest}").status_code == 200
         for blob in img.blobs:
             assert client.head(f"/v2/multi/blobs/{sha256(blob)}").status_code == 200
-    assert [m["digest"] for m in client.get(f"/v2/multi/referrers/{sha256(index)}").json()["manifests"]] == [sig.digest]
+    assert [
+        m["digest"] for m in client.get(f"/v2/multi/referrers/{sha256(index)}").json()["manifests"]
+    ] == [sig.digest]
     # Untag the index: now index, children and referrer all go.
     client.delete("/v2/multi/manifests/latest")
     _age_everything(server)
@@ -110,7 +144,9 @@ def test_grace_period_protects_fresh_uploads(client: httpx.Client, server: Serve
         push_blob(client, "slow", blob)
     out = gc(server)  # default grace period: one hour
     assert "0 blobs" in out
-    r = client.put("/v2/slow/manifests/v1", content=image.manifest, headers={"Content-Type": OCI_MANIFEST})
+    r = client.put(
+        "/v2/slow/manifests/v1", content=image.manifest, headers={"Content-Type": OCI_MANIFEST}
+    )
     assert r.status_code == 201
 
 
