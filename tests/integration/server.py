@@ -49,6 +49,9 @@ class ServerProcess:
         env.update(self.extra_env)
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         log = self.log_path.open("ab")
+        tls_args = (
+            ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])] if self.tls else []
+        )
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -59,6 +62,7 @@ class ServerProcess:
                 str(self.port),
                 "--data-dir",
                 str(self.data_dir),
+                *tls_args,
                 *self.extra_args,
             ],
             stdout=log,
