@@ -171,9 +171,15 @@ class Uploads:
     async def monolithic(
         self, name: str, digest_text: str, chunks: AsyncIterator[bytes], content_length: str | None
     ) -> tuple[Digest, int]:
-        """POST ?digest=: the whole blob in one request."""
+        """POST ?digest=: the whole blob in one request.
+
+        No session row: nobody can resume or address this upload, so only its bytes exist
+        while it streams (and expiry removes them if the process dies meanwhile).
+        """
+        validate_name(name)
         digest = Digest.parse(digest_text)
-        upload_id = await self.start(name)
+        upload_id = uuid.uuid4().hex
+        await self.storage.create_upload(upload_id)
         try:
             await self.storage.append(
                 upload_id,
@@ -182,10 +188,9 @@ class Uploads:
                 limit=self.max_blob_bytes,
             )
             size = await self.storage.commit(upload_id, digest)
-            await self.metadata.link_blob(name, digest, size)
         finally:
             await self.storage.cancel(upload_id)
-            await self.metadata.delete_upload(upload_id)
+        await self.metadata.link_blob(name, digest, size)
         return digest, size
 
     async def cancel(self, name: str, upload_id: str) -> None:
