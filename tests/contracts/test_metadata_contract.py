@@ -1,0 +1,170 @@
+"""One suite every metadata backend must pass (SQLite today; PostgreSQL joins when it lands)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from trustyard.metadata import MetadataStore, open_metadata
+from trustyard.oci.digest import Digest
+from trustyard.oci.errors import ErrorCode, RegistryError
+from trustyard.oci.manifest import parse_manifest
+
+BACKENDS: dict[str, Callable[[Path], Awaitable[MetadataStore]]] = {
+    "sqlite": lambda tmp: open_metadata(tmp / "meta.db", create=True),
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def meta(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataStore]:
+    store = await BACKENDS[request.param](tmp_path)
+    yield store
+    await store.close()
+
+
+CONFIG = b'{"architecture":"amd64","os":"linux"}'
+LAYER = b"layer bytes"
+
+
+def manifest_bytes(seed: str = "", **extra: object) -> bytes:
+    body = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": str(Digest.of(CONFIG)),
+            "size": len(CONFIG),
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": str(Digest.of(LAYER)),
+                "size": len(LAYER),
+            }
+        ],
+        "annotations": {"seed": seed},
+    }
+    body.update(extra)
+    return json.dumps(body).encode()
+
+
+async def link_image_blobs(meta: MetadataStore, repo: str) -> None:
+    await meta.link_blob(repo, Digest.of(CONFIG), len(CONFIG))
+    await meta.link_blob(repo, Digest.of(LAYER), len(LAYER))
+
+
+async def test_manifest_requires_linked_blobs(meta: MetadataStore) -> None:
+    raw = manifest_bytes()
+    m = parse_manifest(raw, None)
+    with pytest.raises(RegistryError) as err:
+        await meta.put_manifest("r", m, raw, ["v1"])
+    assert err.value.code is ErrorCode.MANIFEST_BLOB_UNKNOWN
+    assert await meta.get_manifest("r", "v1") is None
+    await link_image_blobs(meta, "r")
+    await meta.put_manifest("r", m, raw, ["v1"])
+    record = await meta.get_manifest("r", "v1")
+    assert record is not None and record.content == raw and record.digest == m.digest
+    assert (await meta.get_manifest("r", m.digest)) == record
+
+
+async def test_tags_are_paginated_lexically(meta: MetadataStore) -> None:
+    await link_image_blobs(meta, "t")
+    raw = manifest_bytes()
+    await meta.put_manifest("t", parse_manifest(raw, None), raw, ["b", "a", "C", "a1"])
+    assert await meta.list_tags("t", 10, None) == ["C", "a", "a1", "b"]
+    assert await meta.list_tags("t", 2, "a") == ["a1", "b"]
+    assert await meta.list_tags("nope", 10, None) == []
+
+
+async def test_catalog_lists_only_repositories_with_manifests(meta: MetadataStore) -> None:
+    for repo in ("z", "a/b", "m"):
+        await link_image_blobs(meta, repo)
+        raw = manifest_bytes(repo)
+        await meta.put_manifest(repo, parse_manifest(raw, None), raw, [])
+    await meta.link_blob("blobs-only", Digest.of(LAYER), len(LAYER))
+    assert await meta.list_repositories(10, None) == ["a/b", "m", "z"]
+    assert await meta.list_repositories(1, "a/b") == ["m"]
+    assert await meta.repository_exists("blobs-only")
+
+
+async def test_referrers_and_filter(meta: MetadataStore) -> None:
+    await link_image_blobs(meta, "s")
+    subject = Digest.of(b"subject")
+    for kind in ("sig", "sbom"):
+        raw = manifest_bytes(
+            kind,
+            artifactType=f"application/{kind}",
+            subject={
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": str(subject),
+                "size": 1,
+            },
+        )
+        await meta.put_manifest("s", parse_manifest(raw, None), raw, [])
+    found = await meta.referrers("s", subject, None)
+    assert sorted(d.artifact_type or "" for d in found) == ["application/sbom", "application/sig"]
+    assert [d.annotations for d in await meta.referrers("s", subject, "application/sig")] == [
+        {"seed": "sig"}
+    ]
+
+
+async def test_delete_manifest_takes_its_tags(meta: MetadataStore) -> None:
+    await link_image_blobs(meta, "d")
+    raw = manifest_bytes()
+    m = parse_manifest(raw, None)
+    await meta.put_manifest("d", m, raw, ["x", "y"])
+    assert await meta.delete_tag("d", "x") is True
+    assert await meta.delete_tag("d", "x") is False
+    assert await meta.delete_manifest("d", m.digest) is True
+    assert await meta.list_tags("d", 10, None) == []
+    assert await meta.delete_manifest("d", m.digest) is False
+
+
+async def test_mount(meta: MetadataStore) -> None:
+    await meta.link_blob("src", Digest.of(LAYER), len(LAYER))
+    assert await meta.mount_blob("dst", Digest.of(LAYER), "src") == len(LAYER)
+    assert await meta.mount_blob("dst2", Digest.of(LAYER), "elsewhere") is None
+    assert await meta.mount_blob("dst3", Digest.of(LAYER), None) == len(LAYER)
+    assert await meta.blob_size("dst", Digest.of(LAYER)) == len(LAYER)
+    assert await meta.blob_size("dst2", Digest.of(LAYER)) is None
+
+
+async def test_uploads(meta: MetadataStore) -> None:
+    await meta.create_upload("1" * 32, "u")
+    record = await meta.get_upload("1" * 32)
+    assert record is not None and record.repository == "u"
+    assert [r.upload_id for r in await meta.list_uploads()] == ["1" * 32]
+    await meta.delete_upload("1" * 32)
+    assert await meta.get_upload("1" * 32) is None
+
+
+async def test_gc_plan_and_sweep(meta: MetadataStore) -> None:
+    await link_image_blobs(meta, "g")
+    tagged, untagged = manifest_bytes("tagged"), manifest_bytes("untagged")
+    await meta.put_manifest("g", parse_manifest(tagged, None), tagged, ["v1"])
+    await meta.put_manifest("g", parse_manifest(untagged, None), untagged, [])
+    stray = Digest.of(b"stray")
+    await meta.link_blob("g", stray, 5)
+    deleted: list[Digest] = []
+
+    async def sweeper(digest: Digest, cutoff: float) -> bool:
+        deleted.append(digest)
+        return True
+
+    # Everything is younger than the cutoff: nothing to collect.
+    plan = await meta.collect(time.time() - 3600, dry_run=False, on_blob_deleted=sweeper)
+    assert plan.manifests == [] and plan.blobs == [] and deleted == []
+    future = time.time() + 10
+    plan = await meta.collect(future, dry_run=True, on_blob_deleted=sweeper)
+    assert [str(d) for _, d in plan.manifests] == [str(parse_manifest(untagged, None).digest)]
+    assert [d for d, _ in plan.blobs] == [stray] and deleted == []
+    plan = await meta.collect(future, dry_run=False, on_blob_deleted=sweeper)
+    assert deleted == [stray]
+    assert await meta.get_manifest("g", "v1") is not None
+    assert await meta.get_manifest("g", parse_manifest(untagged, None).digest) is None
+    assert await meta.blob_size("g", Digest.of(LAYER)) == len(LAYER)
+    assert str(stray) not in await meta.blob_digests()

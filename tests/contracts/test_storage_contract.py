@@ -1,0 +1,123 @@
+"""One suite every blob-storage backend must pass (the filesystem backend today)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from trustyard.oci.digest import Digest
+from trustyard.oci.errors import ErrorCode, RegistryError
+from trustyard.storage import Storage
+from trustyard.storage.filesystem import FilesystemStorage
+
+BACKENDS: dict[str, Callable[[Path], Storage]] = {
+    "filesystem": lambda root: FilesystemStorage(root, fsync=False),
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    return BACKENDS[request.param](tmp_path)
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for p in parts:
+        yield p
+
+
+async def failing(*parts: bytes) -> AsyncIterator[bytes]:
+    for p in parts:
+        yield p
+    raise ConnectionResetError("client went away")
+
+
+async def test_upload_commit_and_read(store: Storage) -> None:
+    data = os.urandom(300_000)
+    await store.create_upload("a" * 32)
+    size = await store.append("a" * 32, chunks(data[:1000], data[1000:]), offset=0, limit=0)
+    assert size == len(data) == await store.upload_size("a" * 32)
+    digest = Digest.of(data)
+    assert await store.commit("a" * 32, digest) == len(data)
+    st = await store.stat(digest)
+    assert st is not None and st.size == len(data)
+    read = b"".join([c async for c in store.read(digest)])
+    assert read == data
+    assert b"".join([c async for c in store.read(digest, 10, 20)]) == data[10:30]
+    assert await store.upload_size("a" * 32) is None
+
+
+async def test_append_in_several_requests_rehashes_when_needed(store: Storage) -> None:
+    data = os.urandom(100_000)
+    await store.create_upload("b" * 32)
+    await store.append("b" * 32, chunks(data[:50_000]), offset=0, limit=0)
+    # A fresh backend object (another worker, or after a restart) finishes the upload.
+    other = type(store)(store.root, fsync=False)  # type: ignore[attr-defined]
+    await other.append("b" * 32, chunks(data[50_000:]), offset=50_000, limit=0)
+    assert await other.commit("b" * 32, Digest.of(data)) == len(data)
+
+
+async def test_wrong_offset_is_range_error(store: Storage) -> None:
+    await store.create_upload("c" * 32)
+    await store.append("c" * 32, chunks(b"abc"), offset=0, limit=0)
+    with pytest.raises(RegistryError) as err:
+        await store.append("c" * 32, chunks(b"def"), offset=10, limit=0)
+    assert err.value.code is ErrorCode.RANGE_INVALID
+
+
+async def test_failed_append_leaves_upload_as_before(store: Storage) -> None:
+    await store.create_upload("d" * 32)
+    await store.append("d" * 32, chunks(b"keep"), offset=0, limit=0)
+    with pytest.raises(ConnectionResetError):
+        await store.append("d" * 32, failing(b"lost" * 1000), offset=4, limit=0)
+    assert await store.upload_size("d" * 32) == 4
+    assert await store.commit("d" * 32, Digest.of(b"keep")) == 4
+
+
+async def test_size_limit(store: Storage) -> None:
+    await store.create_upload("e" * 32)
+    with pytest.raises(RegistryError) as err:
+        await store.append("e" * 32, chunks(b"x" * 100, b"y" * 100), offset=0, limit=150)
+    assert err.value.code is ErrorCode.TOO_LARGE
+    assert await store.upload_size("e" * 32) == 0
+
+
+async def test_digest_mismatch_keeps_upload_and_publishes_nothing(store: Storage) -> None:
+    await store.create_upload("f" * 32)
+    await store.append("f" * 32, chunks(b"data"), offset=0, limit=0)
+    wrong = Digest.of(b"other")
+    with pytest.raises(RegistryError) as err:
+        await store.commit("f" * 32, wrong)
+    assert err.value.code is ErrorCode.DIGEST_INVALID
+    assert await store.stat(wrong) is None and await store.stat(Digest.of(b"data")) is None
+    assert await store.upload_size("f" * 32) == 4
+
+
+async def test_unknown_and_malformed_upload_ids(store: Storage) -> None:
+    assert await store.upload_size("0" * 32) is None
+    for bad in ("../../etc", "A" * 32, ""):
+        with pytest.raises(RegistryError) as err:
+            await store.create_upload(bad)
+        assert err.value.code is ErrorCode.BLOB_UPLOAD_UNKNOWN
+    with pytest.raises(RegistryError):
+        await store.append("0" * 32, chunks(b"x"), offset=0, limit=0)
+
+
+async def test_delete_walk_and_cancel(store: Storage) -> None:
+    for i, payload in enumerate((b"one", b"two")):
+        uid = f"{i:032x}"
+        await store.create_upload(uid)
+        await store.append(uid, chunks(payload), offset=0, limit=0)
+        await store.commit(uid, Digest.of(payload))
+    assert {str(d) for d, _ in [x async for x in store.walk()]} == {
+        str(Digest.of(b"one")),
+        str(Digest.of(b"two")),
+    }
+    assert await store.delete(Digest.of(b"one")) is True
+    assert await store.delete(Digest.of(b"one")) is False
+    await store.create_upload("9" * 32)
+    assert [u async for u, _ in store.uploads()] == ["9" * 32]
+    await store.cancel("9" * 32)
+    assert [u async for u, _ in store.uploads()] == []
