@@ -133,6 +133,20 @@ class SqlMetadataStore:
             return bool(result.rowcount)
 
     # -- manifests -----------------------------------------------------------------------------
+    @staticmethod
+    async def _missing(
+        conn: AsyncConnection, table: Any, repo_id: int, digests: set[str]
+    ) -> str | None:
+        """The first of `digests` that `table` lacks for the repository, or None."""
+        if not digests:
+            return None
+        query = select(table.c.digest).where(
+            table.c.repo_id == repo_id, table.c.digest.in_(digests)
+        )
+        found = set((await conn.execute(query)).scalars())
+        missing = sorted(digests - found)
+        return missing[0] if missing else None
+
     async def put_manifest(
         self, repository: str, manifest: Manifest, content: bytes, tags: list[str]
     ) -> None:
@@ -141,43 +155,23 @@ class SqlMetadataStore:
         async with self.writer.begin() as conn:
             repo_id = await self._ensure_repo(conn, repository)
             wanted = {str(d) for d in stored_blobs(manifest)}
-            if wanted:
-                found = set(
-                    (
-                        await conn.execute(
-                            select(t.repo_blobs.c.digest).where(
-                                t.repo_blobs.c.repo_id == repo_id, t.repo_blobs.c.digest.in_(wanted)
-                            )
-                        )
-                    ).scalars()
-                )
-                missing = sorted(wanted - found)
-                if missing:
-                    raise RegistryError(
-                        ErrorCode.MANIFEST_BLOB_UNKNOWN,
-                        f"manifest references blob {missing[0]}, which is not in repository "
-                        f"{repository}; push the blob first",
-                        detail={"digest": missing[0]},
-                    )
             children = {str(c.digest) for c in manifest.children}
-            if children:
-                found = set(
-                    (
-                        await conn.execute(
-                            select(t.manifests.c.digest).where(
-                                t.manifests.c.repo_id == repo_id, t.manifests.c.digest.in_(children)
-                            )
-                        )
-                    ).scalars()
+            missing = await self._missing(conn, t.repo_blobs, repo_id, wanted)
+            if missing:
+                raise RegistryError(
+                    ErrorCode.MANIFEST_BLOB_UNKNOWN,
+                    f"manifest references blob {missing}, which is not in repository "
+                    f"{repository}; push the blob first",
+                    detail={"digest": missing},
                 )
-                missing = sorted(children - found)
-                if missing:
-                    raise RegistryError(
-                        ErrorCode.MANIFEST_UNKNOWN,
-                        f"index references manifest {missing[0]}, which is not in repository "
-                        f"{repository}; push the child manifests first",
-                        detail={"digest": missing[0]},
-                    )
+            missing = await self._missing(conn, t.manifests, repo_id, children)
+            if missing:
+                raise RegistryError(
+                    ErrorCode.MANIFEST_UNKNOWN,
+                    f"index references manifest {missing}, which is not in repository "
+                    f"{repository}; push the child manifests first",
+                    detail={"digest": missing},
+                )
             await conn.execute(
                 self._insert(t.manifests)
                 .values(

@@ -115,11 +115,7 @@ class Registry:
         record = await self.metadata.get_manifest(name, ref)
         if record is None:
             if not await self.metadata.repository_exists(name):
-                raise RegistryError(
-                    ErrorCode.NAME_UNKNOWN,
-                    f"repository {name} is not known to this registry",
-                    detail={"name": name},
-                )
+                raise _unknown_repository(name)
             raise RegistryError(
                 ErrorCode.MANIFEST_UNKNOWN,
                 f"manifest {reference} is not in repository {name}",
@@ -218,11 +214,7 @@ class Registry:
         validate_name(name)
         limit = page_size(n)
         if not await self.metadata.repository_exists(name):
-            raise RegistryError(
-                ErrorCode.NAME_UNKNOWN,
-                f"repository {name} is not known to this registry",
-                detail={"name": name},
-            )
+            raise _unknown_repository(name)
         if limit == 0:
             return Page([], None)
         items = await self.metadata.list_tags(name, limit + 1, last or None)
@@ -239,11 +231,7 @@ class Registry:
         """Manifests whose subject is `digest`, plus entries of a pre-existing tag-schema index."""
         validate_name(name)
         if not await self.metadata.repository_exists(name):
-            raise RegistryError(
-                ErrorCode.NAME_UNKNOWN,
-                f"repository {name} is not known to this registry",
-                detail={"name": name},
-            )
+            raise _unknown_repository(name)
         found = await self.metadata.referrers(name, digest, artifact_type)
         seen = {d.digest for d in found}
         fallback = await self.metadata.get_manifest(
@@ -260,6 +248,14 @@ class Registry:
                 seen.add(child.digest)
                 found.append(child)
         return Referrers(found, filtered=artifact_type is not None)
+
+
+def _unknown_repository(name: str) -> RegistryError:
+    return RegistryError(
+        ErrorCode.NAME_UNKNOWN,
+        f"repository {name} is not known to this registry",
+        detail={"name": name},
+    )
 
 
 def _page(items: list[str], limit: int) -> Page:
