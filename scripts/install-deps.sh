@@ -9,6 +9,7 @@ DEBIAN_PACKAGES=(
   docker-registry          # the reference registry (benchmarks)
   openssl curl jq          # signing interop and endpoint checks
   uidmap fuse-overlayfs    # podman's storage helpers
+  postgresql redis-server haproxy   # scale-out backends and the load balancer in front of replicas
 )
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

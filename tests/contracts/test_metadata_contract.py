@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,14 +14,14 @@ from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.manifest import parse_manifest
 
-BACKENDS: dict[str, Callable[[Path], Awaitable[MetadataStore]]] = {
-    "sqlite": lambda tmp: open_metadata(tmp / "meta.db", create=True),
-}
 
-
-@pytest.fixture(params=sorted(BACKENDS))
+@pytest.fixture(params=["sqlite", "postgres"])
 async def meta(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataStore]:
-    store = await BACKENDS[request.param](tmp_path)
+    if request.param == "postgres":
+        target: Path | str = request.getfixturevalue("postgres_url")
+    else:
+        target = tmp_path / "meta.db"
+    store = await open_metadata(target, create=True)
     yield store
     await store.close()
 

@@ -27,7 +27,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-async def _prepare(database: Path) -> None:
+async def _prepare(database: Path | str) -> None:
     store = await open_metadata(database, create=True)
     await store.close()
 
@@ -68,7 +68,7 @@ def serve(
             hint="authentication is off: anyone who can reach this address can push and delete",
         )
     try:
-        asyncio.run(_prepare(settings.database_path))
+        asyncio.run(_prepare(settings.metadata_target))
     except SchemaTooNew as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
+import os
+import secrets
 import sys
 from collections.abc import AsyncIterator
 
@@ -13,13 +16,20 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from trustyard.config import Settings, settings_for_worker
+from trustyard.auth import server as auth_server
+from trustyard.auth.runtime import build_auth
 from trustyard.http import v2
+from trustyard.http.access import AccessControl
 from trustyard.http.errors import EXCEPTION_HANDLERS
 from trustyard.http.middleware import RegistryHeaders
 from trustyard.metadata import open_metadata
+from trustyard.metadata.auth_sql import open_auth_store
+from trustyard.metadata.trust_sql import SqlTrustStore
 from trustyard.registry import Registry, RegistryOptions
 from trustyard.registry.gc import expire_uploads
 from trustyard.storage import open_storage
+from trustyard.trust import server as trust_server
+from trustyard.trust.service import TrustOptions, TrustService
 
 log = structlog.get_logger("trustyard")
 
@@ -43,7 +53,7 @@ def configure_logging(level: str) -> None:
 async def open_registry(settings: Settings) -> Registry:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     storage = open_storage(settings.storage_dir, fsync=settings.fsync)
-    metadata = await open_metadata(settings.database_path, create=True)
+    metadata = await open_metadata(settings.metadata_target, create=True)
     options = RegistryOptions(
         delete_enabled=settings.delete_enabled,
         max_manifest_bytes=settings.max_manifest_bytes,
@@ -65,6 +75,35 @@ async def _purge_uploads_forever(registry: Registry, settings: Settings) -> None
             log.exception("upload_purge_failed")
 
 
+def _trust_passphrase(settings: Settings) -> bytes:
+    """The configured passphrase, else one generated once into data_dir/trust/passphrase."""
+    if settings.trust.key_passphrase:
+        return settings.trust.key_passphrase.encode()
+    path = settings.data_dir / "trust" / "passphrase"
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        # Written aside, then linked into place: workers starting together agree on one.
+        tmp = path.with_name(f".passphrase.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+        tmp.unlink()
+    return path.read_bytes().strip()
+
+
+def open_trust(settings: Settings, registry: Registry) -> TrustService:
+    store = SqlTrustStore(registry.metadata.reader, registry.metadata.writer)
+    options = TrustOptions(
+        key_algorithm=settings.trust.key_algorithm,
+        timestamp_expiry=datetime.timedelta(days=settings.trust.timestamp_expiry_days),
+        snapshot_expiry=datetime.timedelta(days=settings.trust.snapshot_expiry_days),
+        timestamp_refresh=datetime.timedelta(hours=settings.trust.timestamp_refresh_hours),
+    )
+    return TrustService(store, _trust_passphrase(settings), options)
+
+
 def create_app(settings: Settings) -> Starlette:
     configure_logging(settings.log_level)
 
@@ -72,6 +111,12 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         registry = await open_registry(settings)
         app.state.registry = registry
+        app.state.trust = open_trust(settings, registry)
+        app.state.trust_max_upload_bytes = settings.trust.max_upload_bytes
+        app.state.auth = None
+        if settings.auth.mode != "none":
+            store = await open_auth_store(settings.metadata_target)
+            app.state.auth = build_auth(settings.auth, settings.data_dir, store)
         purger = None
         if settings.upload_purge_interval_seconds > 0:
             purger = asyncio.create_task(_purge_uploads_forever(registry, settings))
@@ -81,10 +126,14 @@ def create_app(settings: Settings) -> Starlette:
             if purger is not None:
                 purger.cancel()
             await registry.metadata.close()
+            if app.state.auth is not None:
+                await app.state.auth.close()
 
+    token_routes = auth_server.routes() if settings.auth.mode == "token" else []
+    trust_routes = trust_server.routes() if settings.trust.enabled else []
     return Starlette(
-        routes=v2.routes(),
-        middleware=[Middleware(RegistryHeaders)],
+        routes=[*token_routes, *trust_routes, *v2.routes()],
+        middleware=[Middleware(RegistryHeaders), Middleware(AccessControl)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

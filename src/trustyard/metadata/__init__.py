@@ -8,6 +8,7 @@ from sqlalchemy import insert, select
 
 from trustyard.metadata import schema
 from trustyard.metadata.base import GcPlan, ManifestRecord, MetadataStore, UploadRecord
+from trustyard.metadata.postgres import postgres_engines
 from trustyard.metadata.sql import SqlMetadataStore
 from trustyard.metadata.sqlite import sqlite_engines
 
@@ -25,11 +26,25 @@ class SchemaTooNew(RuntimeError):
     """The database was migrated by a newer trustyard; refuse rather than corrupt it."""
 
 
-async def open_metadata(path: Path, *, create: bool = False) -> SqlMetadataStore:
-    """Open the embedded SQLite store at `path`; `create` makes the schema when missing."""
-    if create:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    reader, writer = sqlite_engines(path)
+def is_postgres_url(target: Path | str) -> bool:
+    return isinstance(target, str) and target.split(":", 1)[0].split("+", 1)[0] in (
+        "postgresql",
+        "postgres",
+    )
+
+
+async def open_metadata(target: Path | str, *, create: bool = False) -> SqlMetadataStore:
+    """Open the store: a SQLite file path (embedded default) or a PostgreSQL URL.
+
+    `create` makes the schema when missing (and refuses a schema newer than this code).
+    """
+    if is_postgres_url(target):
+        reader, writer = postgres_engines(str(target))
+    else:
+        path = Path(target)
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        reader, writer = sqlite_engines(path)
     store = SqlMetadataStore(reader, writer)
     if create:
         async with writer.begin() as conn:

@@ -21,6 +21,9 @@ from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.manifest import Descriptor, Manifest, stored_blobs
 
+# Advisory-lock key shared by every writer (shared mode) and GC (exclusive mode) on PostgreSQL.
+WRITE_LOCK_KEY = 0x7472757374  # "trust"
+
 
 class SqlMetadataStore:
     """Implements `MetadataStore` on any SQLAlchemy async engine pair."""
@@ -44,6 +47,15 @@ class SqlMetadataStore:
     def _ordered(self, column: Any) -> Any:
         """Byte-wise (lexical) ordering whatever the database's default collation."""
         return column.collate("C") if self._dialect == "postgresql" else column
+
+    async def _exclusive(self, conn: AsyncConnection) -> None:
+        """Exclude every other writer for this transaction (GC's mark and sweep).
+
+        SQLite writers are already serialised by BEGIN IMMEDIATE; PostgreSQL writers hold the
+        shared side of one advisory lock (see metadata/postgres.py), GC takes the exclusive side.
+        """
+        if self._dialect == "postgresql":
+            await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
 
     async def _repo_id(self, conn: AsyncConnection, name: str) -> int | None:
         row = await conn.execute(select(t.repositories.c.id).where(t.repositories.c.name == name))
@@ -375,6 +387,7 @@ class SqlMetadataStore:
         """
         names: dict[int, str] = {}
         async with self.writer.begin() as conn:
+            await self._exclusive(conn)
             for row in (
                 await conn.execute(select(t.repositories.c.id, t.repositories.c.name))
             ).all():
@@ -438,8 +451,14 @@ class SqlMetadataStore:
                 ).all()
                 if (r.repo_id, r.digest) not in dead_set
             }
+            # A blob a live manifest names is kept even if its link was deleted through the API.
+            referenced = {digest for _, digest in live_links}
             for r in (await conn.execute(select(t.blobs))).all():
-                if r.digest not in still_linked and r.last_seen < cutoff:
+                if (
+                    r.digest not in still_linked
+                    and r.digest not in referenced
+                    and r.last_seen < cutoff
+                ):
                     plan.blobs.append((Digest.parse(r.digest), int(r.size)))
             if dry_run:
                 return plan

@@ -1,0 +1,33 @@
+"""PostgreSQL engine for scaled-out deployments (asyncpg): several replicas share one database.
+
+Writers run concurrently under READ COMMITTED, each holding the shared side of one advisory
+lock for its transaction; GC takes the exclusive side, so its mark and sweep sees no write in
+flight (the same guarantee BEGIN IMMEDIATE gives on SQLite, without serialising pushes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from trustyard.metadata.sql import WRITE_LOCK_KEY
+
+
+def _shared_write_lock(conn: Any) -> None:
+    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({WRITE_LOCK_KEY})")
+
+
+def postgres_engines(url: str, pool_size: int = 10) -> tuple[AsyncEngine, AsyncEngine]:
+    """(reader, writer) over one pool; writer transactions take the shared write lock."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+asyncpg://" + url.split("://", 1)[1]
+    reader = create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    )
+    writer = create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    )
+    event.listen(writer.sync_engine, "begin", _shared_write_lock)
+    return reader, writer
