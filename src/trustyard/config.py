@@ -29,6 +29,73 @@ class ConfigError(ValueError):
     """The configuration is unusable; the message says which setting and why."""
 
 
+class TokenAuthSettings(BaseModel):
+    """`auth.token`: Distribution-compatible verifier keys plus our issuer's settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Verifier (Distribution's auth.token keys)
+    realm: str | None = Field(default=None, description="None: this server's /auth/token")
+    service: str = "trustyard"
+    issuer: str = "trustyard"
+    rootcertbundle: Path | None = None
+    jwks: Path | None = None
+    signingalgorithms: tuple[str, ...] | None = None
+    # Issuer (`/auth/token` on this server)
+    issue: bool = True
+    signing_key: Path | None = Field(default=None, description="None: generated in data_dir/auth")
+    signing_cert: Path | None = None
+    algorithm: Literal["ES256", "RS256", "EdDSA"] = "ES256"
+    kid_format: Literal["libtrust", "rfc7638", "jwks"] = "libtrust"
+    x5c: bool = True
+    expiration_seconds: int = Field(default=300, ge=60, le=86400)
+    refresh_expiration_seconds: int = Field(default=30 * 86400, ge=60)
+
+
+class AuthSettings(BaseModel):
+    """`auth`: none (default), htpasswd (Basic) or token (Docker token spec)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Literal["none", "htpasswd", "token"] = "none"
+    htpasswd: Path | None = None
+    basic_realm: str = "trustyard"
+    bcrypt_cost: int = Field(default=12, ge=4, le=16)
+    max_failed_logins: int = Field(default=5, ge=1)
+    max_failed_logins_per_client: int = Field(default=20, ge=1)
+    failed_login_window_seconds: float = Field(default=300.0, gt=0)
+    max_authorization_bytes: int = Field(default=8192, ge=256)
+    token: TokenAuthSettings = Field(default_factory=lambda: TokenAuthSettings())
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _lower_mode(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+class TrustSettings(BaseModel):
+    """`trust`: the Notary-compatible trust server (docs/trust.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    # Algorithm of the server-managed timestamp/snapshot keys.
+    key_algorithm: Literal["ed25519", "ecdsa"] = "ed25519"
+    # Encrypts server private keys at rest (TRUSTYARD_TRUST__KEY_PASSPHRASE). None: a random
+    # passphrase is generated once into data_dir/trust/passphrase (mode 0600).
+    key_passphrase: str | None = Field(default=None, repr=False)
+    timestamp_expiry_days: float = Field(default=14.0, gt=0)
+    snapshot_expiry_days: float = Field(default=3 * 365.0, gt=0)
+    # A timestamp with less time than this left is re-signed when fetched.
+    timestamp_refresh_hours: float = Field(default=24.0, ge=0)
+    max_upload_bytes: int = Field(default=16 * MiB, ge=1024)
+
+    @field_validator("key_algorithm", mode="before")
+    @classmethod
+    def _lower_algorithm(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -44,10 +111,16 @@ class Settings(BaseModel):
     max_manifest_bytes: int = Field(4 * MiB, ge=1024)
     max_blob_bytes: int = Field(64 * 1024 * MiB, ge=0, description="0 means no limit")
     fsync: bool = True
+    # Scale-out backends (docs/deployment.md); None keeps the embedded default
+    database_url: str | None = Field(None, description="postgresql://user:pass@host/db")
     # Garbage collection and upload expiry
     gc_grace_seconds: float = Field(3600.0, ge=0)
     upload_max_age_seconds: float = Field(86400.0, ge=0)
     upload_purge_interval_seconds: float = Field(3600.0, ge=0, description="0 disables")
+    # Authentication and authorization (docs/auth.md)
+    auth: AuthSettings = Field(default_factory=lambda: AuthSettings())
+    # Notary-compatible trust server (docs/trust.md)
+    trust: TrustSettings = Field(default_factory=lambda: TrustSettings())
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -62,6 +135,11 @@ class Settings(BaseModel):
     def database_path(self) -> Path:
         return self.data_dir / "metadata.db"
 
+    @property
+    def metadata_target(self) -> Path | str:
+        """Where metadata lives: `database_url` (PostgreSQL) or the embedded SQLite file."""
+        return self.database_url or self.database_path
+
 
 def _from_env(environ: dict[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
@@ -69,7 +147,32 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
         key = ENV_PREFIX + field.upper()
         if key in environ:
             values[field] = environ[key]
+    # Nested settings: TRUSTYARD_AUTH__MODE, TRUSTYARD_AUTH__TOKEN__REALM, ...
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX + "AUTH__"):
+            path = key[len(ENV_PREFIX) :].lower().split("__")
+            target = values.setdefault("auth", {})
+            if not isinstance(target, dict):
+                continue
+            for part in path[1:-1]:
+                target = target.setdefault(part, {})
+            target[path[-1]] = value
+    # TRUSTYARD_TRUST__KEY_ALGORITHM, TRUSTYARD_TRUST__KEY_PASSPHRASE, ...
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX + "TRUST__"):
+            trust = values.setdefault("trust", {})
+            if isinstance(trust, dict):
+                trust[key[len(ENV_PREFIX + "TRUST__") :].lower()] = value
     return values
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Update `base` with `extra`, merging nested tables rather than replacing them."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
 
 
 def _from_file(path: Path) -> dict[str, Any]:
@@ -92,7 +195,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     )
     if file is not None:
         values.update(_from_file(file))
-    values.update(_from_env(environ))
+    _merge(values, _from_env(environ))
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return Settings(**values)
