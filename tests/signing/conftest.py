@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from .helpers import Keys, Unchanged, openssl_keypair, openssl_sign, tree_hash, umoci_image
+from .hsm import Token, make_token
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +50,9 @@ def unchanged(registry: Path) -> Unchanged:
         assert tree_hash(registry) == before, "REGISTRY_DIR changed"
 
     return check
+
+
+@pytest.fixture(scope="session")
+def hsm(tmp_path_factory: pytest.TempPathFactory) -> Token:
+    """A SoftHSM2 token with P-384 keys 'vendor' and 'root' and a P-256 key 'p256'."""
+    return make_token(tmp_path_factory.mktemp("softhsm"))

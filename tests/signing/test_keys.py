@@ -196,13 +196,14 @@ def test_unit_sign_and_verify_digest_roundtrip() -> None:
         keys.check_signature_der(b"not der", "sig")
 
 
-def test_unit_key_id_and_pkcs11_placeholder(keyset: Keys) -> None:
+def test_unit_key_id_and_pkcs11_uri_routing(keyset: Keys) -> None:
     der = keyset.vendor_pub.read_bytes()
     kid = keys.key_id(der)
     assert len(kid) == 16 and int(kid, 16) >= 0
     assert sh("sha256sum", keyset.vendor_pub).decode().startswith(kid)
-    with pytest.raises(KeyFormatError, match="PKCS#11 keys are not supported yet"):
-        keys.open_signer("pkcs11:token=t;object=o")
+    # a pkcs11: argument is a URI, never a file name; a URI naming no key is refused up front
+    with pytest.raises(KeyFormatError, match="name the key with object=LABEL"):
+        keys.open_signer("pkcs11:token=t")
 
 
 def test_openssl_signature_over_file_made_by_trustyard_key(tmp_path: Path) -> None:

@@ -24,9 +24,10 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from trustyard.signing import archive, chain, image, keys
+from trustyard.signing import archive, chain, image, keys, remote
 from trustyard.signing.errors import ArchiveError, KeyFormatError, SigningError, VerificationError
 from trustyard.signing.fileio import write_atomic
+from trustyard.signing.registry_client import RegistryClient, RemoteRef
 
 app = typer.Typer(help="Sign and verify images (ir-sign compatible).", no_args_is_help=True)
 
@@ -38,7 +39,49 @@ RegistryOpt = Annotated[
 ]
 AppOpt = Annotated[str, typer.Option("-a", "--app", help="App name: REGISTRY_DIR/APP_NAME.")]
 RefOpt = Annotated[str, typer.Option("-d", "--reference", help="Manifest tag or digest.")]
-VendorOpt = Annotated[str, typer.Option("-v", "--vendor-key", help="Vendor private key (DER).")]
+MaybeRegistryOpt = Annotated[
+    Path | None,
+    typer.Option("-r", "--registry", help="Registry directory holding one layout per app."),
+]
+MaybeAppOpt = Annotated[
+    str | None, typer.Option("-a", "--app", help="App name: REGISTRY_DIR/APP_NAME.")
+]
+MaybeRefOpt = Annotated[
+    str | None, typer.Option("-d", "--reference", help="Manifest tag or digest (in the layout).")
+]
+RemoteOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ref",
+        help="Image in a live registry, HOST[:PORT]/REPO:TAG, …@DIGEST or …:TAG@DIGEST "
+        "(instead of -r/-a/-d).",
+    ),
+]
+PlainHttpOpt = Annotated[
+    bool, typer.Option("--plain-http", help="--ref: talk plain HTTP to the registry.")
+]
+InsecureOpt = Annotated[
+    bool,
+    typer.Option(
+        "--insecure",
+        help="--ref: do not verify the registry's TLS certificate; fall back to plain HTTP.",
+    ),
+]
+TlsCaOpt = Annotated[
+    Path | None,
+    typer.Option("--tls-ca", help="--ref: CA certificate (PEM) the registry's TLS chains to."),
+]
+AuthFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--authfile",
+        help="--ref: Docker config.json with `auths` (default: $REGISTRY_AUTH_FILE, "
+        "$DOCKER_CONFIG/config.json, ~/.docker/config.json).",
+    ),
+]
+VendorOpt = Annotated[
+    str, typer.Option("-v", "--vendor-key", help="Vendor private key (DER/PEM) or pkcs11: URI.")
+]
 VendorSigOpt = Annotated[
     Path | None,
     typer.Option("-s", "--vendor-pub-sig", help="Root CA signature over vendor.pub (realistic)."),
@@ -47,7 +90,8 @@ CaPubOpt = Annotated[
     Path | None, typer.Option("-c", "--ca-pub", help="Root CA public key (realistic).")
 ]
 CaPrvOpt = Annotated[
-    str | None, typer.Option("-x", "--ca-key", help="Root CA private key (simplified).")
+    str | None,
+    typer.Option("-x", "--ca-key", help="Root CA private key or pkcs11: URI (simplified)."),
 ]
 AddOpt = Annotated[
     bool,
@@ -139,18 +183,21 @@ def gen_key(
 @app.command("extract-public")
 @_user_errors
 def extract_public(
-    input: Annotated[Path, typer.Option("-i", "--input", help="Private key (DER or PEM).")],
+    input: Annotated[
+        str, typer.Option("-i", "--input", help="Private key (DER or PEM) or pkcs11: URI.")
+    ],
     output: Annotated[Path, typer.Option("-o", "--output", help="Public key file to write.")],
 ) -> None:
     """Write the SPKI DER public key (= openssl ec -pubout -outform DER)."""
-    key = keys.load_private_key(_read(input), str(input))
-    _write_output(output, keys.public_key_to_der(key.public_key()))
+    _write_output(output, keys.open_signer(input).public_key_der())
 
 
 @app.command("sign")
 @_user_errors
 def sign(
-    key: Annotated[str, typer.Option("-k", "--key", help="Private key (DER or PEM).")],
+    key: Annotated[
+        str, typer.Option("-k", "--key", help="Private key (DER or PEM) or pkcs11: URI.")
+    ],
     file: Annotated[Path, typer.Option("-f", "--file", help="File to sign.")],
     signature: Annotated[Path, typer.Option("-s", "--signature", help="Signature to write.")],
 ) -> None:
@@ -176,21 +223,79 @@ def verify(
 @app.command("sign-image")
 @_user_errors
 def sign_image(
-    registry: RegistryOpt,
-    app_name: AppOpt,
-    reference: RefOpt,
     vendor_key: VendorOpt,
+    registry: MaybeRegistryOpt = None,
+    app_name: MaybeAppOpt = None,
+    reference: MaybeRefOpt = None,
     vendor_pub_sig: VendorSigOpt = None,
     ca_pub: CaPubOpt = None,
     ca_key: CaPrvOpt = None,
     add: AddOpt = False,
+    ref: RemoteOpt = None,
+    plain_http: PlainHttpOpt = False,
+    insecure: InsecureOpt = False,
+    tls_ca: TlsCaOpt = None,
+    authfile: AuthFileOpt = None,
 ) -> None:
     """Sign an image's config with the vendor key; annotate and rehash its manifest."""
+    target = _target(registry, app_name, reference, ref)
     vendor = keys.open_signer(vendor_key)
     endorsement = _endorsement(vendor, vendor_pub_sig, ca_pub, ca_key)
-    archive.check_app_name(app_name)
-    result = image.sign_image(registry / app_name, reference, vendor, endorsement, additional=add)
+    if isinstance(target, RemoteRef):
+        with _client(target, True, plain_http, insecure, tls_ca, authfile) as client:
+            pushed = remote.sign_remote(client, target, vendor, endorsement, additional=add)
+        _report_signed(pushed.result)
+        if pushed.index_digest:
+            typer.echo(f"pushed index {pushed.index_digest}")
+        where = f"tag {pushed.tag} moved" if pushed.tag else "no tag moved (digest reference)"
+        typer.echo(f"pushed to {target.host}/{target.repository}: {where}")
+        return
+    registry_dir, app_dir, manifest_ref = target
+    archive.check_app_name(app_dir)
+    result = image.sign_image(
+        registry_dir / app_dir, manifest_ref, vendor, endorsement, additional=add
+    )
     _report_signed(result)
+
+
+def _target(
+    registry: Path | None, app_name: str | None, reference: str | None, ref: str | None
+) -> RemoteRef | tuple[Path, str, str]:
+    """Either a registry reference (--ref) or a layout (-r/-a/-d), never both."""
+    if ref is not None:
+        if registry is not None or app_name is not None or reference is not None:
+            raise SigningError("give either --ref HOST/REPO:TAG or -r/-a/-d, not both")
+        return RemoteRef.parse(ref)
+    missing = [
+        name
+        for name, value in (("-r", registry), ("-a", app_name), ("-d", reference))
+        if value is None
+    ]
+    if missing:
+        raise SigningError(
+            f"missing {', '.join(missing)}: give -r REGISTRY_DIR -a APP_NAME -d REF "
+            "(a layout) or --ref HOST[:PORT]/REPO:TAG (a live registry)"
+        )
+    assert registry is not None and app_name is not None and reference is not None
+    return registry, app_name, reference
+
+
+def _client(
+    ref: RemoteRef,
+    push: bool,
+    plain_http: bool,
+    insecure: bool,
+    tls_ca: Path | None,
+    authfile: Path | None,
+) -> RegistryClient:
+    return RegistryClient(
+        ref.host,
+        push=push,
+        plain_http=plain_http,
+        insecure=insecure,
+        ca_file=tls_ca,
+        auth_file=authfile,
+    )
 
 
 @app.command("extract-sign-image")
@@ -231,21 +336,33 @@ def extract_sign_image(
 @app.command("verify-image")
 @_user_errors
 def verify_image(
-    registry: RegistryOpt,
-    app_name: AppOpt,
-    reference: RefOpt,
     ca_pub: Annotated[Path, typer.Option("-c", "--ca-pub", help="Root CA public key.")],
+    registry: MaybeRegistryOpt = None,
+    app_name: MaybeAppOpt = None,
+    reference: MaybeRefOpt = None,
+    ref: RemoteOpt = None,
+    plain_http: PlainHttpOpt = False,
+    insecure: InsecureOpt = False,
+    tls_ca: TlsCaOpt = None,
+    authfile: AuthFileOpt = None,
 ) -> None:
     """Verify config digest, vendor key endorsement and config signature(s) with the root CA."""
+    target = _target(registry, app_name, reference, ref)
     root = keys.load_public_key(_read(ca_pub), str(ca_pub))
-    archive.check_app_name(app_name)
-    report = image.verify_image(registry / app_name, reference, root)
+    if isinstance(target, RemoteRef):
+        with _client(target, False, plain_http, insecure, tls_ca, authfile) as client:
+            report = remote.verify_remote(client, target, root)
+        name = str(target)
+    else:
+        registry_dir, app_dir, name = target
+        archive.check_app_name(app_dir)
+        report = image.verify_image(registry_dir / app_dir, name, root)
     for check in report.checks:
         typer.echo(f"{check.status:<4} {check.text}")
     if not report.ok:
         failed = next((c.text for c in report.checks if c.status == image.FAIL), "not verified")
-        raise VerificationError(f"image {reference} does not verify: {failed}")
+        raise VerificationError(f"image {name} does not verify: {failed}")
     typer.echo(
-        f"verified: {reference} ({report.manifest_digest}) signed by {len(report.verified)} "
+        f"verified: {name} ({report.manifest_digest}) signed by {len(report.verified)} "
         "vendor key(s) endorsed by the root CA"
     )

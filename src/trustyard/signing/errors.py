@@ -31,3 +31,11 @@ class ReferenceNotFoundError(LayoutError):
 
 class ArchiveError(SigningError):
     """An image archive is corrupt, truncated, unsafe (traversal, links) or of an unknown kind."""
+
+
+class RemoteError(SigningError):
+    """A registry could not be reached, refused a request, or answered something unusable."""
+
+
+class TokenError(SigningError):
+    """A PKCS#11 module, token, key or PIN could not be used."""

@@ -7,6 +7,7 @@ are rehashed. Verification needs only the root CA public key.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,18 +50,52 @@ class VerifyReport:
         return bool(self.verified) and all(c.status != FAIL for c in self.checks)
 
 
-def _load_manifest(layout: Layout, reference: str) -> tuple[Json, Json, Json]:
-    desc = layout.resolve(reference)
-    manifest = layout.read_json(desc)
+def check_manifest(manifest: Json, digest: str) -> Json:
+    """The config descriptor of an image manifest whose annotations are all strings."""
     config = manifest.get("config")
     if not isinstance(config, dict):
-        raise LayoutError(f"manifest {desc['digest']} has no config descriptor")
+        raise LayoutError(f"manifest {digest} has no config descriptor")
     annotations = manifest.get("annotations") or {}
     if not isinstance(annotations, dict) or not all(
         isinstance(v, str) for v in annotations.values()
     ):
-        raise LayoutError(f"manifest {desc['digest']} has malformed annotations")
-    return desc, manifest, config
+        raise LayoutError(f"manifest {digest} has malformed annotations")
+    return config
+
+
+def _load_manifest(layout: Layout, reference: str) -> tuple[Json, Json, Json]:
+    desc = layout.resolve(reference)
+    manifest = layout.read_json(desc)
+    return desc, manifest, check_manifest(manifest, desc["digest"])
+
+
+def sign_manifest(
+    manifest: Json,
+    config_sha384: bytes,
+    vendor: Signer,
+    endorsement: bytes,
+    *,
+    additional: bool = False,
+) -> tuple[Json, ann.VendorSignature, str]:
+    """A copy of `manifest` carrying the vendor's signature over the config (SHA-384 given).
+
+    Returns (new manifest, the signature, the slot it went to: 'ir-sign' or 'extra <keyid>').
+    """
+    sig = ann.VendorSignature(
+        config_signature=vendor.sign_digest(config_sha384),
+        vendor_pub=vendor.public_key_der(),
+        vendor_pub_signature=endorsement,
+    )
+    signed = dict(manifest)
+    signed["annotations"] = ann.add_signature(
+        manifest.get("annotations") or {}, sig, additional=additional
+    )
+    slot = (
+        "ir-sign"
+        if signed["annotations"].get(ann.VENDORPUB) == sig.vendor_pub.hex()
+        else f"extra {sig.key_id}"
+    )
+    return signed, sig, slot
 
 
 def sign_image(
@@ -79,20 +114,10 @@ def sign_image(
     layout = Layout(layout_dir)
     desc, manifest, config = _load_manifest(layout, reference)
     config_sha384 = layout.hash_blob(config, "sha384")
-    sig = ann.VendorSignature(
-        config_signature=vendor.sign_digest(config_sha384),
-        vendor_pub=vendor.public_key_der(),
-        vendor_pub_signature=endorsement,
+    signed, sig, slot = sign_manifest(
+        manifest, config_sha384, vendor, endorsement, additional=additional
     )
-    manifest["annotations"] = ann.add_signature(
-        manifest.get("annotations") or {}, sig, additional=additional
-    )
-    slot = (
-        "ir-sign"
-        if manifest["annotations"].get(ann.VENDORPUB) == sig.vendor_pub.hex()
-        else (f"extra {sig.key_id}")
-    )
-    new_digest = layout.replace_manifest(desc["digest"], dumps(manifest))
+    new_digest = layout.replace_manifest(desc["digest"], dumps(signed))
     return SignResult(desc["digest"], new_digest, sig.key_id, slot)
 
 
@@ -106,11 +131,28 @@ def verify_image(
     """
     layout = Layout(layout_dir)
     desc, manifest, config = _load_manifest(layout, reference)
-    report = VerifyReport(desc["digest"])
-    report.checks.append(Check(OK, f"manifest {desc['digest']} matches its digest"))
+    return verify_manifest(
+        desc["digest"], manifest, config, lambda: layout.hash_blob(config, "sha384"), root_pub
+    )
+
+
+def verify_manifest(
+    manifest_digest: str,
+    manifest: Json,
+    config: Json,
+    config_sha384: Callable[[], bytes],
+    root_pub: ec.EllipticCurvePublicKey,
+) -> VerifyReport:
+    """The checks of `verify_image` on a manifest already checked against `manifest_digest`.
+
+    `config_sha384` reads the config blob, checks it against `config` (digest and size; raising
+    `SigningError` when it does not match) and returns its SHA-384.
+    """
+    report = VerifyReport(manifest_digest)
+    report.checks.append(Check(OK, f"manifest {manifest_digest} matches its digest"))
     try:
-        config_sha384 = layout.hash_blob(config, "sha384")
-    except LayoutError as exc:
+        config_hash = config_sha384()
+    except SigningError as exc:
         report.checks.append(Check(FAIL, f"config: {exc}"))
         return report
     report.checks.append(Check(OK, f"config {config['digest']} matches the manifest"))
@@ -121,7 +163,7 @@ def verify_image(
             Check(FAIL, f"manifest has no {ann.SIGNATURE} annotation: the image is not signed")
         )
     for slot in found:
-        _verify_slot(report, annotations, slot, config_sha384, root_pub)
+        _verify_slot(report, annotations, slot, config_hash, root_pub)
     if found and not report.verified:
         report.checks.append(Check(FAIL, "no signature on this image is endorsed by this root CA"))
     return report

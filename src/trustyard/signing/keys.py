@@ -6,7 +6,7 @@ SHA-384 (`openssl dgst -sha384 -sign`). PEM and PKCS#8 are accepted on input bec
 them by default; output is always the DER form, so files stay byte-compatible with ir-sign.
 
 Signing goes through the small `Signer` protocol over a precomputed SHA-384 digest: that is what
-a PKCS#11 token (CKM_ECDSA) offers too, so an HSM-backed signer can slot in later unchanged.
+a PKCS#11 token (CKM_ECDSA) offers too, so an HSM-backed signer (pkcs11.py) slots in unchanged.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ EXPECTED_PUBLIC = (
 
 
 class Signer(Protocol):
-    """Something that holds a P-384 private key: a file today, a PKCS#11 token later."""
+    """Something that holds a P-384 private key: a key file or a PKCS#11 token."""
 
     def public_key_der(self) -> bytes:
         """The signer's public key as SPKI DER (the bytes the root CA signs)."""
@@ -66,9 +66,11 @@ class FileKeySigner:
 
 
 def open_signer(spec: str) -> Signer:
-    """The signer a `-k/-v/-x` argument names: a key file today; `pkcs11:` URIs come later."""
+    """The signer a `-k/-v/-x/-i` argument names: a key file, or a `pkcs11:` URI (RFC 7512)."""
     if spec.startswith("pkcs11:"):
-        raise KeyFormatError(f"{spec}: PKCS#11 keys are not supported yet; pass a key file")
+        from trustyard.signing.pkcs11 import Pkcs11Signer  # imports this module
+
+        return Pkcs11Signer.from_uri(spec)
     return FileKeySigner.from_file(Path(spec))
 
 

@@ -1,0 +1,414 @@
+"""A small OCI distribution client: just what signing needs (manifests, one config blob).
+
+It speaks to any registry (trustyard, distribution, zot, …) over HTTPS or, when asked, plain
+HTTP, and authenticates as docker/skopeo do: credentials from a Docker `config.json` `auths`
+entry, sent as HTTP Basic when the registry challenges with `Basic`, or exchanged for a bearer
+token at the `realm` of a `Bearer` challenge (GET realm?service=…&scope=repository:REPO:ACTIONS).
+Every manifest read is checked against its digest; blobs are streamed and checked likewise.
+Layers are never requested.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import ssl
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from trustyard.oci import mediatypes as mt
+from trustyard.oci.reference import NAME_RE, is_valid_tag
+from trustyard.signing.errors import ReferenceNotFoundError, RemoteError
+from trustyard.signing.layout import DIGEST_RE, MAX_JSON, Json, digest_of, parse_json
+
+ACCEPT = ", ".join([mt.OCI_MANIFEST, mt.OCI_INDEX, mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST])
+_HOST_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
+_CHALLENGE_RE = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class RemoteRef:
+    """`HOST[:PORT]/REPO[:TAG][@DIGEST]`; the host part is required (no implicit docker.io)."""
+
+    host: str
+    repository: str
+    tag: str | None
+    digest: str | None
+
+    @classmethod
+    def parse(cls, text: str) -> RemoteRef:
+        expected = "expected HOST[:PORT]/REPOSITORY:TAG or HOST[:PORT]/REPOSITORY@DIGEST"
+        rest, _, digest = text.partition("@")
+        host, slash, path = rest.partition("/")
+        if not slash or not path or not _HOST_RE.match(host):
+            raise RemoteError(f"invalid image reference {text!r}: {expected}")
+        repo, tag = path, None
+        last = path.rsplit("/", 1)[-1]
+        if ":" in last:
+            repo, _, tag = path.rpartition(":")
+            if not is_valid_tag(tag):
+                raise RemoteError(f"invalid tag {tag!r} in {text!r}: {expected}")
+        if not NAME_RE.match(repo):
+            raise RemoteError(
+                f"invalid repository {repo!r} in {text!r}: lowercase [a-z0-9._-] components"
+            )
+        if digest and not DIGEST_RE.match(digest):
+            raise RemoteError(f"invalid digest {digest!r} in {text!r}: expected sha256:<64 hex>")
+        if tag is None and not digest:
+            tag = "latest"
+        return cls(host, repo, tag, digest or None)
+
+    def __str__(self) -> str:
+        tag = f":{self.tag}" if self.tag else ""
+        digest = f"@{self.digest}" if self.digest else ""
+        return f"{self.host}/{self.repository}{tag}{digest}"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A manifest or index as the registry served it, checked against its digest."""
+
+    data: bytes
+    digest: str
+    media_type: str
+    doc: Json
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:].split("]")[0]
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _auth_key(key: str) -> str:
+    """Normalise a config.json `auths` key (`https://host:port/v1/` → `host:port`)."""
+    for scheme in ("https://", "http://"):
+        if key.startswith(scheme):
+            key = key[len(scheme) :]
+    return key.split("/", 1)[0]
+
+
+def default_auth_file() -> Path:
+    """`$REGISTRY_AUTH_FILE`, else `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`."""
+    if os.environ.get("REGISTRY_AUTH_FILE"):
+        return Path(os.environ["REGISTRY_AUTH_FILE"])
+    if os.environ.get("DOCKER_CONFIG"):
+        return Path(os.environ["DOCKER_CONFIG"]) / "config.json"
+    return Path.home() / ".docker" / "config.json"
+
+
+def load_credentials(host: str, auth_file: Path | None) -> Credentials | None:
+    """The `auths` entry for `host` in a Docker config.json (`auth` = base64 user:password).
+
+    A missing default file means anonymous access; a file named explicitly must exist.
+    """
+    path = auth_file or default_auth_file()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if auth_file is not None:
+            raise RemoteError(f"auth file {path} does not exist") from None
+        return None
+    except OSError as exc:
+        raise RemoteError(f"cannot read auth file {path}: {exc.strerror or exc}") from None
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RemoteError(f"auth file {path} is not valid JSON ({exc})") from None
+    auths = doc.get("auths") if isinstance(doc, dict) else None
+    if not isinstance(auths, dict):
+        return None
+    entry = next((v for k, v in auths.items() if _auth_key(k) == host), None)
+    if not isinstance(entry, dict):
+        return None
+    if isinstance(entry.get("auth"), str) and entry["auth"]:
+        try:
+            user, sep, password = (
+                base64.b64decode(entry["auth"], validate=True).decode().partition(":")
+            )
+        except (binascii.Error, UnicodeDecodeError):
+            raise RemoteError(f"auth file {path}: auths[{host!r}].auth is not base64") from None
+        if not sep:
+            raise RemoteError(f"auth file {path}: auths[{host!r}].auth is not user:password")
+        return Credentials(user, password)
+    if isinstance(entry.get("username"), str) and isinstance(entry.get("password"), str):
+        return Credentials(entry["username"], entry["password"])
+    return None
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """`Bearer realm="…",service="…",scope="…"` → ('bearer', {realm, service, scope})."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {
+        m.group(1).lower(): (
+            m.group(2).replace('\\"', '"') if m.group(2) is not None else m.group(3)
+        )
+        for m in _CHALLENGE_RE.finditer(rest)
+    }
+    return scheme.lower(), params
+
+
+def _basic(creds: Credentials) -> str:
+    token = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
+    return f"Basic {token}"
+
+
+def _registry_error(response: httpx.Response) -> str:
+    """The first `errors[]` code and message of a registry error body, or the status line."""
+    try:
+        errors = response.json().get("errors") or []
+        first = errors[0]
+        return f"{first.get('code')}: {first.get('message')}"
+    except (ValueError, AttributeError, IndexError, KeyError, TypeError):
+        return f"HTTP {response.status_code} {response.reason_phrase}".strip()
+
+
+class RegistryClient:
+    """One registry host, one repository scope (pull, or pull+push for signing)."""
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        push: bool = False,
+        plain_http: bool = False,
+        insecure: bool = False,
+        ca_file: Path | None = None,
+        auth_file: Path | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.host = host
+        self.actions = "pull,push" if push else "pull"
+        self.insecure = insecure
+        self.scheme = "http" if plain_http else "https"
+        self._credentials = load_credentials(host, auth_file)
+        self._auth: dict[str, str] = {}  # repository → Authorization header value
+        verify: ssl.SSLContext | bool = True
+        if insecure:
+            verify = False
+        elif ca_file is not None:
+            try:
+                verify = ssl.create_default_context(cafile=str(ca_file))
+            except (OSError, ssl.SSLError) as exc:
+                raise RemoteError(f"cannot load CA file {ca_file}: {exc}") from None
+        self._http = httpx.Client(
+            verify=verify, timeout=timeout, transport=transport, follow_redirects=True
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport and auth ----------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        return f"{self.scheme}://{self.host}{path}"
+
+    def _check_cleartext(self, url: str) -> None:
+        """Never send credentials in clear text to a host that is not on this machine."""
+        u = httpx.URL(url)
+        if u.scheme != "https" and not self.insecure and not _is_loopback(u.netloc.decode()):
+            raise RemoteError(
+                f"refusing to send credentials over plain HTTP to {u.host}; use HTTPS "
+                "(or --insecure)"
+            )
+
+    @contextmanager
+    def _request(
+        self,
+        method: str,
+        repo: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> Iterator[httpx.Response]:
+        """A streamed response; one retry after answering a 401 challenge."""
+        for attempt in range(2):
+            hdrs = dict(headers or {})
+            if repo in self._auth:
+                hdrs["Authorization"] = self._auth[repo]
+            response = self._send(method, path, hdrs, content)
+            try:
+                if response.status_code == 401 and attempt == 0:
+                    challenge = response.headers.get("WWW-Authenticate", "")
+                    response.read()
+                    self._auth[repo] = self._authorize(repo, challenge)
+                    continue
+                yield response
+                return
+            finally:
+                response.close()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send(
+        self, method: str, path: str, headers: dict[str, str], content: bytes | None
+    ) -> httpx.Response:
+        """Send once; with --insecure, an HTTPS handshake failure falls back to plain HTTP."""
+        while True:
+            url = self._url(path)
+            request = self._http.build_request(method, url, headers=headers, content=content)
+            try:
+                return self._http.send(request, stream=True)
+            except httpx.ConnectError as exc:
+                tls_failed = self.scheme == "https" and "SSL" in str(exc)
+                if tls_failed and self.insecure:
+                    self.scheme = "http"
+                    continue
+                hint = " (a plain-HTTP registry? pass --plain-http)" if tls_failed else ""
+                raise RemoteError(f"cannot reach {self.host}: {exc}{hint}") from None
+            except httpx.HTTPError as exc:
+                raise RemoteError(f"{method} {url} failed: {exc}") from None
+
+    def _authorize(self, repo: str, challenge: str) -> str:
+        scheme, params = parse_challenge(challenge)
+        who = f"{self.host} asks for credentials"
+        if scheme == "basic":
+            if self._credentials is None:
+                raise RemoteError(f"{who} (Basic) and the auth file has none for {self.host}")
+            self._check_cleartext(self._url("/v2/"))
+            return _basic(self._credentials)
+        if scheme != "bearer" or not params.get("realm"):
+            raise RemoteError(f"{self.host} answered 401 with an unusable challenge {challenge!r}")
+        return f"Bearer {self._fetch_token(repo, params)}"
+
+    def _fetch_token(self, repo: str, params: dict[str, str]) -> str:
+        realm = params["realm"]
+        scopes = [f"repository:{repo}:{self.actions}"]
+        extra = params.get("scope")
+        if extra and extra not in scopes:
+            scopes.append(extra)
+        query = httpx.QueryParams([("scope", s) for s in scopes])
+        if params.get("service"):
+            query = query.add("service", params["service"])
+        headers = {}
+        if self._credentials is not None:
+            self._check_cleartext(realm)
+            headers["Authorization"] = _basic(self._credentials)
+        try:
+            r = self._http.get(realm, params=query, headers=headers)
+        except httpx.HTTPError as exc:
+            raise RemoteError(f"token server {realm} failed: {exc}") from None
+        if r.status_code in (401, 403):
+            creds = "the credentials" if self._credentials else "anonymous access (no credentials)"
+            raise RemoteError(f"token server {realm} refused {creds} for {self.host}")
+        if r.status_code != 200:
+            raise RemoteError(f"token server {realm} answered HTTP {r.status_code}")
+        try:
+            body: Any = r.json()
+            token = body.get("token") or body.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise RemoteError(f"token server {realm} answered without a token")
+        return token
+
+    # -- API ---------------------------------------------------------------------------------
+
+    def _fail(self, response: httpx.Response, what: str) -> RemoteError:
+        response.read()
+        detail = _registry_error(response)
+        if response.status_code == 401:
+            return RemoteError(f"{what}: not authorized by {self.host} ({detail})")
+        if response.status_code == 403:
+            return RemoteError(f"{what}: denied by {self.host} ({detail})")
+        return RemoteError(f"{what}: {self.host} answered {detail}")
+
+    def get_manifest(self, repo: str, reference: str) -> Fetched:
+        """GET a manifest or index by tag or digest; the bytes are checked against the digest."""
+        what = f"{self.host}/{repo}{'@' if DIGEST_RE.match(reference) else ':'}{reference}"
+        with self._request(
+            "GET", repo, f"/v2/{repo}/manifests/{reference}", headers={"Accept": ACCEPT}
+        ) as r:
+            if r.status_code == 404:
+                r.read()
+                raise ReferenceNotFoundError(
+                    f"{what} does not exist in the registry ({_registry_error(r)})"
+                )
+            if r.status_code != 200:
+                raise self._fail(r, f"cannot get manifest {what}")
+            data = b""
+            for chunk in r.iter_bytes():
+                data += chunk
+                if len(data) > MAX_JSON:
+                    raise RemoteError(f"manifest {what} is over the {MAX_JSON} byte limit")
+            media_type = r.headers.get("Content-Type", "").split(";")[0].strip()
+            header_digest = r.headers.get("Docker-Content-Digest")
+        expected = reference if DIGEST_RE.match(reference) else header_digest
+        if expected and DIGEST_RE.match(expected):
+            digest = digest_of(data, expected.partition(":")[0])
+            if digest != expected:
+                raise RemoteError(
+                    f"manifest {what} does not match its digest {expected} (got {digest})"
+                )
+        else:
+            digest = digest_of(data)
+        doc = parse_json(data, f"manifest {what}")
+        media_type = doc.get("mediaType") or media_type
+        return Fetched(data, digest, str(media_type), doc)
+
+    def hash_blob(self, repo: str, desc: Json, also: str) -> bytes:
+        """Stream a blob once, check its digest and size, return its `also` hash (sha384)."""
+        digest = desc.get("digest")
+        if not isinstance(digest, str) or not DIGEST_RE.match(digest):
+            raise RemoteError(f"descriptor has no valid digest: {desc!r}")
+        own, extra, size = hashlib.new(digest.partition(":")[0]), hashlib.new(also), 0
+        with self._request("GET", repo, f"/v2/{repo}/blobs/{digest}") as r:
+            if r.status_code == 404:
+                r.read()
+                raise ReferenceNotFoundError(f"blob {digest} is missing from {self.host}/{repo}")
+            if r.status_code != 200:
+                raise self._fail(r, f"cannot get blob {digest}")
+            for chunk in r.iter_bytes(_CHUNK):
+                own.update(chunk)
+                extra.update(chunk)
+                size += len(chunk)
+        if f"{digest.partition(':')[0]}:{own.hexdigest()}" != digest:
+            raise RemoteError(f"blob {digest} does not match its digest (tampered or corrupt)")
+        if desc.get("size") != size:
+            raise RemoteError(f"blob {digest} is {size} bytes, descriptor says {desc.get('size')}")
+        return extra.digest()
+
+    def put_manifest(self, repo: str, reference: str, data: bytes, media_type: str) -> str:
+        """PUT a manifest or index under a tag or its digest; returns its digest."""
+        digest = digest_of(data)
+        with self._request(
+            "PUT",
+            repo,
+            f"/v2/{repo}/manifests/{reference}",
+            headers={"Content-Type": media_type},
+            content=data,
+        ) as r:
+            if r.status_code not in (200, 201, 202):
+                raise self._fail(r, f"cannot push manifest {digest} as {repo}:{reference}")
+            answered = r.headers.get("Docker-Content-Digest")
+        if answered and answered != digest:
+            raise RemoteError(f"{self.host} stored the manifest as {answered}, expected {digest}")
+        return digest
