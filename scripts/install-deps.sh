@@ -7,7 +7,11 @@ set -euo pipefail
 DEBIAN_PACKAGES=(
   skopeo podman umoci      # container clients used by the interop tests
   docker-registry          # the reference registry (benchmarks)
+  wrk hey                  # HTTP load generators (benchmarks: GET with wrk, HEAD with hey)
   openssl curl jq          # signing interop and endpoint checks
+  apache2-utils            # htpasswd -B for the htpasswd auth-mode tests
+  notary                   # notary-server: token-auth interop
+  softhsm2                 # PKCS#11 token for the signing tests
   uidmap fuse-overlayfs    # podman's storage helpers
   postgresql redis-server haproxy   # scale-out backends and the load balancer in front of replicas
 )

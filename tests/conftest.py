@@ -1,4 +1,4 @@
-"""Session-wide services started from Debian packages (PostgreSQL today)."""
+"""Session-wide services: PostgreSQL (Debian package), an S3-compatible server (moto, PyPI)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.services.postgres import Postgres, start_postgres
+from tests.services.s3 import S3Server, start_s3
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +27,20 @@ def postgres() -> Iterator[Postgres]:
 def postgres_url(postgres: Postgres) -> str:
     """A fresh, empty database for one test."""
     return postgres.create_database("t" + uuid.uuid4().hex[:12])
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    server = start_s3()
+    if server is None:
+        if os.environ.get("CI"):
+            pytest.fail("moto_server is not installed; .ci/run must install moto[server]")
+        pytest.skip("moto_server is not installed (pip install 'moto[server]')")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> str:
+    """A fresh, empty bucket for one test."""
+    return s3_server.create_bucket()

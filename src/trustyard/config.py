@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "TRUSTYARD_"
 # The resolved settings, handed from `trustyard serve` to its worker processes.
@@ -96,6 +96,24 @@ class TrustSettings(BaseModel):
         return value.lower() if isinstance(value, str) else value
 
 
+class S3Settings(BaseModel):
+    """S3-compatible object storage for blobs (`storage_backend = "s3"`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bucket: str
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    access_key: str | None = None
+    secret_key: str | None = None
+    prefix: str = ""
+    redirect: bool = Field(True, description="blob GETs answer 307 to a presigned URL")
+    presign_seconds: int = Field(1200, ge=60, le=7 * 86400)
+    part_size: int = Field(8 * MiB, ge=5 * MiB, le=512 * MiB)
+    sse: Literal["AES256", "aws:kms"] | None = None
+    kms_key_id: str | None = None
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -113,6 +131,11 @@ class Settings(BaseModel):
     fsync: bool = True
     # Scale-out backends (docs/deployment.md); None keeps the embedded default
     database_url: str | None = Field(None, description="postgresql://user:pass@host/db")
+    storage_backend: Literal["filesystem", "s3"] = "filesystem"
+    s3: S3Settings | None = None
+    redis_url: str | None = Field(
+        None, description="redis://host:6379/0: shared cache, locks, limits"
+    )
     # Garbage collection and upload expiry
     gc_grace_seconds: float = Field(3600.0, ge=0)
     upload_max_age_seconds: float = Field(86400.0, ge=0)
@@ -126,6 +149,12 @@ class Settings(BaseModel):
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _backend_settings(self) -> Settings:
+        if self.storage_backend == "s3" and self.s3 is None:
+            raise ValueError("storage_backend = 's3' needs an [s3] table with at least 'bucket'")
+        return self
 
     @property
     def storage_dir(self) -> Path:
@@ -147,22 +176,20 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
         key = ENV_PREFIX + field.upper()
         if key in environ:
             values[field] = environ[key]
-    # Nested settings: TRUSTYARD_AUTH__MODE, TRUSTYARD_AUTH__TOKEN__REALM, ...
+    # Nested settings: TRUSTYARD_AUTH__MODE, TRUSTYARD_AUTH__TOKEN__REALM, TRUSTYARD_S3__BUCKET, ...
     for key, value in environ.items():
-        if key.startswith(ENV_PREFIX + "AUTH__"):
-            path = key[len(ENV_PREFIX) :].lower().split("__")
-            target = values.setdefault("auth", {})
+        if not key.startswith(ENV_PREFIX) or "__" not in key[len(ENV_PREFIX) :]:
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split("__")
+        if path[0] not in Settings.model_fields or not all(path):
+            continue
+        target = values.setdefault(path[0], {})
+        for part in path[1:-1]:
             if not isinstance(target, dict):
-                continue
-            for part in path[1:-1]:
-                target = target.setdefault(part, {})
+                break
+            target = target.setdefault(part, {})
+        if isinstance(target, dict):
             target[path[-1]] = value
-    # TRUSTYARD_TRUST__KEY_ALGORITHM, TRUSTYARD_TRUST__KEY_PASSPHRASE, ...
-    for key, value in environ.items():
-        if key.startswith(ENV_PREFIX + "TRUST__"):
-            trust = values.setdefault("trust", {})
-            if isinstance(trust, dict):
-                trust[key[len(ENV_PREFIX + "TRUST__") :].lower()] = value
     return values
 
 

@@ -3,24 +3,46 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from tests.services.s3 import ACCESS_KEY, SECRET_KEY
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.storage import Storage
 from trustyard.storage.filesystem import FilesystemStorage
-
-BACKENDS: dict[str, Callable[[Path], Storage]] = {
-    "filesystem": lambda root: FilesystemStorage(root, fsync=False),
-}
+from trustyard.storage.s3 import S3Options, S3Storage
 
 
-@pytest.fixture(params=sorted(BACKENDS))
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
-    return BACKENDS[request.param](tmp_path)
+def make(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Storage:
+    if backend == "s3":
+        server = request.getfixturevalue("s3_server")
+        return S3Storage(
+            S3Options(
+                bucket=request.getfixturevalue("s3_bucket"),
+                endpoint_url=server.endpoint,
+                access_key=ACCESS_KEY,
+                secret_key=SECRET_KEY,
+                part_size=5 * 1024 * 1024,
+            )
+        )
+    return FilesystemStorage(tmp_path, fsync=False)
+
+
+@pytest.fixture(params=["filesystem", "s3"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
+    backend = make(request.param, tmp_path, request)
+    yield backend
+    await backend.close()
+
+
+def reopen(store: Storage, tmp_path: Path) -> Storage:
+    """A second backend object on the same data: another replica, or after a restart."""
+    if isinstance(store, S3Storage):
+        return S3Storage(store.options)
+    return FilesystemStorage(tmp_path, fsync=False)
 
 
 async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -49,14 +71,18 @@ async def test_upload_commit_and_read(store: Storage) -> None:
     assert await store.upload_size("a" * 32) is None
 
 
-async def test_append_in_several_requests_rehashes_when_needed(store: Storage) -> None:
-    data = os.urandom(100_000)
+async def test_append_in_several_requests_rehashes_when_needed(
+    store: Storage, tmp_path: Path
+) -> None:
+    data = os.urandom(12 * 1024 * 1024)  # crosses S3 part boundaries
     await store.create_upload("b" * 32)
-    await store.append("b" * 32, chunks(data[:50_000]), offset=0, limit=0)
+    await store.append("b" * 32, chunks(data[:6_000_000]), offset=0, limit=0)
     # A fresh backend object (another worker, or after a restart) finishes the upload.
-    other = type(store)(store.root, fsync=False)  # type: ignore[attr-defined]
-    await other.append("b" * 32, chunks(data[50_000:]), offset=50_000, limit=0)
+    other = reopen(store, tmp_path)
+    await other.append("b" * 32, chunks(data[6_000_000:]), offset=6_000_000, limit=0)
     assert await other.commit("b" * 32, Digest.of(data)) == len(data)
+    assert b"".join([c async for c in other.read(Digest.of(data))]) == data
+    await other.close()
 
 
 async def test_wrong_offset_is_range_error(store: Storage) -> None:

@@ -34,6 +34,7 @@ async def _run(settings: Settings, dry_run: bool) -> GcReport:
         )
     finally:
         await registry.metadata.close()
+        await registry.storage.close()
 
 
 def gc(

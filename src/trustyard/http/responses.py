@@ -49,11 +49,37 @@ def blob_response(
     if location.path is not None:
         del headers["Content-Length"]  # FileResponse sets it per range
         return FileResponse(location.path, headers=headers, media_type="application/octet-stream")
-    if request.headers.get("range"):
-        raise RegistryError(
-            ErrorCode.UNSUPPORTED, "range requests are not supported by this storage backend"
+    wanted = request.headers.get("range")
+    if wanted:
+        start, end = _single_range(wanted, location.size)
+        headers["Content-Range"] = f"bytes {start}-{end}/{location.size}"
+        headers["Content-Length"] = str(end - start + 1)
+        return StreamingResponse(
+            store.read(digest, start, end - start + 1), status_code=206, headers=headers
         )
     return StreamingResponse(store.read(digest), headers=headers)
+
+
+def _single_range(value: str, size: int) -> tuple[int, int]:
+    """One `bytes=a-b`, `bytes=a-` or `bytes=-n` range (inclusive end); else 416."""
+    unit, _, spec = value.partition("=")
+    first, dash, last = spec.strip().partition("-")
+    try:
+        if unit.strip() != "bytes" or not dash or "," in spec:
+            raise ValueError
+        if first == "":
+            start, end = max(size - int(last), 0), size - 1
+        else:
+            start, end = int(first), min(int(last), size - 1) if last else size - 1
+        if start > end or start >= size:
+            raise ValueError
+    except ValueError:
+        raise RegistryError(
+            ErrorCode.RANGE_INVALID,
+            f"unsatisfiable or unsupported Range {value[:100]!r} for a {size}-byte blob",
+            headers={"Content-Range": f"bytes */{size}"},
+        ) from None
+    return start, end
 
 
 def next_link(path: str, n: int | None, last: str) -> str:

@@ -6,6 +6,7 @@ ties the upload to its repository, so a session survives restarts and worker swi
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -161,8 +162,10 @@ class Uploads:
             size = await self.storage.commit(upload_id, digest)
         except RegistryError as exc:
             if exc.code is ErrorCode.DIGEST_INVALID:
-                # Undo this request's bytes, so the session is exactly as before the failed PUT.
-                await self.storage.truncate(upload_id, before)
+                # Undo this request's bytes, so the session is exactly as before the failed PUT
+                # (a backend that cannot rewind ends the session instead).
+                with contextlib.suppress(RegistryError):
+                    await self.storage.truncate(upload_id, before)
             raise
         await self.metadata.link_blob(name, digest, size)
         await self.metadata.delete_upload(upload_id)

@@ -82,3 +82,6 @@ class UploadStore(Protocol):
 
 class Storage(BlobStore, UploadStore, Protocol):
     """A backend provides both ports."""
+
+    async def close(self) -> None:
+        """Release connections (no-op for local files)."""

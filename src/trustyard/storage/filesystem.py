@@ -41,6 +41,9 @@ class FilesystemStorage:
         # chunk, `commit` re-hashes the file from disk instead; correctness never depends on it.
         self._digesters: dict[str, Digester] = {}
 
+    async def close(self) -> None:
+        """Nothing to release: files are opened per request."""
+
     # -- blobs -------------------------------------------------------------------------------
     def blob_path(self, digest: Digest) -> Path:
         return self._blobs / digest.algorithm / digest.hex[:2] / digest.hex
