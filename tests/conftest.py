@@ -1,4 +1,4 @@
-"""Session-wide services: PostgreSQL (Debian package), an S3-compatible server (moto, PyPI)."""
+"""Services started from packages: PostgreSQL and Redis (Debian), an S3 server (moto, PyPI)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.services.postgres import Postgres, start_postgres
+from tests.services.redis import RedisServer, start_redis
 from tests.services.s3 import S3Server, start_s3
 
 
@@ -44,3 +45,15 @@ def s3_server() -> Iterator[S3Server]:
 def s3_bucket(s3_server: S3Server) -> str:
     """A fresh, empty bucket for one test."""
     return s3_server.create_bucket()
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A Redis per test: tests stop and restart it to prove the registry survives an outage."""
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    if server is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed; .ci/run must install it")
+        pytest.skip("redis-server is not installed (scripts/install-deps.sh installs it)")
+    yield server
+    server.stop()

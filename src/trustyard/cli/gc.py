@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from trustyard.cache import LockBusy
 from trustyard.cli.common import ConfigOption, DataDirOption, LogLevelOption, settings_or_exit
 from trustyard.config import Settings
 from trustyard.http.app import configure_logging, open_registry
@@ -25,16 +26,24 @@ def _human(n: int) -> str:
 async def _run(settings: Settings, dry_run: bool) -> GcReport:
     registry = await open_registry(settings)
     try:
-        return await collect_garbage(
-            registry.storage,
-            registry.metadata,
-            grace_seconds=settings.gc_grace_seconds,
-            upload_max_age_seconds=settings.upload_max_age_seconds,
-            dry_run=dry_run,
-        )
+        # With Redis, one GC at a time across every machine; the metadata's write lock already
+        # keeps a pass atomic, this just avoids two passes queueing behind each other.
+        async with registry.cache.lock("gc", ttl_seconds=6 * 3600):
+            return await collect_garbage(
+                registry.storage,
+                registry.metadata,
+                grace_seconds=settings.gc_grace_seconds,
+                upload_max_age_seconds=settings.upload_max_age_seconds,
+                dry_run=dry_run,
+                changed=registry.changed,
+            )
+    except LockBusy:
+        typer.echo("error: another garbage collection is running; try again when it ends", err=True)
+        raise typer.Exit(1) from None
     finally:
         await registry.metadata.close()
         await registry.storage.close()
+        await registry.cache.close()
 
 
 def gc(

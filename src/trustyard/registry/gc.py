@@ -11,6 +11,7 @@ Safety comes from three rules rather than a read-only window:
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from trustyard.metadata.base import GcPlan, MetadataStore
@@ -39,6 +40,7 @@ async def collect_garbage(
     upload_max_age_seconds: float,
     dry_run: bool = False,
     sweep_orphans: bool = True,
+    changed: Callable[[str], Awaitable[None]] | None = None,
 ) -> GcReport:
     """Remove unreferenced manifests, blob links and blobs, and expire abandoned uploads.
 
@@ -59,6 +61,9 @@ async def collect_garbage(
         return await storage.delete(digest)
 
     report.plan = await metadata.collect(cutoff, dry_run=dry_run, on_blob_deleted=sweep)
+    if changed is not None and not dry_run:
+        for repository in sorted({name for name, _ in report.plan.manifests}):
+            await changed(repository)  # cached lookups of collected manifests are void
     report.expired_uploads = await expire_uploads(
         storage, metadata, upload_max_age_seconds, dry_run=dry_run
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from trustyard.cache import Cache, MemoryCache
 from trustyard.metadata.base import ManifestRecord, MetadataStore
 from trustyard.oci import mediatypes as mt
 from trustyard.oci.digest import Digest
@@ -11,6 +12,7 @@ from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.manifest import Descriptor, Manifest, parse_manifest
 from trustyard.oci.reference import is_valid_tag, validate_name, validate_tag
 from trustyard.oci.referrers import tag_schema_tag
+from trustyard.registry.lookups import ManifestLookups
 from trustyard.registry.uploads import Uploads
 from trustyard.storage.base import BlobLocation, Storage
 
@@ -66,11 +68,20 @@ def page_size(n: str | None) -> int:
 class Registry:
     """The registry's use cases over a `Storage` and a `MetadataStore`."""
 
-    def __init__(self, storage: Storage, metadata: MetadataStore, options: RegistryOptions) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        metadata: MetadataStore,
+        options: RegistryOptions,
+        cache: Cache | None = None,
+        lookups: ManifestLookups | None = None,
+    ) -> None:
         self.storage = storage
         self.metadata = metadata
         self.options = options
-        self.uploads = Uploads(storage, metadata, max_blob_bytes=options.max_blob_bytes)
+        self.cache = cache or MemoryCache()
+        self.lookups = lookups
+        self.uploads = Uploads(storage, metadata, self.cache, max_blob_bytes=options.max_blob_bytes)
 
     # -- blobs ---------------------------------------------------------------------------------
     async def blob_size(self, name: str, digest: Digest) -> int:
@@ -112,7 +123,7 @@ class Registry:
     ) -> ManifestRecord:
         validate_name(name)
         ref = parse_reference(reference)
-        record = await self.metadata.get_manifest(name, ref)
+        record = await self._lookup(name, ref)
         if record is None:
             if not await self.metadata.repository_exists(name):
                 raise _unknown_repository(name)
@@ -122,6 +133,23 @@ class Registry:
                 detail={"reference": reference},
             )
         return await self._negotiate(name, record, accept)
+
+    async def _lookup(self, name: str, ref: str | Digest) -> ManifestRecord | None:
+        if self.lookups is None:
+            return await self.metadata.get_manifest(name, ref)
+        cached = await self.lookups.get(name, ref)
+        if cached is not None:
+            return cached
+        stamp = await self.lookups.stamp(name)
+        record = await self.metadata.get_manifest(name, ref)
+        if record is not None:
+            await self.lookups.remember(stamp, ref, record)
+        return record
+
+    async def changed(self, name: str) -> None:
+        """Invalidate cached lookups of `name` after a committed write."""
+        if self.lookups is not None:
+            await self.lookups.changed(name)
 
     async def _negotiate(
         self, name: str, record: ManifestRecord, accept: list[str] | None
@@ -185,6 +213,7 @@ class Registry:
         tags = [ref] if isinstance(ref, str) else []
         tags += [validate_tag(t) for t in extra_tags if t not in tags]
         await self.metadata.put_manifest(name, manifest, body, tags)
+        await self.changed(name)
         return manifest
 
     async def delete_manifest(self, name: str, reference: str) -> None:
@@ -195,6 +224,7 @@ class Registry:
             found = await self.metadata.delete_manifest(name, ref)
         else:
             found = await self.metadata.delete_tag(name, ref)
+        await self.changed(name)
         if not found:
             raise RegistryError(
                 ErrorCode.MANIFEST_UNKNOWN,

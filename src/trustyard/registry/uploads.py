@@ -12,12 +12,15 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from trustyard.cache import Cache, LockBusy
 from trustyard.metadata.base import MetadataStore
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.reference import validate_name
 from trustyard.storage.base import Storage
 
+# A crashed holder's lock frees itself after this long.
+_LOCK_TTL = 900.0
 _CONTENT_RANGE_RE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
 
 
@@ -77,10 +80,25 @@ async def _counted(chunks: AsyncIterator[bytes], expected: int | None) -> AsyncI
 class Uploads:
     """Blob uploads for one registry."""
 
-    def __init__(self, storage: Storage, metadata: MetadataStore, *, max_blob_bytes: int) -> None:
+    def __init__(
+        self, storage: Storage, metadata: MetadataStore, cache: Cache, *, max_blob_bytes: int
+    ) -> None:
         self.storage = storage
         self.metadata = metadata
+        self.cache = cache
         self.max_blob_bytes = max_blob_bytes
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, upload_id: str) -> AsyncIterator[None]:
+        """One request at a time per upload, across replicas when the cache is shared (Redis)."""
+        try:
+            async with self.cache.lock(f"upload:{upload_id[:64]}", ttl_seconds=_LOCK_TTL):
+                yield
+        except LockBusy:
+            raise RegistryError(
+                ErrorCode.RANGE_INVALID,
+                "another request is writing to this upload; wait for it to finish and retry",
+            ) from None
 
     async def start(self, name: str) -> str:
         validate_name(name)
@@ -115,6 +133,17 @@ class Uploads:
     ) -> int:
         """PATCH: append one chunk, in order (out of order is 416)."""
         validate_name(name)
+        async with self._exclusive(upload_id):
+            return await self._append(name, upload_id, chunks, content_range, content_length)
+
+    async def _append(
+        self,
+        name: str,
+        upload_id: str,
+        chunks: AsyncIterator[bytes],
+        content_range: str | None,
+        content_length: str | None,
+    ) -> int:
         size = await self._size(name, upload_id)
         declared = parse_length(content_length)
         rng = parse_content_range(content_range)
@@ -155,20 +184,21 @@ class Uploads:
                 "the digest query parameter is required to finish an upload",
             )
         digest = Digest.parse(digest_text)
-        before = await self._size(name, upload_id)
-        if chunks is not None:
-            await self.append(name, upload_id, chunks, content_range, content_length)
-        try:
-            size = await self.storage.commit(upload_id, digest)
-        except RegistryError as exc:
-            if exc.code is ErrorCode.DIGEST_INVALID:
-                # Undo this request's bytes, so the session is exactly as before the failed PUT
-                # (a backend that cannot rewind ends the session instead).
-                with contextlib.suppress(RegistryError):
-                    await self.storage.truncate(upload_id, before)
-            raise
-        await self.metadata.link_blob(name, digest, size)
-        await self.metadata.delete_upload(upload_id)
+        async with self._exclusive(upload_id):
+            before = await self._size(name, upload_id)
+            if chunks is not None:
+                await self._append(name, upload_id, chunks, content_range, content_length)
+            try:
+                size = await self.storage.commit(upload_id, digest)
+            except RegistryError as exc:
+                if exc.code is ErrorCode.DIGEST_INVALID:
+                    # Undo this request's bytes, so the session is exactly as before the failed
+                    # PUT (a backend that cannot rewind ends the session instead).
+                    with contextlib.suppress(RegistryError):
+                        await self.storage.truncate(upload_id, before)
+                raise
+            await self.metadata.link_blob(name, digest, size)
+            await self.metadata.delete_upload(upload_id)
         return digest, size
 
     async def monolithic(
@@ -198,9 +228,10 @@ class Uploads:
 
     async def cancel(self, name: str, upload_id: str) -> None:
         validate_name(name)
-        await self._size(name, upload_id)
-        await self.storage.cancel(upload_id)
-        await self.metadata.delete_upload(upload_id)
+        async with self._exclusive(upload_id):
+            await self._size(name, upload_id)
+            await self.storage.cancel(upload_id)
+            await self.metadata.delete_upload(upload_id)
 
     async def mount(
         self, name: str, digest_text: str, source: str | None

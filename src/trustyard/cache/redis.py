@@ -1,0 +1,116 @@
+"""Redis-backed cache shared by replicas; falls back to in-process behaviour while Redis is down.
+
+Locks are `SET key token NX PX ttl` released by a compare-and-delete script (the single-instance
+pattern from the Redis docs); a crashed holder's lock expires after its TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from trustyard.cache.base import LockBusy
+from trustyard.cache.memory import MemoryCache
+
+log = structlog.get_logger("trustyard.cache")
+
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+# After a failure, skip Redis for this long instead of paying a timeout on every request.
+_RETRY_AFTER = 5.0
+
+
+class RedisCache:
+    def __init__(self, url: str, prefix: str = "trustyard:") -> None:
+        self._redis = aioredis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._prefix = prefix
+        self._fallback = MemoryCache()
+        self._down_until = 0.0
+
+    def _up(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _failed(self, exc: Exception) -> None:
+        if self._up():
+            log.warning("redis_unavailable", error=str(exc)[:200], retry_in_seconds=_RETRY_AFTER)
+        self._down_until = time.monotonic() + _RETRY_AFTER
+
+    async def get(self, key: str) -> bytes | None:
+        if not self._up():
+            return None
+        try:
+            value = await self._redis.get(self._prefix + key)
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return None
+        if value is None:
+            return None
+        return value if isinstance(value, bytes) else str(value).encode()
+
+    async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
+        if not self._up():
+            return
+        try:
+            await self._redis.set(self._prefix + key, value, px=max(int(ttl_seconds * 1000), 1))
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+
+    async def delete(self, *keys: str) -> None:
+        if not keys:
+            return
+        try:
+            await self._redis.delete(*(self._prefix + k for k in keys))
+        except (RedisError, OSError) as exc:
+            # A stale entry could outlive this failure: entries carry short TTLs for that reason.
+            self._failed(exc)
+
+    async def incr(self, key: str, window_seconds: float) -> int:
+        if self._up():
+            try:
+                pipe = self._redis.pipeline()
+                pipe.incr(self._prefix + key)
+                pipe.pexpire(self._prefix + key, max(int(window_seconds * 1000), 1), nx=True)
+                count, _ = await pipe.execute()
+                return int(count)
+            except (RedisError, OSError) as exc:
+                self._failed(exc)
+        return await self._fallback.incr(key, window_seconds)
+
+    @asynccontextmanager
+    async def lock(
+        self, name: str, ttl_seconds: float, wait_seconds: float = 0
+    ) -> AsyncIterator[None]:
+        if not self._up():
+            async with self._fallback.lock(name, ttl_seconds, wait_seconds):
+                yield
+            return
+        key, token = self._prefix + "lock:" + name, secrets.token_hex(16)
+        deadline = time.monotonic() + wait_seconds
+        try:
+            while not await self._redis.set(
+                key, token, nx=True, px=max(int(ttl_seconds * 1000), 1)
+            ):
+                if time.monotonic() >= deadline:
+                    raise LockBusy(name)
+                await asyncio.sleep(0.05)
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            async with self._fallback.lock(name, ttl_seconds, wait_seconds):
+                yield
+            return
+        try:
+            yield
+        finally:
+            try:
+                await self._redis.eval(_RELEASE, 1, key, token)
+            except (RedisError, OSError) as exc:
+                self._failed(exc)
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,96 @@
+"""One suite for the in-process cache and the Redis one, plus Redis outages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from trustyard.cache import Cache, LockBusy, MemoryCache
+from trustyard.cache.redis import RedisCache
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def cache(request: pytest.FixtureRequest) -> AsyncIterator[Cache]:
+    c: Cache = (
+        RedisCache(request.getfixturevalue("redis_server").url)
+        if request.param == "redis"
+        else MemoryCache()
+    )
+    yield c
+    await c.close()
+
+
+async def test_get_set_delete_ttl(cache: Cache) -> None:
+    assert await cache.get("k") is None
+    await cache.set("k", b"v", 10)
+    assert await cache.get("k") == b"v"
+    await cache.delete("k", "other")
+    assert await cache.get("k") is None
+    await cache.set("short", b"x", 0.05)
+    await asyncio.sleep(0.15)
+    assert await cache.get("short") is None
+
+
+async def test_counters_reset_after_window(cache: Cache) -> None:
+    assert [await cache.incr("c", 0.3) for _ in range(3)] == [1, 2, 3]
+    await asyncio.sleep(0.5)
+    assert await cache.incr("c", 0.3) == 1
+
+
+async def test_lock_is_exclusive_and_released(cache: Cache) -> None:
+    async with cache.lock("L", ttl_seconds=10):
+        with pytest.raises(LockBusy):
+            async with cache.lock("L", ttl_seconds=10):
+                pass
+        async with cache.lock("other", ttl_seconds=10):
+            pass
+    async with cache.lock("L", ttl_seconds=10):
+        pass
+
+
+async def test_lock_waits_for_holder(cache: Cache) -> None:
+    order: list[str] = []
+
+    async def holder() -> None:
+        async with cache.lock("W", ttl_seconds=10):
+            order.append("first")
+            await asyncio.sleep(0.2)
+
+    task = asyncio.create_task(holder())
+    await asyncio.sleep(0.05)
+    async with cache.lock("W", ttl_seconds=10, wait_seconds=5):
+        order.append("second")
+    await task
+    assert order == ["first", "second"]
+
+
+async def test_redis_lock_is_shared_between_clients(redis_server) -> None:
+    a, b = RedisCache(redis_server.url), RedisCache(redis_server.url)
+    async with a.lock("shared", ttl_seconds=10):
+        with pytest.raises(LockBusy):
+            async with b.lock("shared", ttl_seconds=10):
+                pass
+    await b.set("k", b"from b", 10)
+    assert await a.get("k") == b"from b"
+    await a.close()
+    await b.close()
+
+
+async def test_redis_outage_degrades_to_local(redis_server) -> None:
+    c = RedisCache(redis_server.url)
+    await c.set("k", b"v", 10)
+    redis_server.stop()
+    assert await c.get("k") is None  # a miss, not an error
+    await c.set("k", b"v", 10)
+    assert await c.incr("n", 10) == 1
+    async with c.lock("L", ttl_seconds=10):
+        with pytest.raises(LockBusy):
+            async with c.lock("L", ttl_seconds=10):
+                pass
+    redis_server.start()
+    await asyncio.sleep(5.1)  # the back-off after a failure
+    await c.set("k", b"back", 10)
+    assert await c.get("k") == b"back"
+    await c.close()
