@@ -1,0 +1,283 @@
+"""Notary v1 server API routes (`/v2/{gun}/_trust/…`): parse, call `TrustService`, render.
+
+Errors use Notary's shape (distribution errcode, group notary.api.v1):
+`{"errors":[{"code","message","detail"?}]}`; every failure here becomes one of those.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from trustyard.trust import model as m
+from trustyard.trust.keys import key_response
+from trustyard.trust.service import InvalidRequest, NotFound, TrustService
+from trustyard.trust.validation import ValidationFailure
+
+log = structlog.get_logger("trustyard.trust")
+
+CURRENT_CACHE = "public, max-age=300, s-maxage=300, must-revalidate"
+CONSISTENT_CACHE = "public, max-age=2592000, s-maxage=2592000"
+
+MESSAGES = {
+    "NO_FILENAME": ("No file/role name provided.", 400),
+    "INVALID_ROLE": ("The role you are attempting to operate on is invalid.", 400),
+    "MALFORMED_JSON": ("JSON sent by the client could not be parsed by the server", 400),
+    "UPDATING": ("An error has occurred while updating the TUF repository.", 500),
+    "VERSION": ("A newer version of metadata is already available.", 400),
+    "METADATA_NOT_FOUND": ("You have requested metadata that does not exist.", 404),
+    "INVALID_UPDATE": ("Update sent by the client is invalid.", 400),
+    "MALFORMED_UPLOAD": ("The body of your request is malformed.", 400),
+    "GENERIC_NOT_FOUND": ("You have requested a resource that does not exist.", 404),
+    "INVALID_GUN": ("The GUN you are attempting to operate on is invalid.", 400),
+    "INVALID_PARAMETERS": ("The parameters you provided are invalid.", 400),
+    "TOO_LARGE": ("The upload is larger than the server accepts.", 413),
+    "UNKNOWN": ("unknown error", 500),
+}
+
+_GUN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]*(/[A-Za-z0-9][A-Za-z0-9._:\-]*)*$")
+_ROLE = r"root|targets(?:/[^/\s]+)*|snapshot|timestamp"
+_BY_HASH = re.compile(
+    rf"^({_ROLE})\.([a-fA-F0-9]{{64}}|[a-fA-F0-9]{{96}}|[a-fA-F0-9]{{128}})\.json$"
+)
+_BY_VERSION = re.compile(rf"^(\d{{1,9}})\.({_ROLE})\.json$")
+_CURRENT = re.compile(rf"^({_ROLE})\.json$")
+_KEY = re.compile(r"^(timestamp|snapshot)\.key$")
+
+
+def notary_error(code: str, detail: Any = None, message: str | None = None) -> Response:
+    default, status = MESSAGES.get(code, MESSAGES["UNKNOWN"])
+    err: dict[str, Any] = {"code": code, "message": message or default}
+    if detail is not None:
+        err["detail"] = detail
+    return JSONResponse({"errors": [err]}, status_code=status)
+
+
+def _service(request: Request) -> TrustService:
+    service: TrustService = request.app.state.trust
+    return service
+
+
+def _actor(request: Request) -> str:
+    user = getattr(request.state, "user", None) or request.scope.get("user")
+    name = getattr(user, "name", None) or getattr(user, "username", None) or user
+    return str(name) if isinstance(name, str) and name else "anonymous"
+
+
+def _gun(request: Request) -> str:
+    gun = str(request.path_params.get("gun", ""))
+    if len(gun) > 255 or not _GUN.match(gun) or ".." in gun:
+        raise InvalidRequest("INVALID_GUN", f"{gun[:80]!r} is not a valid collection name")
+    return gun
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _notary_errors(handler: Handler) -> Handler:
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except InvalidRequest as exc:
+            log.info("trust_request_refused", code=exc.code, msg=exc.message[:300])
+            return notary_error(
+                exc.code, exc.detail, exc.message if exc.code != "VERSION" else None
+            )
+        except ValidationFailure as exc:
+            log.info("trust_update_rejected", kind=exc.kind, msg=exc.msg[:300])
+            return notary_error("INVALID_UPDATE", exc.to_detail())
+        except NotFound:
+            return notary_error("METADATA_NOT_FOUND")
+        except ClientDisconnect:
+            return Response(status_code=400)
+        except Exception:
+            log.exception("trust_error", method=request.method, path=request.url.path[:300])
+            return notary_error("UNKNOWN", message="internal server error; see the server log")
+
+    return wrapped
+
+
+def _last_modified(created_at: float) -> str:
+    return email.utils.formatdate(created_at, usegmt=True)
+
+
+@_notary_errors
+async def tuf_get(request: Request) -> Response:
+    gun = _gun(request)
+    name = str(request.path_params["file"])
+    service = _service(request)
+    if match := _KEY.match(name):
+        key = await service.get_key(gun, match.group(1), _actor(request))
+        return Response(key_response(key), media_type="application/json")
+    sha = version = None
+    if match := _BY_HASH.match(name):
+        role, sha = match.group(1), match.group(2).lower()
+        cache = CONSISTENT_CACHE
+    elif match := _BY_VERSION.match(name):
+        version, role = int(match.group(1)), match.group(2)
+        cache = CONSISTENT_CACHE
+    elif match := _CURRENT.match(name):
+        role, cache = match.group(1), CURRENT_CACHE
+    else:
+        raise NotFound(name)
+    if not m.valid_role(role) or (sha is not None and len(sha) != 64):
+        raise NotFound(name)  # we address files by sha256 only
+    found = await service.get_metadata(gun, role, sha256=sha, version=version)
+    return Response(
+        found.data,
+        media_type="application/json",
+        headers={"Cache-Control": cache, "Last-Modified": _last_modified(found.created_at)},
+    )
+
+
+@_notary_errors
+async def tuf_post(request: Request) -> Response:
+    gun = _gun(request)
+    name = str(request.path_params["file"])
+    service = _service(request)
+    if match := _KEY.match(name):
+        key = await service.rotate_key(gun, match.group(1), _actor(request))
+        return Response(key_response(key), media_type="application/json")
+    if name != "":
+        raise NotFound(name)
+    limit: int = request.app.state.trust_max_upload_bytes
+    body = await _read_limited(request, limit)
+    updates = parse_multipart(request.headers.get("content-type", ""), body)
+    await service.publish(gun, updates, _actor(request))
+    return Response(b"", status_code=200)
+
+
+@_notary_errors
+async def tuf_delete(request: Request) -> Response:
+    gun = _gun(request)
+    if request.path_params["file"] != "":
+        raise NotFound(str(request.path_params["file"]))
+    await _service(request).delete(gun, _actor(request))
+    return Response(b"", status_code=200)
+
+
+def _int_param(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name, "")
+    if raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidRequest(
+            "INVALID_PARAMETERS", f"invalid {name} parameter, must be an integer"
+        ) from None
+
+
+@_notary_errors
+async def changefeed(request: Request) -> Response:
+    """`?change_id=&records=` (negative: newest first) or `?page_size=&reversed=`."""
+    gun = _gun(request) if "gun" in request.path_params else request.query_params.get("filter")
+    change_id = _int_param(request, "change_id")
+    records = _int_param(request, "records")
+    if records is None:
+        records = _int_param(request, "page_size")
+    reverse = request.query_params.get("reversed", "").lower() in ("1", "true")
+    if (records is not None and records < 0) or (change_id is not None and change_id < 0):
+        reverse = True
+    count = min(abs(records or 0) or 100, 1000)
+    changes = await _service(request).changes(
+        gun or None, change_id if change_id and change_id > 0 else None, count, reverse
+    )
+    out = [
+        {
+            "ID": str(c.id),
+            "CreatedAt": _rfc3339(c.created_at),
+            "GUN": c.gun,
+            "Version": c.version,
+            "SHA256": c.sha256,
+            "Category": c.category,
+        }
+        for c in changes
+    ]
+    return JSONResponse({"count": len(out), "records": out})
+
+
+def _rfc3339(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise InvalidRequest("TOO_LARGE", f"upload of {declared} bytes exceeds {limit} bytes")
+    parts: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise InvalidRequest("TOO_LARGE", f"upload exceeds {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+_DISPOSITION_PARAM = re.compile(r';\s*([A-Za-z*]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))')
+
+
+def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
+    """role → exact bytes of each `multipart/form-data` part (filename names the role)."""
+    mtype, _, params = content_type.partition(";")
+    boundary = None
+    for key, quoted, bare in _DISPOSITION_PARAM.findall(";" + params):
+        if key.lower() == "boundary":
+            boundary = quoted or bare
+    if mtype.strip().lower() != "multipart/form-data" or not boundary:
+        raise InvalidRequest("MALFORMED_UPLOAD", "expected multipart/form-data with a boundary")
+    delimiter = b"--" + boundary.encode("latin-1")
+    chunks = body.split(delimiter)
+    # Go's multipart writer with no parts writes only the closing delimiter: the notary client
+    # sends that for a publish with nothing staged (the server then re-signs what it manages).
+    if len(chunks) < 2 or not chunks[-1].startswith(b"--"):
+        raise InvalidRequest("MALFORMED_UPLOAD", "multipart body is not terminated")
+    updates: dict[str, bytes] = {}
+    for chunk in chunks[1:-1]:
+        if not chunk.startswith(b"\r\n") or not chunk.endswith(b"\r\n"):
+            raise InvalidRequest("MALFORMED_UPLOAD", "multipart part framing is broken")
+        head, sep, content = chunk[2:-2].partition(b"\r\n\r\n")
+        if not sep:
+            raise InvalidRequest("MALFORMED_UPLOAD", "multipart part has no header end")
+        filename = None
+        for line in head.split(b"\r\n"):
+            hname, _, hvalue = line.decode("latin-1").partition(":")
+            if hname.strip().lower() == "content-disposition":
+                for key, quoted, bare in _DISPOSITION_PARAM.findall(hvalue):
+                    if key.lower() == "filename":
+                        filename = quoted.replace('\\"', '"') if quoted else bare
+        role = (filename or "").removesuffix(".json")
+        if not role:
+            raise InvalidRequest("NO_FILENAME", "a part has no filename naming its role")
+        if not m.valid_role(role) or role == m.TIMESTAMP:
+            raise InvalidRequest("INVALID_ROLE", f"{role[:80]!r} is not a role", detail=role[:80])
+        try:
+            json.loads(content)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise InvalidRequest("MALFORMED_JSON", f"{role} is not valid JSON") from None
+        if role in updates:
+            raise InvalidRequest("MALFORMED_UPLOAD", f"{role} appears twice")
+        updates[role] = content
+    return updates
+
+
+def routes() -> list[Route]:
+    """Mount before the registry routes: `{gun}` contains `/`, so these route on `_trust`."""
+    tuf = "/v2/{gun:path}/_trust/tuf/{file:path}"
+    return [
+        Route("/v2/_trust/changefeed", changefeed, methods=["GET"]),
+        Route("/v2/{gun:path}/_trust/changefeed", changefeed, methods=["GET"]),
+        Route(tuf, tuf_get, methods=["GET"]),
+        Route(tuf, tuf_post, methods=["POST"]),
+        Route(tuf, tuf_delete, methods=["DELETE"]),
+    ]

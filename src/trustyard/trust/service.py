@@ -1,0 +1,295 @@
+"""Trust use cases: serve metadata, manage server keys, validate and apply publishes, delete.
+
+No HTTP types. The store is a `TrustStore`; keys are encrypted at rest with the passphrase.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from trustyard.trust import model as m
+from trustyard.trust.keys import PrivateKey, PublicKey, ServerKeyAlgorithm, sign_envelope
+from trustyard.trust.store import AuditEvent, Change, ServerKey, StaleVersion, TrustStore, TufFile
+from trustyard.trust.validation import (
+    Checked,
+    OldVersion,
+    ValidationFailure,
+    snapshot_body,
+    timestamp_body,
+    validate_update,
+)
+
+SERVER_ROLES = (m.TIMESTAMP, m.SNAPSHOT)
+
+
+class NotFound(Exception):
+    """No such metadata (Notary's METADATA_NOT_FOUND)."""
+
+
+class InvalidRequest(Exception):
+    """A request the server refuses before validation; `code` is Notary's error code."""
+
+    def __init__(self, code: str, message: str, detail: Any = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.detail = code, message, detail
+
+
+@dataclass(frozen=True)
+class TrustOptions:
+    key_algorithm: ServerKeyAlgorithm = "ed25519"
+    timestamp_expiry: dt.timedelta = dt.timedelta(days=14)
+    snapshot_expiry: dt.timedelta = dt.timedelta(days=3 * 365)
+    # A timestamp with less than this left is re-signed when it is fetched.
+    timestamp_refresh: dt.timedelta = dt.timedelta(days=1)
+
+
+class TrustService:
+    def __init__(
+        self,
+        store: TrustStore,
+        passphrase: bytes,
+        options: TrustOptions | None = None,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        self.store = store
+        self._passphrase = passphrase
+        self.options = options or TrustOptions()
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._key_cache: dict[tuple[str, str], PrivateKey] = {}
+
+    # -- reading -------------------------------------------------------------------------------
+    async def get_metadata(
+        self, gun: str, role: str, *, sha256: str | None = None, version: int | None = None
+    ) -> TufFile:
+        if sha256 is not None or version is not None:
+            found = await self.store.get_file(gun, role, sha256=sha256, version=version)
+        elif role == m.TIMESTAMP:
+            found = await self._fresh_timestamp(gun)
+        elif role == m.SNAPSHOT:
+            ts = await self._fresh_timestamp(gun)
+            found = None
+            if ts is not None:
+                meta = m.parse_meta_map(m.TIMESTAMP, ts.data).meta.get(m.SNAPSHOT)
+                if meta is not None and "sha256" in meta.hashes:
+                    found = await self.store.get_file(
+                        gun, m.SNAPSHOT, sha256=meta.hashes["sha256"].hex()
+                    )
+        else:
+            found = await self.store.get_file(gun, role)
+        if found is None:
+            raise NotFound(f"no {role} metadata for {gun}")
+        return found
+
+    async def _fresh_timestamp(self, gun: str) -> TufFile | None:
+        """The current timestamp, re-signed first when it is about to expire."""
+        for _ in range(3):
+            ts = await self.store.get_file(gun, m.TIMESTAMP)
+            if ts is None:
+                return None
+            expires = m.parse_signed(m.TIMESTAMP, ts.data).expires
+            if expires - self._clock() > self.options.timestamp_refresh:
+                return ts
+            root_file = await self.store.get_file(gun, m.ROOT)
+            snap_meta = m.parse_meta_map(m.TIMESTAMP, ts.data).meta.get(m.SNAPSHOT)
+            snap = (
+                await self.store.get_file(gun, m.SNAPSHOT, sha256=snap_meta.hashes["sha256"].hex())
+                if snap_meta is not None and "sha256" in snap_meta.hashes
+                else None
+            )
+            if root_file is None or snap is None:
+                return ts
+            root = m.parse_root(root_file.data)
+            keys = await self._signing_keys(gun, root, m.TIMESTAMP)
+            if keys is None:
+                return ts  # we cannot re-sign: serve what we have, the client decides
+            new = self._timestamp(gun, snap.data, ts.data, keys)
+            try:
+                await self.store.publish(
+                    gun,
+                    [new],
+                    Change(0, 0.0, gun, new.version, new.sha256, "update"),
+                    AuditEvent("refresh_timestamp", gun, "trustyard", {"version": new.version}),
+                )
+            except StaleVersion:
+                continue  # another worker refreshed it: read again
+            return new
+        return await self.store.get_file(gun, m.TIMESTAMP)
+
+    # -- server keys ---------------------------------------------------------------------------
+    async def _load_key(self, key: ServerKey) -> PrivateKey:
+        cached = self._key_cache.get((key.gun, key.key_id))
+        if cached is None:
+            cached = PrivateKey.decrypt(key.private, self._passphrase)
+            self._key_cache[(key.gun, key.key_id)] = cached
+        return cached
+
+    async def _signing_keys(self, gun: str, root: m.Root, role: str) -> list[PrivateKey] | None:
+        """Held private keys for `role` in `root`, enough for its threshold, else None."""
+        wanted = set(root.roles[role].keyids)
+        held = [k for k in await self.store.server_keys(gun, role) if k.key_id in wanted]
+        if len(held) < root.roles[role].threshold:
+            return None
+        return [await self._load_key(k) for k in held]
+
+    async def _create_key(self, gun: str, role: str, actor: str, rotation: bool) -> PublicKey:
+        private = PrivateKey.generate(self.options.key_algorithm)
+        public = private.public
+        record = ServerKey(
+            gun=gun,
+            role=role,
+            key_id=public.key_id,
+            algorithm=public.keytype,
+            public=public.public,
+            private=private.encrypt(self._passphrase),
+            created_at=time.time(),
+        )
+        audit = (
+            AuditEvent("rotate_key", gun, actor, {"role": role, "key_id": public.key_id})
+            if rotation
+            else None
+        )
+        await self.store.add_server_key(record, audit)
+        self._key_cache[(gun, public.key_id)] = private
+        return public
+
+    async def get_key(self, gun: str, role: str, actor: str) -> PublicKey:
+        """Notary's GetOrCreate{Timestamp,Snapshot}Key: the key the current root names for
+        `role`, else the newest pending key, else a new one."""
+        root_file = await self.store.get_file(gun, m.ROOT)
+        if root_file is not None:
+            root = m.parse_root(root_file.data)
+            keys = root.role_keys(role)
+            held = {k.key_id for k in await self.store.server_keys(gun, role)}
+            for key_id in root.roles[role].keyids:
+                if key_id in held:
+                    return keys[key_id]
+            if role == m.TIMESTAMP and keys:
+                return next(iter(keys.values()))
+        existing = await self.store.server_keys(gun, role)
+        if existing:
+            return PublicKey(existing[0].algorithm, existing[0].public)
+        return await self._create_key(gun, role, actor, rotation=False)
+
+    async def rotate_key(self, gun: str, role: str, actor: str) -> PublicKey:
+        """A new key for `role`; it signs once the client publishes a root that names it."""
+        return await self._create_key(gun, role, actor, rotation=True)
+
+    # -- publishing ----------------------------------------------------------------------------
+    def _signed_file(
+        self, gun: str, role: str, body: dict[str, Any], keys: list[PrivateKey]
+    ) -> TufFile:
+        data = sign_envelope(body, keys)
+        return TufFile(gun, role, int(body["version"]), hashlib.sha256(data).hexdigest(), data)
+
+    def _timestamp(
+        self, gun: str, snapshot: bytes, previous: bytes | None, keys: list[PrivateKey]
+    ) -> TufFile:
+        expires = self._clock() + self.options.timestamp_expiry
+        return self._signed_file(
+            gun, m.TIMESTAMP, timestamp_body(snapshot, previous, expires), keys
+        )
+
+    async def _current(self, gun: str, updates: dict[str, bytes]) -> dict[str, bytes]:
+        needed = {m.ROOT, m.TARGETS, m.SNAPSHOT, m.TIMESTAMP}
+        for role in updates:
+            while m.is_delegation(role):
+                needed.add(role)
+                role = m.parent_role(role)
+        current = {}
+        for role in needed:
+            found = await self.store.get_file(gun, role)
+            if found is not None:
+                current[role] = found.data
+        return current
+
+    async def publish(self, gun: str, updates: dict[str, bytes], actor: str) -> list[TufFile]:
+        """Validate `updates` (role → bytes), add a server snapshot when none was sent and a new
+        timestamp, and store everything in one transaction. Returns the stored files."""
+        for _attempt in range(3):
+            current = await self._current(gun, updates)
+            try:
+                checked = validate_update(updates, current, self._clock())
+            except OldVersion as exc:
+                raise InvalidRequest("VERSION", str(exc)) from None
+            files = await self._complete(gun, checked, current)
+            change_ts = files[-1]
+            audit = AuditEvent(
+                "publish",
+                gun,
+                actor,
+                {
+                    "roles": sorted(updates),
+                    "versions": {
+                        f.role: {
+                            "old": m.parse_signed(f.role, current[f.role]).version
+                            if f.role in current
+                            else None,
+                            "new": f.version,
+                        }
+                        for f in files
+                    },
+                },
+            )
+            try:
+                await self.store.publish(
+                    gun,
+                    files,
+                    Change(0, 0.0, gun, change_ts.version, change_ts.sha256, "update"),
+                    audit,
+                )
+            except StaleVersion as exc:
+                if exc.role in updates:
+                    raise InvalidRequest("VERSION", str(exc)) from None
+                continue  # a concurrent publish moved the server-built roles on: redo
+            return files
+        raise InvalidRequest("UPDATING", "concurrent updates to this collection; try again")
+
+    async def _complete(
+        self, gun: str, checked: Checked, current: dict[str, bytes]
+    ) -> list[TufFile]:
+        now = self._clock()
+        files = [
+            TufFile(
+                gun,
+                role,
+                m.parse_signed(role, data).version,
+                hashlib.sha256(data).hexdigest(),
+                data,
+            )
+            for role, data in checked.files.items()
+        ]
+        if checked.snapshot_uploaded:
+            snapshot = checked.files[m.SNAPSHOT]
+        else:
+            keys = await self._signing_keys(gun, checked.root, m.SNAPSHOT)
+            if keys is None:
+                raise ValidationFailure(
+                    "ErrBadHierarchy",
+                    "no snapshot was included in update and server does not hold current "
+                    "snapshot key for repository",
+                    missing=m.SNAPSHOT,
+                )
+            body = snapshot_body(
+                checked, current.get(m.SNAPSHOT), now + self.options.snapshot_expiry
+            )
+            snap_file = self._signed_file(gun, m.SNAPSHOT, body, keys)
+            files.append(snap_file)
+            snapshot = snap_file.data
+        ts_keys = await self._signing_keys(gun, checked.root, m.TIMESTAMP)
+        if ts_keys is None:
+            raise ValidationFailure("ErrBadRoot", "no timestamp keys exist on the server")
+        files.append(self._timestamp(gun, snapshot, current.get(m.TIMESTAMP), ts_keys))
+        return files
+
+    async def delete(self, gun: str, actor: str) -> None:
+        await self.store.delete_gun(gun, AuditEvent("delete", gun, actor))
+
+    async def changes(
+        self, gun: str | None, change_id: int | None, records: int, reverse: bool
+    ) -> list[Change]:
+        return await self.store.changes(gun, change_id, records, reverse)
