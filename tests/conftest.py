@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -25,9 +27,23 @@ def postgres() -> Iterator[Postgres]:
 
 
 @pytest.fixture
-def postgres_url(postgres: Postgres) -> str:
-    """A fresh, empty database for one test."""
+def empty_postgres_url(postgres: Postgres) -> str:
+    """A fresh database with no schema."""
     return postgres.create_database("t" + uuid.uuid4().hex[:12])
+
+
+@pytest.fixture
+def postgres_url(empty_postgres_url: str) -> str:
+    """A fresh database, migrated with `trustyard db upgrade` as an operator would."""
+    out = subprocess.run(
+        [sys.executable, "-m", "trustyard", "db", "upgrade"],
+        env={**os.environ, "TRUSTYARD_DATABASE_URL": empty_postgres_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return empty_postgres_url
 
 
 @pytest.fixture(scope="session")

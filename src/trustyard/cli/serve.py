@@ -13,7 +13,7 @@ import typer
 from trustyard.cli.common import ConfigOption, DataDirOption, LogLevelOption, settings_or_exit
 from trustyard.config import export_for_workers
 from trustyard.http.app import configure_logging
-from trustyard.metadata import SchemaTooNew, open_metadata
+from trustyard.metadata import SchemaMismatch, open_metadata
 
 log = structlog.get_logger("trustyard")
 
@@ -69,7 +69,7 @@ def serve(
         )
     try:
         asyncio.run(_prepare(settings.metadata_target))
-    except SchemaTooNew as exc:
+    except SchemaMismatch as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     export_for_workers(settings)

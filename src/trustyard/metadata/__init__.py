@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import insert, select
-
-from trustyard.metadata import schema
+from trustyard.metadata import migrate
 from trustyard.metadata.base import GcPlan, ManifestRecord, MetadataStore, UploadRecord
+from trustyard.metadata.migrate import SchemaMismatch
 from trustyard.metadata.postgres import postgres_engines
 from trustyard.metadata.sql import SqlMetadataStore
 from trustyard.metadata.sqlite import sqlite_engines
@@ -16,14 +15,12 @@ __all__ = [
     "GcPlan",
     "ManifestRecord",
     "MetadataStore",
+    "SchemaMismatch",
     "SqlMetadataStore",
     "UploadRecord",
     "open_metadata",
+    "upgrade_database",
 ]
-
-
-class SchemaTooNew(RuntimeError):
-    """The database was migrated by a newer trustyard; refuse rather than corrupt it."""
 
 
 def is_postgres_url(target: Path | str) -> bool:
@@ -36,30 +33,40 @@ def is_postgres_url(target: Path | str) -> bool:
 async def open_metadata(target: Path | str, *, create: bool = False) -> SqlMetadataStore:
     """Open the store: a SQLite file path (embedded default) or a PostgreSQL URL.
 
-    `create` makes the schema when missing (and refuses a schema newer than this code).
+    The schema must be at the migrations' head. With `create`, the embedded SQLite store is
+    created or upgraded in place; PostgreSQL is only ever upgraded by `trustyard db upgrade`.
+    Raises SchemaMismatch (with what to do) otherwise.
     """
     if is_postgres_url(target):
         reader, writer = postgres_engines(str(target))
+        auto = False
     else:
         path = Path(target)
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
         reader, writer = sqlite_engines(path)
+        auto = create
     store = SqlMetadataStore(reader, writer)
-    if create:
-        async with writer.begin() as conn:
-            await conn.run_sync(schema.metadata.create_all)
-            version = (
-                await conn.execute(select(schema.schema_info.c.version))
-            ).scalar_one_or_none()
-            if version is None:
-                await conn.execute(
-                    insert(schema.schema_info).values(id=1, version=schema.SCHEMA_VERSION)
-                )
-            elif version > schema.SCHEMA_VERSION:
-                await store.close()
-                raise SchemaTooNew(
-                    f"metadata schema version {version} is newer than this trustyard supports "
-                    f"({schema.SCHEMA_VERSION}); upgrade trustyard"
-                )
+    try:
+        if auto:
+            await migrate.upgrade(writer)
+        else:
+            await migrate.check(reader)
+    except BaseException:
+        await store.close()
+        raise
     return store
+
+
+async def upgrade_database(target: Path | str) -> tuple[str | None, str | None]:
+    """`trustyard db upgrade`: run pending migrations; returns (before, after) revisions."""
+    if is_postgres_url(target):
+        reader, writer = postgres_engines(str(target))
+    else:
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        reader, writer = sqlite_engines(Path(target))
+    try:
+        return await migrate.upgrade(writer)
+    finally:
+        await reader.dispose()
+        await writer.dispose()
