@@ -3,7 +3,7 @@ PYTHON ?= python3
 PORT ?= 5000
 DATA_DIR ?= ./trustyard-data
 
-.PHONY: serve test install install-test lint check bench
+.PHONY: serve test install install-test lint check bench bench-full
 
 install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e .
@@ -15,8 +15,8 @@ install-test:
 	bash scripts/install-deps.sh
 
 lint:
-	ruff format --check src tests
-	ruff check src tests
+	ruff format --check src tests benchmarks
+	ruff check src tests benchmarks
 	mypy
 	lint-imports
 
@@ -25,3 +25,6 @@ test: install-test lint
 
 bench: install-test
 	$(PYTHON) -m benchmarks --quick
+
+bench-full: install-test
+	$(PYTHON) -m benchmarks --json benchmarks/results/latest.json

@@ -56,6 +56,25 @@ class Postgres:
         )
         return self.url_for(name)
 
+    def _pg_ctl(self, *args: str) -> None:
+        self._run_as_postgres(str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), *args)
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data (an outage)."""
+        self._pg_ctl("-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        self._pg_ctl(
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            "start",
+        )
+
     def stop(self) -> None:
         subprocess.run(
             [

@@ -5,7 +5,7 @@ from typing import Annotated
 import typer
 
 from trustyard import __version__
-from trustyard.cli import gc, serve, sign
+from trustyard.cli import admin, db, gc, keyid, migrate, serve, sign
 
 app = typer.Typer(
     help="trustyard: a container registry with trust built in.",
@@ -14,6 +14,10 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.command("gc")(gc.gc)
+app.command("migrate-storage")(migrate.migrate_storage)
+app.command("keyid")(keyid.keyid)
+app.add_typer(admin.app, name="admin")
+app.add_typer(db.app, name="db")
 app.add_typer(sign.app, name="sign")
 
 

@@ -61,7 +61,7 @@ def serve(
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise typer.BadParameter("--tls-cert and --tls-key go together")
     configure_logging(settings.log_level)
-    if not _is_loopback(settings.host):
+    if not _is_loopback(settings.host) and settings.auth.mode == "none":
         log.warning(
             "listening_beyond_loopback",
             host=settings.host,

@@ -15,19 +15,22 @@ import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from trustyard.config import Settings, settings_for_worker
 from trustyard.auth import server as auth_server
 from trustyard.auth.runtime import build_auth
+from trustyard.cache import Cache, open_cache
+from trustyard.cache.generations import CacheGenerations, FileGenerations
+from trustyard.config import Settings, settings_for_worker
 from trustyard.http import v2
 from trustyard.http.access import AccessControl
 from trustyard.http.errors import EXCEPTION_HANDLERS
 from trustyard.http.middleware import RegistryHeaders
-from trustyard.metadata import open_metadata
+from trustyard.metadata import SqlMetadataStore, open_metadata
 from trustyard.metadata.auth_sql import open_auth_store
 from trustyard.metadata.trust_sql import SqlTrustStore
 from trustyard.registry import Registry, RegistryOptions
 from trustyard.registry.gc import expire_uploads
-from trustyard.storage import open_storage
+from trustyard.registry.lookups import ManifestLookups
+from trustyard.storage import S3Options, open_storage
 from trustyard.trust import server as trust_server
 from trustyard.trust.service import TrustOptions, TrustService
 
@@ -52,14 +55,27 @@ def configure_logging(level: str) -> None:
 
 async def open_registry(settings: Settings) -> Registry:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    storage = open_storage(settings.storage_dir, fsync=settings.fsync)
+    s3 = None
+    if settings.storage_backend == "s3" and settings.s3 is not None:
+        s3 = S3Options(**settings.s3.model_dump())
+    storage = open_storage(settings.storage_dir, fsync=settings.fsync, s3=s3)
     metadata = await open_metadata(settings.metadata_target, create=True)
     options = RegistryOptions(
         delete_enabled=settings.delete_enabled,
         max_manifest_bytes=settings.max_manifest_bytes,
         max_blob_bytes=settings.max_blob_bytes,
     )
-    return Registry(storage, metadata, options)
+    cache = open_cache(settings.redis_url)
+    return Registry(storage, metadata, options, cache, manifest_lookups(settings, cache))
+
+
+def manifest_lookups(settings: Settings, cache: Cache) -> ManifestLookups | None:
+    """A lookup cache only where it can be exact: Redis-shared stamps, or one machine's file."""
+    if settings.redis_url:
+        return ManifestLookups(cache, CacheGenerations(cache))
+    if settings.database_url is None:
+        return ManifestLookups(cache, FileGenerations(settings.data_dir / "cache-generations"))
+    return None
 
 
 async def _purge_uploads_forever(registry: Registry, settings: Settings) -> None:
@@ -94,7 +110,10 @@ def _trust_passphrase(settings: Settings) -> bytes:
 
 
 def open_trust(settings: Settings, registry: Registry) -> TrustService:
-    store = SqlTrustStore(registry.metadata.reader, registry.metadata.writer)
+    metadata = registry.metadata
+    if not isinstance(metadata, SqlMetadataStore):  # pragma: no cover - only SQL backends exist
+        raise TypeError("the trust server needs a SQL metadata store")
+    store = SqlTrustStore(metadata.reader, metadata.writer)
     options = TrustOptions(
         key_algorithm=settings.trust.key_algorithm,
         timestamp_expiry=datetime.timedelta(days=settings.trust.timestamp_expiry_days),
@@ -126,10 +145,13 @@ def create_app(settings: Settings) -> Starlette:
             if purger is not None:
                 purger.cancel()
             await registry.metadata.close()
+            await registry.storage.close()
+            await registry.cache.close()
             if app.state.auth is not None:
                 await app.state.auth.close()
 
-    token_routes = auth_server.routes() if settings.auth.mode == "token" else []
+    issuing = settings.auth.mode == "token" and settings.auth.token.issue
+    token_routes = auth_server.routes() if issuing else []
     trust_routes = trust_server.routes() if settings.trust.enabled else []
     return Starlette(
         routes=[*token_routes, *trust_routes, *v2.routes()],

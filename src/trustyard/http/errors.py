@@ -47,8 +47,41 @@ async def client_gone(request: Request, exc: Exception) -> Response:
     return Response(status_code=400)
 
 
+def _backend_unavailable(exc: BaseException) -> str | None:
+    """Which shared backend failed, when `exc` is an outage rather than a bug (third-party
+    errors are recognised here, at the edge, so the layers below stay free of them)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from sqlalchemy.exc import DBAPIError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(exc, OperationalError | PoolTimeout) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
+        return "metadata database"
+    if isinstance(exc, ClientError):
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        return "object storage" if status >= 500 or status == 0 else None
+    if isinstance(exc, BotoCoreError):
+        return "object storage"
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return "a backend service"
+    cause = exc.__cause__ or exc.__context__
+    return _backend_unavailable(cause) if cause is not None and cause is not exc else None
+
+
 async def unexpected(request: Request, exc: Exception) -> Response:
     """Never a traceback to the client; the log has it."""
+    backend = _backend_unavailable(exc)
+    if backend is not None:
+        log.warning(
+            "backend_unavailable", backend=backend, error=str(exc)[:300], path=request.url.path
+        )
+        err = RegistryError(
+            ErrorCode.UNAVAILABLE,
+            f"the {backend} is unavailable; nothing was changed, retry shortly",
+            headers={"Retry-After": "5"},
+        )
+        return error_response(err, request.method)
     log.exception("unhandled_error", method=request.method, path=request.url.path)
     err = RegistryError(ErrorCode.UNKNOWN, "internal server error; the registry log has details")
     return error_response(err, request.method)

@@ -33,6 +33,7 @@ class ErrorCode(Enum):
     RANGE_INVALID = ("BLOB_UPLOAD_INVALID", 416, "requested range not satisfiable")
     TOO_LARGE = ("SIZE_INVALID", 413, "payload too large")
     PAGINATION_INVALID = ("PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested")
+    UNAVAILABLE = ("UNAVAILABLE", 503, "service unavailable")
     UNKNOWN = ("UNKNOWN", 500, "unknown error")
 
     def __init__(self, code: str, status: int, message: str) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import re
 import time
@@ -53,6 +54,7 @@ class _UploadState:
     parts: list[dict[str, Any]] = field(default_factory=list)  # {"n", "etag", "size"}
     size: int = 0
     tail: int = 0
+    tail_sha256: str = ""  # the tail is read back from S3; this proves it came back intact
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
 
@@ -98,6 +100,10 @@ class S3Storage:
                             signature_version="s3v4",
                             s3={"addressing_style": "path"},
                             max_pool_connections=50,
+                            # Transient 5xx, throttling and timeouts are retried with back-off.
+                            retries={"max_attempts": 5, "mode": "standard"},
+                            connect_timeout=5,
+                            read_timeout=60,
                         ),
                     )
                     self._client = await self._client_cm.__aenter__()
@@ -253,10 +259,7 @@ class S3Storage:
         digester = cached if cached is not None and cached.size == state.size else None
         saved = digester.copy() if digester is not None else None
         # The pending tail (less than one part) comes first; at most `part_size` bytes buffered.
-        buffer = bytearray()
-        if state.tail:
-            async for piece in self._read_key(self._upload_key(upload_id, "tail"), 0, state.tail):
-                buffer += piece
+        buffer = await self._read_tail(upload_id, state)
         parts = list(state.parts)
         written = state.size
         try:
@@ -297,6 +300,7 @@ class S3Storage:
                 self._digesters.pop(upload_id, None)
             raise
         state.parts, state.tail, state.size = parts, len(buffer), written
+        state.tail_sha256 = hashlib.sha256(buffer).hexdigest()
         await self._save(upload_id, state)
         if digester is not None:
             self._digesters[upload_id] = digester
@@ -316,10 +320,7 @@ class S3Storage:
         )
         if known and digester is not None and digester.digest() != expected:
             raise self._mismatch(expected, digester.digest())
-        tail = bytearray()
-        if state.tail:
-            async for piece in self._read_key(self._upload_key(upload_id, "tail"), 0, state.tail):
-                tail += piece
+        tail = await self._read_tail(upload_id, state)
         target = self.blob_key(expected)
         if state.mpu is None:
             # Small blob: it never filled a part, the tail is the whole blob.
@@ -362,6 +363,21 @@ class S3Storage:
         await self._remove_upload_objects(upload_id, abort=None)
         self._digesters.pop(upload_id, None)
         return state.size
+
+    async def _read_tail(self, upload_id: str, state: _UploadState) -> bytearray:
+        tail = bytearray()
+        if state.tail:
+            async for piece in self._read_key(self._upload_key(upload_id, "tail"), 0, state.tail):
+                tail += piece
+        if len(tail) != state.tail or (
+            state.tail_sha256 and hashlib.sha256(tail).hexdigest() != state.tail_sha256
+        ):
+            raise RegistryError(
+                ErrorCode.UNAVAILABLE,
+                "object storage returned different bytes than were stored for this upload; retry",
+                headers={"Retry-After": "5"},
+            )
+        return tail
 
     @staticmethod
     def _mismatch(expected: Digest, actual: Digest) -> RegistryError:
@@ -406,6 +422,7 @@ class S3Storage:
         state = await self._require(upload_id)
         if size >= state.parts_size:
             state.tail, state.size = size - state.parts_size, size
+            state.tail_sha256 = ""  # only the length can be checked for a cut-back tail
             await self._save(upload_id, state)
             self._digesters.pop(upload_id, None)
         else:

@@ -1,0 +1,115 @@
+"""Build the auth objects one server needs from its settings (called by `http.app`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from trustyard.auth.access import AccessPolicy
+from trustyard.auth.keyid import load_certificates
+from trustyard.auth.service import TokenService
+from trustyard.auth.tokens import (
+    DEFAULT_ALGORITHMS,
+    SigningKey,
+    TokenIssuer,
+    TokenVerifier,
+    TrustedKeys,
+    load_jwks_file,
+    load_or_create_signing_key,
+    load_signing_key,
+)
+from trustyard.auth.users import Accounts, HtpasswdFile, LoginLimiter
+from trustyard.config import AuthSettings
+from trustyard.metadata.auth_base import AuthStore
+
+log = structlog.get_logger("trustyard.auth")
+
+
+@dataclass
+class AuthRuntime:
+    settings: AuthSettings
+    store: AuthStore
+    accounts: Accounts
+    policy: AccessPolicy
+    verifier: TokenVerifier | None
+    tokens: TokenService | None
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
+def signing_key(settings: AuthSettings, data_dir: Path) -> SigningKey:
+    tok = settings.token
+    if tok.signing_key is not None:
+        if tok.signing_cert is None:
+            raise ValueError("auth.token.signing_key needs auth.token.signing_cert (leaf first)")
+        return load_signing_key(tok.signing_key, tok.signing_cert)
+    return load_or_create_signing_key(data_dir / "auth", tok.algorithm, tok.issuer)
+
+
+def trusted_keys(settings: AuthSettings, own: SigningKey | None) -> TrustedKeys:
+    tok = settings.token
+    trusted = TrustedKeys()
+    if tok.rootcertbundle is not None:
+        trusted.add_certificates(
+            load_certificates(tok.rootcertbundle.read_bytes()), str(tok.rootcertbundle)
+        )
+    if tok.jwks is not None:
+        trusted.add_jwks(load_jwks_file(tok.jwks), str(tok.jwks))
+    if own is not None:
+        trusted.add_certificates(own.chain[-1:], "this server's token issuer")
+    return trusted
+
+
+def build_auth(settings: AuthSettings, data_dir: Path, store: AuthStore) -> AuthRuntime:
+    htpasswd = HtpasswdFile(settings.htpasswd) if settings.htpasswd else None
+    accounts = Accounts(
+        store,
+        bcrypt_cost=settings.bcrypt_cost,
+        limiter=LoginLimiter(
+            settings.max_failed_logins,
+            settings.max_failed_logins_per_client,
+            settings.failed_login_window_seconds,
+        ),
+        htpasswd=htpasswd,
+    )
+    policy = AccessPolicy(store.list_rules)
+    verifier = tokens = None
+    if settings.mode == "token":
+        tok = settings.token
+        own = signing_key(settings, data_dir) if tok.issue else None
+        if own is not None:
+            issuer = TokenIssuer(
+                own,
+                tok.issuer,
+                ttl_seconds=tok.expiration_seconds,
+                refresh_ttl_seconds=tok.refresh_expiration_seconds,
+                kid_format=tok.kid_format,
+                x5c=tok.x5c,
+            )
+            tokens = TokenService(accounts, policy, issuer, tok.service)
+        trusted = trusted_keys(settings, own)
+        if not trusted.by_kid:
+            raise ValueError(
+                "auth.mode is token but no key is trusted: set auth.token.rootcertbundle or "
+                "auth.token.jwks, or keep auth.token.issue = true"
+            )
+        verifier = TokenVerifier(
+            trusted,
+            issuer=tok.issuer,
+            service=tok.service,
+            algorithms=tok.signingalgorithms or DEFAULT_ALGORITHMS,
+        )
+        log.info(
+            "token_auth",
+            service=tok.service,
+            issuer=tok.issuer,
+            issuing=own is not None,
+            kid=own.kid(tok.kid_format) if own else None,
+            trusted_kids=len(trusted.by_kid),
+        )
+    elif settings.mode == "htpasswd" and settings.htpasswd is None:
+        raise ValueError("auth.mode is htpasswd but auth.htpasswd (the file) is not set")
+    return AuthRuntime(settings, store, accounts, policy, verifier, tokens)

@@ -1,0 +1,80 @@
+"""Docker token scopes: `type[(class)]:name:action[,action]` (names may contain `host:port`).
+
+The type ends at the first ':', the actions start after the last one (as Harbor's
+`GetResourceActions` does), so `repository:localhost:5000/app:pull` parses. Repository names are
+checked against the distribution grammar: a name with `..`, `%2e`, uppercase or an empty
+component is never granted anything.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from trustyard.oci.reference import MAX_NAME_LENGTH, NAME_RE
+
+ACTIONS = ("pull", "push", "delete", "*")
+_TYPE_RE = re.compile(r"^([a-z0-9]+)(?:\([a-z0-9]+\))?$")
+MAX_SCOPES = 64
+
+
+class ScopeError(ValueError):
+    """A scope string that does not follow the grammar."""
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    type: str
+    name: str
+    actions: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.type}:{self.name}:{','.join(self.actions)}"
+
+    def access(self) -> dict[str, object]:
+        """The token's `access` claim entry."""
+        return {"type": self.type, "name": self.name, "actions": list(self.actions)}
+
+
+def parse_scope(text: str) -> Scope:
+    first = text.find(":")
+    last = text.rfind(":")
+    if first <= 0 or last == first:
+        raise ScopeError(f"scope {text[:200]!r} is not type:name:actions")
+    rtype, name, actions = text[:first], text[first + 1 : last], text[last + 1 :]
+    m = _TYPE_RE.match(rtype)
+    if m is None:
+        raise ScopeError(f"scope {text[:200]!r} has an invalid resource type {rtype[:50]!r}")
+    if not name:
+        raise ScopeError(f"scope {text[:200]!r} has an empty resource name")
+    acts = tuple(dict.fromkeys(a for a in actions.split(",") if a))
+    return Scope(m.group(1), name, acts)
+
+
+def parse_scopes(values: list[str]) -> list[Scope]:
+    """Scopes from repeated `scope` parameters, each possibly space-separated (OAuth2 form).
+
+    Malformed scopes are dropped (the spec says grant what can be granted, never fail).
+    """
+    out: list[Scope] = []
+    for value in values:
+        for part in value.split():
+            try:
+                out.append(parse_scope(part))
+            except ScopeError:
+                continue
+            if len(out) >= MAX_SCOPES:
+                return out
+    return out
+
+
+def valid_repository_name(name: str) -> bool:
+    return len(name) <= MAX_NAME_LENGTH and NAME_RE.match(name) is not None
+
+
+def covers(granted: tuple[str, ...] | list[str], action: str) -> bool:
+    return action in granted or "*" in granted
+
+
+def format_scope_param(scopes: list[Scope]) -> str:
+    return " ".join(str(s) for s in scopes)

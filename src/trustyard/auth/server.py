@@ -1,0 +1,173 @@
+"""`/auth/token` (Docker token spec GET, OAuth2 POST) and `/auth/jwks.json`: thin routes.
+
+Errors are `RegistryError`s, rendered by the app's one error handler. Credentials, tokens and
+refresh tokens are never logged; the log says who, what was granted, and why a login failed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from urllib.parse import parse_qsl
+
+import structlog
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from trustyard.auth.scopes import parse_scopes
+from trustyard.auth.service import TokenService, UnknownService
+from trustyard.auth.users import ANONYMOUS, AuthFailed, Principal, RateLimited
+from trustyard.oci.errors import ErrorCode, RegistryError
+
+log = structlog.get_logger("trustyard.auth")
+
+MAX_FORM_BYTES = 64 * 1024
+
+
+def parse_basic(header: str) -> tuple[str, str] | None:
+    """(user, password) from `Basic base64(user:password)`, or None when not Basic or garbled."""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def rate_limited(exc: RateLimited) -> RegistryError:
+    return RegistryError(
+        ErrorCode.TOOMANYREQUESTS,
+        f"too many failed logins for this {exc.what}; try again in {exc.retry_after} s",
+        headers={"Retry-After": str(exc.retry_after)},
+    )
+
+
+def login_failed(realm: str) -> RegistryError:
+    return RegistryError(
+        ErrorCode.UNAUTHORIZED,
+        "invalid username or password",
+        headers={"WWW-Authenticate": f'Basic realm="{realm}"'},
+    )
+
+
+def _tokens(request: Request) -> TokenService:
+    service: TokenService | None = request.app.state.auth.tokens
+    if service is None:
+        raise RegistryError(ErrorCode.UNSUPPORTED, "this server does not issue tokens")
+    return service
+
+
+def _check_header_size(request: Request) -> None:
+    limit = request.app.state.auth.settings.max_authorization_bytes
+    header = request.headers.get("authorization", "")
+    if len(header) > limit:
+        raise RegistryError(
+            ErrorCode.UNAUTHORIZED,
+            f"Authorization header of {len(header)} bytes is larger than the limit of {limit}",
+        )
+
+
+async def _login(request: Request, tokens: TokenService, user: str, password: str) -> Principal:
+    try:
+        return await tokens.login(user, password, client_address(request))
+    except RateLimited as exc:
+        log.warning("login_rate_limited", account=user[:64], client=client_address(request))
+        raise rate_limited(exc) from None
+    except AuthFailed as exc:
+        log.warning("login_failed", reason=exc.reason, client=client_address(request))
+        raise login_failed(tokens.issuer.issuer) from None
+
+
+def _service(tokens: TokenService, value: str | None) -> None:
+    try:
+        tokens.check_service(value)
+    except UnknownService as exc:
+        raise RegistryError(ErrorCode.DENIED, str(exc)) from None
+
+
+async def token_get(request: Request) -> Response:
+    tokens = _tokens(request)
+    _check_header_size(request)
+    params = request.query_params
+    _service(tokens, params.get("service"))
+    principal = ANONYMOUS
+    header = request.headers.get("authorization")
+    if header:
+        creds = parse_basic(header)
+        if creds is None:
+            raise RegistryError(
+                ErrorCode.UNAUTHORIZED,
+                "the token endpoint takes Basic credentials (or none, for anonymous access)",
+            )
+        principal = await _login(request, tokens, *creds)
+    offline = params.get("offline_token", "").lower() == "true"
+    body, granted = await tokens.grant(
+        principal, parse_scopes(params.getlist("scope")), offline=offline, oauth=False
+    )
+    log.info("token_issued", sub=principal.name, granted=[str(s) for s in granted], grant="get")
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+async def token_post(request: Request) -> Response:
+    tokens = _tokens(request)
+    _check_header_size(request)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+        raise RegistryError(ErrorCode.TOO_LARGE, "token request form is too large")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_FORM_BYTES:
+            raise RegistryError(ErrorCode.TOO_LARGE, "token request form is too large")
+    # application/x-www-form-urlencoded (OAuth2); the first value of each field counts.
+    values: dict[str, str] = {}
+    for key, value in parse_qsl(raw.decode("utf-8", "replace"), max_num_fields=100):
+        values.setdefault(key, value)
+    _service(tokens, values.get("service"))
+    grant_type = values.get("grant_type", "")
+    if grant_type == "password":
+        principal = await _login(
+            request, tokens, values.get("username", ""), values.get("password", "")
+        )
+        offline = values.get("access_type") == "offline"
+    elif grant_type == "refresh_token":
+        try:
+            principal = await tokens.from_refresh_token(values.get("refresh_token", ""))
+        except AuthFailed as exc:
+            log.warning("refresh_refused", reason=exc.reason, client=client_address(request))
+            raise RegistryError(
+                ErrorCode.UNAUTHORIZED, f"refresh token refused: {exc.reason}"
+            ) from None
+        offline = False
+    else:
+        raise RegistryError(
+            ErrorCode.UNSUPPORTED,
+            f"grant_type {grant_type[:40]!r} is not supported; use password or refresh_token",
+        )
+    body, granted = await tokens.grant(
+        principal, parse_scopes([values.get("scope", "")]), offline=offline, oauth=True
+    )
+    log.info(
+        "token_issued", sub=principal.name, granted=[str(s) for s in granted], grant=grant_type
+    )
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+async def jwks(request: Request) -> Response:
+    return JSONResponse(_tokens(request).jwks())
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/auth/token", token_get, methods=["GET"]),
+        Route("/auth/token", token_post, methods=["POST"]),
+        Route("/auth/jwks.json", jwks, methods=["GET"]),
+    ]

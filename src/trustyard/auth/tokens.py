@@ -1,0 +1,591 @@
+"""Docker registry tokens (JWT): signing keys, the issuer, and the verifier.
+
+Issuer: ES256 (default), RS256 or EdDSA; header `x5c` (leaf first) plus a `kid` in libtrust,
+RFC 7638 or JWKS form. Verifier: Distribution's rules — key from `x5c` (chained to the trusted
+bundle), else a `jwk` matching a trusted key, else `kid` looked up under every form; pinned
+algorithm; `iss`, `aud`, `exp`/`nbf` with 60 s leeway. Every refusal says why, in words a user
+can act on, and never contains the token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import jwt
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import NameOID
+
+from trustyard.auth.keyid import (
+    PublicKey,
+    as_public_key,
+    explain_kid,
+    jwk_thumbprint,
+    libtrust_kid,
+    public_jwk,
+)
+from trustyard.auth.scopes import Scope
+
+KidFormat = Literal["libtrust", "rfc7638", "jwks"]
+Algorithm = Literal["ES256", "RS256", "EdDSA"]
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+LEEWAY_SECONDS = 60
+MAX_TOKEN_BYTES = 8192
+# Asymmetric algorithms only: HS* would let anyone holding the public key forge tokens.
+DEFAULT_ALGORITHMS = (
+    "ES256",
+    "ES384",
+    "ES512",
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "EdDSA",
+)
+
+
+class TokenRejected(Exception):
+    """A token we will not accept; `reason` is safe to show the client and to log."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+def _short(kid: str) -> str:
+    return kid if len(kid) <= 64 else kid[:61] + "..."
+
+
+def algorithms_for(key: PublicKey) -> tuple[str, ...]:
+    """The JWS algorithms a key of this type may sign with (pins `alg` to the key)."""
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return {"secp256r1": ("ES256",), "secp384r1": ("ES384",), "secp521r1": ("ES512",)}.get(
+            key.curve.name, ()
+        )
+    if isinstance(key, rsa.RSAPublicKey):
+        return ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
+    return ("EdDSA",)
+
+
+# -- signing keys -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SigningKey:
+    """A private key and its certificate chain (leaf first)."""
+
+    private_key: PrivateKey
+    chain: tuple[x509.Certificate, ...]
+
+    @property
+    def public_key(self) -> PublicKey:
+        return as_public_key(self.private_key)
+
+    @property
+    def algorithm(self) -> str:
+        return algorithms_for(self.public_key)[0]
+
+    def kid(self, form: KidFormat) -> str:
+        if form == "libtrust":
+            return libtrust_kid(self.public_key)
+        # "jwks": the kid under which our JWKS document lists the key is the RFC 7638 thumbprint.
+        return jwk_thumbprint(self.public_key)
+
+    def x5c(self) -> list[str]:
+        return [
+            base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode()
+            for c in self.chain
+        ]
+
+
+def generate_private_key(algorithm: Algorithm) -> PrivateKey:
+    if algorithm == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if algorithm == "RS256":
+        return rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def self_signed_certificate(
+    key: PrivateKey, common_name: str, days: int = 3650
+) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64] or "trustyard")])
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+    digest = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    return builder.sign(key, digest)
+
+
+def _private_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def load_signing_key(key_path: Path, cert_path: Path) -> SigningKey:
+    loaded = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    if not isinstance(
+        loaded, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+    ):
+        raise ValueError(f"{key_path}: unsupported key type; use EC P-256, RSA or Ed25519")
+    chain = tuple(x509.load_pem_x509_certificates(cert_path.read_bytes()))
+    if not chain:
+        raise ValueError(f"{cert_path}: no certificate")
+    if chain[0].public_key() != loaded.public_key():
+        raise ValueError(
+            f"{cert_path}: the first certificate is not for the key in {key_path} (leaf first)"
+        )
+    return SigningKey(loaded, chain)
+
+
+def load_or_create_signing_key(
+    directory: Path, algorithm: Algorithm, common_name: str
+) -> SigningKey:
+    """The issuer key of this data dir, generated atomically at first start (safe with workers)."""
+    final = directory / "token-signing"
+    key_path, cert_path = final / "key.pem", final / "cert.pem"
+    if not key_path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        staging = directory / f".token-signing-{secrets.token_hex(8)}"
+        staging.mkdir(mode=0o700)
+        key = generate_private_key(algorithm)
+        fd = os.open(staging / "key.pem", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(_private_pem(key))
+        cert = self_signed_certificate(key, common_name)
+        (staging / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        try:
+            staging.rename(final)  # atomic; loses the race quietly when another worker won
+        except OSError:
+            for p in staging.iterdir():
+                p.unlink()
+            staging.rmdir()
+    return load_signing_key(key_path, cert_path)
+
+
+# -- issuing ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str
+    expires_in: int
+    issued_at: str
+
+
+def _rfc3339(ts: float) -> str:
+    try:
+        return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):
+        return repr(ts)
+
+
+class TokenIssuer:
+    """Signs access and refresh tokens with one key."""
+
+    def __init__(
+        self,
+        key: SigningKey,
+        issuer: str,
+        *,
+        ttl_seconds: int = 300,
+        refresh_ttl_seconds: int = 30 * 86400,
+        kid_format: KidFormat = "libtrust",
+        x5c: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.key = key
+        self.issuer = issuer
+        self.ttl = ttl_seconds
+        self.refresh_ttl = refresh_ttl_seconds
+        self.kid_format = kid_format
+        self.clock = clock
+        self._headers: dict[str, Any] = {"typ": "JWT", "kid": key.kid(kid_format)}
+        if x5c:
+            self._headers["x5c"] = key.x5c()
+
+    def _sign(self, claims: dict[str, Any]) -> str:
+        return jwt.encode(
+            claims, self.key.private_key, algorithm=self.key.algorithm, headers=self._headers
+        )
+
+    def issue(self, subject: str, audience: str, access: Iterable[Scope]) -> IssuedToken:
+        now = int(self.clock())
+        claims = {
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": audience,
+            "exp": now + self.ttl,
+            "nbf": now - 1,
+            "iat": now,
+            "jti": secrets.token_urlsafe(16),
+            "access": [s.access() for s in access],
+        }
+        return IssuedToken(self._sign(claims), self.ttl, _rfc3339(now))
+
+    def issue_refresh(self, subject: str, audience: str, binding: str) -> str:
+        """A long-lived token that only the refresh grant accepts (`binding` ties it to the
+        account's current secret, so a password change revokes it)."""
+        now = int(self.clock())
+        return self._sign(
+            {
+                "iss": self.issuer,
+                "sub": subject,
+                "aud": _refresh_audience(audience),
+                "exp": now + self.refresh_ttl,
+                "iat": now,
+                "jti": secrets.token_urlsafe(16),
+                "bnd": binding,
+            }
+        )
+
+    def jwks(self, keys: Iterable[SigningKey] = ()) -> dict[str, Any]:
+        """A JWKS document listing each key under every kid form (libtrust and RFC 7638)."""
+        out: list[dict[str, Any]] = []
+        for key in (self.key, *keys):
+            base = public_jwk(key.public_key)
+            for kid in dict.fromkeys((key.kid("libtrust"), key.kid("rfc7638"))):
+                out.append({**base, "kid": kid, "alg": key.algorithm, "use": "sig"})
+        return {"keys": out}
+
+
+def _refresh_audience(service: str) -> str:
+    return f"{service}#refresh"
+
+
+# -- verifying --------------------------------------------------------------------------------
+@dataclass
+class TrustedKeys:
+    """What a verifier trusts: certificates (root bundle) and keys by kid (all forms)."""
+
+    certificates: list[x509.Certificate] = field(default_factory=list)
+    by_kid: dict[str, PublicKey] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # kid -> where it came from
+
+    def add_key(self, key: PublicKey, source: str, kid: str | None = None) -> None:
+        kids = [kid] if kid else [libtrust_kid(key), jwk_thumbprint(key)]
+        for k in kids:
+            self.by_kid[k] = key
+            self.sources[k] = source
+
+    def add_certificates(self, certs: Iterable[x509.Certificate], source: str) -> None:
+        for cert in certs:
+            self.certificates.append(cert)
+            subject = cert.subject.rfc4514_string() or "certificate"
+            self.add_key(as_public_key(cert.public_key()), f"{source} ({subject})")
+
+    def add_jwks(self, document: dict[str, Any], source: str) -> None:
+        for entry in document.get("keys", []):
+            kid = entry.get("kid")
+            if not isinstance(kid, str) or not kid:
+                continue
+            key = as_public_key(jwt.PyJWK(entry).key)
+            self.add_key(key, f"{source} (kid {kid})", kid=kid)
+            # Also under its computed forms: Distribution 3.x looks bundles up by thumbprint.
+            self.add_key(key, f"{source} (kid {kid})")
+
+    def kid_summary(self, limit: int = 6) -> str:
+        kids = list(self.by_kid)
+        shown = ", ".join(kids[:limit])
+        return shown + (f" and {len(kids) - limit} more" if len(kids) > limit else "") or "none"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    subject: str
+    expires_at: float
+    access: dict[tuple[str, str], frozenset[str]]
+
+    def actions(self, rtype: str, name: str) -> frozenset[str]:
+        return self.access.get((rtype, name), frozenset())
+
+
+def _chain_from_x5c(values: Any) -> list[x509.Certificate]:
+    if not isinstance(values, list) or not values or len(values) > 8:
+        raise TokenRejected("the x5c header must be a list of 1 to 8 base64 DER certificates")
+    try:
+        return [x509.load_der_x509_certificate(base64.b64decode(v, validate=True)) for v in values]
+    except (ValueError, TypeError, binascii.Error):
+        raise TokenRejected(
+            "the x5c header holds something that is not a DER certificate"
+        ) from None
+
+
+class TokenVerifier:
+    """Verifies bearer tokens for one service; caches good tokens until they expire."""
+
+    def __init__(
+        self,
+        trusted: TrustedKeys,
+        *,
+        issuer: str,
+        service: str,
+        algorithms: Iterable[str] = DEFAULT_ALGORITHMS,
+        leeway: int = LEEWAY_SECONDS,
+        clock: Callable[[], float] = time.time,
+        cache_size: int = 10_000,
+    ) -> None:
+        self.trusted = trusted
+        self.issuer = issuer
+        self.service = service
+        self.algorithms = tuple(a for a in algorithms if not a.upper().startswith("HS"))
+        self.leeway = leeway
+        self.clock = clock
+        self._cache: dict[str, VerifiedToken] = {}
+        self._cache_size = cache_size
+
+    # -- key resolution ------------------------------------------------------------------------
+    def _verify_chain(self, chain: list[x509.Certificate]) -> PublicKey:
+        now = dt.datetime.now(dt.UTC)
+        for cert in chain:
+            if not cert.not_valid_before_utc - dt.timedelta(seconds=self.leeway) <= now:
+                raise TokenRejected(
+                    f"x5c certificate {cert.subject.rfc4514_string()} is not valid before "
+                    f"{cert.not_valid_before_utc.isoformat()}"
+                )
+            if now > cert.not_valid_after_utc:
+                raise TokenRejected(
+                    f"x5c certificate {cert.subject.rfc4514_string()} expired at "
+                    f"{cert.not_valid_after_utc.isoformat()}"
+                )
+        trusted = self.trusted.certificates
+        for i, cert in enumerate(chain):
+            if i > 0:
+                try:
+                    chain[i - 1].verify_directly_issued_by(cert)
+                except (ValueError, TypeError, InvalidSignature):
+                    raise TokenRejected(
+                        f"x5c chain is broken: certificate {i} did not issue certificate {i - 1}"
+                    ) from None
+            if cert in trusted:
+                return as_public_key(chain[0].public_key())
+            for root in trusted:
+                try:
+                    cert.verify_directly_issued_by(root)
+                except (ValueError, TypeError, InvalidSignature):
+                    continue
+                return as_public_key(chain[0].public_key())
+        leaf = chain[0]
+        raise TokenRejected(
+            f"x5c certificate {leaf.subject.rfc4514_string()} (libtrust kid "
+            f"{libtrust_kid(as_public_key(leaf.public_key()))}) does not chain to any certificate "
+            f"in the trusted root bundle ({len(trusted)} certificates); add the issuer's "
+            "certificate to auth.token.rootcertbundle"
+        )
+
+    def _key_for(self, header: dict[str, Any]) -> tuple[PublicKey, str]:
+        if "x5c" in header:
+            return self._verify_chain(_chain_from_x5c(header["x5c"])), "x5c chain"
+        if "jwk" in header:
+            try:
+                key = as_public_key(jwt.PyJWK(header["jwk"]).key)
+            except Exception:
+                raise TokenRejected("the jwk header is not a usable public key") from None
+            thumb = jwk_thumbprint(key)
+            if thumb not in self.trusted.by_kid:
+                raise TokenRejected(
+                    f"the token's embedded jwk (thumbprint {thumb}) is not a trusted key"
+                )
+            return self.trusted.by_kid[thumb], f"jwk {thumb}"
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise TokenRejected("the token header has no x5c, jwk or kid: cannot find its key")
+        found = self.trusted.by_kid.get(kid)
+        if found is None:
+            hint = explain_kid(kid, self.trusted.certificates)
+            raise TokenRejected(
+                hint
+                or f"token signed by untrusted key: kid {_short(kid)} matches no key in the "
+                f"root bundle or JWKS; trusted kids are {self.trusted.kid_summary()}"
+            )
+        return found, f"kid {_short(kid)}"
+
+    # -- verification --------------------------------------------------------------------------
+    def verify(self, token: str) -> VerifiedToken:
+        cached = self._cache.get(token)
+        now = self.clock()
+        if cached is not None:
+            if cached.expires_at + self.leeway >= now:
+                return cached
+            del self._cache[token]
+        result = self._verify(token, now)
+        if len(self._cache) >= self._cache_size:
+            self._cache.clear()
+        self._cache[token] = result
+        return result
+
+    def _verify(self, token: str, now: float) -> VerifiedToken:
+        if len(token) > MAX_TOKEN_BYTES:
+            raise TokenRejected(f"token is {len(token)} bytes; the limit is {MAX_TOKEN_BYTES}")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise TokenRejected(
+                "the bearer token is not a JWT (header.payload.signature)"
+            ) from None
+        alg = header.get("alg")
+        if alg not in self.algorithms:
+            raise TokenRejected(
+                f"token algorithm {str(alg)[:20]!r} is not accepted; accepted: "
+                f"{', '.join(self.algorithms)}"
+            )
+        key, how = self._key_for(header)
+        if alg not in algorithms_for(key):
+            raise TokenRejected(
+                f"token algorithm {alg} does not match its key ({how} is "
+                f"{'/'.join(algorithms_for(key)) or 'unsupported'})"
+            )
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self.service,
+                issuer=self.issuer,
+                options={
+                    "require": ["exp", "iss", "aud"],
+                    # Times are checked below against this verifier's clock, with leeway.
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
+            )
+        except jwt.InvalidAudienceError:
+            aud = _unverified_claim(token, "aud")
+            raise TokenRejected(
+                f"token audience {aud!r} is not this registry's service {self.service!r}; "
+                "request the token with service=" + self.service
+            ) from None
+        except jwt.InvalidIssuerError:
+            iss = _unverified_claim(token, "iss")
+            raise TokenRejected(
+                f"token issuer {iss!r} is not the trusted issuer {self.issuer!r} "
+                "(auth.token.issuer)"
+            ) from None
+        except jwt.InvalidSignatureError:
+            raise TokenRejected(
+                f"token signature does not verify with the key found by {how}: the token was "
+                "altered or signed by a different key"
+            ) from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise TokenRejected(f"token has no {exc.claim!r} claim") from None
+        except jwt.PyJWTError as exc:
+            raise TokenRejected(f"token is malformed: {type(exc).__name__}") from None
+        exp, nbf = claims.get("exp"), claims.get("nbf")
+        if not isinstance(exp, int | float) or (
+            nbf is not None and not isinstance(nbf, int | float)
+        ):
+            raise TokenRejected("token exp/nbf claims must be numbers (seconds since the epoch)")
+        if now > exp + self.leeway:
+            raise TokenRejected(
+                f"token expired {_rfc3339(exp)} (now {_rfc3339(now)}, leeway {self.leeway} s); "
+                "fetch a new one from the realm"
+            )
+        if nbf is not None and nbf > now + self.leeway:
+            raise TokenRejected(
+                f"token is not valid yet (nbf {_rfc3339(nbf)}, now {_rfc3339(now)}, leeway "
+                f"{self.leeway} s); check the issuer's clock"
+            )
+        return VerifiedToken(
+            subject=str(claims.get("sub", "")),
+            expires_at=float(claims["exp"]),
+            access=_access(claims.get("access")),
+        )
+
+
+def _unverified_claim(token: str, name: str) -> Any:
+    try:
+        return jwt.decode(token, options={"verify_signature": False}).get(name)
+    except jwt.PyJWTError:
+        return None
+
+
+def _access(value: Any) -> dict[tuple[str, str], frozenset[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    if not isinstance(value, list):
+        return {}
+    for entry in value:
+        if not isinstance(entry, dict):
+            continue
+        rtype, name, actions = entry.get("type"), entry.get("name"), entry.get("actions")
+        if isinstance(rtype, str) and isinstance(name, str) and isinstance(actions, list):
+            out.setdefault((rtype, name), set()).update(a for a in actions if isinstance(a, str))
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshClaims:
+    subject: str
+    binding: str
+
+
+def read_refresh_token(
+    token: str,
+    key: SigningKey,
+    *,
+    issuer: str,
+    service: str,
+    clock: Callable[[], float] = time.time,
+) -> RefreshClaims:
+    """Check a refresh token we issued (our own key only)."""
+    if len(token) > MAX_TOKEN_BYTES:
+        raise TokenRejected("refresh token is too long")
+    try:
+        claims = jwt.decode(
+            token,
+            key.public_key,
+            algorithms=[key.algorithm],
+            audience=_refresh_audience(service),
+            issuer=issuer,
+            options={"require": ["exp", "sub", "bnd"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise TokenRejected("refresh token expired; log in again") from None
+    except jwt.PyJWTError:
+        raise TokenRejected(
+            "refresh token is invalid (not issued by this server for this service)"
+        ) from None
+    return RefreshClaims(str(claims["sub"]), str(claims["bnd"]))
+
+
+def load_jwks_file(path: Path) -> dict[str, Any]:
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+        raise ValueError(f'{path}: not a JWKS document ({{"keys": [...]}})')
+    return data

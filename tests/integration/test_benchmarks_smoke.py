@@ -1,0 +1,86 @@
+"""The benchmark suite's quick mode runs end to end against both servers (figures not judged).
+
+Never asserts on speed: only that every workload produced numbers for trustyard and for the
+reference registry, and that the JSON document has the shape the docs describe.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import require
+
+pytestmark = [pytest.mark.slow, pytest.mark.needs_skopeo]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+EXPECTED = {
+    "blob_push_monolithic",
+    "blob_push_chunked",
+    "blob_pull",
+    "rss_stream_push",
+    "rss_stream_pull",
+    "skopeo_push",
+    "skopeo_pull",
+    *(
+        f"manifest_{m}_{by}_c{c}"
+        for m in ("get", "head")
+        for by in ("tag", "digest")
+        for c in (1, 32)
+    ),
+    *(f"manifest_get_{by}_c{c}_workers1" for by in ("tag", "digest") for c in (1, 32)),
+    *(
+        f"{kind}_{page}_{n}"
+        for kind in ("tags", "catalog")
+        for page in ("first_page", "middle_page", "whole_list")
+        for n in (100, 1000)
+    ),
+    "concurrent_pushes",
+    "rss_concurrent_pushes",
+}
+
+
+def _number(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def test_quick_mode_measures_every_workload_on_both_servers(tmp_path: Path) -> None:
+    for tool in ("docker-registry", "wrk", "hey", "skopeo"):
+        require(tool)
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    doc = json.loads(out.read_text())
+
+    assert doc["meta"]["mode"] == "quick"
+    for limit in ("sha256, one core", "disk write, sequential + fsync"):
+        assert _number(doc["machine_limits"][limit]["median"])
+
+    workloads = {w["workload"]: w for w in doc["workloads"]}
+    missing = EXPECTED - workloads.keys()
+    assert not missing, f"workloads missing from the JSON: {sorted(missing)}"
+    for key in EXPECTED:
+        w = workloads[key]
+        for server in ("trustyard", "reference"):
+            entry = w["servers"].get(server)
+            assert entry is not None, f"{key}: no figures for {server}"
+            for field in ("median", "min", "max"):
+                assert _number(entry[field]), f"{key}/{server}/{field} = {entry[field]!r}"
+        assert _number(w["ratio_trustyard_reference"]), key
+
+    assert _number(workloads["concurrent_pushes"]["servers"]["trustyard"]["errors"])
+    assert doc["targets"] and all("pass" in t for t in doc["targets"])
+    assert "Targets (informational)" in proc.stdout
