@@ -22,6 +22,10 @@ lint:
 
 test: install-test lint
 	$(PYTHON) -m pytest -q
+	# The client interop suites again, against replicas over PostgreSQL + S3 + Redis behind haproxy.
+	TRUSTYARD_TEST_TOPOLOGY=replicas $(PYTHON) -m pytest -q tests/integration/test_client_skopeo.py \
+		tests/integration/test_client_podman.py tests/integration/test_client_oras.py \
+		tests/integration/test_client_docker.py tests/integration/test_client_umoci.py
 
 bench: install-test
 	$(PYTHON) -m benchmarks --quick

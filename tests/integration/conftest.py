@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 from tests.integration.server import ServerProcess
+from tests.services.topology import Topology, start_topology
 
 
 @pytest.fixture
@@ -21,9 +23,22 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture(scope="module")
-def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One registry for a whole module, for tests that use their own repository names."""
-    srv = ServerProcess(tmp_path_factory.mktemp("shared") / "data").start()
+def shared_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess | Topology]:
+    """One registry for a whole module, for tests that use their own repository names.
+
+    With TRUSTYARD_TEST_TOPOLOGY=replicas it is two replicas over PostgreSQL + S3 + Redis
+    behind haproxy instead, so the client suites prove the scaled-out deployment too.
+    """
+    root = tmp_path_factory.mktemp("shared")
+    srv: ServerProcess | Topology
+    if os.environ.get("TRUSTYARD_TEST_TOPOLOGY") == "replicas":
+        srv = start_topology(
+            root, request.getfixturevalue("postgres"), request.getfixturevalue("s3_server")
+        )
+    else:
+        srv = ServerProcess(root / "data").start()
     yield srv
     srv.stop()
 

@@ -190,3 +190,54 @@ def test_blob_get_redirects_to_presigned_url(
             assert head.status_code == 200 and head.headers["Content-Length"] == "5000"
     finally:
         server.stop()
+
+
+def test_replica_killed_mid_push_client_retries(
+    replicas: tuple[Haproxy, list[ServerProcess]], tmp_path: Path
+) -> None:
+    """A replica dies (SIGKILL) during a push; skopeo retries through haproxy and the image lands whole."""
+    require("skopeo")
+    import threading
+    import time
+
+    proxy, servers = replicas
+    images = {"v1": make_image(4, seed="killed", layer_size=3_000_000)}
+    layout = write_layout(tmp_path / "src", images)
+    result: dict[str, subprocess.CompletedProcess[str]] = {}
+
+    def push() -> None:
+        result["push"] = subprocess.run(
+            [
+                "skopeo",
+                "copy",
+                "--retry-times",
+                "5",
+                "--dest-tls-verify=false",
+                f"oci:{layout}:v1",
+                f"docker://{proxy.host}/killed/app:v1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    thread = threading.Thread(target=push)
+    thread.start()
+    time.sleep(1.0)
+    servers[0].kill()
+    thread.join()
+    assert result["push"].returncode == 0, result["push"].stderr
+    out = tmp_path / "out"
+    subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "--src-tls-verify=false",
+            f"docker://{proxy.host}/killed/app:v1",
+            f"oci:{out}:v1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    for blob in images["v1"].blobs:
+        assert (out / "blobs" / "sha256" / sha256(blob)[7:]).read_bytes() == blob
