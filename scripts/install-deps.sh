@@ -12,6 +12,7 @@ DEBIAN_PACKAGES=(
   apache2-utils            # htpasswd -B for the htpasswd auth-mode tests
   notary                   # notary-server: token-auth interop
   softhsm2                 # PKCS#11 token for the signing tests
+  gnupg                    # simple-signing (skopeo/podman --sign-by) tests
   uidmap fuse-overlayfs    # podman's storage helpers
   postgresql redis-server haproxy   # scale-out backends and the load balancer in front of replicas
 )

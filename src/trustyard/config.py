@@ -6,6 +6,7 @@ config file (`--config` or `TRUSTYARD_CONFIG`), built-in defaults.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -96,6 +97,36 @@ class TrustSettings(BaseModel):
         return value.lower() if isinstance(value, str) else value
 
 
+class PolicyRuleSettings(BaseModel):
+    """One `[[policy.rules]]` entry (docs/policy.md); `require` is checked by its kind."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    repositories: tuple[str, ...] = ("*",)
+    mode: Literal["enforce", "warn"] = "enforce"
+    require: dict[str, Any]
+    protect_tags: tuple[str, ...] = ()
+
+
+class PolicySettings(BaseModel):
+    """`policy`: signature requirements on the pull path (TRUSTYARD_POLICY__RULES = JSON list)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rules: tuple[PolicyRuleSettings, ...] = ()
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _json_rules(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError("policy.rules must be a JSON list of rules") from None
+        return value
+
+
 class S3Settings(BaseModel):
     """S3-compatible object storage for blobs (`storage_backend = "s3"`)."""
 
@@ -129,6 +160,9 @@ class Settings(BaseModel):
     max_manifest_bytes: int = Field(4 * MiB, ge=1024)
     max_blob_bytes: int = Field(64 * 1024 * MiB, ge=0, description="0 means no limit")
     fsync: bool = True
+    # Simple-signing signatures stored through the extension API (docs/signatures.md)
+    max_signature_bytes: int = Field(64 * 1024, ge=1024, le=4 * MiB)
+    max_signatures_per_manifest: int = Field(64, ge=1, le=1000)
     # Scale-out backends (docs/deployment.md); None keeps the embedded default
     database_url: str | None = Field(None, description="postgresql://user:pass@host/db")
     storage_backend: Literal["filesystem", "s3"] = "filesystem"
@@ -144,6 +178,8 @@ class Settings(BaseModel):
     auth: AuthSettings = Field(default_factory=lambda: AuthSettings())
     # Notary-compatible trust server (docs/trust.md)
     trust: TrustSettings = Field(default_factory=lambda: TrustSettings())
+    # Signature policy on the pull path (docs/policy.md)
+    policy: PolicySettings = Field(default_factory=lambda: PolicySettings())
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -54,7 +54,7 @@ def served(server: ServerProcess, repo: str, ref: str) -> httpx.Response:
 
 def test_manifest_inspect_oci_image(docker: Docker, shared_server: ServerProcess) -> None:
     image = make_image(2, seed="docker-oci")
-    with httpx.Client(base_url=shared_server.url, timeout=30) as c:
+    with httpx.Client(base_url=shared_server.url, timeout=30, follow_redirects=True) as c:
         push_image(c, "docker/oci", image, "v1")
 
     out = docker("manifest", "inspect", "--insecure", f"{shared_server.host}/docker/oci:v1")
@@ -90,7 +90,7 @@ def test_manifest_inspect_multi_arch_index(
 ) -> None:
     amd64 = make_image(1, seed="docker-amd64", arch="amd64")
     arm64 = make_image(1, seed="docker-arm64", arch="arm64")
-    with httpx.Client(base_url=shared_server.url, timeout=30) as c:
+    with httpx.Client(base_url=shared_server.url, timeout=30, follow_redirects=True) as c:
         push_image(c, "docker/multi", amd64)
         push_image(c, "docker/multi", arm64)
         index = make_index([(amd64, "amd64"), (arm64, "arm64")])
@@ -148,7 +148,11 @@ def test_manifest_create_and_push_a_list(
         assert len(child.content) == entry["size"]
         config_digest = child.json()["config"]["digest"]
         assert config_digest == sha256(images[entry["platform"]["architecture"]].config)
-        blob = httpx.head(f"{shared_server.url}/v2/docker/list/blobs/{config_digest}", timeout=30)
+        blob = httpx.head(
+            f"{shared_server.url}/v2/docker/list/blobs/{config_digest}",
+            timeout=30,
+            follow_redirects=True,
+        )
         assert blob.status_code == 200
 
     out = json.loads(docker("manifest", "inspect", "--insecure", f"{host}/docker/list:v1").stdout)

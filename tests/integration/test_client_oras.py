@@ -60,6 +60,7 @@ def test_push_and_pull_artifact_with_custom_media_types(
         f"{shared_server.url}/v2/oras/artifact/manifests/v1",
         headers={"Accept": OCI_MANIFEST},
         timeout=30,
+        follow_redirects=True,
     )
     assert r.status_code == 200
     assert sha256(r.content) == digest == r.headers["docker-content-digest"]
@@ -112,7 +113,7 @@ def test_chunked_push(shared_server: ServerProcess, tmp_path: Path) -> None:
 def test_attach_referrers_and_discover_them(shared_server: ServerProcess, tmp_path: Path) -> None:
     repo = "oras/referrers"
     image = make_image(1, seed="oras-subject")
-    with httpx.Client(base_url=shared_server.url, timeout=30) as c:
+    with httpx.Client(base_url=shared_server.url, timeout=30, follow_redirects=True) as c:
         push_image(c, repo, image, "v1")
 
         empty = c.get(f"/v2/{repo}/referrers/{image.digest}")
@@ -142,7 +143,7 @@ def test_attach_referrers_and_discover_them(shared_server: ServerProcess, tmp_pa
         assert response.headers.get("OCI-Subject") == image.digest
         pushed[config_type] = response.headers["Docker-Content-Digest"]
 
-    with httpx.Client(base_url=shared_server.url, timeout=30) as c:
+    with httpx.Client(base_url=shared_server.url, timeout=30, follow_redirects=True) as c:
         r = c.get(f"/v2/{repo}/referrers/{image.digest}")
         assert r.status_code == 200
         assert r.headers["content-type"].startswith(OCI_INDEX)
@@ -184,7 +185,7 @@ def test_tags_pagination_and_delete_tag(shared_server: ServerProcess) -> None:
     repo = "oras/tags"
     image = make_image(1, seed="oras-tags")
     tags = ["a1", "b2", "c3", "d4", "e5"]
-    with httpx.Client(base_url=shared_server.url, timeout=30) as c:
+    with httpx.Client(base_url=shared_server.url, timeout=30, follow_redirects=True) as c:
         for tag in tags:
             push_image(c, repo, image, tag)
     reg = registry(shared_server)
@@ -207,7 +208,7 @@ def test_tags_pagination_and_delete_tag(shared_server: ServerProcess) -> None:
 
     # delete_tag: HEAD the tag for its digest, DELETE by digest (202); every tag of it goes.
     assert reg.delete_tag(container, "c3") is True
-    with httpx.Client(base_url=shared_server.url, timeout=30) as c:
+    with httpx.Client(base_url=shared_server.url, timeout=30, follow_redirects=True) as c:
         gone = c.get(f"/v2/{repo}/manifests/{image.digest}", headers={"Accept": OCI_MANIFEST})
         assert gone.status_code == 404
         assert gone.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"

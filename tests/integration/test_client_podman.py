@@ -180,6 +180,10 @@ def test_manifest_list_built_and_pushed_by_podman(
         child = manifest_of(shared_server, "podman/ml", img.digest)
         assert child.content == img.manifest
         for blob in img.blobs:
-            head = httpx.head(f"{shared_server.url}/v2/podman/ml/blobs/{sha256(blob)}", timeout=30)
+            head = httpx.head(
+                f"{shared_server.url}/v2/podman/ml/blobs/{sha256(blob)}",
+                timeout=30,
+                follow_redirects=True,
+            )
             assert head.status_code == 200
             assert int(head.headers["content-length"]) == len(blob)

@@ -159,7 +159,11 @@ def test_copy_between_repositories_mounts_blobs(
     assert r.status_code == 200
     assert r.content == image.manifest
     for blob in image.blobs:
-        got = httpx.get(f"{shared_server.url}/v2/skopeo/mount-dst/blobs/{sha256(blob)}", timeout=30)
+        got = httpx.get(
+            f"{shared_server.url}/v2/skopeo/mount-dst/blobs/{sha256(blob)}",
+            timeout=30,
+            follow_redirects=True,
+        )
         assert got.status_code == 200
         assert got.content == blob
 
@@ -195,7 +199,7 @@ def test_list_tags(shared_server: ServerProcess, tmp_path: Path) -> None:
     image = make_image(1, seed="skopeo-tags")
     src = write_layout(tmp_path / "src", {"v1": image})
     copy(f"oci:{src}:v1", f"docker://{shared_server.host}/skopeo/tags:v1")
-    with httpx.Client(base_url=shared_server.url, timeout=30) as c:
+    with httpx.Client(base_url=shared_server.url, timeout=30, follow_redirects=True) as c:
         for tag in ["latest", "1.0", "v2", "a_b-c.d"]:
             push_image(c, "skopeo/tags", image, tag)
 
@@ -276,7 +280,9 @@ def test_zstd_layers_and_push_by_digest(shared_server: ServerProcess, tmp_path: 
     by_digest = get_manifest(shared_server, "skopeo/zstd-bydigest", digest)
     assert by_digest.status_code == 200
     assert by_digest.content == r.content
-    tags = httpx.get(f"{shared_server.url}/v2/skopeo/zstd-bydigest/tags/list", timeout=30)
+    tags = httpx.get(
+        f"{shared_server.url}/v2/skopeo/zstd-bydigest/tags/list", timeout=30, follow_redirects=True
+    )
     assert tags.status_code == 200
     assert tags.json()["tags"] == []
 
@@ -305,6 +311,7 @@ def test_large_layer_streams_through(shared_server: ServerProcess, tmp_path: Pat
         f"{shared_server.url}/v2/skopeo/large/blobs/{sha256(image.layers[0])}",
         headers={"Range": "bytes=1000-1999"},
         timeout=30,
+        follow_redirects=True,
     )
     assert part.status_code == 206
     assert part.content == image.layers[0][1000:2000]
@@ -388,5 +395,9 @@ def test_concurrent_pushes_sharing_layers(shared_server: ServerProcess, tmp_path
         assert r.status_code == 200
         assert r.content == image.manifest
         for blob in image.blobs:
-            got = httpx.get(f"{shared_server.url}/v2/{repo}/blobs/{sha256(blob)}", timeout=30)
+            got = httpx.get(
+                f"{shared_server.url}/v2/{repo}/blobs/{sha256(blob)}",
+                timeout=30,
+                follow_redirects=True,
+            )
             assert got.content == blob

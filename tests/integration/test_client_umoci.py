@@ -43,6 +43,7 @@ def test_umoci_image_round_trip(shared_server: ServerProcess, tmp_path: Path) ->
         f"{shared_server.url}/v2/umoci/hello/manifests/v1",
         headers={"Accept": ALL_MANIFESTS},
         timeout=30,
+        follow_redirects=True,
     )
     assert r.status_code == 200
     assert r.headers["content-type"] == OCI_MANIFEST

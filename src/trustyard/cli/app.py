@@ -5,7 +5,7 @@ from typing import Annotated
 import typer
 
 from trustyard import __version__
-from trustyard.cli import admin, db, gc, keyid, migrate, serve, sign
+from trustyard.cli import admin, db, gc, keyid, migrate, serve, sign, signatures, trust
 
 app = typer.Typer(
     help="trustyard: a container registry with trust built in.",
@@ -16,9 +16,11 @@ app.command("serve")(serve.serve)
 app.command("gc")(gc.gc)
 app.command("migrate-storage")(migrate.migrate_storage)
 app.command("keyid")(keyid.keyid)
+app.command("signatures")(signatures.signatures)
 app.add_typer(admin.app, name="admin")
 app.add_typer(db.app, name="db")
 app.add_typer(sign.app, name="sign")
+app.add_typer(trust.app, name="trust")
 
 
 def _version(value: bool) -> None:

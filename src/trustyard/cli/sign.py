@@ -366,3 +366,64 @@ def verify_image(
         f"verified: {name} ({report.manifest_digest}) signed by {len(report.verified)} "
         "vendor key(s) endorsed by the root CA"
     )
+
+
+# -- cosign formats (cli/signatures.py does the work) ---------------------------------------
+@app.command("cosign")
+@_user_errors
+def cosign_sign(
+    ref: Annotated[str, typer.Argument(help="HOST[:PORT]/REPO:TAG or …@DIGEST")],
+    key: Annotated[
+        str,
+        typer.Option(
+            "--key",
+            help="cosign.key (password: COSIGN_PASSWORD), PEM/DER EC P-256/P-384 key, or "
+            "pkcs11: URI.",
+        ),
+    ],
+    mode: Annotated[
+        str, typer.Option("--mode", help="tag (sha256-<hex>.sig), referrers or bundle (v0.3).")
+    ] = "tag",
+    plain_http: PlainHttpOpt = False,
+    insecure: InsecureOpt = False,
+    tls_ca: TlsCaOpt = None,
+    authfile: AuthFileOpt = None,
+) -> None:
+    """Sign an image in a registry in cosign's formats (key-based)."""
+    from trustyard.cli import signatures as sigs
+
+    if mode not in ("tag", "referrers", "bundle"):
+        raise SigningError(f"--mode must be tag, referrers or bundle, not {mode!r}")
+    conn = sigs.Connection(plain_http, insecure, tls_ca, authfile)
+    digest = sigs.cosign_sign(ref, key, mode, conn)
+    typer.echo(f"signed {ref} ({mode}): signature manifest {digest}")
+
+
+@app.command("verify-cosign")
+@_user_errors
+def verify_cosign(
+    ref: Annotated[str, typer.Argument(help="HOST[:PORT]/REPO:TAG or …@DIGEST")],
+    key: Annotated[list[Path], typer.Option("--key", help="Trusted public key; repeatable.")],
+    hash_override: Annotated[
+        str | None,
+        typer.Option("--hash", help="ECDSA hash if not the curve's (cosign default: sha256)."),
+    ] = None,
+    plain_http: PlainHttpOpt = False,
+    insecure: InsecureOpt = False,
+    tls_ca: TlsCaOpt = None,
+    authfile: AuthFileOpt = None,
+) -> None:
+    """Verify an image's cosign signatures (tag scheme, referrers, sigstore bundles)."""
+    from trustyard.cli import signatures as sigs
+
+    conn = sigs.Connection(plain_http, insecure, tls_ca, authfile)
+    digest, found = sigs.verify_cosign(ref, key, hash_override, conn)
+    for kind, artifact, check in found:
+        extra = "; ".join(x for x in [check.reason, *check.notes] if x)
+        typer.echo(f"{check.status:<12} {kind:<16} {check.signer}  {artifact}  {extra}".rstrip())
+    if not any(check.status == "verified" for _, _, check in found):
+        raise VerificationError(
+            f"{ref} ({digest}): no cosign signature verifies with the given key(s)"
+            + ("" if found else " (no cosign signatures found)")
+        )
+    typer.echo(f"verified: {ref} ({digest})")

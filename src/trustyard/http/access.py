@@ -40,6 +40,8 @@ _ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^/v2/(?P<name>.+)/manifests/[^/]+$"), "object"),
     (re.compile(r"^/v2/(?P<name>.+)/blobs/uploads(?:/[^/]*)?$"), "upload"),
     (re.compile(r"^/v2/(?P<name>.+)/blobs/[^/]+$"), "object"),
+    # containers "signatures" extension API (http/extensions.py): GET pull, PUT push.
+    (re.compile(r"^/extensions/v2/(?P<name>.+)/signatures/[^/]+$"), "signatures"),
 ]
 CATALOG = AccessScope("registry", "catalog", ("*",))
 
@@ -55,8 +57,8 @@ def required_access(method: str, path: str) -> list[AccessScope]:
         name = m.group("name")
         if kind == "read":
             actions = _PULL
-        elif kind == "upload":
-            actions = _PUSH
+        elif kind in ("upload", "signatures"):
+            actions = _PULL if kind == "signatures" and method in ("GET", "HEAD") else _PUSH
         elif kind == "trust":
             actions = (
                 _PULL if method in ("GET", "HEAD") else ("*",) if method == "DELETE" else _PUSH
@@ -89,7 +91,7 @@ class AccessControl:
         return runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v2"):
+        if scope["type"] != "http" or not scope["path"].startswith(("/v2", "/extensions/v2/")):
             await self.app(scope, receive, send)
             return
         runtime = self._runtime(scope)
@@ -103,6 +105,10 @@ class AccessControl:
                 self._bearer(runtime, scope)
         except RegistryError as exc:
             response = error_response(exc, scope["method"])
+            if scope["path"] == "/v2/":
+                # containers/image pings /v2/ without credentials and reads this header from
+                # the 401: without it, signatures would go to a local lookaside directory.
+                response.headers["X-Registry-Supports-Signatures"] = "1"
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -20,19 +20,24 @@ from trustyard.auth.runtime import build_auth
 from trustyard.cache import Cache, open_cache
 from trustyard.cache.generations import CacheGenerations, FileGenerations
 from trustyard.config import Settings, settings_for_worker
-from trustyard.http import v2
+from trustyard.http import extensions, v2
 from trustyard.http.access import AccessControl
 from trustyard.http.errors import EXCEPTION_HANDLERS
 from trustyard.http.middleware import RegistryHeaders
 from trustyard.metadata import SqlMetadataStore, open_metadata
 from trustyard.metadata.auth_sql import open_auth_store
+from trustyard.metadata.base import ManifestRecord
+from trustyard.metadata.signatures_sql import SqlSignatureStore
 from trustyard.metadata.trust_sql import SqlTrustStore
+from trustyard.oci.digest import Digest
 from trustyard.registry import Registry, RegistryOptions
 from trustyard.registry.gc import expire_uploads
 from trustyard.registry.lookups import ManifestLookups
+from trustyard.registry.policy import Policy, PolicyContext, build_policy
+from trustyard.registry.signatures import SignatureLimits, SimpleSignatures
 from trustyard.storage import S3Options, open_storage
 from trustyard.trust import server as trust_server
-from trustyard.trust.service import TrustOptions, TrustService
+from trustyard.trust.service import NotFound, TrustOptions, TrustService
 
 log = structlog.get_logger("trustyard")
 
@@ -66,7 +71,41 @@ async def open_registry(settings: Settings) -> Registry:
         max_blob_bytes=settings.max_blob_bytes,
     )
     cache = open_cache(settings.redis_url)
-    return Registry(storage, metadata, options, cache, manifest_lookups(settings, cache))
+    registry = Registry(storage, metadata, options, cache, manifest_lookups(settings, cache))
+    if settings.policy.rules:
+        registry.policy = open_policy(settings, registry)
+    return registry
+
+
+class _TrustFiles:
+    """The policy's view of our own trust store (timestamps refreshed as the API serves them)."""
+
+    def __init__(self, trust: TrustService) -> None:
+        self.trust = trust
+
+    async def get(self, gun: str, role: str) -> bytes | None:
+        try:
+            return (await self.trust.get_metadata(gun, role)).data
+        except NotFound:
+            return None
+
+
+def open_policy(settings: Settings, registry: Registry) -> Policy:
+    async def read_blob(digest: Digest, limit: int) -> bytes | None:
+        stat = await registry.storage.stat(digest)
+        if stat is None or stat.size > limit:
+            return None
+        data = b""
+        async for chunk in registry.storage.read(digest):
+            data += chunk
+        return data
+
+    async def get_manifest(repository: str, digest: Digest) -> ManifestRecord | None:
+        return await registry.metadata.get_manifest(repository, digest)
+
+    trust = _TrustFiles(open_trust(settings, registry)) if settings.trust.enabled else None
+    ctx = PolicyContext(read_blob, get_manifest, trust)
+    return build_policy([r.model_dump() for r in settings.policy.rules], ctx)
 
 
 def manifest_lookups(settings: Settings, cache: Cache) -> ManifestLookups | None:
@@ -123,6 +162,14 @@ def open_trust(settings: Settings, registry: Registry) -> TrustService:
     return TrustService(store, _trust_passphrase(settings), options)
 
 
+def open_simple_signatures(settings: Settings, registry: Registry) -> SimpleSignatures:
+    metadata = registry.metadata
+    if not isinstance(metadata, SqlMetadataStore):  # pragma: no cover - only SQL backends exist
+        raise TypeError("simple signatures need a SQL metadata store")
+    limits = SignatureLimits(settings.max_signature_bytes, settings.max_signatures_per_manifest)
+    return SimpleSignatures(metadata, SqlSignatureStore(metadata.reader, metadata.writer), limits)
+
+
 def create_app(settings: Settings) -> Starlette:
     configure_logging(settings.log_level)
 
@@ -131,6 +178,7 @@ def create_app(settings: Settings) -> Starlette:
         registry = await open_registry(settings)
         app.state.registry = registry
         app.state.trust = open_trust(settings, registry)
+        app.state.simple_signatures = open_simple_signatures(settings, registry)
         app.state.trust_max_upload_bytes = settings.trust.max_upload_bytes
         app.state.auth = None
         if settings.auth.mode != "none":
@@ -154,7 +202,7 @@ def create_app(settings: Settings) -> Starlette:
     token_routes = auth_server.routes() if issuing else []
     trust_routes = trust_server.routes() if settings.trust.enabled else []
     return Starlette(
-        routes=[*token_routes, *trust_routes, *v2.routes()],
+        routes=[*token_routes, *trust_routes, *v2.routes(), *extensions.routes()],
         middleware=[Middleware(RegistryHeaders), Middleware(AccessControl)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

@@ -64,8 +64,13 @@ async def read_limited(request: Request, limit: int, what: str) -> bytes:
 
 
 # -- base and listings -----------------------------------------------------------------------
+# containers/image stores and reads simple signatures through /extensions/v2/… when the
+# registry advertises it here (http/extensions.py); no lookaside configuration is needed.
+SIGNATURES_HEADER = {"X-Registry-Supports-Signatures": "1"}
+
+
 async def base(request: Request) -> Response:
-    return JSONResponse({})
+    return JSONResponse({}, headers=SIGNATURES_HEADER)
 
 
 async def catalog(request: Request) -> Response:

@@ -26,7 +26,12 @@ class SchemaMismatch(RuntimeError):
 
 def target_metadata() -> MetaData:
     """Every table of every store, registered on one MetaData."""
-    from trustyard.metadata import auth_sql, schema, trust_sql  # noqa: F401 - registers tables
+    from trustyard.metadata import (  # noqa: F401 - registers tables
+        auth_sql,
+        schema,
+        signatures_sql,
+        trust_sql,
+    )
 
     return schema.metadata
 

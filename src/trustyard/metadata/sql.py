@@ -7,6 +7,7 @@ writers (SQLite: BEGIN IMMEDIATE) so the checks a write makes still hold when it
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -17,9 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trustyard.metadata import schema as t
 from trustyard.metadata.base import BlobSweeper, GcPlan, ManifestRecord, UploadRecord
+from trustyard.metadata.signatures_sql import simple_signatures
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.manifest import Descriptor, Manifest, stored_blobs
+
+# cosign-style attachment tags (`sha256-<hex>`, `.sig`, `.att`, `.sbom`): they follow their
+# subject in GC instead of keeping it (and themselves) alive.
+_ATTACHMENT_TAG = re.compile(r"^(sha256-[a-f0-9]{64}|sha512-[a-f0-9]{128})(\.sig|\.att|\.sbom)?$")
 
 # Advisory-lock key shared by every writer (shared mode) and GC (exclusive mode) on PostgreSQL.
 WRITE_LOCK_KEY = 0x7472757374  # "trust"
@@ -415,10 +421,18 @@ class SqlMetadataStore:
                 if subject:
                     referrers.setdefault((repo_id, subject), []).append(digest)
 
-            roots = {
-                (r.repo_id, r.digest)
-                for r in (await conn.execute(select(t.tags.c.repo_id, t.tags.c.digest))).all()
-            }
+            roots: set[tuple[int, str]] = set()
+            attachment_tags: list[tuple[int, str, str]] = []  # (repo_id, tag, subject)
+            for r in (
+                await conn.execute(select(t.tags.c.repo_id, t.tags.c.name, t.tags.c.digest))
+            ).all():
+                attached = _ATTACHMENT_TAG.match(r.name)
+                if attached is None:
+                    roots.add((r.repo_id, r.digest))
+                else:  # live exactly when the subject it is named after is live
+                    subject = attached.group(1).replace("-", ":", 1)
+                    referrers.setdefault((r.repo_id, subject), []).append(r.digest)
+                    attachment_tags.append((r.repo_id, r.name, subject))
             roots |= {key for key, (_, created) in all_manifests.items() if created >= cutoff}
             live: set[tuple[int, str]] = set()
             stack = [k for k in roots if k in all_manifests]
@@ -464,6 +478,21 @@ class SqlMetadataStore:
                 return plan
 
             await self._delete_manifests(conn, dead_manifests)
+            for repo_id, tag, subject in attachment_tags:  # named after a subject that is gone
+                if (repo_id, subject) not in live:
+                    await conn.execute(
+                        delete(t.tags).where(t.tags.c.repo_id == repo_id, t.tags.c.name == tag)
+                    )
+            # Simple signatures follow their manifest (kept during the grace period, as pushes).
+            s = simple_signatures
+            await conn.execute(
+                delete(s).where(
+                    s.c.created_at < cutoff,
+                    ~exists().where(
+                        t.manifests.c.repo_id == s.c.repo_id, t.manifests.c.digest == s.c.digest
+                    ),
+                )
+            )
             for repo_id, digest in dead_links:
                 await conn.execute(
                     delete(t.repo_blobs).where(

@@ -13,6 +13,7 @@ from trustyard.oci.manifest import Descriptor, Manifest, parse_manifest
 from trustyard.oci.reference import is_valid_tag, validate_name, validate_tag
 from trustyard.oci.referrers import tag_schema_tag
 from trustyard.registry.lookups import ManifestLookups
+from trustyard.registry.policy import Policy
 from trustyard.registry.uploads import Uploads
 from trustyard.storage.base import BlobLocation, Storage
 
@@ -75,12 +76,14 @@ class Registry:
         options: RegistryOptions,
         cache: Cache | None = None,
         lookups: ManifestLookups | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self.storage = storage
         self.metadata = metadata
         self.options = options
         self.cache = cache or MemoryCache()
         self.lookups = lookups
+        self.policy = policy  # signature policy on pulls / protected tags (registry/policy.py)
         self.uploads = Uploads(storage, metadata, self.cache, max_blob_bytes=options.max_blob_bytes)
 
     # -- blobs ---------------------------------------------------------------------------------
@@ -132,7 +135,11 @@ class Registry:
                 f"manifest {reference} is not in repository {name}",
                 detail={"reference": reference},
             )
-        return await self._negotiate(name, record, accept)
+        served = await self._negotiate(name, record, accept)
+        if self.policy is not None:
+            tag = ref if isinstance(ref, str) and served is record else None
+            await self.policy.on_pull(name, tag, served)
+        return served
 
     async def _lookup(self, name: str, ref: str | Digest) -> ManifestRecord | None:
         if self.lookups is None:
@@ -212,6 +219,9 @@ class Registry:
             )
         tags = [ref] if isinstance(ref, str) else []
         tags += [validate_tag(t) for t in extra_tags if t not in tags]
+        if self.policy is not None and tags:
+            record = ManifestRecord(name, manifest.digest, manifest.media_type, len(body), body)
+            await self.policy.on_push(name, tags, record)
         await self.metadata.put_manifest(name, manifest, body, tags)
         await self.changed(name)
         return manifest

@@ -1,0 +1,41 @@
+"""The containers "signatures" extension API, as OpenShift's registry offers it.
+
+`GET /extensions/v2/<name>/signatures/<digest>` lists a manifest's simple signatures;
+`PUT` adds one (`{"schemaVersion": 2, "type": "atomic", "name": "<digest>@<id>", "content": b64}`,
+201). Access: GET needs pull, PUT needs push on the repository (http.access).
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from trustyard.http.v2 import read_limited
+from trustyard.registry.signatures import SimpleSignatures
+
+
+def _signatures(request: Request) -> SimpleSignatures:
+    signatures: SimpleSignatures = request.app.state.simple_signatures
+    return signatures
+
+
+async def signatures_get(request: Request) -> Response:
+    use_case = _signatures(request)
+    found = await use_case.signatures(request.path_params["name"], request.path_params["digest"])
+    return JSONResponse(use_case.render(found))
+
+
+async def signatures_put(request: Request) -> Response:
+    use_case = _signatures(request)
+    body = await read_limited(request, use_case.limits.max_request_bytes, "signature upload")
+    await use_case.put(request.path_params["name"], request.path_params["digest"], body)
+    return Response(status_code=201, headers={"Content-Length": "0"})
+
+
+def routes() -> list[Route]:
+    path = "/extensions/v2/{name:path}/signatures/{digest}"
+    return [
+        Route(path, signatures_get, methods=["GET"]),
+        Route(path, signatures_put, methods=["PUT"]),
+    ]

@@ -1,0 +1,132 @@
+"""Simple-signing signatures stored by the registry (the containers "signatures" extension API).
+
+One row per signature: the repository, the manifest digest it signs, the client-chosen unique
+name (`<digest>@<id>`) and the signature bytes (an OpenPGP message). Rows whose manifest is gone
+are removed by garbage collection (`SqlMetadataStore.collect`), never by deleting a manifest.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    func,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from trustyard.metadata import schema as t
+from trustyard.metadata.schema import metadata
+from trustyard.oci.digest import Digest
+
+simple_signatures = Table(
+    "simple_signatures",
+    metadata,
+    Column("repo_id", Integer, ForeignKey("repositories.id"), primary_key=True),
+    Column("digest", String(200), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("content", LargeBinary, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_simple_signatures_digest", "repo_id", "digest"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSignature:
+    name: str
+    content: bytes
+    created_at: float
+
+
+class ManifestMissing(LookupError):
+    """The manifest a signature was PUT for is not in the repository."""
+
+
+class SqlSignatureStore:
+    """Implements `trustyard.registry.signatures.SignatureStore` on the metadata engines."""
+
+    def __init__(self, reader: AsyncEngine, writer: AsyncEngine) -> None:
+        self.reader = reader
+        self.writer = writer
+        self._dialect = writer.dialect.name
+
+    async def list_signatures(self, repository: str, digest: Digest) -> list[StoredSignature]:
+        s = simple_signatures
+        query = (
+            select(s.c.name, s.c.content, s.c.created_at)
+            .join(t.repositories, t.repositories.c.id == s.c.repo_id)
+            .where(t.repositories.c.name == repository, s.c.digest == str(digest))
+            .order_by(s.c.created_at, s.c.name)
+        )
+        async with self.reader.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [StoredSignature(r.name, bytes(r.content), r.created_at) for r in rows]
+
+    async def add_signature(
+        self, repository: str, digest: Digest, name: str, content: bytes, max_count: int
+    ) -> bool:
+        """Store one signature; False when the same bytes (or name) are already there.
+
+        Raises ManifestMissing when the manifest is not in the repository, and OverflowError
+        when the manifest already has `max_count` signatures. Checked in the write transaction.
+        """
+        s = simple_signatures
+        async with self.writer.begin() as conn:
+            repo_id = (
+                await conn.execute(
+                    select(t.repositories.c.id).where(t.repositories.c.name == repository)
+                )
+            ).scalar_one_or_none()
+            if repo_id is None:
+                raise ManifestMissing(str(digest))
+            present = (
+                await conn.execute(
+                    select(t.manifests.c.digest).where(
+                        t.manifests.c.repo_id == repo_id, t.manifests.c.digest == str(digest)
+                    )
+                )
+            ).first()
+            if present is None:
+                raise ManifestMissing(str(digest))
+            rows = (
+                await conn.execute(
+                    select(s.c.name, s.c.content).where(
+                        s.c.repo_id == repo_id, s.c.digest == str(digest)
+                    )
+                )
+            ).all()
+            if any(bytes(r.content) == content or r.name == name for r in rows):
+                return False
+            if len(rows) >= max_count:
+                raise OverflowError(len(rows))
+            insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
+            await conn.execute(
+                insert(s)
+                .values(
+                    repo_id=repo_id,
+                    digest=str(digest),
+                    name=name,
+                    content=content,
+                    created_at=time.time(),
+                )
+                .on_conflict_do_nothing()
+            )
+            return True
+
+    async def count(self) -> int:
+        async with self.reader.connect() as conn:
+            return int(
+                (
+                    await conn.execute(select(func.count()).select_from(simple_signatures))
+                ).scalar_one()
+            )

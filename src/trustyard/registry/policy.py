@@ -1,0 +1,368 @@
+"""Signature policy on the pull (and optionally push) path: refuse what is not signed as required.
+
+A small plug-in framework (docs/policy.md):
+
+* a `SignatureCheck` has a `kind` and `async verify(repository, record, tag) -> Decision`;
+* `register_kind(name, factory)` adds a kind; a factory builds a check from the rule's `require`
+  table and a `PolicyContext` (blob and manifest readers, the trust store);
+* kinds here: `notary` (Notary v1 trust data from our own trust store or any Notary server,
+  verified with pinned CAs / root key IDs), `annotations` (ir-sign annotations verified with
+  root-ca.pub) and `any-of`; the cosign issue adds `cosign` and `simple-signing`;
+* rules match repositories by glob (first match wins), `mode = "enforce" | "warn"`, and
+  `protect_tags` refuses pushes that move a matching tag to a manifest that does not verify.
+
+Every decision is logged as a structlog `policy_decision` event.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import structlog
+
+from trustyard.metadata.base import ManifestRecord
+from trustyard.oci import mediatypes as mt
+from trustyard.oci.digest import Digest
+from trustyard.oci.errors import ErrorCode, RegistryError
+from trustyard.oci.manifest import parse_manifest
+from trustyard.signing.errors import SigningError
+from trustyard.signing.image import check_manifest, verify_manifest
+from trustyard.signing.keys import load_public_key
+from trustyard.signing.layout import parse_json
+from trustyard.trust import model as m
+from trustyard.trust.client_verify import VerifyError, verify_collection
+from trustyard.trust.pinning import TrustPinning
+
+log = structlog.get_logger("trustyard.policy")
+MAX_CONFIG = 4 * 1024 * 1024
+
+
+class PolicyConfigError(ValueError):
+    """A policy rule cannot be built; the message names the rule and the option."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    ok: bool
+    reason: str
+    signer: str | None = None
+
+
+class SignatureCheck(Protocol):
+    """One way of deciding whether a manifest is signed as required."""
+
+    @property
+    def kind(self) -> str: ...
+
+    async def verify(self, repository: str, record: ManifestRecord, tag: str | None) -> Decision:
+        """Decide for `record`, pulled (or pushed) by `tag`, or by digest when `tag` is None."""
+
+
+class TrustFiles(Protocol):
+    async def get(self, gun: str, role: str) -> bytes | None:
+        """The current metadata file of `role` in `gun`, or None."""
+
+
+@dataclass
+class PolicyContext:
+    """What checks may use: the registry's blobs and manifests, and the trust store."""
+
+    read_blob: Callable[[Digest, int], Awaitable[bytes | None]]
+    get_manifest: Callable[[str, Digest], Awaitable[ManifestRecord | None]]
+    trust_files: TrustFiles | None = None
+
+
+CheckFactory = Callable[[dict[str, Any], PolicyContext], SignatureCheck]
+KINDS: dict[str, CheckFactory] = {}
+
+
+def register_kind(name: str, factory: CheckFactory) -> None:
+    """Make `require = {kind = name, …}` available in policy rules."""
+    KINDS[name] = factory
+
+
+def build_check(spec: dict[str, Any], ctx: PolicyContext) -> SignatureCheck:
+    kind = spec.get("kind")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise PolicyConfigError(
+            f"unknown signature kind {kind!r}; known: {', '.join(sorted(KINDS))}"
+        )
+    return KINDS[kind](spec, ctx)
+
+
+def _str_list(spec: dict[str, Any], key: str) -> list[str]:
+    value = spec.get(key) or []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise PolicyConfigError(f"{key} must be a string or a list of strings")
+    return value
+
+
+# -- notary ---------------------------------------------------------------------------------------
+class HttpTrustFiles:
+    """Metadata from a Notary server URL (notary-server, or another trustyard)."""
+
+    def __init__(self, url: str, ca_file: str | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.verify: Any = ca_file or True
+
+    async def get(self, gun: str, role: str) -> bytes | None:
+        async with httpx.AsyncClient(verify=self.verify, timeout=10) as client:
+            r = await client.get(f"{self.url}/v2/{gun}/_trust/tuf/{role}.json")
+        if r.status_code == 404:
+            return None
+        r.raise_for_status()
+        return r.content
+
+
+class NotaryCheck:
+    """The tag must be a target of the GUN `gun_prefix + repository` with the manifest's
+    digest and size, in trust data whose root is pinned (`ca` file or `root_keys`)."""
+
+    kind = "notary"
+
+    def __init__(self, spec: dict[str, Any], ctx: PolicyContext) -> None:
+        self.ctx = ctx
+        self.gun_prefix = str(spec.get("gun_prefix", ""))
+        self.roles = _str_list(spec, "roles")
+        root_keys = _str_list(spec, "root_keys")
+        ca = spec.get("ca")
+        if ca is not None and not isinstance(ca, str):
+            raise PolicyConfigError("notary: ca must be the path of a PEM file")
+        if ca is not None and not Path(ca).is_file():
+            raise PolicyConfigError(f"notary: ca file {ca} does not exist")
+        pinned = bool(root_keys or ca)
+        self.pinning = TrustPinning(
+            certs={self.gun_prefix + "*": tuple(k.lower() for k in root_keys)} if root_keys else {},
+            ca={self.gun_prefix: Path(ca)} if ca else {},
+            disable_tofu=pinned,
+        )
+        server = spec.get("server")
+        if server is not None:
+            self.files: TrustFiles | None = HttpTrustFiles(str(server), spec.get("server_ca"))
+        else:
+            self.files = ctx.trust_files
+        if self.files is None:
+            raise PolicyConfigError("notary: no trust store here; set server = URL")
+
+    async def _collection_files(self, gun: str) -> dict[str, bytes]:
+        assert self.files is not None
+        files: dict[str, bytes] = {}
+        for role in (m.ROOT, m.TIMESTAMP, m.SNAPSHOT, m.TARGETS):
+            data = await self.files.get(gun, role)
+            if data is not None:
+                files[role] = data
+        if m.SNAPSHOT in files:
+            try:
+                names = [
+                    r for r in m.parse_meta_map(m.SNAPSHOT, files[m.SNAPSHOT]).meta if "/" in r
+                ]
+            except m.MetadataError:
+                names = []
+            for name in names:
+                data = await self.files.get(gun, name)
+                if data is not None:
+                    files[name] = data
+        return files
+
+    async def verify(self, repository: str, record: ManifestRecord, tag: str | None) -> Decision:
+        gun = self.gun_prefix + repository
+        try:
+            files = await self._collection_files(gun)
+            coll = verify_collection(gun, files, self.pinning)
+        except VerifyError as exc:
+            return Decision(False, f"notary trust data of {gun}: {exc}")
+        except httpx.HTTPError as exc:
+            return Decision(False, f"notary server unreachable for {gun}: {exc}")
+        want = record.digest.hex if record.digest.algorithm == "sha256" else None
+        if tag is not None:
+            hits = [h for h in coll.lookup(tag) if not self.roles or h.role in self.roles]
+            if not hits:
+                return Decision(False, f"tag {tag} is not signed in {gun}")
+            hit = hits[0]
+            if hit.sha256 != want or hit.meta.length != record.size:
+                return Decision(
+                    False,
+                    f"tag {tag} is signed in {gun} ({hit.role}) as sha256:{hit.sha256}, but the "
+                    f"registry holds {record.digest} (the tag moved after signing)",
+                )
+            return Decision(True, f"tag {tag} signed in {hit.role}", ",".join(hit.signers))
+        if want is None:
+            return Decision(False, f"{record.digest} is not a sha256 digest")
+        found = [(n, h) for n, h in coll.by_digest(want) if not self.roles or h.role in self.roles]
+        if found:
+            name, hit = found[0]
+            return Decision(True, f"signed as {name} in {hit.role}", ",".join(hit.signers))
+        for role in coll.targets.values():
+            for meta in role.targets.values():
+                h = meta.hashes.get("sha256")
+                if h is None:
+                    continue
+                parent = await self.ctx.get_manifest(repository, Digest("sha256", h.hex()))
+                if parent is None or parent.media_type not in mt.INDEXES:
+                    continue
+                index = parse_manifest(parent.content, parent.media_type)
+                if any(c.digest == record.digest for c in index.children):
+                    return Decision(True, f"child of signed index {parent.digest}")
+        return Decision(False, f"{record.digest} is not signed in {gun}")
+
+
+# -- annotations (ir-sign) ------------------------------------------------------------------------
+class AnnotationsCheck:
+    """ir-sign annotations: the vendor key is endorsed by `root_ca_pub` and signs the config."""
+
+    kind = "annotations"
+
+    def __init__(self, spec: dict[str, Any], ctx: PolicyContext) -> None:
+        self.ctx = ctx
+        path = spec.get("root_ca_pub")
+        if not isinstance(path, str):
+            raise PolicyConfigError("annotations: root_ca_pub (path of root-ca.pub) is required")
+        try:
+            self.root_pub = load_public_key(Path(path).read_bytes(), path)
+        except OSError as exc:
+            raise PolicyConfigError(f"annotations: cannot read {path}: {exc.strerror}") from None
+        except SigningError as exc:
+            raise PolicyConfigError(f"annotations: {exc}") from None
+
+    async def verify(self, repository: str, record: ManifestRecord, tag: str | None) -> Decision:
+        digest = str(record.digest)
+        try:
+            manifest = parse_json(record.content, f"manifest {digest}")
+            config = check_manifest(manifest, digest)
+            config_digest = Digest.parse(str(config.get("digest")))
+        except (SigningError, RegistryError) as exc:
+            return Decision(False, f"not a signable image manifest: {exc}")
+        data = await self.ctx.read_blob(config_digest, MAX_CONFIG)
+
+        def config_sha384() -> bytes:
+            if data is None:
+                raise SigningError(f"config blob {config_digest} is not in the registry")
+            actual = hashlib.new(config_digest.algorithm, data).hexdigest()
+            if actual != config_digest.hex or len(data) != config.get("size"):
+                raise SigningError(f"config blob does not match {config_digest}")
+            return hashlib.sha384(data).digest()
+
+        report = verify_manifest(digest, manifest, config, config_sha384, self.root_pub)
+        if report.ok:
+            return Decision(
+                True, "ir-sign signature endorsed by root CA", ",".join(report.verified)
+            )
+        failed = [c.text for c in report.checks if c.status != "ok"]
+        return Decision(False, "; ".join(failed) or "not signed")
+
+
+# -- any-of ---------------------------------------------------------------------------------------
+class AnyOfCheck:
+    kind = "any-of"
+
+    def __init__(self, spec: dict[str, Any], ctx: PolicyContext) -> None:
+        specs = spec.get("of")
+        if not isinstance(specs, list) or not specs or not all(isinstance(s, dict) for s in specs):
+            raise PolicyConfigError("any-of: `of` must be a non-empty list of requirements")
+        self.checks = [build_check(s, ctx) for s in specs]
+
+    async def verify(self, repository: str, record: ManifestRecord, tag: str | None) -> Decision:
+        reasons = []
+        for check in self.checks:
+            decision = await check.verify(repository, record, tag)
+            if decision.ok:
+                return Decision(True, f"{check.kind}: {decision.reason}", decision.signer)
+            reasons.append(f"{check.kind}: {decision.reason}")
+        return Decision(False, " | ".join(reasons))
+
+
+register_kind("notary", NotaryCheck)
+register_kind("annotations", AnnotationsCheck)
+register_kind("any-of", AnyOfCheck)
+
+
+# -- rules ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    repositories: tuple[str, ...]
+    check: SignatureCheck
+    mode: str = "enforce"
+    protect_tags: tuple[str, ...] = ()
+
+    def matches(self, repository: str) -> bool:
+        return any(fnmatch.fnmatchcase(repository, p) for p in self.repositories)
+
+
+@dataclass
+class Policy:
+    rules: list[Rule] = field(default_factory=list)
+
+    def rule_for(self, repository: str) -> Rule | None:
+        return next((r for r in self.rules if r.matches(repository)), None)
+
+    async def _decide(
+        self, rule: Rule, action: str, repository: str, record: ManifestRecord, tag: str | None
+    ) -> None:
+        try:
+            decision = await rule.check.verify(repository, record, tag)
+        except Exception as exc:  # a broken check must deny, never let through silently
+            log.exception("policy_check_failed", rule=rule.name)
+            decision = Decision(False, f"check failed: {exc.__class__.__name__}")
+        log.info(
+            "policy_decision",
+            action=action,
+            repository=repository,
+            reference=tag or str(record.digest),
+            digest=str(record.digest),
+            policy=rule.name,
+            kind=rule.check.kind,
+            mode=rule.mode,
+            allowed=decision.ok,
+            reason=decision.reason,
+            signer=decision.signer,
+        )
+        if not decision.ok and rule.mode == "enforce":
+            what = f"{repository}:{tag}" if tag else f"{repository}@{record.digest}"
+            raise RegistryError(
+                ErrorCode.DENIED,
+                f"{action} of {what} denied by signature policy {rule.name!r} "
+                f"(requires {rule.check.kind}): {decision.reason}",
+                detail={"policy": rule.name, "reason": decision.reason},
+            )
+
+    async def on_pull(self, repository: str, tag: str | None, record: ManifestRecord) -> None:
+        rule = self.rule_for(repository)
+        if rule is not None:
+            await self._decide(rule, "pull", repository, record, tag)
+
+    async def on_push(self, repository: str, tags: list[str], record: ManifestRecord) -> None:
+        rule = self.rule_for(repository)
+        if rule is None or not rule.protect_tags:
+            return
+        for tag in tags:
+            if any(fnmatch.fnmatchcase(tag, p) for p in rule.protect_tags):
+                await self._decide(rule, "push", repository, record, tag)
+
+
+def build_policy(rules: list[dict[str, Any]], ctx: PolicyContext) -> Policy:
+    built = []
+    for i, raw in enumerate(rules):
+        name = str(raw.get("name") or f"rule-{i + 1}")
+        try:
+            check = build_check(dict(raw.get("require") or {}), ctx)
+        except PolicyConfigError as exc:
+            raise PolicyConfigError(f"policy rule {name!r}: {exc}") from None
+        built.append(
+            Rule(
+                name=name,
+                repositories=tuple(raw.get("repositories") or ("*",)),
+                check=check,
+                mode=str(raw.get("mode", "enforce")),
+                protect_tags=tuple(raw.get("protect_tags") or ()),
+            )
+        )
+    return Policy(built)
