@@ -46,7 +46,10 @@ def docker(tmp_path: Path) -> Docker:
 
 def served(server: ServerProcess, repo: str, ref: str) -> httpx.Response:
     r = httpx.get(
-        f"{server.url}/v2/{repo}/manifests/{ref}", headers={"Accept": ALL_MANIFESTS}, timeout=30
+        f"{server.url}/v2/{repo}/manifests/{ref}",
+        headers={"Accept": ALL_MANIFESTS},
+        timeout=30,
+        follow_redirects=True,
     )
     assert r.status_code == 200, r.text
     return r

@@ -54,7 +54,10 @@ def skopeo_push(layout: Path, tag: str, dest: str, *extra: str) -> None:
 
 def manifest_of(server: ServerProcess, repo: str, ref: str) -> httpx.Response:
     r = httpx.get(
-        f"{server.url}/v2/{repo}/manifests/{ref}", headers={"Accept": ALL_MANIFESTS}, timeout=30
+        f"{server.url}/v2/{repo}/manifests/{ref}",
+        headers={"Accept": ALL_MANIFESTS},
+        timeout=30,
+        follow_redirects=True,
     )
     assert r.status_code == 200, r.text
     return r
@@ -86,7 +89,9 @@ def test_pull_push_pull_keeps_image_id(
     assert manifest["config"]["digest"] == sha256(image.config)
     assert pushed.headers["docker-content-digest"] == sha256(pushed.content)
     config = httpx.get(
-        f"{shared_server.url}/v2/podman/dst/blobs/{manifest['config']['digest']}", timeout=30
+        f"{shared_server.url}/v2/podman/dst/blobs/{manifest['config']['digest']}",
+        timeout=30,
+        follow_redirects=True,
     )
     assert config.status_code == 200
     assert json.loads(config.content)["rootfs"] == json.loads(image.config)["rootfs"]

@@ -44,7 +44,10 @@ def copy(src: str, dest: str, *extra: str) -> None:
 
 def get_manifest(server: ServerProcess, repo: str, ref: str) -> httpx.Response:
     return httpx.get(
-        f"{server.url}/v2/{repo}/manifests/{ref}", headers={"Accept": ALL_MANIFESTS}, timeout=30
+        f"{server.url}/v2/{repo}/manifests/{ref}",
+        headers={"Accept": ALL_MANIFESTS},
+        timeout=30,
+        follow_redirects=True,
     )
 
 
@@ -122,7 +125,9 @@ def test_docker_archive_source(shared_server: ServerProcess, tmp_path: Path) -> 
     assert r.headers["content-type"] == DOCKER_MANIFEST
     manifest = r.json()
     config = httpx.get(
-        f"{shared_server.url}/v2/skopeo/archive/blobs/{manifest['config']['digest']}", timeout=30
+        f"{shared_server.url}/v2/skopeo/archive/blobs/{manifest['config']['digest']}",
+        timeout=30,
+        follow_redirects=True,
     )
     assert config.status_code == 200
     assert sha256(config.content) == manifest["config"]["digest"]
@@ -131,7 +136,9 @@ def test_docker_archive_source(shared_server: ServerProcess, tmp_path: Path) -> 
     # Every layer in the registry decompresses to the tar the config's diff_id names.
     for layer, diff_id, original in zip(manifest["layers"], diff_ids, image.layers, strict=True):
         blob = httpx.get(
-            f"{shared_server.url}/v2/skopeo/archive/blobs/{layer['digest']}", timeout=30
+            f"{shared_server.url}/v2/skopeo/archive/blobs/{layer['digest']}",
+            timeout=30,
+            follow_redirects=True,
         )
         assert blob.status_code == 200
         assert sha256(blob.content) == layer["digest"]
