@@ -29,14 +29,6 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
-def _sync_url(url: str) -> str:
-    return (
-        url.replace("postgresql://", "postgresql+psycopg2://")
-        if url.startswith("postgresql://")
-        else url
-    )
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_migrations_match_models(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
