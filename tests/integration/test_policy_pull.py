@@ -15,7 +15,7 @@ import pytest
 from tests.integration.conftest import require
 from tests.integration.images import make_image, push_image
 from tests.integration.server import ServerProcess
-from tests.integration.test_trust_client_flow import push, trust
+from tests.integration.trusttools import push, trust
 
 pytestmark = [pytest.mark.needs_skopeo, pytest.mark.needs_podman, pytest.mark.slow]
 

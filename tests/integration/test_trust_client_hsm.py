@@ -10,13 +10,14 @@ import hashlib
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import require
 from tests.integration.server import ServerProcess
-from tests.integration.test_trust_client_flow import make_ca, notary, openssl, push, srv, trust
+from tests.integration.trusttools import make_ca, notary, openssl, push, trust
 
 pytestmark = [
     pytest.mark.needs_notary,
@@ -24,11 +25,17 @@ pytestmark = [
     pytest.mark.needs_skopeo,
     pytest.mark.slow,
 ]
-__all__ = ["srv"]  # the module-scoped server fixture
 
 
-def softhsm_token(tmp_path: Path, key_pem: Path) -> dict[str, str]:
-    """A SoftHSM2 token 'org-root' holding the given P-384 key as 'root'; returns its env."""
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    s = ServerProcess(tmp_path_factory.mktemp("hsm") / "data").start()
+    yield s
+    s.stop()
+
+
+def softhsm_token(tmp_path: Path, keys: dict[str, Path]) -> dict[str, str]:
+    """A SoftHSM2 token 'org-root' holding the given P-384 keys by label; returns its env."""
     util = require("softhsm2-util")
     (tmp_path / "tokens").mkdir()
     conf = tmp_path / "softhsm2.conf"
@@ -39,13 +46,16 @@ def softhsm_token(tmp_path: Path, key_pem: Path) -> dict[str, str]:
         [util, "--init-token", "--free", "--label", "org-root", "--pin", "1234", "--so-pin", "5678"],
         check=True, capture_output=True, env=env,
     )  # fmt: skip
-    p8 = tmp_path / "root.p8.pem"
-    openssl("pkcs8", "-topk8", "-nocrypt", "-in", str(key_pem), "-out", str(p8))
-    subprocess.run(
-        [util, "--import", str(p8), *label, "--label", "root", "--id", "01", "--pin", "1234"],
-        check=True, capture_output=True, env=env,
-    )  # fmt: skip
-    p8.unlink()
+    for n, (name, key_pem) in enumerate(keys.items(), start=1):
+        p8 = tmp_path / f"{name}.p8.pem"
+        openssl("pkcs8", "-topk8", "-nocrypt", "-in", str(key_pem), "-out", str(p8))
+        subprocess.run(
+            [util, "--import", str(p8), *label, "--label", name, "--id", f"{n:02d}", "--pin",
+             "1234"],
+            check=True, capture_output=True, env=env,
+        )  # fmt: skip
+        p8.unlink()
+        key_pem.unlink()
     return {"SOFTHSM2_CONF": str(conf)}
 
 
@@ -66,15 +76,21 @@ def test_seed_002_flow_with_hsm_root_and_pinned_ca(srv: ServerProcess, tmp_path:
     root_key = tmp_path / "hsmroot.key"  # made outside, imported into the token, then deleted
     openssl("ecparam", "-name", "secp384r1", "-genkey", "-noout", "-out", str(root_key))
     root_cert = ca_issued(tmp_path, ca, root_key, gun)
-    hsm = softhsm_token(tmp_path, root_key)
-    root_key.unlink()
+    targets_key = tmp_path / "hsmtargets.key"
+    openssl("ecparam", "-name", "secp384r1", "-genkey", "-noout", "-out", str(targets_key))
+    hsm = softhsm_token(tmp_path, {"root": root_key, "targets": targets_key})
+    # the targets key's PIN comes from NOTARY_TARGETS_PASSPHRASE, as Notary asks for a token PIN
+    hsm["NOTARY_TARGETS_PASSPHRASE"] = "1234"
     uri = "pkcs11:token=org-root;object=root?pin-value=1234"
     owner = tmp_path / "owner"
     out = trust(
         srv, owner, "init", gun, "--root-key", uri, "--root-cert", str(root_cert),
-        "--server-managed-snapshot", env=hsm,
+        "--targets-key", "pkcs11:token=org-root;object=targets", "--server-managed-snapshot",
+        env=hsm,
     )  # fmt: skip
     assert "1234" not in out
+    stored = [json.loads(p.read_text()) for p in (owner / "private").glob("*.json")]
+    assert [k["pkcs11"] for k in stored] == ["pkcs11:token=org-root;object=targets"]
     assert not list((owner / "private").glob("*.key")) or all(
         json.loads(p.with_suffix(".json").read_text())["role"] != "root"
         for p in (owner / "private").glob("*.key")
@@ -84,7 +100,7 @@ def test_seed_002_flow_with_hsm_root_and_pinned_ca(srv: ServerProcess, tmp_path:
     trust(srv, delegate, "key", "generate", "ci", "-o", str(tmp_path))
     trust(
         srv, owner, "delegation", "add", gun, "releases", "--key", str(tmp_path / "ci.crt"),
-        "--paths", "v",
+        "--paths", "v", env=hsm,
     )  # fmt: skip
     digest = push(srv, "org/app", "v1", "seed002")
     raw = subprocess.run(

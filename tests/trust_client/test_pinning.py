@@ -51,7 +51,7 @@ def test_self_signed_root_tofu_and_disable_tofu_message() -> None:
     k = key()
     root = m.parse_root(root_file([cert(GUN, k)], k))
     assert check_root(GUN, root, TrustPinning(), tofu_ok=True, now=NOW).how == "tofu"
-    with pytest.raises(PinningError, match="disable_tofu.*trustyard trust key import"):
+    with pytest.raises(PinningError, match=r"disable_tofu.*trustyard trust key import"):
         check_root(GUN, root, TrustPinning(disable_tofu=True), tofu_ok=False, now=NOW)
 
 

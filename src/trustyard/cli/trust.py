@@ -142,6 +142,10 @@ def init(
     server_managed_snapshot: Annotated[
         bool, typer.Option("--server-managed-snapshot", help="The server signs snapshots.")
     ] = False,
+    targets_key: Annotated[
+        str | None,
+        typer.Option("--targets-key", help="Targets key file or pkcs11: URI (default: new key)."),
+    ] = None,
 ) -> None:
     """Create a collection: root (X.509, CN = GUN), targets and snapshot keys; publish."""
     with _client(ctx) as client:
@@ -150,6 +154,7 @@ def init(
             root_key=root_key,
             root_cert=root_cert,
             server_managed_snapshot=server_managed_snapshot,
+            targets_key=targets_key,
         )
     typer.echo(f"initialized {gun}")
     for role, keyid in ids.items():

@@ -151,6 +151,13 @@ def self_signed_cert(signer: FileSigner, cn: str, lifetime: dt.timedelta) -> x50
     )
 
 
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise TrustError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
 def gun_of(host: str, repository: str) -> str:
     """Docker Content Trust's GUN for an image: the registry host and the repository."""
     return f"{host}/{repository}"
@@ -338,10 +345,7 @@ class TrustClient:
         if root_key and root_key.startswith("pkcs11:"):
             return TokenSigner(root_key)
         if root_key:
-            try:
-                data = Path(root_key).read_bytes()
-            except OSError as exc:
-                raise TrustError(f"cannot read root key {root_key}: {exc.strerror}") from None
+            data = _read(root_key, "root key")
             return FileSigner(self.keys.import_key(data, "root", gun, root_key))
         existing = self.keys.ids("root")
         if existing:  # one root key for every collection, as Notary does
@@ -383,6 +387,7 @@ class TrustClient:
         root_key: str | None = None,
         root_cert: Path | None = None,
         server_managed_snapshot: bool = False,
+        targets_key: str | None = None,
     ) -> dict[str, str]:
         if self.get_file(gun, m.ROOT) is not None:
             raise TrustError(f"{gun} already has trust data on {self.config.server}")
@@ -390,7 +395,14 @@ class TrustClient:
             signer = self._root_signer(gun, root_key)
             certs = self._root_certs(gun, signer, root_cert)
             root_pub = cert_key(certs)
-            targets = FileSigner(self.keys.generate("targets", gun))
+            targets: NotarySigner
+            if targets_key and targets_key.startswith("pkcs11:"):
+                targets = self.keys.add_token(targets_key, "targets", gun)
+            elif targets_key:
+                data = _read(targets_key, "targets key")
+                targets = FileSigner(self.keys.import_key(data, "targets", gun, targets_key))
+            else:
+                targets = FileSigner(self.keys.generate("targets", gun))
             snapshot: FileSigner | None = None
             if server_managed_snapshot:
                 snapshot_pub = self.server_key(gun, m.SNAPSHOT)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from trustyard.signing.errors import SigningError
-from trustyard.signing.pkcs11 import Pkcs11Signer
+from trustyard.signing.pkcs11 import Pkcs11Signer, Pkcs11Uri
 from trustyard.trust.keys import PrivateKey, PublicKey
 from trustyard.trust.pinning import public_key_of
 
@@ -76,9 +77,10 @@ class TokenSigner:
     """A PKCS#11 EC key (trustyard.signing.pkcs11): SHA-256 on the host, CKM_ECDSA in the token,
     the token's r‖s kept raw as Notary wants it."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str | Pkcs11Uri) -> None:
         try:
-            self._token = Pkcs11Signer.from_uri(uri)
+            parsed = uri if isinstance(uri, Pkcs11Uri) else Pkcs11Uri.parse(uri)
+            self._token = Pkcs11Signer(parsed)
             der = self._token.public_key_der()
         except SigningError as exc:
             raise KeyStoreError(str(exc)) from None
@@ -187,20 +189,48 @@ class KeyStore:
             return None
         return value if isinstance(value, dict) else None
 
+    def add_token(self, uri: str, role: str, gun: str) -> TokenSigner:
+        """Use a key in a PKCS#11 token for `role`; the URI is kept without its pin-value (the
+        PIN then comes from the role's passphrase variable, as Notary asks for a token PIN)."""
+        parsed = Pkcs11Uri.parse(uri)
+        if parsed.pin is None:
+            parsed = replace(parsed, pin=self._passphrase(role, creating=False).decode())
+        signer = TokenSigner(parsed)
+        stored = re.sub(r"[;&?]?pin-value=[^;&]*", "", uri)
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = {"role": role, "gun": gun, "pkcs11": stored}
+        path = self.dir / f"{signer.public.key_id}.json"
+        path.write_text(json.dumps(info, sort_keys=True) + "\n")
+        return signer
+
     def ids(self, role: str | None = None) -> list[str]:
         if not self.dir.is_dir():
             return []
         found = []
-        for path in sorted(self.dir.glob("*.key")):
+        for path in sorted(self.dir.glob("*.json")):
             info = self.info(path.stem) or {}
+            if not self.has(path.stem):
+                continue
             if role is None or info.get("role") == role:
                 found.append(path.stem)
         return found
 
     def has(self, keyid: str) -> bool:
-        return (self.dir / f"{keyid}.key").exists()
+        if (self.dir / f"{keyid}.key").exists():
+            return True
+        return "pkcs11" in (self.info(keyid) or {})
 
-    def signer(self, keyid: str) -> FileSigner:
+    def signer(self, keyid: str) -> NotarySigner:
+        info = self.info(keyid) or {}
+        if "pkcs11" in info and not (self.dir / f"{keyid}.key").exists():
+            try:
+                parsed = Pkcs11Uri.parse(info["pkcs11"])
+            except SigningError as exc:
+                raise KeyStoreError(str(exc)) from None
+            if parsed.pin is None:
+                role = info.get("role", "delegation")
+                parsed = replace(parsed, pin=self._passphrase(role, creating=False).decode())
+            return TokenSigner(parsed)
         if keyid in self._cache:
             return FileSigner(self._cache[keyid])
         path = self.dir / f"{keyid}.key"
