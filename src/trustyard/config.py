@@ -20,6 +20,9 @@ _WORKER_ENV = "TRUSTYARD__RESOLVED_SETTINGS"
 
 MiB = 1024 * 1024
 
+RouteGroup = Literal["registry", "trust", "token"]
+ROUTE_GROUPS: tuple[RouteGroup, ...] = ("registry", "trust", "token")
+
 
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
@@ -85,6 +88,12 @@ class TrustSettings(BaseModel):
     # Encrypts server private keys at rest (TRUSTYARD_TRUST__KEY_PASSPHRASE). None: a random
     # passphrase is generated once into data_dir/trust/passphrase (mode 0600).
     key_passphrase: str | None = Field(default=None, repr=False)
+    # Generate new server keys (ECDSA P-256) in a PKCS#11 token instead, e.g.
+    # "pkcs11:token=trust?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=/run/pin"
+    # (TRUSTYARD_TRUST__KEY_STORE); the PIN may instead be given as key_store_pin
+    # (TRUSTYARD_TRUST__KEY_STORE_PIN). None: keys encrypted with key_passphrase in the database.
+    key_store: str | None = Field(default=None, repr=False)
+    key_store_pin: str | None = Field(default=None, repr=False)
     timestamp_expiry_days: float = Field(default=14.0, gt=0)
     snapshot_expiry_days: float = Field(default=3 * 365.0, gt=0)
     # A timestamp with less time than this left is re-signed when fetched.
@@ -180,6 +189,44 @@ class Settings(BaseModel):
     trust: TrustSettings = Field(default_factory=lambda: TrustSettings())
     # Signature policy on the pull path (docs/policy.md)
     policy: PolicySettings = Field(default_factory=lambda: PolicySettings())
+    # Route groups this process serves (`trustyard serve --only token`); empty: all of them
+    only: tuple[RouteGroup, ...] = ()
+
+    @field_validator("only", mode="before")
+    @classmethod
+    def _split_only(cls, value: Any) -> Any:
+        return _route_groups(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_only_implies_token_auth(cls, data: Any) -> Any:
+        """`only = ["token"]` runs the issuer alone: token auth is implied unless set otherwise."""
+        if not isinstance(data, dict) or set(_route_groups(data.get("only")) or ()) != {"token"}:
+            return data
+        auth = data.get("auth")
+        if isinstance(auth, AuthSettings):
+            if auth.mode == "none":
+                data = {**data, "auth": auth.model_copy(update={"mode": "token"})}
+        elif auth is None or isinstance(auth, dict):
+            auth = dict(auth or {})
+            if str(auth.get("mode", "none")).lower() == "none":
+                data = {**data, "auth": {**auth, "mode": "token"}}
+        return data
+
+    @model_validator(mode="after")
+    def _token_group_needs_issuer(self) -> Settings:
+        if "token" in self.only and (self.auth.mode != "token" or not self.auth.token.issue):
+            raise ValueError(
+                "only includes 'token' (the token issuer) but auth.mode is "
+                f"{self.auth.mode!r} and auth.token.issue is {self.auth.token.issue}: set "
+                "auth.mode = 'token' and keep auth.token.issue = true"
+            )
+        return self
+
+    @property
+    def route_groups(self) -> frozenset[str]:
+        """What this process mounts: `only`, or every group when `only` is empty."""
+        return frozenset(self.only or ROUTE_GROUPS)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -204,6 +251,13 @@ class Settings(BaseModel):
     def metadata_target(self) -> Path | str:
         """Where metadata lives: `database_url` (PostgreSQL) or the embedded SQLite file."""
         return self.database_url or self.database_path
+
+
+def _route_groups(value: Any) -> Any:
+    """`"token"`, `"token,registry"` or a list: a tuple of group names (validated by pydantic)."""
+    if isinstance(value, str):
+        return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+    return value
 
 
 def _from_env(environ: dict[str, str]) -> dict[str, Any]:

@@ -20,7 +20,8 @@ from trustyard.auth.tokens import (
     load_or_create_signing_key,
     load_signing_key,
 )
-from trustyard.auth.users import Accounts, HtpasswdFile, LoginLimiter
+from trustyard.auth.users import Accounts, HtpasswdFile, LoginLimiter, SharedLoginLimiter
+from trustyard.cache import Cache
 from trustyard.config import AuthSettings
 from trustyard.metadata.auth_base import AuthStore
 
@@ -35,9 +36,12 @@ class AuthRuntime:
     policy: AccessPolicy
     verifier: TokenVerifier | None
     tokens: TokenService | None
+    cache: Cache | None = None
 
     async def close(self) -> None:
         await self.store.close()
+        if self.cache is not None:
+            await self.cache.close()
 
 
 def signing_key(settings: AuthSettings, data_dir: Path) -> SigningKey:
@@ -63,16 +67,25 @@ def trusted_keys(settings: AuthSettings, own: SigningKey | None) -> TrustedKeys:
     return trusted
 
 
-def build_auth(settings: AuthSettings, data_dir: Path, store: AuthStore) -> AuthRuntime:
+def login_limiter(settings: AuthSettings, cache: Cache | None) -> LoginLimiter:
+    """Failed-login counters: in the shared cache when there is one (Redis), else per process."""
+    limits = (
+        settings.max_failed_logins,
+        settings.max_failed_logins_per_client,
+        settings.failed_login_window_seconds,
+    )
+    return SharedLoginLimiter(cache, *limits) if cache is not None else LoginLimiter(*limits)
+
+
+def build_auth(
+    settings: AuthSettings, data_dir: Path, store: AuthStore, cache: Cache | None = None
+) -> AuthRuntime:
+    """`cache`: the shared cache (Redis) for failed-login counters; closed with the runtime."""
     htpasswd = HtpasswdFile(settings.htpasswd) if settings.htpasswd else None
     accounts = Accounts(
         store,
         bcrypt_cost=settings.bcrypt_cost,
-        limiter=LoginLimiter(
-            settings.max_failed_logins,
-            settings.max_failed_logins_per_client,
-            settings.failed_login_window_seconds,
-        ),
+        limiter=login_limiter(settings, cache),
         htpasswd=htpasswd,
     )
     policy = AccessPolicy(store.list_rules)
@@ -112,4 +125,4 @@ def build_auth(settings: AuthSettings, data_dir: Path, store: AuthStore) -> Auth
         )
     elif settings.mode == "htpasswd" and settings.htpasswd is None:
         raise ValueError("auth.mode is htpasswd but auth.htpasswd (the file) is not set")
-    return AuthRuntime(settings, store, accounts, policy, verifier, tokens)
+    return AuthRuntime(settings, store, accounts, policy, verifier, tokens, cache)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import bcrypt
 
+from trustyard.cache import Cache
 from trustyard.metadata.auth_base import Account, AccountStore
 
 NAME_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
@@ -101,7 +102,8 @@ class LoginLimiter:
     """Failed-login counters per key (account or client address) in a fixed window.
 
     In-process: with several workers each counts on its own, so the effective limit is at most
-    workers times the limit (documented in docs/auth.md).
+    workers times the limit (documented in docs/auth.md). `SharedLoginLimiter` shares the
+    counters between workers and replicas through the cache (Redis).
     """
 
     max_failures: int = 5
@@ -113,7 +115,7 @@ class LoginLimiter:
     def _limit(self, key: str) -> int:
         return self.max_failures_per_client if key.startswith("ip:") else self.max_failures
 
-    def check(self, *keys: str) -> None:
+    async def check(self, *keys: str) -> None:
         now = self.clock()
         for key in keys:
             count, start = self._failures.get(key, (0, now))
@@ -124,7 +126,7 @@ class LoginLimiter:
                 retry = max(1, int(start + self.window_seconds - now + 0.999))
                 raise RateLimited(retry, key.split(":", 1)[0])
 
-    def failed(self, *keys: str) -> None:
+    async def failed(self, *keys: str) -> None:
         now = self.clock()
         if len(self._failures) > 100_000:
             self._failures = {
@@ -136,8 +138,54 @@ class LoginLimiter:
                 count, start = 0, now
             self._failures[key] = (count + 1, start)
 
-    def succeeded(self, account_key: str) -> None:
+    async def succeeded(self, account_key: str) -> None:
         self._failures.pop(account_key, None)
+
+
+class SharedLoginLimiter(LoginLimiter):
+    """The same limits, counted in the shared cache so every worker and replica sees them.
+
+    A failure adds one to `login-fail:<key>` (a counter whose window starts at its first
+    increment); the failure that reaches the limit writes `login-block:<key>` holding the wall
+    clock time the block ends, for `window_seconds`. `check` reads only the block, so a login
+    attempt costs one cache read. Keys are `account:<name>` or `ip:<address>`: never a secret.
+    """
+
+    def __init__(
+        self,
+        cache: Cache,
+        max_failures: int = 5,
+        max_failures_per_client: int = 20,
+        window_seconds: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(max_failures, max_failures_per_client, window_seconds, clock)
+        self.cache = cache
+
+    async def check(self, *keys: str) -> None:
+        now = self.clock()
+        for key in keys:
+            until = await self.cache.get("login-block:" + key)
+            if until is None:
+                continue
+            try:
+                remaining = float(until) - now
+            except ValueError:
+                remaining = self.window_seconds
+            if remaining > 0:
+                raise RateLimited(max(1, int(remaining + 0.999)), key.split(":", 1)[0])
+
+    async def failed(self, *keys: str) -> None:
+        for key in keys:
+            count = await self.cache.incr("login-fail:" + key, self.window_seconds)
+            if count >= self._limit(key):
+                until = self.clock() + self.window_seconds
+                await self.cache.set(
+                    "login-block:" + key, repr(until).encode(), self.window_seconds
+                )
+
+    async def succeeded(self, account_key: str) -> None:
+        await self.cache.delete("login-fail:" + account_key)
 
 
 # -- htpasswd ---------------------------------------------------------------------------------
@@ -250,7 +298,7 @@ class Accounts:
     async def authenticate(self, name: str, secret: str, client: str) -> Principal:
         """Check a name and secret; raises RateLimited or AuthFailed (reason for the log)."""
         keys = (f"account:{name[:MAX_NAME]}", f"ip:{client}")
-        self.limiter.check(*keys)
+        await self.limiter.check(*keys)
         account = await self.store.get_account(name) if len(name) <= 255 else None
         htpasswd_hash = None
         if account is None and self.htpasswd is not None:
@@ -258,19 +306,19 @@ class Accounts:
         stored = account.secret_hash if account else htpasswd_hash
         ok = await asyncio.to_thread(check_secret, secret, stored or self._dummy)
         if not ok or stored is None:
-            self.limiter.failed(*keys)
+            await self.limiter.failed(*keys)
             raise AuthFailed(
                 f"wrong password for {name[:MAX_NAME]!r}"
                 if stored
                 else f"unknown account {name[:MAX_NAME]!r}"
             )
         if account is None:
-            self.limiter.succeeded(keys[0])
+            await self.limiter.succeeded(keys[0])
             return Principal(name, "user")
         problem = self.usable(account)
         if problem:
             raise AuthFailed(problem)
-        self.limiter.succeeded(keys[0])
+        await self.limiter.succeeded(keys[0])
         return await self.principal(account)
 
     async def refresh(self, name: str, binding: str) -> Principal:

@@ -43,6 +43,14 @@ def serve(
         int | None, typer.Option(help="Worker processes (use one per core).")
     ] = None,
     log_level: LogLevelOption = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Serve only these route groups: registry, trust, token (repeatable or "
+            "comma-separated). `--only token` runs the token issuer alone (/auth/token, "
+            "/auth/jwks.json) and implies auth.mode = token.",
+        ),
+    ] = None,
 ) -> None:
     """Run the registry (embedded default: filesystem blobs + SQLite, nothing else to start)."""
     from granian import Granian
@@ -57,6 +65,7 @@ def serve(
         tls_key=tls_key,
         workers=workers,
         log_level=log_level,
+        only=",".join(only) if only else None,
     )
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise typer.BadParameter("--tls-cert and --tls-key go together")
@@ -78,6 +87,7 @@ def serve(
         address=f"{'https' if settings.tls_cert else 'http'}://{settings.host}:{settings.port}",
         data_dir=str(settings.data_dir),
         workers=settings.workers,
+        routes=sorted(settings.route_groups),
     )
     Granian(
         target="trustyard.http.app:worker_app",

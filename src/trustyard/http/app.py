@@ -30,14 +30,17 @@ from trustyard.metadata.base import ManifestRecord
 from trustyard.metadata.signatures_sql import SqlSignatureStore
 from trustyard.metadata.trust_sql import SqlTrustStore
 from trustyard.oci.digest import Digest
+from trustyard.oci.manifest import Descriptor
 from trustyard.registry import Registry, RegistryOptions
 from trustyard.registry.gc import expire_uploads
 from trustyard.registry.lookups import ManifestLookups
 from trustyard.registry.policy import Policy, PolicyContext, build_policy
+from trustyard.registry.policy_signatures import KINDS_REGISTERED  # noqa: F401 (registers them)
 from trustyard.registry.signatures import SignatureLimits, SimpleSignatures
 from trustyard.storage import S3Options, open_storage
 from trustyard.trust import server as trust_server
 from trustyard.trust.service import NotFound, TrustOptions, TrustService
+from trustyard.trust.token_keys import TokenKeyStore
 
 log = structlog.get_logger("trustyard")
 
@@ -103,8 +106,19 @@ def open_policy(settings: Settings, registry: Registry) -> Policy:
     async def get_manifest(repository: str, digest: Digest) -> ManifestRecord | None:
         return await registry.metadata.get_manifest(repository, digest)
 
+    async def get_tagged(repository: str, tag: str) -> ManifestRecord | None:
+        return await registry.metadata.get_manifest(repository, tag)
+
+    async def referrers(repository: str, digest: Digest) -> list[Descriptor]:
+        return (await registry.referrers(repository, digest, None)).descriptors
+
+    simple = open_simple_signatures(settings, registry)
+
+    async def simple_signatures(repository: str, digest: Digest) -> list[bytes]:
+        return [s.content for s in await simple.store.list_signatures(repository, digest)]
+
     trust = _TrustFiles(open_trust(settings, registry)) if settings.trust.enabled else None
-    ctx = PolicyContext(read_blob, get_manifest, trust)
+    ctx = PolicyContext(read_blob, get_manifest, trust, get_tagged, referrers, simple_signatures)
     return build_policy([r.model_dump() for r in settings.policy.rules], ctx)
 
 
@@ -159,7 +173,10 @@ def open_trust(settings: Settings, registry: Registry) -> TrustService:
         snapshot_expiry=datetime.timedelta(days=settings.trust.snapshot_expiry_days),
         timestamp_refresh=datetime.timedelta(hours=settings.trust.timestamp_refresh_hours),
     )
-    return TrustService(store, _trust_passphrase(settings), options)
+    key_store = None
+    if settings.trust.key_store:
+        key_store = TokenKeyStore(settings.trust.key_store, settings.trust.key_store_pin)
+    return TrustService(store, _trust_passphrase(settings), options, key_store=key_store)
 
 
 def open_simple_signatures(settings: Settings, registry: Registry) -> SimpleSignatures:
@@ -173,37 +190,51 @@ def open_simple_signatures(settings: Settings, registry: Registry) -> SimpleSign
 def create_app(settings: Settings) -> Starlette:
     configure_logging(settings.log_level)
 
+    groups = settings.route_groups
+    # The registry's backends serve the registry and trust routes; the token issuer alone
+    # (`trustyard serve --only token`) needs only the account store.
+    serves_repositories = bool(groups & {"registry", "trust"})
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        registry = await open_registry(settings)
-        app.state.registry = registry
-        app.state.trust = open_trust(settings, registry)
-        app.state.simple_signatures = open_simple_signatures(settings, registry)
-        app.state.trust_max_upload_bytes = settings.trust.max_upload_bytes
+        registry = None
+        if serves_repositories:
+            registry = await open_registry(settings)
+            app.state.registry = registry
+            app.state.trust = open_trust(settings, registry)
+            app.state.simple_signatures = open_simple_signatures(settings, registry)
+            app.state.trust_max_upload_bytes = settings.trust.max_upload_bytes
         app.state.auth = None
         if settings.auth.mode != "none":
             store = await open_auth_store(settings.metadata_target)
-            app.state.auth = build_auth(settings.auth, settings.data_dir, store)
+            # Failed-login counters go to Redis when configured, so replicas share the limit.
+            cache = open_cache(settings.redis_url) if settings.redis_url else None
+            app.state.auth = build_auth(settings.auth, settings.data_dir, store, cache)
         purger = None
-        if settings.upload_purge_interval_seconds > 0:
+        if registry is not None and settings.upload_purge_interval_seconds > 0:
             purger = asyncio.create_task(_purge_uploads_forever(registry, settings))
         try:
             yield
         finally:
             if purger is not None:
                 purger.cancel()
-            await registry.metadata.close()
-            await registry.storage.close()
-            await registry.cache.close()
+            if registry is not None:
+                await registry.metadata.close()
+                await registry.storage.close()
+                await registry.cache.close()
             if app.state.auth is not None:
                 await app.state.auth.close()
 
     issuing = settings.auth.mode == "token" and settings.auth.token.issue
-    token_routes = auth_server.routes() if issuing else []
-    trust_routes = trust_server.routes() if settings.trust.enabled else []
+    token_routes = auth_server.routes() if issuing and "token" in groups else []
+    trust_routes = trust_server.routes() if settings.trust.enabled and "trust" in groups else []
+    registry_routes = [*v2.routes(), *extensions.routes()] if "registry" in groups else []
+    middleware = [Middleware(RegistryHeaders)]
+    if serves_repositories:
+        middleware.append(Middleware(AccessControl))
     return Starlette(
-        routes=[*token_routes, *trust_routes, *v2.routes(), *extensions.routes()],
-        middleware=[Middleware(RegistryHeaders), Middleware(AccessControl)],
+        routes=[*token_routes, *trust_routes, *registry_routes],
+        middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -50,8 +50,11 @@ BlobSweeper = Callable[[Digest, float], Awaitable[bool]]
 
 
 class BlobIndex(Protocol):
-    async def link_blob(self, repository: str, digest: Digest, size: int) -> None:
-        """Record that `repository` holds blob `digest` (creating the repository)."""
+    async def link_blob(
+        self, repository: str, digest: Digest, size: int, finished_upload: str | None = None
+    ) -> None:
+        """Record that `repository` holds blob `digest` (creating the repository), and drop
+        the session row of the upload that produced it, in the same transaction."""
 
     async def mount_blob(self, repository: str, digest: Digest, source: str | None) -> int | None:
         """Link an existing blob from `source` (or from anywhere when None); its size, or None."""

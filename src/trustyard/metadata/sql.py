@@ -82,9 +82,14 @@ class SqlMetadataStore:
         return repo_id
 
     # -- blobs ---------------------------------------------------------------------------------
-    async def link_blob(self, repository: str, digest: Digest, size: int) -> None:
+    async def link_blob(
+        self, repository: str, digest: Digest, size: int, finished_upload: str | None = None
+    ) -> None:
         now = time.time()
         async with self.writer.begin() as conn:
+            if finished_upload is not None:
+                # One transaction instead of two per pushed blob (the upload row is done).
+                await conn.execute(delete(t.uploads).where(t.uploads.c.id == finished_upload))
             repo_id = await self._ensure_repo(conn, repository)
             await conn.execute(
                 self._insert(t.blobs)

@@ -30,7 +30,7 @@ from trustyard.metadata.base import ManifestRecord
 from trustyard.oci import mediatypes as mt
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
-from trustyard.oci.manifest import parse_manifest
+from trustyard.oci.manifest import Descriptor, parse_manifest
 from trustyard.signing.errors import SigningError
 from trustyard.signing.image import check_manifest, verify_manifest
 from trustyard.signing.keys import load_public_key
@@ -76,6 +76,12 @@ class PolicyContext:
     read_blob: Callable[[Digest, int], Awaitable[bytes | None]]
     get_manifest: Callable[[str, Digest], Awaitable[ManifestRecord | None]]
     trust_files: TrustFiles | None = None
+    # For signature kinds stored next to the image (registry/policy_signatures.py):
+    # a manifest by tag (cosign's `sha256-<hex>.sig`), the referrers of a digest (with the
+    # tag-schema fallback folded in) and the simple signatures of the extension API.
+    get_tagged: Callable[[str, str], Awaitable[ManifestRecord | None]] | None = None
+    referrers: Callable[[str, Digest], Awaitable[list[Descriptor]]] | None = None
+    simple_signatures: Callable[[str, Digest], Awaitable[list[bytes]]] | None = None
 
 
 CheckFactory = Callable[[dict[str, Any], PolicyContext], SignatureCheck]

@@ -197,8 +197,7 @@ class Uploads:
                     with contextlib.suppress(RegistryError):
                         await self.storage.truncate(upload_id, before)
                 raise
-            await self.metadata.link_blob(name, digest, size)
-            await self.metadata.delete_upload(upload_id)
+            await self.metadata.link_blob(name, digest, size, finished_upload=upload_id)
         return digest, size
 
     async def monolithic(

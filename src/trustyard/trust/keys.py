@@ -17,7 +17,7 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -210,7 +210,19 @@ class PrivateKey:
         raise KeyError_(f"unsupported stored key {type(key).__name__}")
 
 
-def sign_envelope(signed: dict[str, Any], keys: list[PrivateKey]) -> bytes:
+class Signer(Protocol):
+    """What signs server metadata: a `PrivateKey` or a key in a PKCS#11 token."""
+
+    @property
+    def public(self) -> PublicKey: ...
+
+    @property
+    def method(self) -> str: ...
+
+    def sign(self, message: bytes) -> bytes: ...
+
+
+def sign_envelope(signed: dict[str, Any], keys: list[Signer]) -> bytes:
     """`{"signed", "signatures"}` as canonical JSON bytes, signed by every key in `keys`."""
     message = canonical_json(signed)
     signatures = [

@@ -5,6 +5,7 @@ No HTTP types. The store is a `TrustStore`; keys are encrypted at rest with the 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import time
@@ -13,8 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from trustyard.trust import model as m
-from trustyard.trust.keys import PrivateKey, PublicKey, ServerKeyAlgorithm, sign_envelope
+from trustyard.trust.keys import (
+    PrivateKey,
+    PublicKey,
+    ServerKeyAlgorithm,
+    Signer,
+    sign_envelope,
+)
 from trustyard.trust.store import AuditEvent, Change, ServerKey, StaleVersion, TrustStore, TufFile
+from trustyard.trust.token_keys import TokenKeyStore, is_token_reference
 from trustyard.trust.validation import (
     Checked,
     OldVersion,
@@ -55,12 +63,16 @@ class TrustService:
         passphrase: bytes,
         options: TrustOptions | None = None,
         clock: Callable[[], dt.datetime] | None = None,
+        key_store: TokenKeyStore | None = None,
     ) -> None:
         self.store = store
         self._passphrase = passphrase
+        # New server keys are generated in this PKCS#11 token when set; keys stored earlier
+        # (encrypted with the passphrase) keep working either way.
+        self.key_store = key_store
         self.options = options or TrustOptions()
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
-        self._key_cache: dict[tuple[str, str], PrivateKey] = {}
+        self._key_cache: dict[tuple[str, str], Signer] = {}
 
     # -- reading -------------------------------------------------------------------------------
     async def get_metadata(
@@ -121,14 +133,24 @@ class TrustService:
         return await self.store.get_file(gun, m.TIMESTAMP)
 
     # -- server keys ---------------------------------------------------------------------------
-    async def _load_key(self, key: ServerKey) -> PrivateKey:
+    async def _load_key(self, key: ServerKey) -> Signer:
         cached = self._key_cache.get((key.gun, key.key_id))
         if cached is None:
-            cached = PrivateKey.decrypt(key.private, self._passphrase)
+            if is_token_reference(key.private):
+                if self.key_store is None:
+                    raise ValidationFailure(
+                        "ErrBadRoot",
+                        f"the {key.role} key of {key.gun} is in a PKCS#11 token and "
+                        "trust.key_store is not configured",
+                    )
+                expected = PublicKey(key.algorithm, key.public)
+                cached = await asyncio.to_thread(self.key_store.load, key.private, expected)
+            else:
+                cached = PrivateKey.decrypt(key.private, self._passphrase)
             self._key_cache[(key.gun, key.key_id)] = cached
         return cached
 
-    async def _signing_keys(self, gun: str, root: m.Root, role: str) -> list[PrivateKey] | None:
+    async def _signing_keys(self, gun: str, root: m.Root, role: str) -> list[Signer] | None:
         """Held private keys for `role` in `root`, enough for its threshold, else None."""
         wanted = set(root.roles[role].keyids)
         held = [k for k in await self.store.server_keys(gun, role) if k.key_id in wanted]
@@ -137,7 +159,13 @@ class TrustService:
         return [await self._load_key(k) for k in held]
 
     async def _create_key(self, gun: str, role: str, actor: str, rotation: bool) -> PublicKey:
-        private = PrivateKey.generate(self.options.key_algorithm)
+        private: Signer
+        if self.key_store is not None:
+            token_key = await asyncio.to_thread(self.key_store.generate)
+            private, blob = token_key, token_key.reference
+        else:
+            soft = PrivateKey.generate(self.options.key_algorithm)
+            private, blob = soft, soft.encrypt(self._passphrase)
         public = private.public
         record = ServerKey(
             gun=gun,
@@ -145,7 +173,7 @@ class TrustService:
             key_id=public.key_id,
             algorithm=public.keytype,
             public=public.public,
-            private=private.encrypt(self._passphrase),
+            private=blob,
             created_at=time.time(),
         )
         audit = (
@@ -181,13 +209,13 @@ class TrustService:
 
     # -- publishing ----------------------------------------------------------------------------
     def _signed_file(
-        self, gun: str, role: str, body: dict[str, Any], keys: list[PrivateKey]
+        self, gun: str, role: str, body: dict[str, Any], keys: list[Signer]
     ) -> TufFile:
         data = sign_envelope(body, keys)
         return TufFile(gun, role, int(body["version"]), hashlib.sha256(data).hexdigest(), data)
 
     def _timestamp(
-        self, gun: str, snapshot: bytes, previous: bytes | None, keys: list[PrivateKey]
+        self, gun: str, snapshot: bytes, previous: bytes | None, keys: list[Signer]
     ) -> TufFile:
         expires = self._clock() + self.options.timestamp_expiry
         return self._signed_file(

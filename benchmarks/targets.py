@@ -1,0 +1,96 @@
+"""The performance targets of DESIGN.md §7, checked against one run's figures (informational)."""
+
+from __future__ import annotations
+
+from benchmarks.servers import REFERENCE, TRUSTYARD
+from benchmarks.stats import Results, Target
+
+MIB_LIMIT = 150.0
+CONSTANT_FACTOR = 1.5  # a page may get at most this much slower as the list grows
+
+
+def _ratio(results: Results, key: str) -> float | None:
+    w = results.workloads.get(key)
+    return None if w is None else w.ratio()
+
+
+def _fmt(x: float | None, suffix: str = "x") -> str:
+    return "not measured" if x is None else f"{x:.2f}{suffix}"
+
+
+def evaluate(results: Results) -> None:
+    add = results.targets.append
+    sha = results.machine_median("sha256, one core")
+    disk = results.machine_median("disk write, sequential + fsync")
+    limit = min(sha, disk) if sha and disk else None
+    for key, label in (("blob_push_monolithic", "monolithic"), ("blob_push_chunked", "chunked")):
+        r = _ratio(results, key)
+        add(
+            Target(
+                f"blob push ({label}) ≥ 1.5x reference", None if r is None else r >= 1.5, _fmt(r)
+            )
+        )
+        w = results.workloads.get(key)
+        t = w.median(TRUSTYARD) if w else None
+        ok = None if t is None or limit is None else t >= 0.8 * limit
+        detail = (
+            "not measured"
+            if t is None or limit is None
+            else f"{t:.0f} MB/s = {t / limit:.0%} of min(sha256 {sha:.0f}, disk write {disk:.0f})"
+        )
+        add(Target(f"blob push ({label}) ≥ 80% of the machine limit", ok, detail))
+    r = _ratio(results, "blob_pull")
+    add(Target("blob pull ≥ 1.0x reference", None if r is None else r >= 1.0, _fmt(r)))
+    for method in ("get", "head"):
+        for by in ("tag", "digest"):
+            r = _ratio(results, f"manifest_{method}_{by}_c32")
+            add(
+                Target(
+                    f"manifest {method.upper()} by {by} ≥ 5x reference at 32 clients",
+                    None if r is None else r >= 5.0,
+                    _fmt(r),
+                )
+            )
+    sizes = sorted(
+        {int(k.rsplit("_", 1)[1]) for k in results.workloads if k.startswith("tags_first_page_")}
+    )
+    for kind in ("tags", "catalog"):
+        for page in ("first_page", "middle_page"):
+            if len(sizes) < 2:
+                add(Target(f"{kind} {page.replace('_', ' ')} constant time", None, "not measured"))
+                continue
+            small = results.workloads[f"{kind}_{page}_{sizes[0]}"].median(TRUSTYARD)
+            large = results.workloads[f"{kind}_{page}_{sizes[-1]}"].median(TRUSTYARD)
+            ref_small = results.workloads[f"{kind}_{page}_{sizes[0]}"].median(REFERENCE)
+            ref_large = results.workloads[f"{kind}_{page}_{sizes[-1]}"].median(REFERENCE)
+            growth = large / small if small and large else None
+            ref_growth = ref_large / ref_small if ref_small and ref_large else None
+            add(
+                Target(
+                    f"{kind} {page.replace('_', ' ')} (n=100) constant time "
+                    f"({sizes[0]:,} → {sizes[-1]:,} entries, ≤ {CONSTANT_FACTOR}x)",
+                    None if growth is None else growth <= CONSTANT_FACTOR,
+                    f"trustyard {small:.2f} → {large:.2f} ms ({_fmt(growth)}); "
+                    f"reference {ref_small:.2f} → {ref_large:.2f} ms ({_fmt(ref_growth)})",
+                )
+            )
+    w = results.workloads.get("rss_stream_push")
+    if w is not None:
+        for key in ("rss_stream_push", "rss_stream_pull"):
+            w = results.workloads[key]
+            tree = w.median(TRUSTYARD)
+            largest = w.extras[TRUSTYARD]["largest_process_mib"][0]
+            base = w.extras[TRUSTYARD]["baseline_mib"][0]
+            rss_sum = w.extras[TRUSTYARD]["tree_rss_mib"][0]
+            assert tree is not None
+            add(
+                Target(
+                    f"peak memory {w.title} < {MIB_LIMIT:.0f} MiB (process tree, PSS)",
+                    tree < MIB_LIMIT,
+                    f"tree PSS {tree:.0f} MiB (idle {base:.0f}); sum of RSS {rss_sum:.0f} MiB "
+                    f"(forked workers' shared pages counted per process); largest process "
+                    f"RSS {largest:.0f} MiB",
+                )
+            )
+    else:
+        add(Target("peak RSS during the stream < 150 MiB", None, "not measured"))

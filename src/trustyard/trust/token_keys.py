@@ -1,0 +1,219 @@
+"""Server-managed timestamp/snapshot keys held in a PKCS#11 token (an HSM, SoftHSM2).
+
+Selected by `[trust] key_store = "pkcs11:token=LABEL?pin-value=…&module-path=…"` (RFC 7512, the
+same URI syntax and session handling as `trustyard.signing.pkcs11`; the PIN may also come from
+`key_store_pin`, the module from `$PKCS11_MODULE`). Keys are ECDSA P-256 key pairs generated
+inside the token (CKM_EC_KEY_PAIR_GEN, private halves sensitive and never extractable); each gets
+a random 16-byte CKA_ID and the label `trustyard-trust`. The metadata store keeps, in the
+`private` column where a passphrase-encrypted PEM would otherwise be, only a reference
+`pkcs11:id=<hex>`: nothing secret leaves the token.
+
+Signing uses CKM_ECDSA over a SHA-256 digest computed on the host; the token returns raw r‖s,
+which is exactly Notary's ECDSA signature encoding.
+
+Ed25519 is not used: SoftHSM2 2.6 implements CKM_EDDSA, but python-pkcs11 0.10 has no
+encoder for CKK_EC_EDWARDS public keys and Notary's ed25519 keytype is the raw 32-byte key, so
+ECDSA P-256 is the interoperable choice (Notary's own signer uses ECDSA keys in HSMs too).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from trustyard.signing.errors import KeyFormatError, TokenError
+from trustyard.signing.pkcs11 import Pkcs11Signer, Pkcs11Uri
+from trustyard.trust.keys import KeyError_, PublicKey
+
+REFERENCE_PREFIX = b"pkcs11:id="
+LABEL = "trustyard-trust"
+_PLACEHOLDER = "object=" + LABEL
+
+
+class KeyStoreError(Exception):
+    """The PKCS#11 key store is misconfigured or the token refused an operation."""
+
+
+def is_token_reference(private: bytes) -> bool:
+    return private.startswith(REFERENCE_PREFIX)
+
+
+def parse_store_uri(uri: str, pin: str | None = None) -> Pkcs11Uri:
+    """A `pkcs11:` URI naming a token (no key): parsed by signing.pkcs11's parser."""
+    path, sep, query = uri.partition("?")
+    if not path.startswith("pkcs11:"):
+        raise KeyStoreError("trust.key_store must be a pkcs11: URI naming a token")
+    named = "object=" in path or ";id=" in path or path.startswith("pkcs11:id=")
+    try:
+        parsed = Pkcs11Uri.parse(
+            path
+            + ("" if named else (";" if path != "pkcs11:" else "") + _PLACEHOLDER)
+            + sep
+            + query
+        )
+    except KeyFormatError as exc:
+        raise KeyStoreError(f"trust.key_store: {exc}") from None
+    if named:
+        raise KeyStoreError("trust.key_store names a token, not a key: drop object=/id=")
+    parsed = dataclasses.replace(parsed, object=None)
+    if pin is not None:
+        parsed = dataclasses.replace(parsed, pin=pin)
+    if parsed.pin is None:
+        raise KeyStoreError(
+            f"trust.key_store {parsed.describe()}: no PIN; add pin-value=…/pin-source=… to the "
+            "URI or set TRUSTYARD_TRUST__KEY_STORE_PIN"
+        )
+    return parsed
+
+
+class TokenKey:
+    """One ECDSA P-256 key in the token; signs like `keys.PrivateKey` (`public`, `method`,
+    `sign`)."""
+
+    algorithm = "ecdsa"
+    method = "ecdsa"
+
+    def __init__(self, store: TokenKeyStore, key_id: bytes, public: PublicKey) -> None:
+        self._store, self.token_id, self.public = store, key_id, public
+
+    @property
+    def reference(self) -> bytes:
+        return REFERENCE_PREFIX + self.token_id.hex().encode()
+
+    def sign(self, message: bytes) -> bytes:
+        digest = hashlib.sha256(message).digest()
+        return self._store.sign_digest(self.token_id, digest)
+
+
+class TokenKeyStore:
+    """Generates, finds and signs with keys in one token. Thread-safe (a lock per store)."""
+
+    def __init__(self, uri: str, pin: str | None = None) -> None:
+        parsed = parse_store_uri(uri, pin)
+        try:
+            # Loads the module and finds the token, with signing.pkcs11's messages.
+            self._signer = Pkcs11Signer(parsed)
+        except TokenError as exc:
+            raise KeyStoreError(f"trust.key_store: {exc}") from None
+        self._p11: Any = self._signer._pkcs11
+        self._lock = threading.Lock()
+        self.describe = parsed.describe()
+
+    @contextmanager
+    def _session(self, rw: bool = False) -> Iterator[Any]:
+        p11 = self._p11
+        with self._lock:
+            if not rw:
+                try:
+                    with self._signer._session() as session:
+                        yield session
+                except TokenError as exc:
+                    raise KeyStoreError(f"trust.key_store: {exc}") from None
+                return
+            try:
+                session = self._signer._token.open(rw=True, user_pin=self._signer.uri.pin)
+            except (p11.PinIncorrect, p11.PinLenRange, p11.PinInvalid):
+                raise KeyStoreError(f"trust.key_store {self.describe}: wrong PIN") from None
+            except p11.PKCS11Error as exc:
+                raise KeyStoreError(f"trust.key_store {self.describe}: {exc!r}") from None
+            try:
+                yield session
+            finally:
+                session.close()
+
+    def _find(self, session: Any, object_class: Any, key_id: bytes) -> Any:
+        p11 = self._p11
+        found = list(
+            session.get_objects(
+                {
+                    p11.Attribute.CLASS: object_class,
+                    p11.Attribute.KEY_TYPE: p11.KeyType.EC,
+                    p11.Attribute.ID: key_id,
+                }
+            )
+        )
+        if len(found) != 1:
+            raise KeyStoreError(
+                f"trust.key_store {self.describe}: {len(found)} keys with id {key_id.hex()} "
+                "(was the token replaced or the key deleted?)"
+            )
+        return found[0]
+
+    def _public(self, pub: Any) -> PublicKey:
+        der = self._p11.util.ec.encode_ec_public_key(pub)
+        key = serialization.load_der_public_key(der)
+        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+            raise KeyStoreError(f"trust.key_store: key {pub.label!r} is not an ECDSA P-256 key")
+        return PublicKey(
+            "ecdsa",
+            key.public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
+        )
+
+    def generate(self) -> TokenKey:
+        p11 = self._p11
+        from pkcs11.util.ec import encode_named_curve_parameters
+
+        key_id = os.urandom(16)
+        with self._session(rw=True) as session:
+            params = session.create_domain_parameters(
+                p11.KeyType.EC,
+                {p11.Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
+                local=True,
+            )
+            try:
+                pub, _priv = params.generate_keypair(
+                    store=True,
+                    label=LABEL,
+                    id=key_id,
+                    private_template={
+                        p11.Attribute.SENSITIVE: True,
+                        p11.Attribute.EXTRACTABLE: False,
+                    },
+                )
+            except p11.PKCS11Error as exc:
+                raise KeyStoreError(
+                    f"trust.key_store {self.describe}: cannot generate a P-256 key ({exc!r})"
+                ) from None
+            public = self._public(pub)
+        return TokenKey(self, key_id, public)
+
+    def load(self, reference: bytes, expected: PublicKey) -> TokenKey:
+        """The token key a stored reference names; its public half must match the record."""
+        if not is_token_reference(reference):
+            raise KeyStoreError("not a PKCS#11 key reference")
+        try:
+            key_id = bytes.fromhex(reference[len(REFERENCE_PREFIX) :].decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            raise KeyStoreError(f"malformed PKCS#11 key reference {reference!r}") from None
+        with self._session() as session:
+            public = self._public(self._find(session, self._p11.ObjectClass.PUBLIC_KEY, key_id))
+        if public.key_id != expected.key_id:
+            raise KeyStoreError(
+                f"trust.key_store {self.describe}: key {key_id.hex()} in the token is not the "
+                f"stored key {expected.key_id}"
+            )
+        return TokenKey(self, key_id, public)
+
+    def sign_digest(self, key_id: bytes, digest: bytes) -> bytes:
+        p11 = self._p11
+        with self._session() as session:
+            key = self._find(session, p11.ObjectClass.PRIVATE_KEY, key_id)
+            try:
+                raw = bytes(key.sign(digest, mechanism=p11.Mechanism.ECDSA))
+            except p11.PKCS11Error as exc:
+                raise KeyStoreError(
+                    f"trust.key_store {self.describe}: CKM_ECDSA failed ({exc!r})"
+                ) from None
+        if len(raw) != 64:
+            raise KeyError_(f"token returned a {len(raw)} byte P-256 signature")
+        return raw
