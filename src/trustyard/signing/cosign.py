@@ -313,10 +313,14 @@ def tag_artifact(
 ) -> Artifact:
     """`sha256-<hex>.sig`: keep the layers already there, add ours (as cosign appends)."""
     payload, layer = signature_layer(signer, identity, digest)
+    # Every signer signs the same payload, so layers share a digest: only an identical
+    # signature (same annotations) is a duplicate, as in cosign.
     layers = [
         layer_
         for layer_ in (existing or {}).get("layers", [])
-        if isinstance(layer_, dict) and layer_.get("digest") != layer["digest"]
+        if isinstance(layer_, dict)
+        and (layer_.get("digest"), layer_.get("annotations"))
+        != (layer["digest"], layer.get("annotations"))
     ] + [layer]
     config = _dumps(
         {
