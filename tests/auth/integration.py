@@ -44,7 +44,12 @@ def add_user(data_dir: Path, name: str, password: str, *, admin: bool = False) -
 
 
 class AuthServerProcess(ServerProcess):
-    """A ServerProcess whose readiness probe accepts 401 (every /v2/ request needs a token)."""
+    """A ServerProcess whose readiness probe accepts 401 (every /v2/ request needs a token).
+
+    `ready_path`: what to probe; a token issuer alone (`--only token`) has no /v2/.
+    """
+
+    ready_path = "/v2/"
 
     def start(self) -> AuthServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRUSTYARD")}
@@ -75,7 +80,7 @@ class AuthServerProcess(ServerProcess):
                     f"trustyard serve exited with {self.proc.returncode}:\n{self.log()}"
                 )
             try:
-                if httpx.get(f"{self.url}/v2/", timeout=1).status_code in (200, 401):
+                if httpx.get(self.url + self.ready_path, timeout=1).status_code in (200, 401):
                     return self
             except httpx.HTTPError:
                 pass
@@ -88,6 +93,15 @@ def token_server(data_dir: Path, **env: str) -> AuthServerProcess:
         data_dir,
         extra_env={"TRUSTYARD_AUTH__MODE": "token", **FAST_BCRYPT, **env},
     )
+
+
+def token_issuer(data_dir: Path, **env: str) -> AuthServerProcess:
+    """`trustyard serve --only token`: the issuer alone (token auth implied, not configured)."""
+    server = AuthServerProcess(
+        data_dir, extra_env={**FAST_BCRYPT, **env}, extra_args=["--only", "token"]
+    )
+    server.ready_path = "/auth/jwks.json"
+    return server
 
 
 def fetch_token(

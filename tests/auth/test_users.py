@@ -16,8 +16,10 @@ from trustyard.auth.users import (
     HtpasswdFile,
     LoginLimiter,
     RateLimited,
+    SharedLoginLimiter,
     binding_of,
 )
+from trustyard.cache import MemoryCache
 from trustyard.metadata.auth_sql import SqlAuthStore, open_auth_store
 
 
@@ -77,6 +79,33 @@ async def test_rate_limit_per_account_and_per_client(store: SqlAuthStore) -> Non
     assert info.value.what == "ip"
     clock[0] += 61
     assert (await accounts.authenticate("alice", "right", "1.1.1.1")).name == "alice"
+
+
+async def test_shared_limiter_counts_across_workers(store: SqlAuthStore) -> None:
+    """Two workers' Accounts over one cache (Redis in production) share one limit."""
+    clock = [1000.0]
+    cache = MemoryCache()
+    one, two = (
+        Accounts(
+            store, bcrypt_cost=4, limiter=SharedLoginLimiter(cache, 3, 50, 60, lambda: clock[0])
+        )
+        for _ in range(2)
+    )
+    await one.add_user("alice", "right")
+    for accounts in (one, two, one):
+        with pytest.raises(AuthFailed):
+            await accounts.authenticate("alice", "wrong", "1.1.1.1")
+    for accounts in (two, one):
+        with pytest.raises(RateLimited) as info:
+            await accounts.authenticate("alice", "right", "2.2.2.2")
+        assert info.value.what == "account" and info.value.retry_after == 60
+    clock[0] += 30
+    with pytest.raises(RateLimited) as info:
+        await two.authenticate("alice", "right", "2.2.2.2")
+    assert info.value.retry_after == 30
+    assert await cache.get("login-block:account:alice") is not None  # keys name no secret
+    clock[0] += 31
+    assert (await two.authenticate("alice", "right", "1.1.1.1")).name == "alice"
 
 
 async def test_robots_expire_and_can_be_disabled(store: SqlAuthStore) -> None:

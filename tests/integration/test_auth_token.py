@@ -22,6 +22,7 @@ from tests.auth.integration import (
 )
 from tests.integration.images import make_image, push_blob, push_image, sha256
 from tests.integration.server import ServerProcess
+from tests.services.redis import RedisServer
 
 ALICE = ("alice", "alice-pw")
 BOB = ("bob", "bob-pw")
@@ -322,3 +323,34 @@ def test_failed_logins_are_rate_limited(tmp_path: Path) -> None:
         assert "login_rate_limited" in server.log()
     finally:
         server.stop()
+
+
+def test_failed_logins_are_shared_between_servers_through_redis(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Two replicas with TRUSTYARD_REDIS_URL count failures together: the limit is global."""
+    data = tmp_path / "data"
+    add_user(data, "gina", "gina-pw")
+    env = {
+        "TRUSTYARD_REDIS_URL": redis_server.url,
+        "TRUSTYARD_AUTH__MAX_FAILED_LOGINS": "3",
+        "TRUSTYARD_AUTH__MAX_FAILED_LOGINS_PER_CLIENT": "100",
+    }
+    one = token_server(data, **env).start()
+    two = token_server(data, **env)
+    try:
+        two.start()
+        assert fetch_token(one, auth=("gina", "nope")).status_code == 401
+        assert fetch_token(two, auth=("gina", "nope")).status_code == 401
+        assert fetch_token(one, auth=("gina", "gina-pw")).status_code == 200  # resets gina
+        for server in (one, two, one):
+            assert fetch_token(server, auth=("gina", "nope")).status_code == 401
+        # The third failure (counted on two servers) blocks gina on both, right password or not.
+        for server in (two, one):
+            r = fetch_token(server, auth=("gina", "gina-pw"))
+            assert r.status_code == 429, r.text
+            assert 1 <= int(r.headers["retry-after"]) <= 300
+        assert "login_rate_limited" in two.log() and "login_rate_limited" in one.log()
+    finally:
+        two.stop()
+        one.stop()
