@@ -53,6 +53,7 @@ class Options:
     server: str | None
     plain_http: bool
     tls_ca: Path | None
+    auth_file: Path | None = None
 
 
 def _prompt(what: str, creating: bool) -> str | None:
@@ -98,15 +99,24 @@ def main(
     tls_ca: Annotated[
         Path | None, typer.Option("--tls-ca", help="CA certificate of the registry's TLS.")
     ] = None,
+    auth_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--auth-file",
+            help="Docker config.json with `auths` for the registry and trust server "
+            "(default: $REGISTRY_AUTH_FILE, $DOCKER_CONFIG, ~/.docker); $NOTARY_AUTH wins "
+            "for the trust server.",
+        ),
+    ] = None,
 ) -> None:
     """Sign tags in a Notary-compatible trust server."""
-    ctx.obj = Options(config, trust_dir, server, plain_http, tls_ca)
+    ctx.obj = Options(config, trust_dir, server, plain_http, tls_ca, auth_file)
 
 
 def _client(ctx: typer.Context) -> TrustClient:
     o: Options = ctx.obj
     cfg = load_config(o.config, o.trust_dir, o.server)
-    return TrustClient(cfg, KeyStore(cfg.trust_dir, _prompt))
+    return TrustClient(cfg, KeyStore(cfg.trust_dir, _prompt), auth_file=o.auth_file)
 
 
 def _keys(ctx: typer.Context) -> KeyStore:
@@ -120,7 +130,9 @@ def _registry_target(ctx: typer.Context, ref: str) -> tuple[RemoteRef, str, int]
     parsed = RemoteRef.parse(ref)
     if parsed.tag is None:
         raise TrustError(f"{ref}: give a tag (HOST/REPO:TAG); trust data signs tags")
-    with RegistryClient(parsed.host, plain_http=o.plain_http, ca_file=o.tls_ca) as reg:
+    with RegistryClient(
+        parsed.host, plain_http=o.plain_http, ca_file=o.tls_ca, auth_file=o.auth_file
+    ) as reg:
         fetched = reg.get_manifest(parsed.repository, parsed.digest or parsed.tag)
     algorithm, _, hex_ = fetched.digest.partition(":")
     if algorithm != "sha256":

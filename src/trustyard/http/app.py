@@ -39,6 +39,7 @@ from trustyard.registry.policy_signatures import KINDS_REGISTERED  # noqa: F401 
 from trustyard.registry.signatures import SignatureLimits, SimpleSignatures
 from trustyard.storage import S3Options, open_storage
 from trustyard.trust import server as trust_server
+from trustyard.trust.policy_audit import PolicyAudit
 from trustyard.trust.service import NotFound, TrustOptions, TrustService
 from trustyard.trust.token_keys import TokenKeyStore
 
@@ -119,6 +120,8 @@ def open_policy(settings: Settings, registry: Registry) -> Policy:
 
     trust = _TrustFiles(open_trust(settings, registry)) if settings.trust.enabled else None
     ctx = PolicyContext(read_blob, get_manifest, trust, get_tagged, referrers, simple_signatures)
+    if isinstance(registry.metadata, SqlMetadataStore):
+        ctx.audit = PolicyAudit(registry.metadata.writer)
     return build_policy([r.model_dump() for r in settings.policy.rules], ctx)
 
 

@@ -82,6 +82,8 @@ class PolicyContext:
     get_tagged: Callable[[str, str], Awaitable[ManifestRecord | None]] | None = None
     referrers: Callable[[str, Digest], Awaitable[list[Descriptor]]] | None = None
     simple_signatures: Callable[[str, Digest], Awaitable[list[bytes]]] | None = None
+    # Records every decision as an audit event (the trust audit table; trust/policy_audit.py).
+    audit: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
 
 
 CheckFactory = Callable[[dict[str, Any], PolicyContext], SignatureCheck]
@@ -306,6 +308,7 @@ class Rule:
 @dataclass
 class Policy:
     rules: list[Rule] = field(default_factory=list)
+    audit: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
 
     def rule_for(self, repository: str) -> Rule | None:
         return next((r for r in self.rules if r.matches(repository)), None)
@@ -318,19 +321,24 @@ class Policy:
         except Exception as exc:  # a broken check must deny, never let through silently
             log.exception("policy_check_failed", rule=rule.name)
             decision = Decision(False, f"check failed: {exc.__class__.__name__}")
-        log.info(
-            "policy_decision",
-            action=action,
-            repository=repository,
-            reference=tag or str(record.digest),
-            digest=str(record.digest),
-            policy=rule.name,
-            kind=rule.check.kind,
-            mode=rule.mode,
-            allowed=decision.ok,
-            reason=decision.reason,
-            signer=decision.signer,
-        )
+        event = {
+            "action": action,
+            "repository": repository,
+            "reference": tag or str(record.digest),
+            "digest": str(record.digest),
+            "policy": rule.name,
+            "kind": rule.check.kind,
+            "mode": rule.mode,
+            "allowed": decision.ok,
+            "reason": decision.reason,
+            "signer": decision.signer,
+        }
+        log.info("policy_decision", **event)
+        if self.audit is not None:
+            try:
+                await self.audit(repository, event)
+            except Exception:  # the structlog event above still records the decision
+                log.exception("policy_audit_failed", policy=rule.name, repository=repository)
         if not decision.ok and rule.mode == "enforce":
             what = f"{repository}:{tag}" if tag else f"{repository}@{record.digest}"
             raise RegistryError(
@@ -371,4 +379,4 @@ def build_policy(rules: list[dict[str, Any]], ctx: PolicyContext) -> Policy:
                 protect_tags=tuple(raw.get("protect_tags") or ()),
             )
         )
-    return Policy(built)
+    return Policy(built, audit=ctx.audit)

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from trustyard.metadata.base import ManifestRecord
 from trustyard.oci.digest import Digest
+from trustyard.oci.errors import RegistryError
 from trustyard.registry.policy import Decision, PolicyConfigError, PolicyContext, register_kind
 from trustyard.signing import cosign
 from trustyard.signing.errors import SigningError
@@ -106,7 +107,7 @@ class CosignCheck:
     async def _blob(self, desc: dict[str, Any], limit: int) -> bytes | None:
         try:
             digest = Digest.parse(str(desc.get("digest")))
-        except Exception:
+        except RegistryError:
             return None
         data = await self.ctx.read_blob(digest, limit)
         if data is None or hashlib.new(digest.algorithm, data).hexdigest() != digest.hex:
@@ -154,7 +155,7 @@ class CosignCheck:
                 if found is not None:
                     return found
         wanted = {cosign.ARTIFACT_SIG: "cosign referrer", cosign.BUNDLE_V03: "sigstore bundle"}
-        descs = [d for d in await self.ctx.referrers(repository, record.digest)]
+        descs = await self.ctx.referrers(repository, record.digest)
         descs = [d for d in descs if d.artifact_type in wanted][:MAX_CANDIDATES]
         for desc in descs:
             referrer = await self.ctx.get_manifest(repository, desc.digest)

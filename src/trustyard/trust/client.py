@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import ipaddress
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from trustyard.signing.errors import RemoteError
+from trustyard.signing.registry_client import Credentials, load_credentials, parse_challenge
 from trustyard.trust import model as m
 from trustyard.trust.client_keys import (
     FileSigner,
@@ -200,6 +204,127 @@ def load_delegation_key(path: Path) -> PublicKey:
     )
 
 
+_GUN_PATH = re.compile(r"^/v2/(?P<gun>.+)/_trust/")
+
+
+def trust_credentials(server: str, auth_file: Path | None = None) -> Credentials | None:
+    """Credentials for a trust server, as the notary client finds them: `$NOTARY_AUTH`
+    (base64 of `user:password`), else the Docker config.json `auths` entry for its host
+    (`$REGISTRY_AUTH_FILE`, `$DOCKER_CONFIG/config.json`, `~/.docker/config.json`)."""
+    env = os.environ.get("NOTARY_AUTH", "").strip()
+    if env:
+        try:
+            user, sep, password = base64.b64decode(env, validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            raise TrustError("NOTARY_AUTH is not base64 of user:password") from None
+        if not sep or not user:
+            raise TrustError("NOTARY_AUTH is not base64 of user:password")
+        return Credentials(user, password)
+    host = httpx.URL(server).netloc.decode()
+    try:
+        return load_credentials(host, auth_file)
+    except RemoteError as exc:
+        raise TrustError(str(exc)) from None
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+class TrustAuth(httpx.Auth):
+    """Answers the trust server's 401 challenge as the notary client does: HTTP Basic, or a
+    bearer token from the challenge's realm for `repository:GUN:ACTIONS` (GET pull, POST
+    pull,push, DELETE *), fetched with the credentials as Basic. Tokens are kept per scope."""
+
+    def __init__(
+        self,
+        credentials: Credentials | None,
+        timeout: float,
+        verify: Any,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.credentials = credentials
+        self._tokens: dict[str, str] = {}
+        self._http = httpx.Client(timeout=timeout, verify=verify, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    @staticmethod
+    def _scope(request: httpx.Request) -> str | None:
+        match = _GUN_PATH.match(request.url.path)
+        if match is None:
+            return None
+        method = request.method
+        actions = (
+            "pull" if method in ("GET", "HEAD") else "*" if method == "DELETE" else "pull,push"
+        )
+        return f"repository:{match.group('gun')}:{actions}"
+
+    def _basic(self, url: str) -> str:
+        if self.credentials is None:
+            raise TrustError(
+                "the trust server wants authentication and there are no credentials: set "
+                "NOTARY_AUTH (base64 of user:password) or log in (docker login HOST)"
+            )
+        u = httpx.URL(url)
+        if u.scheme != "https" and not _loopback(u.host):
+            raise TrustError(f"refusing to send credentials over plain HTTP to {u.host}")
+        raw = f"{self.credentials.username}:{self.credentials.password}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
+    def _token(self, params: dict[str, str], scope: str | None) -> str:
+        realm = params["realm"]
+        query = httpx.QueryParams()
+        for s in dict.fromkeys(filter(None, (scope, params.get("scope")))):
+            query = query.add("scope", s)
+        if params.get("service"):
+            query = query.add("service", params["service"])
+        headers = {"Authorization": self._basic(realm)} if self.credentials else {}
+        try:
+            r = self._http.get(realm, params=query, headers=headers)
+        except httpx.HTTPError as exc:
+            raise TrustError(f"token server {realm} failed: {exc.__class__.__name__}") from None
+        if r.status_code in (401, 403):
+            who = f"user {self.credentials.username}" if self.credentials else "anonymous access"
+            raise TrustError(f"token server {realm} refused {who}")
+        if r.status_code != 200:
+            raise TrustError(f"token server {realm} answered HTTP {r.status_code}")
+        try:
+            body: Any = r.json()
+            token = body.get("token") or body.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise TrustError(f"token server {realm} answered without a token")
+        return token
+
+    def auth_flow(self, request: httpx.Request) -> Any:
+        scope = self._scope(request)
+        cached = self._tokens.get(scope or "")
+        if cached:
+            request.headers["Authorization"] = f"Bearer {cached}"
+        response = yield request
+        if response.status_code != 401 or "www-authenticate" not in response.headers:
+            return  # a 403 (insufficient_scope): a new token would grant no more
+        scheme, params = parse_challenge(response.headers["www-authenticate"])
+        if scheme == "basic":
+            request.headers["Authorization"] = self._basic(str(request.url))
+        elif scheme == "bearer" and params.get("realm"):
+            token = self._token(params, scope)
+            self._tokens[scope or ""] = token
+            request.headers["Authorization"] = f"Bearer {token}"
+        else:
+            return
+        response.read()
+        response = yield request
+        if response.status_code in (401, 403) and self.credentials is None:
+            self._basic(str(request.url))  # raises: say how to log in
+
+
 class TrustClient:
     def __init__(
         self,
@@ -208,18 +333,27 @@ class TrustClient:
         *,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30.0,
+        auth_file: Path | None = None,
     ) -> None:
         if not config.server:
             raise TrustError("no trust server: pass --server URL or set remote_server.url")
         self.config = config
         self.keys = keys
         verify: Any = str(config.root_ca) if config.root_ca else True
+        self.auth = TrustAuth(
+            trust_credentials(config.server, auth_file), timeout, verify, transport
+        )
         self.http = httpx.Client(
-            base_url=config.server.rstrip("/"), verify=verify, timeout=timeout, transport=transport
+            base_url=config.server.rstrip("/"),
+            verify=verify,
+            timeout=timeout,
+            transport=transport,
+            auth=self.auth,
         )
 
     def close(self) -> None:
         self.http.close()
+        self.auth.close()
 
     def __enter__(self) -> TrustClient:
         return self

@@ -22,7 +22,7 @@ from trustyard.trust.keys import (
     sign_envelope,
 )
 from trustyard.trust.store import AuditEvent, Change, ServerKey, StaleVersion, TrustStore, TufFile
-from trustyard.trust.token_keys import TokenKeyStore, is_token_reference
+from trustyard.trust.token_keys import ServerKeyStore, is_token_reference
 from trustyard.trust.validation import (
     Checked,
     OldVersion,
@@ -63,7 +63,7 @@ class TrustService:
         passphrase: bytes,
         options: TrustOptions | None = None,
         clock: Callable[[], dt.datetime] | None = None,
-        key_store: TokenKeyStore | None = None,
+        key_store: ServerKeyStore | None = None,
     ) -> None:
         self.store = store
         self._passphrase = passphrase

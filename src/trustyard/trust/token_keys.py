@@ -24,14 +24,14 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from trustyard.signing.errors import KeyFormatError, TokenError
 from trustyard.signing.pkcs11 import Pkcs11Signer, Pkcs11Uri
-from trustyard.trust.keys import KeyError_, PublicKey
+from trustyard.trust.keys import KeyError_, PublicKey, Signer
 
 REFERENCE_PREFIX = b"pkcs11:id="
 LABEL = "trustyard-trust"
@@ -40,6 +40,21 @@ _PLACEHOLDER = "object=" + LABEL
 
 class KeyStoreError(Exception):
     """The PKCS#11 key store is misconfigured or the token refused an operation."""
+
+
+class HeldKey(Signer, Protocol):
+    """A key generated in a key store; `reference` is what the metadata store keeps."""
+
+    @property
+    def reference(self) -> bytes: ...
+
+
+class ServerKeyStore(Protocol):
+    """Where new server keys are made and stored keys are found (`TokenKeyStore`)."""
+
+    def generate(self) -> HeldKey: ...
+
+    def load(self, reference: bytes, expected: PublicKey) -> Signer: ...
 
 
 def is_token_reference(private: bytes) -> bool:
@@ -106,6 +121,8 @@ class TokenKeyStore:
         self._p11: Any = self._signer._pkcs11
         self._lock = threading.Lock()
         self.describe = parsed.describe()
+        with self._session():
+            pass  # a wrong PIN or a locked token fails at startup, not at the first publish
 
     @contextmanager
     def _session(self, rw: bool = False) -> Iterator[Any]:
