@@ -50,3 +50,23 @@ def test_parser_never_crashes(text: str) -> None:
     except ScopeError:
         return
     assert s.type and s.name
+
+
+def test_names_may_carry_a_registry_host() -> None:
+    """Notary GUNs (`host:port/repo`) get tokens too; traversal and bare hosts never."""
+    from trustyard.auth.scopes import valid_repository_name
+
+    assert valid_repository_name("127.0.0.1:5000/alice/app")
+    assert valid_repository_name("registry.example.com/team/app")
+    assert valid_repository_name("localhost/app")
+    for bad in (
+        "127.0.0.1:5000",
+        "127.0.0.1:5000/../x",
+        "a:b/c",
+        "host.com/UP",
+        "../x",
+        "-x.com/app",
+    ):
+        assert not valid_repository_name(bad), bad
+    scope = parse_scope("repository:127.0.0.1:5000/alice/app:pull,push")
+    assert scope.name == "127.0.0.1:5000/alice/app" and scope.actions == ("pull", "push")

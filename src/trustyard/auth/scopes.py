@@ -68,8 +68,26 @@ def parse_scopes(values: list[str]) -> list[Scope]:
     return out
 
 
+# A registry host (with an optional port) may lead a name: Notary GUNs and `docker trust` use
+# `host[:port]/repository`, and their tokens are scoped to that full name.
+_DOMAIN_RE = re.compile(
+    r"^(?:localhost|[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)(?::[0-9]{1,5})?$"
+)
+
+
 def valid_repository_name(name: str) -> bool:
-    return len(name) <= MAX_NAME_LENGTH and NAME_RE.match(name) is not None
+    if len(name) > MAX_NAME_LENGTH:
+        return False
+    if NAME_RE.match(name) is not None:
+        return True
+    domain, _, rest = name.partition("/")
+    looks_like_host = "." in domain or ":" in domain or domain == "localhost"
+    return (
+        looks_like_host
+        and bool(rest)
+        and _DOMAIN_RE.match(domain) is not None
+        and NAME_RE.match(rest) is not None
+    )
 
 
 def covers(granted: tuple[str, ...] | list[str], action: str) -> bool:
