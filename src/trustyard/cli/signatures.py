@@ -1,16 +1,19 @@
 """`trustyard signatures REF` and the cosign commands of `trustyard sign` (cosign, verify-cosign).
 
 Every signature kind known for an image, with who signed it and whether it verifies against the
-keys given: simple signing (OpenPGP, through the registry's extension API), cosign tag-scheme and
-referrer signatures, sigstore bundles, and ir-sign annotations.
+keys given: Notary targets (from the trust server, verified as `trustyard trust verify` does),
+simple signing (OpenPGP, through the registry's extension API), cosign tag-scheme and referrer
+signatures, sigstore bundles, and ir-sign annotations.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -20,6 +23,9 @@ from trustyard.signing.cosign_remote import ArtifactClient, find_and_verify, res
 from trustyard.signing.errors import SigningError
 from trustyard.signing.registry_client import RemoteRef
 from trustyard.signing.simplesign import inspect_atomic, verify_with_gpg
+from trustyard.trust.client import TrustClient, TrustError, gun_of, load_config
+from trustyard.trust.client_keys import KeyStore
+from trustyard.trust.client_lookup import ROOT_TRUST, NotaryTarget, image_targets
 
 IRSIGN_SIGNATURE = "com.samsung.islet.image.signature"
 
@@ -82,6 +88,52 @@ class Row:
     signer: str
     artifact: str
     detail: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "extra"} | self.extra
+
+
+@dataclass(frozen=True)
+class NotaryOptions:
+    """Where the Notary trust data is and how it is trusted (the `trustyard trust` options)."""
+
+    gun: str | None = None
+    server: str | None = None  # default: the config's remote_server.url, else the registry
+    trust_dir: Path | None = None
+    config: Path | None = None
+    enabled: bool = True
+
+
+def notary_rows(
+    ref: RemoteRef, digest: str, size: int, opts: NotaryOptions, conn: Connection
+) -> list[Row]:
+    """The Notary targets signing this manifest (or its tag); none without a collection."""
+    algorithm, _, hex_ = digest.partition(":")
+    if not opts.enabled or algorithm != "sha256":
+        return []
+    gun = opts.gun or gun_of(ref.host, ref.repository)
+    try:
+        cfg = load_config(opts.config, opts.trust_dir, opts.server)
+        if cfg.server is None:
+            scheme = "http" if conn.plain_http else "https"
+            cfg = dataclasses.replace(cfg, server=f"{scheme}://{ref.host}")
+        if cfg.root_ca is None and conn.tls_ca is not None:
+            cfg = dataclasses.replace(cfg, root_ca=conn.tls_ca)
+        with TrustClient(cfg, KeyStore(cfg.trust_dir), auth_file=conn.authfile) as client:
+            found = image_targets(client, gun, hex_, size, ref.tag)
+    except TrustError as exc:
+        found = [NotaryTarget(gun, "unverifiable", reason=str(exc))]
+    return [_notary_row(t) for t in found]
+
+
+def _notary_row(t: NotaryTarget) -> Row:
+    if t.name is None:  # the collection as a whole
+        return Row("notary", t.status, "-", t.gun, t.reason, {"notary": t.to_json()})
+    signer = "key " + ", ".join(k[:16] for k in t.canonical_key_ids) if t.key_ids else "-"
+    notes = [f"role {t.role}", ROOT_TRUST.get(t.root_trusted_by or "", "")]
+    detail = "; ".join(x for x in [*notes, t.reason, *t.warnings] if x)
+    return Row("notary", t.status, signer, f"{t.gun}:{t.name}", detail, {"notary": t.to_json()})
 
 
 def list_signatures(
@@ -91,6 +143,7 @@ def list_signatures(
     ca_pub: Path | None,
     hash_override: str | None,
     conn: Connection,
+    notary: NotaryOptions | None = None,
 ) -> tuple[str, list[Row]]:
     ref = RemoteRef.parse(ref_text)
     trusted = load_keys(cosign_keys)
@@ -98,6 +151,7 @@ def list_signatures(
     with conn.client(ref) as client:
         digest, _ = resolve_digest(client, ref)
         manifest = client.get_manifest(ref.repository, digest)
+        rows += notary_rows(ref, digest, len(manifest.data), notary or NotaryOptions(), conn)
         for content in client.extension_signatures(ref.repository, digest) or []:
             rows.append(_simple_row(content, digest, gpg_keys))
         for f in find_and_verify(client, ref.repository, digest, trusted, hash_override):
@@ -164,14 +218,44 @@ def signatures(
     insecure: Annotated[bool, typer.Option("--insecure")] = False,
     tls_ca: Annotated[Path | None, typer.Option("--tls-ca")] = None,
     authfile: Annotated[Path | None, typer.Option("--authfile")] = None,
+    gun: Annotated[
+        str | None, typer.Option("--gun", help="Notary GUN (default: HOST[:PORT]/REPO).")
+    ] = None,
+    trust_server: Annotated[
+        str | None,
+        typer.Option(
+            "--trust-server", help="Notary trust server URL (default: config, else the registry)."
+        ),
+    ] = None,
+    trust_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--trust-dir", help="Trust client dir: cached roots, pins (~/.trustyard/trust)."
+        ),
+    ] = None,
+    trust_config: Annotated[
+        Path | None,
+        typer.Option("--trust-config", help="Notary-style config.json (trust_pinning, …)."),
+    ] = None,
+    no_notary: Annotated[
+        bool, typer.Option("--no-notary", help="Do not look for Notary trust data.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List every signature of an image: kind, status, signer, artifact."""
     conn = Connection(plain_http, insecure, tls_ca, authfile)
+    notary = NotaryOptions(gun, trust_server, trust_dir, trust_config, not no_notary)
     try:
-        digest, rows = list_signatures(ref, key or [], gpg_key or [], ca_pub, hash_override, conn)
+        digest, rows = list_signatures(
+            ref, key or [], gpg_key or [], ca_pub, hash_override, conn, notary
+        )
     except SigningError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    if as_json:
+        report = {"reference": ref, "digest": digest, "signatures": [r.to_json() for r in rows]}
+        typer.echo(json.dumps(report, indent=2))
+        return
     typer.echo(f"{ref} ({digest}): {len(rows)} signature(s)")
     for row in rows:
         typer.echo(
