@@ -140,7 +140,9 @@ def test_cosign_rule_denies_until_signed_by_a_trusted_key(setup: Setup) -> None:
     podman_pull(s.public, "cos/app:v1", ok=True)
     # The signature artifact itself is served (verifiers must fetch it).
     sig = json.loads(skopeo(s.public, f"cos/app:sha256-{digest.split(':')[1]}.sig", ok=True))
-    assert [x["mediaType"] for x in sig["layers"]] == [cosign.SIMPLESIGNING]
+    # Both signatures live in the .sig manifest (the stranger's and the trusted one), as cosign
+    # appends; the policy picks the one by a trusted key.
+    assert [x["mediaType"] for x in sig["layers"]] == [cosign.SIMPLESIGNING] * 2
     verify = subprocess.run(
         [sys.executable, "-m", "trustyard", "sign", "verify-cosign", f"{s.public.host}/cos/app:v1",
          "--key", str(s.cosign_pub), "--plain-http"],

@@ -21,6 +21,8 @@ defaults
     timeout client 120s
     timeout server 120s
     option http-server-close
+    retries 3
+    option redispatch 1
 frontend registry
     bind 127.0.0.1:{port}
     default_backend replicas
