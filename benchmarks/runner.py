@@ -17,7 +17,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import blobs, concurrent, listings, machine, manifests, skopeo, targets
+from benchmarks import (
+    blobs,
+    concurrent,
+    listings,
+    machine,
+    manifests,
+    replicas,
+    skopeo,
+    targets,
+    tokens,
+)
 from benchmarks.context import FULL, QUICK, Context
 from benchmarks.servers import (
     REFERENCE,
@@ -35,6 +45,8 @@ FAMILIES: dict[str, Callable[[Context], None]] = {
     "manifests": manifests.run,
     "listings": listings.run,
     "concurrent": concurrent.run,
+    "replicas": replicas.run,
+    "tokens": tokens.run,
 }
 RESULTS_DIR = Path(__file__).parent / "results"
 

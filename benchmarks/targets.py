@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 from benchmarks.servers import REFERENCE, TRUSTYARD
 from benchmarks.stats import Results, Target
 
@@ -74,6 +76,23 @@ def evaluate(results: Results) -> None:
                     f"reference {ref_small:.2f} → {ref_large:.2f} ms ({_fmt(ref_growth)})",
                 )
             )
+    for kind, small_n, large_n in (("tags", 1_000, 100_000), ("catalog", 1_000, 10_000)):
+        for page in ("first_page", "middle_page"):
+            a = results.workloads.get(f"replicas_{kind}_{page}_{small_n}")
+            b = results.workloads.get(f"replicas_{kind}_{page}_{large_n}")
+            small = a.median(TRUSTYARD) if a else None
+            large = b.median(TRUSTYARD) if b else None
+            if small is None or large is None:
+                continue  # the replicas family did not run
+            add(
+                Target(
+                    f"PostgreSQL {kind} {page.replace('_', ' ')} (n=100) constant time "
+                    f"({small_n:,} → {large_n:,}, ≤ {CONSTANT_FACTOR}x)",
+                    large / small <= CONSTANT_FACTOR,
+                    f"trustyard over PostgreSQL {small:.2f} → {large:.2f} ms "
+                    f"({_fmt(large / small)})",
+                )
+            )
     w = results.workloads.get("rss_stream_push")
     if w is not None:
         for key in ("rss_stream_push", "rss_stream_pull"):
@@ -94,3 +113,69 @@ def evaluate(results: Results) -> None:
             )
     else:
         add(Target("peak RSS during the stream < 150 MiB", None, "not measured"))
+    _token_targets(results)
+
+
+REFRESH_GRANTS_PER_S = 1000.0
+TOKEN_OVERHEAD = 0.10  # the token check may cost at most this share of a manifest HEAD
+
+
+def _token_targets(results: Results) -> None:
+    add = results.targets.append
+    w = results.workloads.get("token_refresh_grant_c16")
+    t = w.median(TRUSTYARD) if w else None
+    if t is None:
+        add(Target("refresh-token grants ≥ 1,000/s", None, "not measured"))
+    else:
+        parts = []
+        for key, label in (
+            ("token_refresh_grant_c1", "refresh 1 client"),
+            ("token_password_grant_c1", "password 1 client"),
+            ("token_password_grant_c16", "password 16 clients"),
+        ):
+            o = results.workloads.get(key)
+            v = o.median(TRUSTYARD) if o else None
+            if v is not None:
+                parts.append(f"{label} {v:,.0f}/s")
+        cost = results.workloads.get("token_password_grant_c16")
+        costs = cost.extras.get(TRUSTYARD, {}).get("bcrypt_cost") if cost else None
+        add(
+            Target(
+                f"refresh-token grants ≥ {REFRESH_GRANTS_PER_S:,.0f}/s (16 clients)",
+                t >= REFRESH_GRANTS_PER_S,
+                f"{t:,.0f}/s; "
+                + ", ".join(parts)
+                + (f" (bcrypt cost {costs[0]:.0f})" if costs else ""),
+            )
+        )
+    overheads, details = [], []
+    for clients in (1, 32):
+        none = results.workloads.get(f"token_head_none_c{clients}")
+        token = results.workloads.get(f"token_head_token_c{clients}")
+        if none is None or token is None:
+            continue
+        pair = {s: (none.median(s), token.median(s)) for s in (TRUSTYARD, REFERENCE)}
+        t_none, t_token = pair[TRUSTYARD]
+        if not t_none or not t_token:
+            continue
+        paired = token.extras.get(TRUSTYARD, {}).get("overhead_pct")
+        overhead = statistics.median(paired) / 100 if paired else 1 - t_token / t_none
+        overheads.append(overhead)
+        detail = (
+            f"{clients} client{'s' if clients > 1 else ''}: {overhead:+.1%} "
+            f"({t_none:,.0f} → {t_token:,.0f} req/s)"
+        )
+        cpu = token.extras.get(TRUSTYARD, {}).get("cpu_overhead_pct")
+        if cpu:
+            detail += f", CPU per request {statistics.median(cpu) / 100:+.1%}"
+        ref_paired = token.extras.get(REFERENCE, {}).get("overhead_pct")
+        if ref_paired:
+            detail += f" [reference {statistics.median(ref_paired) / 100:+.1%}]"
+        details.append(detail)
+    add(
+        Target(
+            f"token check adds < {TOKEN_OVERHEAD:.0%} to a manifest HEAD (req/s lost vs auth none)",
+            None if not overheads else max(overheads) < TOKEN_OVERHEAD,
+            "; ".join(details) if details else "not measured",
+        )
+    )

@@ -18,11 +18,18 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+
+def _bytewise(length: int) -> String:
+    """Names listed in pages: byte-wise ("C") order on PostgreSQL too, so the primary-key and
+    unique indexes serve `ORDER BY name … > last` without a sort (SQLite compares bytes anyway)."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
 repositories = Table(
     "repositories",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("name", String(255), nullable=False, unique=True),
+    Column("name", _bytewise(255), nullable=False, unique=True),
     Column("created_at", Float, nullable=False),
 )
 
@@ -74,7 +81,7 @@ tags = Table(
     "tags",
     metadata,
     Column("repo_id", Integer, ForeignKey("repositories.id"), primary_key=True),
-    Column("name", String(128), primary_key=True),
+    Column("name", _bytewise(128), primary_key=True),
     Column("digest", String(200), nullable=False),
     Column("updated_at", Float, nullable=False),
     Index("ix_tags_digest", "repo_id", "digest"),

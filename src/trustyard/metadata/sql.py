@@ -50,10 +50,6 @@ class SqlMetadataStore:
             return postgresql.insert(table)
         return sqlite.insert(table)
 
-    def _ordered(self, column: Any) -> Any:
-        """Byte-wise (lexical) ordering whatever the database's default collation."""
-        return column.collate("C") if self._dialect == "postgresql" else column
-
     async def _exclusive(self, conn: AsyncConnection) -> None:
         """Exclude every other writer for this transaction (GC's mark and sweep).
 
@@ -327,14 +323,13 @@ class SqlMetadataStore:
             return await self._repo_id(conn, repository) is not None
 
     async def list_tags(self, repository: str, limit: int, last: str | None) -> list[str]:
-        name = self._ordered(t.tags.c.name)
-        query = (
-            select(t.tags.c.name)
-            .join(t.repositories, t.repositories.c.id == t.tags.c.repo_id)
-            .where(t.repositories.c.name == repository)
-            .order_by(name)
-            .limit(limit)
+        name = t.tags.c.name
+        # The repository id by subquery, not a join: the planner then walks the (repo_id, name)
+        # primary key in order and stops after `limit` rows, whatever the repository's size.
+        repo_id = (
+            select(t.repositories.c.id).where(t.repositories.c.name == repository).scalar_subquery()
         )
+        query = select(name).where(t.tags.c.repo_id == repo_id).order_by(name).limit(limit)
         if last is not None:
             query = query.where(name > last)
         async with self.reader.connect() as conn:
@@ -342,7 +337,7 @@ class SqlMetadataStore:
 
     async def list_repositories(self, limit: int, last: str | None) -> list[str]:
         r = t.repositories
-        name = self._ordered(r.c.name)
+        name = r.c.name
         query = (
             select(r.c.name)
             .where(exists().where(t.manifests.c.repo_id == r.c.id))
