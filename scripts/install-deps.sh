@@ -13,6 +13,7 @@ DEBIAN_PACKAGES=(
   notary                   # notary-server: token-auth interop
   softhsm2                 # PKCS#11 token for the signing tests
   gnupg                    # simple-signing (skopeo/podman --sign-by) tests
+  nodejs                   # sigstore-js checks of our bundles (npm: below, tests/signatures)
   uidmap fuse-overlayfs    # podman's storage helpers
   postgresql redis-server haproxy   # scale-out backends and the load balancer in front of replicas
 )
@@ -23,6 +24,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
   done
   command -v docker >/dev/null || missing+=(docker.io)
+  command -v npm >/dev/null || missing+=(npm)  # NodeSource's nodejs bundles its own npm
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing Debian packages: ${missing[*]}"
     apt-get update -qq
