@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -44,48 +42,10 @@ def add_user(data_dir: Path, name: str, password: str, *, admin: bool = False) -
 
 
 class AuthServerProcess(ServerProcess):
-    """A ServerProcess whose readiness probe accepts 401 (every /v2/ request needs a token).
+    """A ServerProcess whose readiness probe accepts 401 (every /v2/ request needs a token)."""
 
-    `ready_path`: what to probe; a token issuer alone (`--only token`) has no /v2/.
-    """
-
-    ready_path = "/v2/"
-
-    def start(self) -> AuthServerProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRUSTYARD")}
-        env.update(self.extra_env)
-        self.log_path = self.data_dir.parent / f"server-{self.port}.log"
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "trustyard",
-                "serve",
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(self.data_dir),
-                *self.extra_args,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"trustyard serve exited with {self.proc.returncode}:\n{self.log()}"
-                )
-            try:
-                if httpx.get(self.url + self.ready_path, timeout=1).status_code in (200, 401):
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"trustyard serve did not answer in 30 s:\n{self.log()}")
+    def __init__(self, data_dir: Path, **kwargs: Any) -> None:
+        super().__init__(data_dir, ready_statuses=(200, 401), **kwargs)
 
 
 def token_server(data_dir: Path, **env: str) -> AuthServerProcess:

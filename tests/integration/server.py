@@ -30,6 +30,10 @@ class ServerProcess:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     tls: tuple[Path, Path] | None = None  # (certificate, key): serve HTTPS
+    # Readiness probe: what to GET and which answers mean "up" (auth modes answer /v2/ with 401;
+    # a token issuer alone has no /v2/ at all).
+    ready_path: str = "/v2/"
+    ready_statuses: tuple[int, ...] = (200,)
 
     @property
     def url(self) -> str:
@@ -77,7 +81,8 @@ class ServerProcess:
                     f"trustyard serve exited with {self.proc.returncode}:\n{self.log()}"
                 )
             try:
-                if httpx.get(f"{self.url}/v2/", timeout=1, verify=self.verify).status_code == 200:
+                probe = httpx.get(self.url + self.ready_path, timeout=1, verify=self.verify)
+                if probe.status_code in self.ready_statuses:
                     return self
             except httpx.HTTPError:
                 pass
