@@ -47,9 +47,15 @@ def test_tags_list_pagination(client: httpx.Client) -> None:
 
 
 def test_tags_list_errors(client: httpx.Client) -> None:
-    r = client.get("/v2/nothere/tags/list")
+    for params in ({}, {"n": 0}, {"n": 5, "last": "z"}):
+        r = client.get("/v2/nothere/tags/list", params=params)
+        assert r.status_code == 404 and r.json()["errors"][0]["code"] == "NAME_UNKNOWN"
+    r = client.get(f"/v2/nothere/referrers/{sha256(b'x')}")
     assert r.status_code == 404 and r.json()["errors"][0]["code"] == "NAME_UNKNOWN"
+    # A known repository past its last tag: an empty page, not an error.
     _push_tags(client, "t2", ["x"])
+    r = client.get("/v2/t2/tags/list", params={"n": 5, "last": "x"})
+    assert r.status_code == 200 and r.json()["tags"] == []
     for bad in ("-1", "abc"):
         r = client.get("/v2/t2/tags/list", params={"n": bad})
         assert r.status_code == 400

@@ -253,12 +253,14 @@ class Registry:
     async def tags(self, name: str, n: str | None, last: str | None) -> Page:
         validate_name(name)
         limit = page_size(n)
+        if limit > 0:
+            items = await self.metadata.list_tags(name, limit + 1, last or None)
+            if items:
+                return _page(items, limit)
+        # Only an empty answer needs the second query: an empty repository, or an unknown one.
         if not await self.metadata.repository_exists(name):
             raise _unknown_repository(name)
-        if limit == 0:
-            return Page([], None)
-        items = await self.metadata.list_tags(name, limit + 1, last or None)
-        return _page(items, limit)
+        return Page([], None)
 
     async def catalog(self, n: str | None, last: str | None) -> Page:
         limit = page_size(n)
@@ -270,8 +272,6 @@ class Registry:
     async def referrers(self, name: str, digest: Digest, artifact_type: str | None) -> Referrers:
         """Manifests whose subject is `digest`, plus entries of a pre-existing tag-schema index."""
         validate_name(name)
-        if not await self.metadata.repository_exists(name):
-            raise _unknown_repository(name)
         found = await self.metadata.referrers(name, digest, artifact_type)
         seen = {d.digest for d in found}
         fallback = await self.metadata.get_manifest(
@@ -287,6 +287,8 @@ class Registry:
                     continue
                 seen.add(child.digest)
                 found.append(child)
+        if not found and fallback is None and not await self.metadata.repository_exists(name):
+            raise _unknown_repository(name)
         return Referrers(found, filtered=artifact_type is not None)
 
 
