@@ -13,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine
 
-from trustyard.metadata.migrate import head, target_metadata
+from trustyard.metadata.migrate import HEAD, head, target_metadata
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -27,6 +27,27 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
             **(env or {}),
         },
     )
+
+
+def test_head_constant_is_alembics_head() -> None:
+    """`HEAD` lets a current schema start without Alembic: it must name the newest script."""
+    assert head() == HEAD
+
+
+def test_server_with_a_current_schema_never_imports_alembic(tmp_path: Path) -> None:
+    code = (
+        "import asyncio, sys\n"
+        "from trustyard.metadata import open_metadata\n"
+        "async def main(create):\n"
+        f"    store = await open_metadata({str(tmp_path / 'm.db')!r}, create=create)\n"
+        "    await store.close()\n"
+        "asyncio.run(main(True))\n"  # a new database: migrated through Alembic
+        "print('alembic' in sys.modules)\n"
+    )
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert first.stdout.strip() == "True", first.stderr
+    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert again.stdout.strip() == "False", again.stderr
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

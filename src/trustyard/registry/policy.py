@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
 import structlog
 
 from trustyard.metadata.base import ManifestRecord
@@ -114,19 +113,32 @@ def _str_list(spec: dict[str, Any], key: str) -> list[str]:
 
 
 # -- notary ---------------------------------------------------------------------------------------
+class TrustServerUnreachable(Exception):
+    """The Notary server of a policy rule did not answer (or answered an error)."""
+
+
 class HttpTrustFiles:
-    """Metadata from a Notary server URL (notary-server, or another trustyard)."""
+    """Metadata from a Notary server URL (notary-server, or another trustyard).
+
+    httpx is imported on first use: only policies with a remote `url` need it, and every
+    worker process would otherwise carry it.
+    """
 
     def __init__(self, url: str, ca_file: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.verify: Any = ca_file or True
 
     async def get(self, gun: str, role: str) -> bytes | None:
-        async with httpx.AsyncClient(verify=self.verify, timeout=10) as client:
-            r = await client.get(f"{self.url}/v2/{gun}/_trust/tuf/{role}.json")
-        if r.status_code == 404:
-            return None
-        r.raise_for_status()
+        import httpx
+
+        try:
+            async with httpx.AsyncClient(verify=self.verify, timeout=10) as client:
+                r = await client.get(f"{self.url}/v2/{gun}/_trust/tuf/{role}.json")
+            if r.status_code == 404:
+                return None
+            r.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise TrustServerUnreachable(str(exc)) from exc
         return r.content
 
 
@@ -187,7 +199,7 @@ class NotaryCheck:
             coll = verify_collection(gun, files, self.pinning)
         except VerifyError as exc:
             return Decision(False, f"notary trust data of {gun}: {exc}")
-        except httpx.HTTPError as exc:
+        except TrustServerUnreachable as exc:
             return Decision(False, f"notary server unreachable for {gun}: {exc}")
         want = record.digest.hex if record.digest.algorithm == "sha256" else None
         if tag is not None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from trustyard.oci.digest import Digest
@@ -22,10 +21,9 @@ class BlobStat:
 
 @dataclass(frozen=True, slots=True)
 class BlobLocation:
-    """How to serve a blob: a local file (sendfile) or a URL to redirect to."""
+    """How to serve a blob: stream it through `read`, or redirect the client to `url`."""
 
     size: int
-    path: Path | None = None
     url: str | None = None
 
 

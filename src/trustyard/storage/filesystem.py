@@ -25,6 +25,8 @@ from trustyard.storage.base import BlobLocation, BlobStat
 
 _UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _READ_CHUNK = 1 << 20
+# Blob bodies go out in reads of this size (see `read`).
+_STREAM_CHUNK = 2 << 20
 # Bytes handed to the writer thread at once: large enough to amortise the thread hop.
 _WRITE_BATCH = 1 << 20
 
@@ -60,22 +62,50 @@ class FilesystemStorage:
 
     async def locate(self, digest: Digest) -> BlobLocation | None:
         st = await self.stat(digest)
-        return None if st is None else BlobLocation(size=st.size, path=self.blob_path(digest))
+        return None if st is None else BlobLocation(size=st.size)
 
     async def read(
         self, digest: Digest, offset: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
-        remaining = length
-        async with await anyio.open_file(self.blob_path(digest), "rb") as f:
-            await f.seek(offset)
-            while remaining is None or remaining > 0:
-                want = _READ_CHUNK if remaining is None else min(_READ_CHUNK, remaining)
-                chunk = await f.read(want)
-                if not chunk:
+        """Stream a blob in large `pread`s on a worker thread, reading the next while the
+        caller sends this one.
+
+        Measured on loopback (docs/benchmarks.md): 2 MiB reads handed to the ASGI server send
+        ~1.8x faster than its own file sending (`http.response.pathsend`: 128 KiB blocks with
+        a thread hand-off each) and beat the reference's read-and-write loop; 4 MiB gains
+        ~2 % more for ~12 MiB more peak memory, 1 MiB loses ~20 %.
+        """
+        try:
+            fd = os.open(self.blob_path(digest), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise RegistryError(ErrorCode.BLOB_UNKNOWN, f"blob {digest} is not stored") from None
+        end = os.fstat(fd).st_size if length is None else offset + length
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Future[bytes] | None = None
+        try:
+            position = offset
+            if position < end:
+                pending = loop.run_in_executor(
+                    None, os.pread, fd, min(_STREAM_CHUNK, end - position), position
+                )
+            while pending is not None:
+                chunk = await pending
+                pending = None
+                if not chunk:  # the file is shorter than its metadata said: stop, never spin
                     return
-                if remaining is not None:
-                    remaining -= len(chunk)
+                position += len(chunk)
+                if position < end:
+                    pending = loop.run_in_executor(
+                        None, os.pread, fd, min(_STREAM_CHUNK, end - position), position
+                    )
                 yield chunk
+        finally:
+            # A read may still be running on the thread (client gone): close after it ends,
+            # so the descriptor number is never reused under it.
+            if pending is not None and not pending.done():
+                pending.add_done_callback(lambda _f: os.close(fd))
+            else:
+                os.close(fd)
 
     async def delete(self, digest: Digest) -> bool:
         try:
