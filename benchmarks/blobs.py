@@ -14,6 +14,8 @@ from pathlib import Path
 
 from benchmarks.context import Context
 from benchmarks.http1 import Connection, expect
+from benchmarks.servers import REFERENCE, TRUSTYARD, RssSampler, TrustyardServer
+from benchmarks.stats import Workload
 
 FAMILY = "Blobs (MB/s, higher is better)"
 MEMORY = "Memory (peak PSS summed over the server's process tree, MiB, lower is better)"
@@ -136,40 +138,64 @@ def run(ctx: Context) -> None:
 
 
 def stream(ctx: Context) -> None:
-    """Peak RSS while one large blob streams in, then out (one repetition: it is long)."""
+    """Peak memory while one large blob streams in, then out (one repetition: it is long).
+
+    Measured on the benchmark's trustyard (2 workers, after the traffic above) and on a fresh
+    trustyard with 1 worker, which shows what one more worker costs.
+    """
     size = ctx.mode.stream_bytes
     blob = BlobFile(ctx.workdir / "stream.bin", size)
     blob.renew()
-    push_rss = ctx.results.workload(
-        "rss_stream_push", MEMORY, f"during a {_size(size)} push", "MiB", higher_is_better=False
-    )
-    pull_rss = ctx.results.workload(
-        "rss_stream_pull", MEMORY, f"during a {_size(size)} pull", "MiB", higher_is_better=False
-    )
+    rows = {}
+    for suffix, label in (("", ""), ("_workers1", ", trustyard 1 worker")):
+        rows[suffix] = (
+            ctx.results.workload(
+                f"rss_stream_push{suffix}",
+                MEMORY,
+                f"during a {_size(size)} push{label}",
+                "MiB",
+                higher_is_better=False,
+            ),
+            ctx.results.workload(
+                f"rss_stream_pull{suffix}",
+                MEMORY,
+                f"during a {_size(size)} pull{label}",
+                "MiB",
+                higher_is_better=False,
+            ),
+        )
+    single = TrustyardServer(f"{TRUSTYARD}-1w", ctx.workdir / "trustyard-1w", workers=1)
     try:
-        for name, server in ctx.each():
+        single.start()
+        measured = [(name, server, "") for name, server in ctx.each()]
+        measured.append((TRUSTYARD, single, "_workers1"))
+        for name, server, suffix in measured:
+            push_rss, pull_rss = rows[suffix]
             with server.connect() as conn:
                 with server.rss() as sampler:
                     push_monolithic(conn, "bench/stream", blob)
-                push_rss.add(
-                    name,
-                    sampler.peak.tree_pss_mib,
-                    tree_rss_mib=sampler.peak.tree_rss_mib,
-                    largest_process_mib=sampler.peak.largest_mib,
-                    baseline_mib=sampler.peak.baseline_mib,
-                )
+                _add_memory(push_rss, name, sampler)
                 with server.rss() as sampler:
                     pull(conn, "bench/stream", blob.digest, size)
-                pull_rss.add(
-                    name,
-                    sampler.peak.tree_pss_mib,
-                    tree_rss_mib=sampler.peak.tree_rss_mib,
-                    largest_process_mib=sampler.peak.largest_mib,
-                    baseline_mib=sampler.peak.baseline_mib,
-                )
-            ctx.say(f"{_size(size)} stream through {name} done")
+                _add_memory(pull_rss, name, sampler)
+            ctx.say(f"{_size(size)} stream through {server.name} done")
+        # the reference's figures beside the 1-worker rows, for the ratio
+        for mine, theirs in zip(rows["_workers1"], rows[""], strict=True):
+            for value in theirs.samples.get(REFERENCE, []):
+                mine.add(REFERENCE, value)
     finally:
+        single.stop()
         blob.close()
+
+
+def _add_memory(workload: Workload, name: str, sampler: RssSampler) -> None:
+    workload.add(
+        name,
+        sampler.peak.tree_pss_mib,
+        tree_rss_mib=sampler.peak.tree_rss_mib,
+        largest_process_mib=sampler.peak.largest_mib,
+        baseline_mib=sampler.peak.baseline_mib,
+    )
 
 
 def _size(n: int) -> str:

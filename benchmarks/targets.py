@@ -102,13 +102,16 @@ def evaluate(results: Results) -> None:
             base = w.extras[TRUSTYARD]["baseline_mib"][0]
             rss_sum = w.extras[TRUSTYARD]["tree_rss_mib"][0]
             assert tree is not None
+            single = results.workloads.get(f"{key}_workers1")
+            one = single.median(TRUSTYARD) if single is not None else None
             add(
                 Target(
                     f"peak memory {w.title} < {MIB_LIMIT:.0f} MiB (process tree, PSS)",
                     tree < MIB_LIMIT,
                     f"tree PSS {tree:.0f} MiB (idle {base:.0f}); sum of RSS {rss_sum:.0f} MiB "
                     f"(forked workers' shared pages counted per process); largest process "
-                    f"RSS {largest:.0f} MiB",
+                    f"RSS {largest:.0f} MiB"
+                    + (f"; with 1 worker {one:.0f} MiB" if one is not None else ""),
                 )
             )
     else:
