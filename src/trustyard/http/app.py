@@ -235,8 +235,10 @@ def create_app(settings: Settings) -> Starlette:
     middleware = [Middleware(RegistryHeaders)]
     if serves_repositories:
         middleware.append(Middleware(AccessControl))
+    # The issuer's few routes go last: /v2 requests (nearly all traffic) should not walk them,
+    # and no /v2 or /extensions pattern can match /auth/..., so the order changes nothing else.
     return Starlette(
-        routes=[*token_routes, *trust_routes, *registry_routes],
+        routes=[*trust_routes, *registry_routes, *token_routes],
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
