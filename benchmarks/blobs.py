@@ -174,10 +174,10 @@ def stream(ctx: Context) -> None:
             with server.connect() as conn:
                 with server.rss() as sampler:
                     push_monolithic(conn, "bench/stream", blob)
-                _add_memory(push_rss, name, sampler)
+                add_memory(push_rss, name, sampler)
                 with server.rss() as sampler:
                     pull(conn, "bench/stream", blob.digest, size)
-                _add_memory(pull_rss, name, sampler)
+                add_memory(pull_rss, name, sampler)
             ctx.say(f"{_size(size)} stream through {server.name} done")
         # the reference's figures beside the 1-worker rows, for the ratio
         for mine, theirs in zip(rows["_workers1"], rows[""], strict=True):
@@ -188,7 +188,8 @@ def stream(ctx: Context) -> None:
         blob.close()
 
 
-def _add_memory(workload: Workload, name: str, sampler: RssSampler) -> None:
+def add_memory(workload: Workload, name: str, sampler: RssSampler) -> None:
+    """One peak-memory sample: the tree's PSS, with its RSS sum, largest process and idle base."""
     workload.add(
         name,
         sampler.peak.tree_pss_mib,

@@ -10,7 +10,7 @@ import threading
 import time
 
 from benchmarks.api import push_image, small_image
-from benchmarks.blobs import MEMORY
+from benchmarks.blobs import MEMORY, add_memory
 from benchmarks.context import Context
 
 FAMILY = "Concurrent pushes (images/s, higher is better)"
@@ -63,13 +63,7 @@ def run(ctx: Context) -> None:
                     t.join()
                 elapsed = time.perf_counter() - started
             w.add(name, n / elapsed, errors=len(errors), seconds=elapsed)
-            rss.add(
-                name,
-                sampler.peak.tree_pss_mib,
-                tree_rss_mib=sampler.peak.tree_rss_mib,
-                largest_process_mib=sampler.peak.largest_mib,
-                baseline_mib=sampler.peak.baseline_mib,
-            )
+            add_memory(rss, name, sampler)
             if errors:
                 ctx.results.notes.append(f"{name}: {len(errors)} failed pushes, e.g. {errors[0]}")
         ctx.say(f"concurrent pushes rep {rep + 1}/{mode.repeats} done")

@@ -299,7 +299,7 @@ async def test_the_remembered_checks_are_bounded(monkeypatch: pytest.MonkeyPatch
 
 
 def test_token_routes_come_after_the_registry_routes(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, auth=AuthSettings(mode="token"), log_level="warning")
+    settings = Settings(data_dir=tmp_path, auth=AuthSettings(mode="token"))
     paths = [r.path for r in create_app(settings).routes if isinstance(r, Route)]
     assert paths[-3:] == ["/auth/token", "/auth/token", "/auth/jwks.json"]
     assert paths.index("/v2/{name:path}/manifests/{reference}") < paths.index("/auth/token")
