@@ -36,7 +36,7 @@ def blob_response(
     """GET of a blob: the body streamed from storage, one byte range (206), or a redirect.
 
     Local files are streamed too, not handed to the server as `pathsend`: Granian sends a
-    path in 128 KiB blocks with a thread hand-off each, ~1.7x slower than the store's 4 MiB
+    path in 128 KiB blocks with a thread hand-off each, ~1.7x slower than the store's 2 MiB
     reads (docs/benchmarks.md).
     """
     headers = digest_headers(digest, location.size, "application/octet-stream")
