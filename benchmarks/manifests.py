@@ -63,10 +63,13 @@ def wrk(url: str, method: str, clients: int, seconds: int, workdir: Path) -> dic
     }
 
 
-def hey(url: str, method: str, clients: int, seconds: int) -> dict[str, float]:
-    """HEAD load: wrk cannot (its parser waits for the Content-Length body after a HEAD)."""
+def run_hey(
+    url: str, method: str, clients: int, seconds: int, *args: str, require_ok: bool = False
+) -> dict[str, float]:
+    """One `hey` run: req/s, p50/p99 (ms), responses (`requests`) and `errors` (non-2xx
+    answers plus transport errors); `require_ok`: a run without one 2xx answer is an error."""
     out = subprocess.run(
-        ["hey", "-z", f"{seconds}s", "-c", str(clients), "-m", method, "-A", ACCEPT, url],
+        ["hey", "-z", f"{seconds}s", "-c", str(clients), "-m", method, *args, url],
         capture_output=True,
         text=True,
         check=True,
@@ -77,18 +80,25 @@ def hey(url: str, method: str, clients: int, seconds: int) -> dict[str, float]:
     p99 = re.search(r"99% in ([\d.]+) secs", out)
     if rps is None or p50 is None or p99 is None:
         raise RuntimeError(f"unreadable hey output:\n{out}")
-    ok = sum(
-        int(n) for code, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out) if code[0] == "2"
-    )
-    total = sum(int(n) for n in re.findall(r"\[\d{3}\]\s+(\d+) responses", out))
+    codes = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
+    ok = sum(n for c, n in codes.items() if 200 <= c < 300)
     errors_part = out.split("Error distribution:", 1)[1] if "Error distribution:" in out else ""
     errors = sum(int(n) for n in re.findall(r"^\s+\[(\d+)\]", errors_part, re.M))
+    bad = sum(codes.values()) - ok + errors
+    if require_ok and bad and not ok:
+        raise RuntimeError(f"hey {method} {url}: no 2xx answer:\n{out[-2000:]}")
     return {
         "rps": float(rps.group(1)),
         "p50_ms": float(p50.group(1)) * 1000,
         "p99_ms": float(p99.group(1)) * 1000,
-        "errors": total - ok + errors,
+        "errors": bad,
+        "requests": sum(codes.values()),
     }
+
+
+def hey(url: str, method: str, clients: int, seconds: int) -> dict[str, float]:
+    """HEAD load: wrk cannot (its parser waits for the Content-Length body after a HEAD)."""
+    return run_hey(url, method, clients, seconds, "-A", ACCEPT)
 
 
 def load(url: str, method: str, clients: int, seconds: int, workdir: Path) -> dict[str, float]:

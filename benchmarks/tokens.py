@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from urllib.parse import urlencode
 from benchmarks.api import ACCEPT, push_image, small_image
 from benchmarks.context import FULL, Context
 from benchmarks.http1 import Connection, Response, expect
+from benchmarks.manifests import run_hey
 from benchmarks.servers import (
     REFERENCE,
     REFERENCE_CONFIG,
@@ -57,32 +57,8 @@ BCRYPT_COST = int(os.environ.get("BENCH_BCRYPT_COST", "4"))
 
 
 def hey(url: str, clients: int, seconds: int, *args: str, method: str = "GET") -> dict[str, float]:
-    """One `hey` run; errors = non-2xx answers plus transport errors."""
-    out = subprocess.run(
-        ["hey", "-z", f"{seconds}s", "-c", str(clients), "-m", method, *args, url],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=seconds + 60,
-    ).stdout
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p50 = re.search(r"50% in ([\d.]+) secs", out)
-    p99 = re.search(r"99% in ([\d.]+) secs", out)
-    if rps is None or p50 is None or p99 is None:
-        raise RuntimeError(f"unreadable hey output:\n{out}")
-    codes = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
-    errors_part = out.split("Error distribution:", 1)[1] if "Error distribution:" in out else ""
-    errors = sum(int(n) for n in re.findall(r"^\s+\[(\d+)\]", errors_part, re.M))
-    bad = sum(n for c, n in codes.items() if not 200 <= c < 300) + errors
-    if bad and not any(200 <= c < 300 for c in codes):
-        raise RuntimeError(f"hey {method} {url}: no 2xx answer:\n{out[-2000:]}")
-    return {
-        "rps": float(rps.group(1)),
-        "p50_ms": float(p50.group(1)) * 1000,
-        "p99_ms": float(p99.group(1)) * 1000,
-        "errors": bad,
-        "requests": sum(codes.values()),
-    }
+    """One `hey` run (manifests.run_hey); a run without a single 2xx answer is an error here."""
+    return run_hey(url, method, clients, seconds, *args, require_ok=True)
 
 
 def cpu_seconds(pid: int) -> float:
