@@ -147,6 +147,9 @@ class Server:
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    # What `GET /v2/` answers once the server is up (401 where every request needs a token).
+    READY_STATUS = 200
+
     def env(self) -> dict[str, str]:
         return dict(os.environ)
 
@@ -170,7 +173,7 @@ class Server:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 with self.connect() as c:
-                    if c.request("GET", "/v2/").status == 200:
+                    if c.request("GET", "/v2/").status == self.READY_STATUS:
                         time.sleep(0.3)  # let every worker finish starting
                         return self
             except OSError:

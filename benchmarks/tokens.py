@@ -21,7 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
@@ -103,35 +102,6 @@ class AuthorizedConnection(Connection):
         return super().request(method, path, merged, *args, **kw)  # type: ignore[arg-type]
 
 
-def _wait_ready(server: Server) -> Server:
-    """Like Server.start, but /v2/ answers 401 (every request needs a token)."""
-    server.workdir.mkdir(parents=True, exist_ok=True)
-    server.data_dir.mkdir(parents=True, exist_ok=True)
-    log = (server.workdir / "server.log").open("ab")
-    server.proc = subprocess.Popen(
-        server.command(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=server.env(),
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise RuntimeError(
-                f"{server.name} exited with {server.proc.returncode}:\n{server.log()}"
-            )
-        try:
-            with server.connect() as c:
-                if c.request("GET", "/v2/").status == 401:
-                    time.sleep(0.3)
-                    return server
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{server.name} did not answer in 60 s:\n{server.log()}")
-
-
 def _token_env() -> dict[str, str]:
     return {
         "TRUSTYARD_AUTH__MODE": "token",
@@ -151,8 +121,7 @@ class TokenTrustyard(TrustyardServer):
     def env(self) -> dict[str, str]:
         return {**super().env(), **self.extra_env}
 
-    def start(self) -> Server:
-        return _wait_ready(self)
+    READY_STATUS = 401
 
     def admin(self, *args: str, stdin: str | None = None) -> str:
         proc = subprocess.run(
@@ -186,6 +155,7 @@ class TokenReference(ReferenceServer):
 
     issuer_url: str = ""
     cert: Path = Path()
+    READY_STATUS = 401
 
     def command(self) -> list[str]:
         cmd = super().command()
@@ -198,9 +168,6 @@ class TokenReference(ReferenceServer):
             + f"    rootcertbundle: {self.cert}\n"
         )
         return cmd
-
-    def start(self) -> Server:
-        return _wait_ready(self)
 
 
 def _grant_rows(ctx: Context, issuer: TokenTrustyard) -> None:
