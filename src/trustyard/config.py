@@ -169,6 +169,8 @@ class Settings(BaseModel):
     max_manifest_bytes: int = Field(4 * MiB, ge=1024)
     max_blob_bytes: int = Field(64 * 1024 * MiB, ge=0, description="0 means no limit")
     fsync: bool = True
+    # Upload bytes bypass the page cache (O_DIRECT) where the filesystem allows it
+    direct_io: bool = True
     # Simple-signing signatures stored through the extension API (docs/signatures.md)
     max_signature_bytes: int = Field(64 * 1024, ge=1024, le=4 * MiB)
     max_signatures_per_manifest: int = Field(64, ge=1, le=1000)

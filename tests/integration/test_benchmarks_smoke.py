@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from benchmarks.machine import DISK_WRITE_BUFFERED, DISK_WRITE_DIRECT, LOOPBACK_SHA256, SHA256
 from benchmarks.replicas import missing_services
 
 from tests.integration.conftest import require
@@ -25,6 +26,7 @@ EXPECTED = {
     "blob_push_monolithic",
     "blob_push_chunked",
     "blob_pull",
+    "blob_pull_first",
     "rss_stream_push",
     "rss_stream_pull",
     "skopeo_push",
@@ -80,8 +82,8 @@ def test_quick_mode_measures_every_workload_on_both_servers(tmp_path: Path) -> N
     doc = json.loads(out.read_text())
 
     assert doc["meta"]["mode"] == "quick"
-    for limit in ("sha256, one core", "disk write, sequential + fsync"):
-        assert _number(doc["machine_limits"][limit]["median"])
+    for limit in (SHA256, DISK_WRITE_BUFFERED, DISK_WRITE_DIRECT, LOOPBACK_SHA256):
+        assert _number(doc["machine_limits"][limit]["median"]), limit
 
     workloads = {w["workload"]: w for w in doc["workloads"]}
     missing = (EXPECTED | TRUSTYARD_ONLY) - workloads.keys()

@@ -67,7 +67,9 @@ async def open_registry(settings: Settings) -> Registry:
     s3 = None
     if settings.storage_backend == "s3" and settings.s3 is not None:
         s3 = S3Options(**settings.s3.model_dump())
-    storage = open_storage(settings.storage_dir, fsync=settings.fsync, s3=s3)
+    storage = open_storage(
+        settings.storage_dir, fsync=settings.fsync, direct_io=settings.direct_io, s3=s3
+    )
     metadata = await open_metadata(settings.metadata_target, create=True)
     options = RegistryOptions(
         delete_enabled=settings.delete_enabled,

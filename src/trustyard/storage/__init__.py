@@ -19,8 +19,10 @@ __all__ = [
 ]
 
 
-def open_storage(root: Path, *, fsync: bool = True, s3: S3Options | None = None) -> Storage:
+def open_storage(
+    root: Path, *, fsync: bool = True, direct_io: bool = True, s3: S3Options | None = None
+) -> Storage:
     """S3-compatible object storage when `s3` is given, else blobs on the local filesystem."""
     if s3 is not None:
         return S3Storage(s3)
-    return FilesystemStorage(root, fsync=fsync)
+    return FilesystemStorage(root, fsync=fsync, direct_io=direct_io)

@@ -21,22 +21,23 @@ import anyio
 
 from trustyard.oci.digest import Digest, Digester
 from trustyard.oci.errors import ErrorCode, RegistryError
+from trustyard.storage.appender import Appender
 from trustyard.storage.base import BlobLocation, BlobStat
 
 _UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _READ_CHUNK = 1 << 20
 # Blob bodies go out in reads of this size (see `read`).
 _STREAM_CHUNK = 2 << 20
-# Bytes handed to the writer thread at once: large enough to amortise the thread hop.
-_WRITE_BATCH = 1 << 20
 
 
 class FilesystemStorage:
     """Blob and upload storage on a local directory."""
 
-    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+    def __init__(self, root: Path, *, fsync: bool = True, direct_io: bool = True) -> None:
         self.root = root
         self.fsync = fsync
+        # Upload bytes bypass the page cache where the filesystem allows it (appender.py).
+        self.direct_io = direct_io
         self._blobs = root / "blobs"
         self._uploads = root / "uploads"
         self._blobs.mkdir(parents=True, exist_ok=True)
@@ -183,44 +184,13 @@ class FilesystemStorage:
             cached = self._digesters.get(upload_id)
             digester = cached if cached is not None and cached.size == size else None
             saved = digester.copy() if digester is not None else None
-            written = size
-            # Hash on the event loop while a worker thread writes the previous batch: both
-            # release the GIL, so disk writes (throttled to disk speed under sustained load)
-            # overlap with hashing instead of alternating with it, and the loop never blocks
-            # on the disk.
-            fd = f.fileno()
-            loop = asyncio.get_running_loop()
-            pending: asyncio.Future[None] | None = None
-            batch = bytearray()
-            position = size
+            path = str(self._upload_path(upload_id)) if self.direct_io else None
             try:
-                async for chunk in chunks:
-                    if not chunk:
-                        continue
-                    written += len(chunk)
-                    if limit and written > limit:
-                        raise RegistryError(
-                            ErrorCode.TOO_LARGE, f"blob exceeds the size limit of {limit} bytes"
-                        )
-                    if digester is not None:
-                        digester.update(chunk)
-                    batch += chunk
-                    if len(batch) >= _WRITE_BATCH:
-                        if pending is not None:
-                            await pending
-                        pending = loop.run_in_executor(None, _pwrite_all, fd, batch, position)
-                        position += len(batch)
-                        batch = bytearray()
-                if pending is not None:
-                    await pending
-                    pending = None
-                if batch:
-                    _pwrite_all(fd, batch, position)
+                written = await Appender(f.fileno(), size, direct_path=path).feed(
+                    chunks, digester, limit
+                )
             except BaseException:
-                if pending is not None:
-                    with contextlib.suppress(BaseException):
-                        await asyncio.shield(pending)
-                os.ftruncate(fd, offset)
+                os.ftruncate(f.fileno(), offset)
                 if saved is not None:
                     self._digesters[upload_id] = saved
                 else:
@@ -276,13 +246,6 @@ class FilesystemStorage:
                 continue
             with contextlib.suppress(FileNotFoundError):
                 yield entry.name, entry.stat().st_mtime
-
-
-def _pwrite_all(fd: int, data: bytes | bytearray, position: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, position)
-        view, position = view[n:], position + n
 
 
 def _hash_file(f: Any, algorithm: str) -> Digester:
