@@ -1,9 +1,10 @@
-"""Append a request body to an upload file: hash on the event loop, write on a worker thread.
+"""Append a request body to an upload file: the event loop receives and copies, two threads
+hash and write (sha256 off the loop keeps other requests answered during a large push).
 
 Writes bypass the page cache (`O_DIRECT`) where the filesystem allows it. Measured on the
 benchmark VM (docs/benchmarks.md): buffered writes ran at ~300 MB/s because every new page-cache
 page is a never-touched guest page the hypervisor must back first, while the disk itself takes
-`O_DIRECT` writes at 1.4-2.0 GB/s. A registry writes each blob once and fsyncs it anyway, so the
+`O_DIRECT` writes at 1.4-2.6 GB/s. A registry writes each blob once and fsyncs it anyway, so the
 page cache buys nothing on the way in. Direct I/O needs block-aligned offsets, lengths and
 memory: bodies are copied into page-aligned buffers (the copy a batch buffer costs anyway), the
 aligned middle of each buffer goes out direct and the unaligned ends (a chunk boundary that is
