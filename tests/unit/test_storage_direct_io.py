@@ -195,3 +195,31 @@ async def test_cancelled_request_waits_for_its_writer_before_truncating(
     assert await store.upload_size(upload) == 0
     await asyncio.sleep(0.5)  # a stray write would have landed by now
     assert await store.upload_size(upload) == 0
+
+
+def test_a_forked_child_appends_with_its_own_threads(tmp_path: Path) -> None:
+    """Threads do not survive fork: a child must not wait on the parent's writer threads."""
+
+    async def push(upload: str) -> None:
+        store = FilesystemStorage(tmp_path, fsync=False)
+        await store.create_upload(upload)
+        body = os.urandom(3 * MiB)
+        await store.append(upload, pieces(body, [MiB]), offset=0, limit=0)
+        assert await store.commit(upload, Digest.of(body)) == len(body)
+
+    asyncio.run(push("f" * 32))  # the parent's threads exist now
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            asyncio.run(push("0" * 31 + "1"))
+        except BaseException:
+            os._exit(1)
+        os._exit(0)
+    deadline = time.monotonic() + 30
+    while (done := os.waitpid(pid, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done == (0, 0):
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child's append hung")
+    assert os.waitstatus_to_exitcode(done[1]) == 0

@@ -74,6 +74,17 @@ def _threads() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=8, thread_name_prefix="trustyard-append")
 
 
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's threads (an inherited executor would queue
+    work nobody runs) and may have inherited the pool's lock held: start both afresh."""
+    global _POOL
+    _POOL = _BufferPool()
+    _threads.cache_clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def open_direct(path: str) -> int | None:
     """A second, `O_DIRECT` descriptor on `path`, or None where the filesystem refuses it."""
     if not _O_DIRECT:
