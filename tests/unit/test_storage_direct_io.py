@@ -223,3 +223,15 @@ def test_a_forked_child_appends_with_its_own_threads(tmp_path: Path) -> None:
         os.waitpid(pid, 0)
         pytest.fail("the forked child's append hung")
     assert os.waitstatus_to_exitcode(done[1]) == 0
+
+
+def test_the_pool_takes_back_a_buffer_something_still_views() -> None:
+    """A failed write's traceback can keep a view of its buffer alive; giving the buffer back
+    must not raise over the error being reported."""
+    pool = appender._BufferPool()
+    buffers = [pool.take() for _ in range(appender._POOL_MAX + 1)]
+    view = memoryview(buffers[-1])
+    for buf in buffers:
+        pool.give(buf)  # the last one goes past the pool's size: closed, or left to the GC
+    assert len(pool._free) == appender._POOL_MAX
+    view.release()

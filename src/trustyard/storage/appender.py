@@ -16,6 +16,7 @@ a registry protocol; it is written by hand because no library streams an async b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import mmap
@@ -60,7 +61,9 @@ class _BufferPool:
             if len(self._free) < _POOL_MAX:
                 self._free.append(buf)
                 return
-        buf.close()
+        # A failed write's traceback may still hold a view of it: then the collector frees it.
+        with contextlib.suppress(BufferError):
+            buf.close()
 
 
 _POOL = _BufferPool()
