@@ -9,6 +9,7 @@ component is never granted anything.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from trustyard.oci.reference import MAX_NAME_LENGTH, NAME_RE
@@ -90,7 +91,7 @@ def valid_repository_name(name: str) -> bool:
     )
 
 
-def covers(granted: tuple[str, ...] | list[str], action: str) -> bool:
+def covers(granted: Collection[str], action: str) -> bool:
     return action in granted or "*" in granted
 
 

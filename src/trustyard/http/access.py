@@ -270,14 +270,8 @@ class AccessControl:
 
 
 def _grants(token: VerifiedToken, needed: AccessScope) -> bool:
-    """Every needed action is granted (`covers` each one: the action itself or `*`)."""
-    granted = token.actions(needed.type, needed.name)
-    if "*" in granted:
-        return True
-    for action in needed.actions:
-        if action not in granted:
-            return False
-    return True
+    granted = token.actions(needed.type, needed.name)  # a frozenset: no copy needed
+    return all(covers(granted, a) for a in needed.actions)
 
 
 def _raw_header(scope: Scope, name: bytes) -> bytes | None:
@@ -310,7 +304,7 @@ def _restrict_mount(scope: Scope, token: VerifiedToken) -> None:
     if not mount:
         return
     source = next((v for k, v in params if k == "from"), None)
-    if source is not None and covers(tuple(token.actions("repository", source)), "pull"):
+    if source is not None and covers(token.actions("repository", source), "pull"):
         return
     kept = [(k, v) for k, v in params if k not in ("mount", "from")]
     scope["query_string"] = urlencode(kept).encode("latin-1")
