@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from trustyard.config import load_settings
+from trustyard.http.app import open_registry
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.storage import appender
@@ -235,3 +237,18 @@ def test_the_pool_takes_back_a_buffer_something_still_views() -> None:
         pool.give(buf)  # the last one goes past the pool's size: closed, or left to the GC
     assert len(pool._free) == appender._POOL_MAX
     view.release()
+
+
+@pytest.mark.parametrize(("env", "expected"), [(None, True), ("false", False)])
+async def test_the_setting_reaches_the_registry_storage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: str | None, expected: bool
+) -> None:
+    """`direct_io` (TRUSTYARD_DIRECT_IO) from the settings to the store the server uses."""
+    if env is not None:
+        monkeypatch.setenv("TRUSTYARD_DIRECT_IO", env)
+    registry = await open_registry(load_settings(data_dir=tmp_path))
+    try:
+        assert isinstance(registry.storage, FilesystemStorage)
+        assert registry.storage.direct_io is expected
+    finally:
+        await registry.metadata.close()
