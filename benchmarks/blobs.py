@@ -121,8 +121,9 @@ def run(ctx: Context) -> None:
     try:
         for rep in range(mode.repeats):
             for name, _server in ctx.each():
-                # Which push comes second matters on this disk (the later one meets the
-                # writeback of the earlier): alternate the order per repetition.
+                # Which push came second mattered here (before direct I/O the later one ran
+                # slower; the cause was guest-memory faults, docs/benchmarks.md): alternate the
+                # order per repetition so neither kind always takes the second place.
                 kinds = ("monolithic", "chunked") if rep % 2 == 0 else ("chunked", "monolithic")
                 for kind in kinds:
                     blob.renew()
