@@ -37,9 +37,9 @@ def _one_malloc_arena() -> None:
 
     Blob reads and hashing run on pools of threads, and glibc gives each thread its own arena
     that keeps freed 2 MiB chunks: measured after 1 GiB pushes and pulls, a 2-worker tree held
-    7 MiB less with one arena (docs/benchmarks.md), at the same throughput (Python allocates
-    under the GIL, so the shared arena's lock is not contended). Same as MALLOC_ARENA_MAX=1,
-    which glibc reads only at start-up. A no-op on a C library without mallopt.
+    ~7 MiB less with one arena (docs/benchmarks.md), at the same throughput (Python objects are
+    allocated under the GIL, so the shared arena's lock is rarely contended). Same as
+    MALLOC_ARENA_MAX=1, which glibc reads only at start-up. A no-op without glibc's mallopt.
     """
     try:
         libc = ctypes.CDLL(None)
