@@ -98,13 +98,13 @@ def serve(
             host=settings.host,
             hint="authentication is off: anyone who can reach this address can push and delete",
         )
+    _one_malloc_arena()  # before any thread gets an arena (the SQLite schema check starts one)
     try:
         asyncio.run(_prepare(settings.metadata_target))
     except SchemaMismatch as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     export_for_workers(settings)
-    _one_malloc_arena()
     log.info(
         "starting",
         address=f"{'https' if settings.tls_cert else 'http'}://{settings.host}:{settings.port}",
