@@ -132,14 +132,7 @@ def run(ctx: Context) -> None:
                     for name, server in ctx.each():
                         ref = TAG if by == "tag" else digests[name]
                         url = f"{server.url}/v2/{REPO}/manifests/{ref}"
-                        r = load(url, method, clients, mode.wrk_seconds, ctx.workdir)
-                        w.add(
-                            name,
-                            r["rps"],
-                            p50_ms=r["p50_ms"],
-                            p99_ms=r["p99_ms"],
-                            errors=r["errors"],
-                        )
+                        w.add_load(name, load(url, method, clients, mode.wrk_seconds, ctx.workdir))
             ctx.say(f"{method} by {by} done")
     ceiling(ctx)
 
@@ -164,14 +157,7 @@ def run_single_worker(ctx: Context) -> None:
                 ref = TAG if by == "tag" else digest
                 url = f"{server.url}/v2/{REPO}/manifests/{ref}"
                 for _rep in range(mode.wrk_repeats):
-                    r = load(url, method, clients, mode.wrk_seconds, ctx.workdir)
-                    w.add(
-                        TRUSTYARD,
-                        r["rps"],
-                        p50_ms=r["p50_ms"],
-                        p99_ms=r["p99_ms"],
-                        errors=r["errors"],
-                    )
+                    w.add_load(TRUSTYARD, load(url, method, clients, mode.wrk_seconds, ctx.workdir))
                 _add_reference(ctx, key, w)
 
 

@@ -270,7 +270,7 @@ def measure_topology(
                 mode.wrk_seconds,
                 ctx.workdir,
             )
-            get.add(name, r["rps"], p50_ms=r["p50_ms"], p99_ms=r["p99_ms"], errors=r["errors"])
+            get.add_load(name, r)
     ctx.say(f"{_plural(replicas)}: manifest GET done")
 
 

@@ -42,6 +42,17 @@ class Workload:
         for k, v in extra.items():
             self.extras.setdefault(server, {}).setdefault(k, []).append(v)
 
+    def add_load(self, server: str, run: dict[str, float], **extra: float) -> None:
+        """One load-generator run (wrk or hey): its req/s, with p50/p99 and errors beside."""
+        self.add(
+            server,
+            run["rps"],
+            p50_ms=run["p50_ms"],
+            p99_ms=run["p99_ms"],
+            errors=run["errors"],
+            **extra,
+        )
+
     def median(self, server: str) -> float | None:
         values = self.samples.get(server)
         return statistics.median(values) if values else None

@@ -220,14 +220,7 @@ def _grant_rows(ctx: Context, issuer: TokenTrustyard) -> None:
                     form,
                     method="POST",
                 )
-                w.add(
-                    TRUSTYARD,
-                    r["rps"],
-                    p50_ms=r["p50_ms"],
-                    p99_ms=r["p99_ms"],
-                    errors=r["errors"],
-                    bcrypt_cost=BCRYPT_COST,
-                )
+                w.add_load(TRUSTYARD, r, bcrypt_cost=BCRYPT_COST)
         ctx.say(f"{grant} grants done")
 
 
