@@ -63,7 +63,9 @@ def trusted_keys(settings: AuthSettings, own: SigningKey | None) -> TrustedKeys:
     if tok.jwks is not None:
         trusted.add_jwks(load_jwks_file(tok.jwks), str(tok.jwks))
     if own is not None:
-        trusted.add_certificates(own.chain[-1:], "this server's token issuer")
+        # This issuer's key only: never the CA of a signing_cert chain, which may have issued
+        # other certificates (TLS servers, other services) that must not mint tokens here.
+        trusted.add_key(own.public_key, "this server's token issuer", certificate=own.chain[0])
     return trusted
 
 
@@ -104,7 +106,7 @@ def build_auth(
             )
             tokens = TokenService(accounts, policy, issuer, tok.service)
         trusted = trusted_keys(settings, own)
-        if not trusted.by_kid:
+        if not trusted.by_kid and not trusted.certificates:
             raise ValueError(
                 "auth.mode is token but no key is trusted: set auth.token.rootcertbundle or "
                 "auth.token.jwks, or keep auth.token.issue = true"

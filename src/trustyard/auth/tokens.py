@@ -1,29 +1,28 @@
 """Docker registry tokens (JWT): signing keys, the issuer, and the verifier.
 
 Issuer: ES256 (default), RS256 or EdDSA; header `x5c` (leaf first) plus a `kid` in libtrust,
-RFC 7638 or JWKS form. Verifier: Distribution's rules — key from `x5c` (chained to the trusted
-bundle), else a `jwk` matching a trusted key, else `kid` looked up under every form; pinned
-algorithm; `iss`, `aud`, `exp`/`nbf` with 60 s leeway. Every refusal says why, in words a user
-can act on, and never contains the token.
+RFC 7638 or JWKS form. Verifier: Distribution's rules — key from `x5c` (a trusted key itself, or
+a chain validated to the explicit root bundle: `trustyard.auth.x5c`), else a `jwk` matching a
+trusted key, else `kid` looked up under every form; every key-naming header present must name
+that same key; pinned algorithm; `iss`, `aud`, `exp`/`nbf` with 60 s leeway. Every refusal says
+why, in words a user can act on, and never contains the token.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import json
 import os
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import jwt
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
@@ -31,12 +30,15 @@ from cryptography.x509.oid import NameOID
 from trustyard.auth.keyid import (
     PublicKey,
     as_public_key,
-    explain_kid,
     jwk_thumbprint,
     libtrust_kid,
     public_jwk,
 )
+from trustyard.auth.keyring import KeyResolver
+from trustyard.auth.keyring import TokenRejected as TokenRejected
+from trustyard.auth.keyring import TrustedKeys as TrustedKeys
 from trustyard.auth.scopes import Scope
+from trustyard.auth.x5c import ChainRejected, check_leaf_usage
 
 KidFormat = Literal["libtrust", "rfc7638", "jwks"]
 Algorithm = Literal["ES256", "RS256", "EdDSA"]
@@ -57,18 +59,6 @@ DEFAULT_ALGORITHMS = (
     "PS512",
     "EdDSA",
 )
-
-
-class TokenRejected(Exception):
-    """A token we will not accept; `reason` is safe to show the client and to log."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
-
-
-def _short(kid: str) -> str:
-    return kid if len(kid) <= 64 else kid[:61] + "..."
 
 
 def algorithms_for(key: PublicKey) -> tuple[str, ...]:
@@ -173,6 +163,10 @@ def load_signing_key(key_path: Path, cert_path: Path) -> SigningKey:
         raise ValueError(
             f"{cert_path}: the first certificate is not for the key in {key_path} (leaf first)"
         )
+    try:
+        check_leaf_usage(chain[0])  # else verifiers (this one too) refuse every token it signs
+    except ChainRejected as exc:
+        raise ValueError(f"{cert_path}: {exc.reason}") from None
     return SigningKey(loaded, chain)
 
 
@@ -290,42 +284,6 @@ def _refresh_audience(service: str) -> str:
 
 
 # -- verifying --------------------------------------------------------------------------------
-@dataclass
-class TrustedKeys:
-    """What a verifier trusts: certificates (root bundle) and keys by kid (all forms)."""
-
-    certificates: list[x509.Certificate] = field(default_factory=list)
-    by_kid: dict[str, PublicKey] = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)  # kid -> where it came from
-
-    def add_key(self, key: PublicKey, source: str, kid: str | None = None) -> None:
-        kids = [kid] if kid else [libtrust_kid(key), jwk_thumbprint(key)]
-        for k in kids:
-            self.by_kid[k] = key
-            self.sources[k] = source
-
-    def add_certificates(self, certs: Iterable[x509.Certificate], source: str) -> None:
-        for cert in certs:
-            self.certificates.append(cert)
-            subject = cert.subject.rfc4514_string() or "certificate"
-            self.add_key(as_public_key(cert.public_key()), f"{source} ({subject})")
-
-    def add_jwks(self, document: dict[str, Any], source: str) -> None:
-        for entry in document.get("keys", []):
-            kid = entry.get("kid")
-            if not isinstance(kid, str) or not kid:
-                continue
-            key = as_public_key(jwt.PyJWK(entry).key)
-            self.add_key(key, f"{source} (kid {kid})", kid=kid)
-            # Also under its computed forms: Distribution 3.x looks bundles up by thumbprint.
-            self.add_key(key, f"{source} (kid {kid})")
-
-    def kid_summary(self, limit: int = 6) -> str:
-        kids = list(self.by_kid)
-        shown = ", ".join(kids[:limit])
-        return shown + (f" and {len(kids) - limit} more" if len(kids) > limit else "") or "none"
-
-
 @dataclass(frozen=True, slots=True)
 class VerifiedToken:
     subject: str
@@ -334,17 +292,6 @@ class VerifiedToken:
 
     def actions(self, rtype: str, name: str) -> frozenset[str]:
         return self.access.get((rtype, name), frozenset())
-
-
-def _chain_from_x5c(values: Any) -> list[x509.Certificate]:
-    if not isinstance(values, list) or not values or len(values) > 8:
-        raise TokenRejected("the x5c header must be a list of 1 to 8 base64 DER certificates")
-    try:
-        return [x509.load_der_x509_certificate(base64.b64decode(v, validate=True)) for v in values]
-    except (ValueError, TypeError, binascii.Error):
-        raise TokenRejected(
-            "the x5c header holds something that is not a DER certificate"
-        ) from None
 
 
 class TokenVerifier:
@@ -369,72 +316,8 @@ class TokenVerifier:
         self.clock = clock
         self._cache: dict[str, VerifiedToken] = {}
         self._cache_size = cache_size
-
-    # -- key resolution ------------------------------------------------------------------------
-    def _verify_chain(self, chain: list[x509.Certificate]) -> PublicKey:
-        now = dt.datetime.now(dt.UTC)
-        for cert in chain:
-            if not cert.not_valid_before_utc - dt.timedelta(seconds=self.leeway) <= now:
-                raise TokenRejected(
-                    f"x5c certificate {cert.subject.rfc4514_string()} is not valid before "
-                    f"{cert.not_valid_before_utc.isoformat()}"
-                )
-            if now > cert.not_valid_after_utc:
-                raise TokenRejected(
-                    f"x5c certificate {cert.subject.rfc4514_string()} expired at "
-                    f"{cert.not_valid_after_utc.isoformat()}"
-                )
-        trusted = self.trusted.certificates
-        for i, cert in enumerate(chain):
-            if i > 0:
-                try:
-                    chain[i - 1].verify_directly_issued_by(cert)
-                except (ValueError, TypeError, InvalidSignature):
-                    raise TokenRejected(
-                        f"x5c chain is broken: certificate {i} did not issue certificate {i - 1}"
-                    ) from None
-            if cert in trusted:
-                return as_public_key(chain[0].public_key())
-            for root in trusted:
-                try:
-                    cert.verify_directly_issued_by(root)
-                except (ValueError, TypeError, InvalidSignature):
-                    continue
-                return as_public_key(chain[0].public_key())
-        leaf = chain[0]
-        raise TokenRejected(
-            f"x5c certificate {leaf.subject.rfc4514_string()} (libtrust kid "
-            f"{libtrust_kid(as_public_key(leaf.public_key()))}) does not chain to any certificate "
-            f"in the trusted root bundle ({len(trusted)} certificates); add the issuer's "
-            "certificate to auth.token.rootcertbundle"
-        )
-
-    def _key_for(self, header: dict[str, Any]) -> tuple[PublicKey, str]:
-        if "x5c" in header:
-            return self._verify_chain(_chain_from_x5c(header["x5c"])), "x5c chain"
-        if "jwk" in header:
-            try:
-                key = as_public_key(jwt.PyJWK(header["jwk"]).key)
-            except Exception:
-                raise TokenRejected("the jwk header is not a usable public key") from None
-            thumb = jwk_thumbprint(key)
-            if thumb not in self.trusted.by_kid:
-                raise TokenRejected(
-                    f"the token's embedded jwk (thumbprint {thumb}) is not a trusted key"
-                )
-            return self.trusted.by_kid[thumb], f"jwk {thumb}"
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise TokenRejected("the token header has no x5c, jwk or kid: cannot find its key")
-        found = self.trusted.by_kid.get(kid)
-        if found is None:
-            hint = explain_kid(kid, self.trusted.certificates)
-            raise TokenRejected(
-                hint
-                or f"token signed by untrusted key: kid {_short(kid)} matches no key in the "
-                f"root bundle or JWKS; trusted kids are {self.trusted.kid_summary()}"
-            )
-        return found, f"kid {_short(kid)}"
+        # The root bundle is fixed here: certificates added to `trusted` later anchor nothing.
+        self._keys = KeyResolver(trusted)
 
     # -- verification --------------------------------------------------------------------------
     def verify(self, token: str) -> VerifiedToken:
@@ -465,7 +348,7 @@ class TokenVerifier:
                 f"token algorithm {str(alg)[:20]!r} is not accepted; accepted: "
                 f"{', '.join(self.algorithms)}"
             )
-        key, how = self._key_for(header)
+        key, how = self._keys.key_for(header, now)
         if alg not in algorithms_for(key):
             raise TokenRejected(
                 f"token algorithm {alg} does not match its key ({how} is "
