@@ -179,3 +179,19 @@ def test_hostile_headers_are_refused_cleanly(x5c: Any, kid: str | None, jwk: Any
         header["jwk"] = jwk
     with pytest.raises(TokenRejected):
         verifier(ROOT).verify(forge(header, claims(), b"not a signature"))
+
+
+def test_ed25519_bundle_certificate_is_trusted_as_a_key() -> None:
+    """Path validation has no Ed25519 issuers, but a bundle certificate's own key needs none."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    ed = make_cert(
+        "ed issuer",
+        ca=True,
+        usage=key_usage(sign=True, cert_sign=True),
+        key=ed25519.Ed25519PrivateKey.generate(),
+    )
+    token = jwt.encode(claims(), ed.key, algorithm="EdDSA", headers={"x5c": [ed.der_b64]})
+    assert verifier(ed).verify(token).subject == "mallory"
+    forged = forge({"alg": "ES256", "typ": "JWT", "x5c": [ed.der_b64]}, claims(), b"sig")
+    assert "does not match its key" in reason(verifier(ed), forged)

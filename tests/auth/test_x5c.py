@@ -172,3 +172,10 @@ def test_unknown_critical_extension_is_refused(root: Cert) -> None:
 
     odd = Cert(builder.sign(root.key, hashes.SHA256()), leaf.key)  # type: ignore[arg-type]
     assert "critical extensions" in (verify([root], odd) or "")
+
+
+def test_weak_rsa_issuer() -> None:
+    weak_root = make_cert(
+        "weak root", ca=True, key=rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    )
+    assert "RSA key is too weak" in (verify([weak_root], weak_root.issue("signer")) or "")
