@@ -16,7 +16,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 Key = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
-NOW = dt.datetime.now(dt.UTC)
+
+
+def now() -> dt.datetime:
+    """The current time (certificates are built relative to it when the test runs)."""
+    return dt.datetime.now(dt.UTC)
+
+
 HOUR = dt.timedelta(hours=1)
 DEFAULT = object()  # "the usual extension for this kind of certificate"
 
@@ -84,8 +90,8 @@ def make_cert(
         .issuer_name(issuer.cert.subject if issuer else name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before or NOW - HOUR)
-        .not_valid_after(not_after or NOW + 24 * HOUR)
+        .not_valid_before(not_before or now() - HOUR)
+        .not_valid_after(not_after or now() + 24 * HOUR)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
     )
     if issuer is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.auth.helpers import forge
-from tests.auth.pki import HOUR, NOW, Cert, claims, key_usage, make_cert, token_with_chain
+from tests.auth.pki import HOUR, Cert, claims, key_usage, make_cert, now, token_with_chain
 from trustyard.auth.keyid import certificate_der_kid, jwk_thumbprint, libtrust_kid, public_jwk
 from trustyard.auth.runtime import trusted_keys
 from trustyard.auth.tokens import (
@@ -102,15 +103,15 @@ def test_ca_only_bundle_certificate_anchors_but_does_not_sign() -> None:
 
 
 def test_chain_validity_follows_the_verifier_clock() -> None:
-    old_root = make_cert("old root", ca=True, not_before=NOW - 72 * HOUR)
-    late = old_root.issue("late signer", not_before=NOW - 48 * HOUR, not_after=NOW - HOUR)
+    old_root = make_cert("old root", ca=True, not_before=now() - 72 * HOUR)
+    late = old_root.issue("late signer", not_before=now() - 48 * HOUR, not_after=now() - HOUR)
     token = jwt.encode(
-        {**claims(), "nbf": int((NOW - 2 * HOUR).timestamp()) - 1, "exp": int(NOW.timestamp())},
+        {**claims(), "nbf": int((now() - 2 * HOUR).timestamp()) - 1, "exp": int(now().timestamp())},
         late.key,
         algorithm="ES256",
         headers={"x5c": [late.der_b64]},
     )
-    then = (NOW - 2 * HOUR).timestamp()
+    then = (now() - 2 * HOUR).timestamp()
     assert verifier(old_root, clock=then).verify(token).subject == "mallory"
     assert "not valid at validation time" in reason(verifier(old_root), token)
 
@@ -195,3 +196,36 @@ def test_ed25519_bundle_certificate_is_trusted_as_a_key() -> None:
     assert verifier(ed).verify(token).subject == "mallory"
     forged = forge({"alg": "ES256", "typ": "JWT", "x5c": [ed.der_b64]}, claims(), b"sig")
     assert "does not match its key" in reason(verifier(ed), forged)
+
+
+def test_cached_token_expires_with_its_chain() -> None:
+    """A token outliving its certificate stays good only while the chain is valid, cache or not."""
+    soon = INTER.issue("short-lived signer", not_after=now() + dt.timedelta(minutes=10))
+    clock = [time.time()]
+    trusted = TrustedKeys()
+    trusted.add_certificates([ROOT.cert], "bundle")
+    v = TokenVerifier(trusted, issuer="trustyard", service="trustyard", clock=lambda: clock[0])
+    token = jwt.encode(
+        {**claims(), "exp": int(clock[0]) + 3600},
+        soon.key,
+        algorithm="ES256",
+        headers={"x5c": [soon.der_b64, INTER.der_b64]},
+    )
+    first = v.verify(token)
+    assert first.expires_at == soon.cert.not_valid_after_utc.timestamp() - v.leeway
+    assert v.verify(token) is first  # cached
+    clock[0] = soon.cert.not_valid_after_utc.timestamp() + 1
+    assert "not valid at validation time" in reason(v, token)
+    # Tokens found by a trusted key keep their own exp.
+    issuer = make_cert("issuer", ca=True, usage=key_usage(sign=True, cert_sign=True))
+    trusted = TrustedKeys()
+    trusted.add_certificates([issuer.cert], "bundle")
+    v = TokenVerifier(trusted, issuer="trustyard", service="trustyard", clock=lambda: clock[0])
+    kid = libtrust_kid(ec_key(issuer))
+    token = jwt.encode(
+        {**claims(), "exp": int(clock[0]) + 3600},
+        issuer.key,
+        algorithm="ES256",
+        headers={"kid": kid},
+    )
+    assert v.verify(token).expires_at == int(clock[0]) + 3600

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.auth.helpers import b64url, forge
 from tests.auth.integration import AuthServerProcess, add_user, bearer, challenge, token
-from tests.auth.pki import HOUR, NOW, Cert, claims, key_usage, make_cert, token_with_chain
+from tests.auth.pki import HOUR, Cert, claims, key_usage, make_cert, now, token_with_chain
 from trustyard.auth.keyid import certificate_der_kid, jwk_thumbprint, libtrust_kid, public_jwk
 
 ROOT = ("root", "root-pw")
@@ -231,20 +231,20 @@ def _issuer_has_no_basic_constraints(w: World) -> tuple[Cert, list[Cert]]:
 
 def _expired_intermediate(w: World) -> tuple[Cert, list[Cert]]:
     old = w.partner_root.issue(
-        "retired CA", ca=True, not_before=NOW - 72 * HOUR, not_after=NOW - HOUR
+        "retired CA", ca=True, not_before=now() - 72 * HOUR, not_after=now() - HOUR
     )
-    leaf = old.issue("forged", not_before=NOW - 48 * HOUR)
+    leaf = old.issue("forged", not_before=now() - 48 * HOUR)
     return leaf, [leaf, old]
 
 
 def _not_yet_valid_intermediate(w: World) -> tuple[Cert, list[Cert]]:
-    early = w.partner_root.issue("future CA", ca=True, not_before=NOW + HOUR)
+    early = w.partner_root.issue("future CA", ca=True, not_before=now() + HOUR)
     leaf = early.issue("forged")
     return leaf, [leaf, early]
 
 
 def _expired_leaf(w: World) -> tuple[Cert, list[Cert]]:
-    leaf = w.partner_inter.issue("stale", not_before=NOW - 48 * HOUR, not_after=NOW - HOUR)
+    leaf = w.partner_inter.issue("stale", not_before=now() - 48 * HOUR, not_after=now() - HOUR)
     return leaf, [leaf, w.partner_inter]
 
 

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from tests.auth.pki import HOUR, NOW, Cert, key_usage, make_cert
+from tests.auth.pki import HOUR, Cert, key_usage, make_cert, now
 from trustyard.auth.x5c import ChainRejected, ChainVerifier, check_leaf_usage
 
 
@@ -16,10 +16,10 @@ def root() -> Cert:
     return make_cert("operator root", ca=True)
 
 
-def verify(roots: list[Cert], *chain: Cert, at: dt.datetime = NOW) -> str | None:
+def verify(roots: list[Cert], *chain: Cert, at: dt.datetime | None = None) -> str | None:
     """None when the chain is accepted, else the reason."""
     try:
-        ChainVerifier([r.cert for r in roots]).verify([c.cert for c in chain], at)
+        ChainVerifier([r.cert for r in roots]).verify([c.cert for c in chain], at or now())
     except ChainRejected as exc:
         assert "Traceback" not in exc.reason and len(exc.reason) < 600
         return exc.reason
@@ -68,21 +68,21 @@ def test_issuer_without_key_usage_may_issue(root: Cert) -> None:
 
 
 def test_expired_and_not_yet_valid_intermediates(root: Cert) -> None:
-    old = root.issue("old CA", ca=True, not_before=NOW - 48 * HOUR, not_after=NOW - HOUR)
+    old = root.issue("old CA", ca=True, not_before=now() - 48 * HOUR, not_after=now() - HOUR)
     reason = verify([root], old.issue("forged"), old)
     assert reason is not None and "not valid at validation time" in reason
-    future = root.issue("future CA", ca=True, not_before=NOW + HOUR)
+    future = root.issue("future CA", ca=True, not_before=now() + HOUR)
     assert verify([root], future.issue("forged"), future) is not None
 
 
 def test_expired_leaf_and_expired_root(root: Cert) -> None:
-    leaf = root.issue("late", not_before=NOW - 48 * HOUR, not_after=NOW - HOUR)
+    leaf = root.issue("late", not_before=now() - 48 * HOUR, not_after=now() - HOUR)
     assert "not valid" in (verify([root], leaf) or "")
-    old_root = make_cert("old root", ca=True, not_before=NOW - 48 * HOUR, not_after=NOW - HOUR)
-    leaf = old_root.issue("signer", not_before=NOW - 48 * HOUR)
+    old_root = make_cert("old root", ca=True, not_before=now() - 48 * HOUR, not_after=now() - HOUR)
+    leaf = old_root.issue("signer", not_before=now() - 48 * HOUR)
     assert verify([old_root], leaf) is not None
     # The same chain verified at a time when everything was valid passes: the clock is used.
-    assert verify([old_root], leaf, at=NOW - 24 * HOUR) is None
+    assert verify([old_root], leaf, at=now() - 24 * HOUR) is None
 
 
 def test_path_length_constraint(root: Cert) -> None:
@@ -161,8 +161,8 @@ def test_unknown_critical_extension_is_refused(root: Cert) -> None:
         .issuer_name(root.cert.subject)
         .public_key(leaf.key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - HOUR)
-        .not_valid_after(NOW + HOUR)
+        .not_valid_before(now() - HOUR)
+        .not_valid_after(now() + HOUR)
         .add_extension(
             x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"\x05\x00"),
             critical=True,

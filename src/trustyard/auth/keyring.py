@@ -146,6 +146,16 @@ class TrustedKeys:
         return shown + (f" and {len(kids) - limit} more" if len(kids) > limit else "") or "none"
 
 
+@dataclass(frozen=True, slots=True)
+class FoundKey:
+    """The key a token names, how it was found, and (x5c chains) when the first certificate
+    of the validated path expires: the key stops being trusted then."""
+
+    key: PublicKey
+    how: str
+    not_after: float | None = None
+
+
 class KeyResolver:
     """Finds the trusted key a token names; the root bundle is fixed at construction."""
 
@@ -153,7 +163,7 @@ class KeyResolver:
         self.trusted = trusted
         self._chains = ChainVerifier(trusted.certificates)
 
-    def _x5c_key(self, chain: list[x509.Certificate], now: float) -> tuple[PublicKey, str]:
+    def _x5c_key(self, chain: list[x509.Certificate], now: float) -> FoundKey:
         leaf = chain[0]
         try:
             key = as_public_key(leaf.public_key())
@@ -168,11 +178,12 @@ class KeyResolver:
             if trusted is not None:
                 # The key itself is trusted (this issuer, the bundle, JWKS): the certificates
                 # around it add nothing, exactly as for a kid-only token with that key.
-                return trusted, f"x5c certificate {describe(leaf)} (a trusted key)"
-            self._chains.verify(chain, dt.datetime.fromtimestamp(now, dt.UTC))
+                return FoundKey(trusted, f"x5c certificate {describe(leaf)} (a trusted key)")
+            path = self._chains.verify(chain, dt.datetime.fromtimestamp(now, dt.UTC))
         except ChainRejected as exc:
             raise TokenRejected(exc.reason) from None
-        return key, f"x5c chain of {describe(leaf)}"
+        not_after = min(c.not_valid_after_utc for c in path).timestamp()
+        return FoundKey(key, f"x5c chain of {describe(leaf)}", not_after)
 
     def _jwk_key(self, value: Any) -> tuple[PublicKey, str]:
         """A `jwk` header only names a key: it must equal a key trusted already."""
@@ -206,14 +217,15 @@ class KeyResolver:
     def _names_key(self, kid: str, key: PublicKey) -> bool:
         return kid in (libtrust_kid(key), _thumbprint(key)) or self.trusted.by_kid.get(kid) == key
 
-    def key_for(self, header: dict[str, Any], now: float) -> tuple[PublicKey, str]:
+    def key_for(self, header: dict[str, Any], now: float) -> FoundKey:
         """The key named by x5c, else jwk, else kid; any other of them present must agree."""
         if "x5c" in header:
-            key, how = self._x5c_key(_chain_from_x5c(header["x5c"]), now)
+            found = self._x5c_key(_chain_from_x5c(header["x5c"]), now)
         elif "jwk" in header:
-            key, how = self._jwk_key(header["jwk"])
+            found = FoundKey(*self._jwk_key(header["jwk"]))
         else:
-            return self._kid_key(header.get("kid"))
+            return FoundKey(*self._kid_key(header.get("kid")))
+        key, how = found.key, found.how
         if "x5c" in header and "jwk" in header and _jwk_public_key(header["jwk"]) != key:
             raise TokenRejected(f"the token's jwk header names another key than its {how}")
         kid = header.get("kid")
@@ -227,4 +239,4 @@ class KeyResolver:
                 f"be that key's libtrust KeyID ({libtrust_kid(key)}), its RFC 7638 thumbprint "
                 "or its JWKS kid"
             )
-        return key, how
+        return found

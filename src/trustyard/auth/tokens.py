@@ -286,6 +286,9 @@ def _refresh_audience(service: str) -> str:
 # -- verifying --------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class VerifiedToken:
+    """`expires_at`: the token's exp, or earlier when a certificate of its x5c path expires
+    first (minus the leeway); caches keep the result until expires_at + leeway."""
+
     subject: str
     expires_at: float
     access: dict[tuple[str, str], frozenset[str]]
@@ -348,7 +351,8 @@ class TokenVerifier:
                 f"token algorithm {str(alg)[:20]!r} is not accepted; accepted: "
                 f"{', '.join(self.algorithms)}"
             )
-        key, how = self._keys.key_for(header, now)
+        found = self._keys.key_for(header, now)
+        key, how = found.key, found.how
         if alg not in algorithms_for(key):
             raise TokenRejected(
                 f"token algorithm {alg} does not match its key ({how} is "
@@ -405,9 +409,13 @@ class TokenVerifier:
                 f"token is not valid yet (nbf {_rfc3339(nbf)}, now {_rfc3339(now)}, leeway "
                 f"{self.leeway} s); check the issuer's clock"
             )
+        expires_at = float(exp)
+        if found.not_after is not None:
+            # Caches keep a good token until expires_at + leeway: not past its chain's expiry.
+            expires_at = min(expires_at, found.not_after - self.leeway)
         return VerifiedToken(
             subject=str(claims.get("sub", "")),
-            expires_at=float(claims["exp"]),
+            expires_at=expires_at,
             access=_access(claims.get("access")),
         )
 

@@ -124,8 +124,8 @@ class ChainVerifier:
         self.root_count = len(roots)
         self._store = Store(list(roots)) if roots else None
 
-    def verify(self, chain: Sequence[x509.Certificate], at: dt.datetime) -> x509.Certificate:
-        """The leaf, once the whole chain validated at `at`; else ChainRejected saying why."""
+    def verify(self, chain: Sequence[x509.Certificate], at: dt.datetime) -> list[x509.Certificate]:
+        """The validated path (leaf first, anchor last) at `at`; else ChainRejected saying why."""
         leaf = chain[0]
         key = leaf.public_key()
         if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
@@ -147,11 +147,11 @@ class ChainVerifier:
             .build_client_verifier()
         )
         try:
-            verifier.verify(leaf, list(chain[1:]))
+            path = verifier.verify(leaf, list(chain[1:])).chain
         except (VerificationError, ValueError, UnsupportedAlgorithm) as exc:
             raise ChainRejected(
                 f"x5c certificate {describe(leaf)} does not chain to any certificate in the "
                 f"trusted root bundle (auth.token.rootcertbundle, {self.root_count} "
                 f"certificates): {_explain(exc, leaf.issuer.rfc4514_string())}"
             ) from None
-        return leaf
+        return path
