@@ -128,6 +128,8 @@ class ChainVerifier:
         """The validated path (leaf first, anchor last) at `at`; else ChainRejected saying why."""
         leaf = chain[0]
         key = leaf.public_key()
+        # Hand-written: the library bounds RSA sizes of the keys that sign certificates only;
+        # the leaf's key signs the token, outside X.509, so its size is ours to check.
         if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
             raise ChainRejected(
                 f"x5c certificate {describe(leaf)} has a {key.key_size}-bit RSA key; at least "
