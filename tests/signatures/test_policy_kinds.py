@@ -20,6 +20,7 @@ from trustyard.metadata.base import ManifestRecord
 from trustyard.oci.digest import Digest
 from trustyard.oci.manifest import Descriptor
 from trustyard.registry.policy import Decision, PolicyConfigError, PolicyContext, build_policy
+from trustyard.registry.policy_signatures import KINDS_REGISTERED  # noqa: F401 (registers them)
 from trustyard.registry.signature_artifacts import is_signature_artifact
 from trustyard.signing import cosign
 

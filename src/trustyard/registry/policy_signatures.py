@@ -43,6 +43,7 @@ from trustyard.registry.signature_artifacts import (
     MAX_SIG_MANIFEST,
     SIGNATURE_ARTIFACT_TYPES,
     SIGNATURE_LAYERS,
+    one_of,
     signature_artifact_problem,
 )
 from trustyard.registry.signed_identity import IdentityRule
@@ -166,7 +167,7 @@ class CosignCheck:
             if not isinstance(annotations, dict):
                 continue
             key = (str(layer.get("digest")), str(annotations.get(cosign.SIG_ANNOTATION)))
-            if media_type not in SIGNATURE_LAYERS or key in seen:
+            if not one_of(media_type, SIGNATURE_LAYERS) or key in seen:
                 continue
             seen.add(key)
             if budget.entries <= 0:
@@ -234,8 +235,8 @@ class CosignCheck:
         # A manifest labelled as a signature says why it is not exempt (the label is not enough).
         doc = _json(record.content) if len(record.content) <= MAX_SIG_MANIFEST else None
         labelled = doc is not None and (
-            doc.get("artifactType") in SIGNATURE_ARTIFACT_TYPES
-            or any(x.get("mediaType") in SIGNATURE_LAYERS for x in _layers(doc))
+            one_of(doc.get("artifactType"), SIGNATURE_ARTIFACT_TYPES)
+            or any(one_of(x.get("mediaType"), SIGNATURE_LAYERS) for x in _layers(doc))
         )
         why = f" ({problem})" if labelled or record.media_type in mt.INDEXES else ""
         if not failures:

@@ -25,14 +25,19 @@ from trustyard.signing.simplesign import parse_payload
 MAX_SIG_MANIFEST = 256 * 1024
 MAX_SIG_LAYERS = 64  # layers of one exempt signature artifact
 MAX_SIG_CONFIG = 64 * 1024
-SIGNATURE_LAYERS = {cosign.SIMPLESIGNING, cosign.BUNDLE_V03}
-SIGNATURE_CONFIGS = {cosign.OCI_CONFIG, cosign.ARTIFACT_SIG, cosign.OCI_EMPTY}
-SIGNATURE_ARTIFACT_TYPES = {cosign.ARTIFACT_SIG, cosign.BUNDLE_V03}
+SIGNATURE_LAYERS = frozenset({cosign.SIMPLESIGNING, cosign.BUNDLE_V03})
+SIGNATURE_CONFIGS = frozenset({cosign.OCI_CONFIG, cosign.ARTIFACT_SIG, cosign.OCI_EMPTY})
+SIGNATURE_ARTIFACT_TYPES = frozenset({cosign.ARTIFACT_SIG, cosign.BUNDLE_V03})
 _EMPTY_DIGEST = "sha256:" + hashlib.sha256(cosign.EMPTY_JSON).hexdigest()
 _MANIFEST_KEYS = {"schemaVersion", "mediaType", "artifactType", "config", "layers", "subject",
                   "annotations"}  # fmt: skip
 _DESCRIPTOR_KEYS = {"mediaType", "digest", "size", "annotations"}  # no urls, data, platform
 _SIG_CONFIG_KEYS = {"architecture", "os", "config", "rootfs", "created", "history"}
+
+
+def one_of(value: object, options: frozenset[str]) -> bool:
+    """`value in options` for JSON values (a list or object is in no set of strings)."""
+    return isinstance(value, str) and value in options
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -134,7 +139,7 @@ async def signature_artifact_problem(ctx: PolicyContext, record: ManifestRecord)
         if doc.get("mediaType", record.media_type) != record.media_type:
             raise ValueError("manifest mediaType differs from the stored one")
         artifact_type = doc.get("artifactType")
-        if artifact_type is not None and artifact_type not in SIGNATURE_ARTIFACT_TYPES:
+        if artifact_type is not None and not one_of(artifact_type, SIGNATURE_ARTIFACT_TYPES):
             raise ValueError(f"artifactType {str(artifact_type)[:80]!r}")
         layers = doc.get("layers")
         if not isinstance(layers, list) or not 0 < len(layers) <= MAX_SIG_LAYERS:
@@ -155,7 +160,7 @@ async def signature_artifact_problem(ctx: PolicyContext, record: ManifestRecord)
             digests.append(str(layer["digest"]))
         config = _check_descriptor(doc.get("config"), "config")
         config_type = config.get("mediaType")
-        if config_type not in SIGNATURE_CONFIGS:
+        if not one_of(config_type, SIGNATURE_CONFIGS):
             raise ValueError(f"config is a {str(config_type)[:80]}")
         if config_type == cosign.OCI_CONFIG:
             _check_sig_config(await _read_exact(ctx, config, MAX_SIG_CONFIG), digests)
