@@ -176,6 +176,33 @@ def test_forged_claims_of_a_trusted_key_are_refused_at_upload(setup: Setup) -> N
     assert r.status_code == 403 and "the limit per signer" in r.text
 
 
+def test_forged_claims_stored_before_the_rule_do_not_lock_out_the_real_signer(
+    setup: Setup,
+) -> None:
+    """Forged claims of the trusted key, uploaded where no rule vetted them (an endpoint of the
+    same data without rules): they fill that key's per-signer quota, but the real signer's
+    upload through the enforcing endpoint still lands, and the rule finds it among them."""
+    s = setup
+    repo = "flood/stale"
+    digest = push(s.srv, repo, "flood-stale")
+    bare = ServerProcess(s.srv.data_dir).start()
+    try:
+        for i in range(8):
+            real = uncompressed_sign(s.trusted, payload(f"{s.srv.host}/{repo}:v1", digest, f"f{i}"))
+            forged = bytearray(real)
+            forged[-5] ^= 0x01
+            assert put(bare, repo, digest, bytes(forged), f"forged-{i}").status_code == 201
+        ninth = s.trusted.sign(payload(f"{s.srv.host}/{repo}:v1", digest, "on-bare"))
+        assert "the limit per signer" in put(bare, repo, digest, ninth, "on-bare").text
+    finally:
+        bare.stop()
+    skopeo(s.srv, f"{repo}:v1", ok=False)  # eight forged claims: nothing verifies
+    real = s.trusted.sign(payload(f"{s.srv.host}/{repo}:v1", digest, "real"))
+    r = put(s.srv, repo, digest, real, "real")
+    assert r.status_code == 201, r.text
+    skopeo(s.srv, f"{repo}:v1", ok=True)
+
+
 def test_junk_is_bounded_per_signer(setup: Setup) -> None:
     s = setup
     repo = "open/app"  # no rule: the registry cannot tell signers apart by trust here

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -181,30 +182,54 @@ class SimpleSignatures:
             raise _invalid(str(exc)) from None
         return name, content
 
-    async def _vet(self, name: str, content: bytes) -> tuple[str, list[UploadVetter]]:
-        """(signer key ID, the repository's vetters); refuses a forged claim of a trusted key."""
+    async def _vet(
+        self, name: str, content: bytes
+    ) -> tuple[str, list[UploadVetter], UploadVetter | None]:
+        """(signer key ID, the repository's vetters, the one that verified the upload if any);
+        refuses a forged claim of a trusted key."""
         vetters = self.vetters(name) if self.vetters is not None else []
         claimed = claimed_key_ids(content)
         judges = [v for v in vetters if v.names_trusted_key(claimed)]
         for judge in judges:
             ok, fingerprint = await judge.vet_upload(content)
             if ok:
-                return fingerprint[-16:].upper(), vetters
+                return fingerprint[-16:].upper(), vetters, judge
         if judges:
             raise _invalid(
                 f"it names key {_signer(claimed)}, which the signature policy of {name} trusts, "
                 "but does not verify with that key"
             )
-        return _signer(claimed), vetters
+        return _signer(claimed), vetters, None
+
+    async def _forged(
+        self, name: str, digest: Digest, signer: str, judge: UploadVetter
+    ) -> set[bytes]:
+        """Stored signatures that claim the (trusted, verified) `signer` but do not verify: kept
+        from before a rule trusted the key. They must not use up the real signer's quota."""
+        forged: set[bytes] = set()
+        claiming = [
+            s.content
+            for s in await self.store.list_signatures(name, digest)
+            if _signer(claimed_key_ids(s.content)) == signer
+        ]
+        for content in claiming[: 2 * self.limits.max_per_signer]:
+            ok, _ = await judge.vet_upload(content)
+            if not ok:
+                forged.add(hashlib.sha256(content).digest())
+        return forged
 
     def _admit(
-        self, signer: str, vetters: list[UploadVetter], digest: Digest
+        self, signer: str, vetters: list[UploadVetter], digest: Digest, forged: set[bytes]
     ) -> Callable[[list[StoredSignature]], None]:
         def trusted(key_ids: list[str]) -> bool:
             return any(v.names_trusted_key(key_ids) for v in vetters)
 
         def admit(existing: list[StoredSignature]) -> None:
-            ids = [claimed_key_ids(s.content) for s in existing]
+            ids = [
+                claimed_key_ids(s.content)
+                for s in existing
+                if hashlib.sha256(s.content).digest() not in forged
+            ]
             same = sum(1 for i in ids if _signer(i) == signer)
             if same >= self.limits.max_per_signer:
                 raise SignatureLimitReached(
@@ -235,10 +260,11 @@ class SimpleSignatures:
             )
         sig_name, content = self.parse_upload(digest, body)
         await self._require_manifest(name, digest)
-        signer, vetters = await self._vet(name, content)
+        signer, vetters, judge = await self._vet(name, content)
+        forged = await self._forged(name, digest, signer, judge) if judge is not None else set()
         try:
             return await self.store.add_signature(
-                name, digest, sig_name, content, self._admit(signer, vetters, digest)
+                name, digest, sig_name, content, self._admit(signer, vetters, digest, forged)
             )
         except ManifestMissing:
             raise RegistryError(
