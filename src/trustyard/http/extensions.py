@@ -3,8 +3,8 @@
 `GET /extensions/v2/<name>/signatures/<digest>` lists a manifest's simple signatures;
 `PUT` adds one (`{"schemaVersion": 2, "type": "atomic", "name": "<digest>@<id>", "content": b64}`,
 201); `DELETE` (ours, not OpenShift's) removes them: all, `?name=<digest>@<id>` or
-`?signer=<key ID or fingerprint>`, 202 with `{"deleted": n}`. Access (`REQUIRED_ACTIONS`, applied
-by http.access): GET needs pull, PUT pull+push, DELETE delete on the repository.
+`?signer=<key ID or fingerprint>`, 202 with `{"deleted": n}`. Access on the repository
+(`REQUIRED_ACTIONS`; http.access requires the same): GET pull, PUT pull+push, DELETE delete.
 """
 
 from __future__ import annotations
