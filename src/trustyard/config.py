@@ -173,7 +173,8 @@ class Settings(BaseModel):
     direct_io: bool = True
     # Simple-signing signatures stored through the extension API (docs/signatures.md)
     max_signature_bytes: int = Field(64 * 1024, ge=1024, le=4 * MiB)
-    max_signatures_per_manifest: int = Field(64, ge=1, le=1000)
+    max_signatures_per_manifest: int = Field(64, ge=1, le=1000)  # by keys no policy trusts
+    max_signatures_per_signer: int = Field(8, ge=1, le=1000)
     # Scale-out backends (docs/deployment.md); None keeps the embedded default
     database_url: str | None = Field(None, description="postgresql://user:pass@host/db")
     storage_backend: Literal["filesystem", "s3"] = "filesystem"

@@ -55,6 +55,8 @@ def plain_required_access(method: str, path: str) -> list[AccessScope]:
             actions: tuple[str, ...] = ("pull",)
         elif kind in ("upload", "signatures"):
             actions = ("pull",) if kind == "signatures" and get else ("pull", "push")
+            if kind == "signatures" and method == "DELETE":
+                actions = ("delete",)
         elif kind == "trust":
             actions = ("pull",) if get else ("*",) if method == "DELETE" else ("pull", "push")
         else:

@@ -20,7 +20,8 @@ from trustyard.metadata.base import ManifestRecord
 from trustyard.oci.digest import Digest
 from trustyard.oci.manifest import Descriptor
 from trustyard.registry.policy import Decision, PolicyConfigError, PolicyContext, build_policy
-from trustyard.registry.policy_signatures import is_signature_artifact
+from trustyard.registry.policy_signatures import KINDS_REGISTERED  # noqa: F401 (registers them)
+from trustyard.registry.signature_artifacts import is_signature_artifact
 from trustyard.signing import cosign
 
 REPO = "team/app"
@@ -195,16 +196,23 @@ def test_signature_artifacts_are_exempt_but_disguised_images_are_not(
         cosign.referrer_artifact(signer, "r/x", subject_of(image)),
         cosign.bundle_artifact(signer, "r/x", subject_of(image)),
     ):
+        reg = FakeRegistry()
+        reg.push(artifact)
         rec = record(artifact.manifest)
-        assert is_signature_artifact(rec)
-        assert decide(FakeRegistry(), {"kind": "cosign", "keys": [str(pub)]}, rec).ok
-    assert not is_signature_artifact(image)
+        assert asyncio.run(is_signature_artifact(reg.context(), rec))
+        assert decide(reg, {"kind": "cosign", "keys": [str(pub)]}, rec).ok
+    reg = FakeRegistry()
+    assert not asyncio.run(is_signature_artifact(reg.context(), image))
     disguised = json.loads(IMAGE)
     disguised["artifactType"] = cosign.ARTIFACT_SIG
     disguised["config"]["mediaType"] = cosign.ARTIFACT_SIG
-    assert not is_signature_artifact(record(json.dumps(disguised).encode()))
+    assert not asyncio.run(
+        is_signature_artifact(reg.context(), record(json.dumps(disguised).encode()))
+    )
     disguised["layers"].append(json.loads(IMAGE)["layers"][0] | {"mediaType": cosign.SIMPLESIGNING})
-    assert not is_signature_artifact(record(json.dumps(disguised).encode()))
+    assert not asyncio.run(
+        is_signature_artifact(reg.context(), record(json.dumps(disguised).encode()))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +245,7 @@ def test_simple_signing_kind(gpg_keys: tuple[GpgKey, GpgKey]) -> None:
     got = decide(reg, spec, image)
     assert not got.ok and "unknown field(s) extra" in got.reason
 
-    good = signer.sign(atomic_payload("r/x", digest))
+    good = signer.sign(atomic_payload(f"r.example/{REPO}:v1", digest))
     tampered = bytearray(good)
     tampered[-5] ^= 0x01
     reg.simple[digest] = [bytes(tampered)]

@@ -42,7 +42,8 @@ _ROUTES: list[tuple[re.Pattern[str], str, str]] = [
     (re.compile(r"^/v2/(?P<name>.+)/manifests/[^/]+$"), "object", "/manifests/"),
     (re.compile(r"^/v2/(?P<name>.+)/blobs/uploads(?:/[^/]*)?$"), "upload", "/blobs/uploads"),
     (re.compile(r"^/v2/(?P<name>.+)/blobs/[^/]+$"), "object", "/blobs/"),
-    # containers "signatures" extension API (http/extensions.py): GET pull, PUT push.
+    # containers "signatures" extension API (http/extensions.py): GET pull, PUT push, DELETE
+    # delete.
     (re.compile(r"^/extensions/v2/(?P<name>.+)/signatures/[^/]+$"), "signatures", "/signatures/"),
 ]
 CATALOG = AccessScope("registry", "catalog", ("*",))
@@ -65,6 +66,8 @@ def required_access(method: str, path: str) -> list[AccessScope]:
             actions = _PULL
         elif kind in ("upload", "signatures"):
             actions = _PULL if kind == "signatures" and method in ("GET", "HEAD") else _PUSH
+            if kind == "signatures" and method == "DELETE":
+                actions = _DELETE
         elif kind == "trust":
             actions = (
                 _PULL if method in ("GET", "HEAD") else ("*",) if method == "DELETE" else _PUSH

@@ -188,8 +188,14 @@ def open_simple_signatures(settings: Settings, registry: Registry) -> SimpleSign
     metadata = registry.metadata
     if not isinstance(metadata, SqlMetadataStore):  # pragma: no cover - only SQL backends exist
         raise TypeError("simple signatures need a SQL metadata store")
-    limits = SignatureLimits(settings.max_signature_bytes, settings.max_signatures_per_manifest)
-    return SimpleSignatures(metadata, SqlSignatureStore(metadata.reader, metadata.writer), limits)
+    limits = SignatureLimits(
+        settings.max_signature_bytes,
+        settings.max_signatures_per_manifest,
+        settings.max_signatures_per_signer,
+    )
+    vetters = registry.policy.upload_vetters if registry.policy is not None else None
+    store = SqlSignatureStore(metadata.reader, metadata.writer)
+    return SimpleSignatures(metadata, store, limits, vetters)
 
 
 def create_app(settings: Settings) -> Starlette:

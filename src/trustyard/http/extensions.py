@@ -2,7 +2,9 @@
 
 `GET /extensions/v2/<name>/signatures/<digest>` lists a manifest's simple signatures;
 `PUT` adds one (`{"schemaVersion": 2, "type": "atomic", "name": "<digest>@<id>", "content": b64}`,
-201). Access: GET needs pull, PUT needs push on the repository (http.access).
+201); `DELETE` (ours, not OpenShift's) removes them: all, `?name=<digest>@<id>` or
+`?signer=<key ID or fingerprint>`, 202 with `{"deleted": n}`. Access on the repository
+(`REQUIRED_ACTIONS`; http.access requires the same): GET pull, PUT pull+push, DELETE delete.
 """
 
 from __future__ import annotations
@@ -12,7 +14,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from trustyard.http.v2 import read_limited
+from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.registry.signatures import SimpleSignatures
+
+# The rights each method of the signatures route needs on the repository.
+REQUIRED_ACTIONS: dict[str, tuple[str, ...]] = {
+    "GET": ("pull",),
+    "HEAD": ("pull",),
+    "PUT": ("pull", "push"),
+    "DELETE": ("delete",),
+}
 
 
 def _signatures(request: Request) -> SimpleSignatures:
@@ -33,9 +44,31 @@ async def signatures_put(request: Request) -> Response:
     return Response(status_code=201, headers={"Content-Length": "0"})
 
 
+def _single(request: Request, key: str) -> str | None:
+    values = request.query_params.getlist(key)
+    if len(values) > 1:
+        raise RegistryError(
+            ErrorCode.MANIFEST_INVALID,
+            f"signature delete refused: give {key!r} at most once",
+        )
+    return values[0] if values else None
+
+
+async def signatures_delete(request: Request) -> Response:
+    use_case = _signatures(request)
+    deleted = await use_case.delete(
+        request.path_params["name"],
+        request.path_params["digest"],
+        _single(request, "name"),
+        _single(request, "signer"),
+    )
+    return JSONResponse({"deleted": deleted}, status_code=202)
+
+
 def routes() -> list[Route]:
     path = "/extensions/v2/{name:path}/signatures/{digest}"
     return [
         Route(path, signatures_get, methods=["GET"]),
         Route(path, signatures_put, methods=["PUT"]),
+        Route(path, signatures_delete, methods=["DELETE"]),
     ]

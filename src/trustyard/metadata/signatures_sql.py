@@ -2,12 +2,14 @@
 
 One row per signature: the repository, the manifest digest it signs, the client-chosen unique
 name (`<digest>@<id>`) and the signature bytes (an OpenPGP message). Rows whose manifest is gone
-are removed by garbage collection (`SqlMetadataStore.collect`), never by deleting a manifest.
+are removed by garbage collection (`SqlMetadataStore.collect`), never by deleting a manifest;
+holders of the delete right remove single rows through the extension API's DELETE.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import (
@@ -19,6 +21,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Table,
+    delete,
     func,
     select,
 )
@@ -73,12 +76,18 @@ class SqlSignatureStore:
         return [StoredSignature(r.name, bytes(r.content), r.created_at) for r in rows]
 
     async def add_signature(
-        self, repository: str, digest: Digest, name: str, content: bytes, max_count: int
+        self,
+        repository: str,
+        digest: Digest,
+        name: str,
+        content: bytes,
+        admit: Callable[[list[StoredSignature]], None],
     ) -> bool:
         """Store one signature; False when the same bytes (or name) are already there.
 
-        Raises ManifestMissing when the manifest is not in the repository, and OverflowError
-        when the manifest already has `max_count` signatures. Checked in the write transaction.
+        Raises ManifestMissing when the manifest is not in the repository. `admit` sees the
+        manifest's other signatures inside the write transaction and raises to refuse this one
+        (the limits of registry/signatures.py), so concurrent uploads cannot both pass them.
         """
         s = simple_signatures
         async with self.writer.begin() as conn:
@@ -100,15 +109,14 @@ class SqlSignatureStore:
                 raise ManifestMissing(str(digest))
             rows = (
                 await conn.execute(
-                    select(s.c.name, s.c.content).where(
+                    select(s.c.name, s.c.content, s.c.created_at).where(
                         s.c.repo_id == repo_id, s.c.digest == str(digest)
                     )
                 )
             ).all()
             if any(bytes(r.content) == content or r.name == name for r in rows):
                 return False
-            if len(rows) >= max_count:
-                raise OverflowError(len(rows))
+            admit([StoredSignature(r.name, bytes(r.content), r.created_at) for r in rows])
             insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
             await conn.execute(
                 insert(s)
@@ -122,6 +130,22 @@ class SqlSignatureStore:
                 .on_conflict_do_nothing()
             )
             return True
+
+    async def delete_signatures(self, repository: str, digest: Digest, names: list[str]) -> int:
+        """Delete the named signatures of a manifest; returns how many were removed."""
+        if not names:
+            return 0
+        s = simple_signatures
+        repo_id = (
+            select(t.repositories.c.id).where(t.repositories.c.name == repository).scalar_subquery()
+        )
+        async with self.writer.begin() as conn:
+            result = await conn.execute(
+                delete(s).where(
+                    s.c.repo_id == repo_id, s.c.digest == str(digest), s.c.name.in_(names)
+                )
+            )
+        return int(result.rowcount or 0)
 
     async def count(self) -> int:
         async with self.reader.connect() as conn:

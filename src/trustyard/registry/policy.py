@@ -21,7 +21,7 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
@@ -40,6 +40,8 @@ from trustyard.trust.pinning import TrustPinning
 
 log = structlog.get_logger("trustyard.policy")
 MAX_CONFIG = 4 * 1024 * 1024
+MAX_INDEX_BYTES = 4 * 1024 * 1024  # a signed target larger than this is no index we serve
+MAX_PARENT_LOOKUPS = 256  # signed targets looked up as possible parents of a pulled child
 
 
 class PolicyConfigError(ValueError):
@@ -61,6 +63,18 @@ class SignatureCheck(Protocol):
 
     async def verify(self, repository: str, record: ManifestRecord, tag: str | None) -> Decision:
         """Decide for `record`, pulled (or pushed) by `tag`, or by digest when `tag` is None."""
+
+
+@runtime_checkable
+class UploadVetter(Protocol):
+    """A check that judges simple signatures as they are uploaded (registry/signatures.py):
+    one that names a key the check trusts must verify with it, or it is refused."""
+
+    def names_trusted_key(self, key_ids: list[str]) -> bool:
+        """Whether any of these (claimed, 16-hex) signer key IDs is a trusted key."""
+
+    async def vet_upload(self, content: bytes) -> tuple[bool, str]:
+        """(True, signer fingerprint) when a trusted key verifies `content`, else (False, why)."""
 
 
 class TrustFiles(Protocol):
@@ -220,17 +234,42 @@ class NotaryCheck:
         if found:
             name, hit = found[0]
             return Decision(True, f"signed as {name} in {hit.role}", ",".join(hit.signers))
-        for role in coll.targets.values():
-            for meta in role.targets.values():
+        # A child of a signed index: the index's target must count under the same rules as a
+        # direct hit (the `roles` filter, the signed size), or an index signed in a role the
+        # rule ignores would admit its children.
+        looked = 0
+        for role_name in sorted(coll.targets):
+            if self.roles and role_name not in self.roles:
+                continue
+            for name, meta in coll.targets[role_name].targets.items():
                 h = meta.hashes.get("sha256")
-                if h is None:
+                if h is None or meta.length > MAX_INDEX_BYTES:
                     continue
+                looked += 1
+                if looked > MAX_PARENT_LOOKUPS:
+                    return Decision(
+                        False,
+                        f"{record.digest} is not signed in {gun} (looked for a signed parent "
+                        f"index among the first {MAX_PARENT_LOOKUPS} targets only)",
+                    )
                 parent = await self.ctx.get_manifest(repository, Digest("sha256", h.hex()))
-                if parent is None or parent.media_type not in mt.INDEXES:
+                if (
+                    parent is None
+                    or parent.media_type not in mt.INDEXES
+                    or parent.size != meta.length
+                ):
                     continue
-                index = parse_manifest(parent.content, parent.media_type)
+                try:
+                    index = parse_manifest(parent.content, parent.media_type)
+                except RegistryError:
+                    continue
                 if any(c.digest == record.digest for c in index.children):
-                    return Decision(True, f"child of signed index {parent.digest}")
+                    signers = ",".join(coll.signers[role_name])
+                    return Decision(
+                        True,
+                        f"child of signed index {parent.digest} ({name} in {role_name})",
+                        signers,
+                    )
         return Decision(False, f"{record.digest} is not signed in {gun}")
 
 
@@ -359,6 +398,19 @@ class Policy:
                 f"(requires {rule.check.kind}): {decision.reason}",
                 detail={"policy": rule.name, "reason": decision.reason},
             )
+
+    def upload_vetters(self, repository: str) -> list[UploadVetter]:
+        """The checks of `repository`'s rule that vet simple-signature uploads."""
+        rule = self.rule_for(repository)
+        found: list[UploadVetter] = []
+        todo: list[SignatureCheck] = [rule.check] if rule is not None else []
+        while todo:
+            check = todo.pop(0)
+            if isinstance(check, AnyOfCheck):
+                todo.extend(check.checks)
+            elif isinstance(check, UploadVetter):
+                found.append(check)
+        return found
 
     async def on_pull(self, repository: str, tag: str | None, record: ManifestRecord) -> None:
         rule = self.rule_for(repository)

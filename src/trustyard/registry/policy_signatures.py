@@ -3,12 +3,14 @@
 * `cosign`: the manifest needs a cosign signature by one of the trusted public keys (`keys`, PEM
   or DER EC P-256/P-384), found in any of cosign's shapes: the tag scheme (`sha256-<hex>.sig`),
   an OCI 1.1 referrer (`application/vnd.dev.cosign.artifact.sig.v1+json`, including entries of a
-  tag-schema index) or a sigstore bundle v0.3 referrer. Signature artifacts themselves (manifests
-  whose layers are all signature payloads or bundles) are exempt: a verifier must be able to
-  fetch them, and they carry nothing runnable.
+  tag-schema index) or a sigstore bundle v0.3 referrer. Signature artifacts themselves are
+  exempt (a verifier must be able to fetch them), but only when their bytes prove they carry
+  nothing runnable (`signature_artifact_problem`): labels alone are an attacker's to choose.
 * `simple-signing`: the manifest needs a containers simple signature (OpenPGP, stored through the
   extension API) that gpg verifies with one of the trusted public keys (`keys`: exported keyring
   files); `fingerprints` optionally narrows the accepted signers.
+* Both check the signature's identity against the pulled repository (`match`, `hosts`:
+  `IdentityRule`), so a signature made for repository A does not admit the digest in B.
 
 Both are registered with `policy.register_kind`; `http/app.py` imports this module and fills the
 `PolicyContext` readers they need (`get_tagged`, `referrers`, `simple_signatures`).
@@ -17,27 +19,49 @@ Both are registered with `policy.register_kind`; `http/app.py` imports this modu
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
+import os
 import re
+import shutil
+import subprocess
+import tempfile
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from trustyard.metadata.base import ManifestRecord
+from trustyard.oci import mediatypes as mt
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import RegistryError
 from trustyard.registry.policy import Decision, PolicyConfigError, PolicyContext, register_kind
+from trustyard.registry.signature_artifacts import (
+    MAX_SIG_MANIFEST,
+    SIGNATURE_ARTIFACT_TYPES,
+    SIGNATURE_LAYERS,
+    one_of,
+    signature_artifact_problem,
+)
+from trustyard.registry.signed_identity import IdentityRule
 from trustyard.signing import cosign
 from trustyard.signing.errors import SigningError
-from trustyard.signing.simplesign import check_matches, inspect_atomic, verify_with_gpg
+from trustyard.signing.simplesign import (
+    check_matches,
+    inspect_atomic,
+    parse_payload,
+    verify_with_gpg,
+)
 
-MAX_CANDIDATES = 32  # signatures looked at per decision: bounded work per pull
-MAX_SIG_MANIFEST = 256 * 1024
-_SIGNATURE_LAYERS = {cosign.SIMPLESIGNING, cosign.BUNDLE_V03}
-_SIGNATURE_CONFIGS = {cosign.OCI_CONFIG, cosign.ARTIFACT_SIG, cosign.OCI_EMPTY}
+MAX_CANDIDATES = 32  # simple signatures by trusted keys gpg-checked per decision
+# cosign: signature entries (tag-scheme layers, referrer layers) and referrer manifests looked at
+# per decision. Every entry is verified (ECDSA, cheap), payload blobs are read once per digest:
+# junk by untrusted keys costs work up to these bounds but is never skipped over in favour of it.
+MAX_COSIGN_ENTRIES = 1024
+MAX_REFERRERS = 256
 _FINGERPRINT = re.compile(r"^(?:[0-9A-F]{16}|[0-9A-F]{40}|[0-9A-F]{64})$")
 
 
@@ -66,26 +90,17 @@ def _layers(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [x for x in layers if isinstance(x, dict)] if isinstance(layers, list) else []
 
 
-def is_signature_artifact(record: ManifestRecord) -> bool:
-    """A cosign signature/bundle manifest: every layer a signature payload, nothing runnable."""
-    if len(record.content) > MAX_SIG_MANIFEST:
-        return False
-    doc = _json(record.content)
-    if doc is None:
-        return False
-    layers = _layers(doc)
-    config = doc.get("config")
-    return (
-        bool(layers)
-        and len(layers) == len(doc.get("layers") or [])
-        and all(x.get("mediaType") in _SIGNATURE_LAYERS for x in layers)
-        and isinstance(config, dict)
-        and config.get("mediaType") in _SIGNATURE_CONFIGS
-    )
+class _Budget:
+    """Work left in one cosign decision, and the payload blobs already read (by digest)."""
+
+    def __init__(self) -> None:
+        self.entries = MAX_COSIGN_ENTRIES
+        self.blobs: dict[str, bytes | None] = {}
 
 
 class CosignCheck:
-    """A cosign signature (tag scheme, referrer or bundle) by one of the trusted keys."""
+    """A cosign signature (tag scheme, referrer or bundle) by one of the trusted keys, whose
+    identity names this repository (`match`, default `repository`: cosign records no tag)."""
 
     kind = "cosign"
 
@@ -101,78 +116,181 @@ class CosignCheck:
         if override is not None and override not in ("sha256", "sha384", "sha512"):
             raise PolicyConfigError("cosign: hash must be sha256, sha384 or sha512")
         self.hash_override: str | None = override
+        self.identity = IdentityRule.from_spec(spec, "cosign", "repository")
         if ctx.get_tagged is None or ctx.referrers is None:
             raise PolicyConfigError("cosign: this registry gives policies no tag/referrer reader")
 
-    async def _blob(self, desc: dict[str, Any], limit: int) -> bytes | None:
+    async def _blob(self, desc: dict[str, Any], limit: int, budget: _Budget) -> bytes | None:
+        key = str(desc.get("digest"))
+        if key in budget.blobs:
+            return budget.blobs[key]
         try:
-            digest = Digest.parse(str(desc.get("digest")))
+            digest = Digest.parse(key)
         except RegistryError:
             return None
         data = await self.ctx.read_blob(digest, limit)
-        if data is None or hashlib.new(digest.algorithm, data).hexdigest() != digest.hex:
-            return None
+        if data is not None and hashlib.new(digest.algorithm, data).hexdigest() != digest.hex:
+            data = None
+        budget.blobs[key] = data
         return data
 
-    async def _check_layers(
-        self, where: str, doc: dict[str, Any], digest: str, failures: list[str]
-    ) -> Decision | None:
-        for layer in _layers(doc)[:MAX_CANDIDATES]:
-            media_type = layer.get("mediaType")
+    def _identities(self, media_type: object, data: bytes, digest: str) -> list[str]:
+        """The identities a verified payload or bundle claims for `digest`."""
+        try:
             if media_type == cosign.SIMPLESIGNING:
-                payload = await self._blob(layer, cosign.simplesign_limit())
-                if payload is None:
+                return [parse_payload(data).docker_reference]
+            env = json.loads(data)["dsseEnvelope"]
+            statement = json.loads(base64.b64decode(env["payload"]))
+            algorithm, hexpart = digest.split(":", 1)
+            return [
+                str(s.get("name"))
+                for s in statement.get("subject") or []
+                if (s.get("digest") or {}).get(algorithm) == hexpart
+            ]
+        except (ValueError, KeyError, TypeError, AttributeError, SigningError):
+            return []
+
+    async def _check_layers(
+        self,
+        where: str,
+        doc: dict[str, Any],
+        record: ManifestRecord,
+        tag: str | None,
+        failures: list[str],
+        budget: _Budget,
+    ) -> Decision | None:
+        digest = str(record.digest)
+        seen: set[tuple[str, str]] = set()
+        for layer in _layers(doc):
+            media_type = layer.get("mediaType")
+            annotations = layer.get("annotations") or {}
+            if not isinstance(annotations, dict):
+                continue
+            key = (str(layer.get("digest")), str(annotations.get(cosign.SIG_ANNOTATION)))
+            if not one_of(media_type, SIGNATURE_LAYERS) or key in seen:
+                continue
+            seen.add(key)
+            if budget.entries <= 0:
+                failures.append(f"stopped after {MAX_COSIGN_ENTRIES} signatures")
+                return None
+            budget.entries -= 1
+            if media_type == cosign.SIMPLESIGNING:
+                data = await self._blob(layer, cosign.simplesign_limit(), budget)
+                if data is None:
                     failures.append(f"{where}: payload blob missing or too large")
                     continue
                 check = cosign.check_simplesigning(
-                    payload, layer.get("annotations") or {}, self.keys, digest, self.hash_override
+                    data, annotations, self.keys, digest, self.hash_override
                 )
-            elif media_type == cosign.BUNDLE_V03:
-                bundle = await self._blob(layer, cosign.MAX_BUNDLE)
-                if bundle is None:
+            else:
+                data = await self._blob(layer, cosign.MAX_BUNDLE, budget)
+                if data is None:
                     failures.append(f"{where}: bundle blob missing or too large")
                     continue
-                check = cosign.check_bundle(bundle, self.keys, digest, self.hash_override)
-            else:
+                check = cosign.check_bundle(data, self.keys, digest, self.hash_override)
+            if check.status != "verified":
+                failures.append(f"{where}: {check.reason or check.status}")
                 continue
-            if check.status == "verified":
+            identities = self._identities(media_type, data, digest) or ["(none)"]
+            wrong = [self.identity.mismatch(i, record.repository, tag, digest) for i in identities]
+            if None in wrong:
                 return Decision(True, f"{where} signature verified", check.signer)
-            failures.append(f"{where}: {check.reason or check.status}")
+            failures.append(f"{where}: {wrong[0]}")
         return None
 
     async def verify(self, repository: str, record: ManifestRecord, tag: str | None) -> Decision:
-        if is_signature_artifact(record):
+        problem = await signature_artifact_problem(self.ctx, record)
+        if problem is None:
             return Decision(True, "a cosign signature artifact (exempt)")
         assert self.ctx.get_tagged is not None and self.ctx.referrers is not None
+        record = replace(record, repository=repository)
         digest = str(record.digest)
         failures: list[str] = []
+        budget = _Budget()
         sig_tag = f"{record.digest.algorithm}-{record.digest.hex}.sig"
         sig = await self.ctx.get_tagged(repository, sig_tag)
-        if sig is not None:
+        if sig is not None and len(sig.content) <= MAX_SIG_MANIFEST:
             doc = _json(sig.content)
             if doc is not None:
-                found = await self._check_layers(f"cosign tag {sig_tag}", doc, digest, failures)
+                where = f"cosign tag {sig_tag}"
+                found = await self._check_layers(where, doc, record, tag, failures, budget)
                 if found is not None:
                     return found
         wanted = {cosign.ARTIFACT_SIG: "cosign referrer", cosign.BUNDLE_V03: "sigstore bundle"}
         descs = await self.ctx.referrers(repository, record.digest)
-        descs = [d for d in descs if d.artifact_type in wanted][:MAX_CANDIDATES]
-        for desc in descs:
+        descs = [d for d in descs if d.artifact_type in wanted]
+        if len(descs) > MAX_REFERRERS:
+            failures.append(f"only the first {MAX_REFERRERS} of {len(descs)} referrers looked at")
+        for desc in descs[:MAX_REFERRERS]:
             referrer = await self.ctx.get_manifest(repository, desc.digest)
-            doc = _json(referrer.content) if referrer is not None else None
+            if referrer is None or len(referrer.content) > MAX_SIG_MANIFEST:
+                continue
+            doc = _json(referrer.content)
             if doc is None:
                 continue
             where = f"{wanted[str(desc.artifact_type)]} {desc.digest}"
-            found = await self._check_layers(where, doc, digest, failures)
+            found = await self._check_layers(where, doc, record, tag, failures, budget)
             if found is not None:
                 return found
+        # A manifest labelled as a signature says why it is not exempt (the label is not enough).
+        doc = _json(record.content) if len(record.content) <= MAX_SIG_MANIFEST else None
+        labelled = doc is not None and (
+            one_of(doc.get("artifactType"), SIGNATURE_ARTIFACT_TYPES)
+            or any(one_of(x.get("mediaType"), SIGNATURE_LAYERS) for x in _layers(doc))
+        )
+        why = f" ({problem})" if labelled or record.media_type in mt.INDEXES else ""
         if not failures:
-            return Decision(False, f"no cosign signature of {digest} found")
-        return Decision(False, f"no cosign signature by a trusted key: {'; '.join(failures[:4])}")
+            return Decision(False, f"no cosign signature of {digest} found{why}")
+        return Decision(
+            False, f"no cosign signature by a trusted key: {'; '.join(failures[:4])}{why}"
+        )
+
+
+def claimed_key_ids(content: bytes) -> list[str]:
+    """The 16-hex key IDs a simple signature names as its signers (unverified claims)."""
+    try:
+        message = inspect_atomic(content)
+    except SigningError:
+        return []
+    ids = [f[-16:] for f in message.fingerprints] + message.key_ids
+    return list(dict.fromkeys(ids))
+
+
+def keyring_fingerprints(paths: list[Path]) -> frozenset[str]:
+    """Fingerprints of every key and subkey in exported keyrings (`gpg --show-keys`)."""
+    gpg = shutil.which("gpg")
+    if gpg is None:
+        raise PolicyConfigError("simple-signing: gpg is not installed")
+    found: set[str] = set()
+    with tempfile.TemporaryDirectory(prefix="ty-gpg-") as home:
+        for path in paths:
+            shown = subprocess.run(
+                [gpg, "--batch", "--with-colons", "--show-keys", str(path)],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "GNUPGHOME": home},
+                timeout=60,
+                check=False,
+            )
+            fprs = [
+                line.split(":")[9].upper()
+                for line in shown.stdout.splitlines()
+                if line.startswith("fpr:")
+            ]
+            if shown.returncode != 0 or not fprs:
+                raise PolicyConfigError(f"simple-signing: {path} holds no OpenPGP public key")
+            found.update(fprs)
+    return frozenset(found)
 
 
 class SimpleSigningCheck:
-    """A containers simple signature (extension API) that gpg verifies with a trusted key."""
+    """A containers simple signature (extension API) that gpg verifies with a trusted key, whose
+    identity names this repository (`match`, default `repo-digest-or-exact` as in policy.json).
+
+    Only signatures that name a trusted key are verified: the others cannot crowd them out.
+    The extension API refuses uploads that name a trusted key but do not verify with it
+    (`vet_upload`), so the trusted candidates are bounded by its per-signer limit.
+    """
 
     kind = "simple-signing"
     CACHE_SIZE = 1024
@@ -191,13 +309,23 @@ class SimpleSigningCheck:
             raise PolicyConfigError(
                 f"simple-signing: {bad[0]!r} is not a key ID or fingerprint (16/40/64 hex digits)"
             )
+        self.identity = IdentityRule.from_spec(spec, "simple-signing", "repo-digest-or-exact")
         if ctx.simple_signatures is None:
             raise PolicyConfigError("simple-signing: this registry stores no simple signatures")
+        self.trusted_ids = frozenset(f[-16:] for f in keyring_fingerprints(self.keys))
         # sha256(signature bytes) -> signer fingerprint or failure reason; keys are fixed.
         self._verified: OrderedDict[str, tuple[bool, str]] = OrderedDict()
 
     def _accepted(self, fingerprint: str) -> bool:
         return not self.fingerprints or any(fingerprint.endswith(f) for f in self.fingerprints)
+
+    def names_trusted_key(self, key_ids: list[str]) -> bool:
+        return any(k in self.trusted_ids for k in key_ids)
+
+    async def vet_upload(self, content: bytes) -> tuple[bool, str]:
+        """gpg's verdict on an upload naming one of our keys: (True, fingerprint) or
+        (False, why)."""
+        return await self._gpg(content)
 
     async def _gpg(self, content: bytes) -> tuple[bool, str]:
         key = hashlib.sha256(content).hexdigest()
@@ -216,23 +344,40 @@ class SimpleSigningCheck:
     async def verify(self, repository: str, record: ManifestRecord, tag: str | None) -> Decision:
         assert self.ctx.simple_signatures is not None
         digest = str(record.digest)
-        signatures = (await self.ctx.simple_signatures(repository, record.digest))[:MAX_CANDIDATES]
+        signatures = await self.ctx.simple_signatures(repository, record.digest)
         if not signatures:
             return Decision(False, f"no simple signature of {digest} stored")
-        failures = []
+        failures: list[str] = []
+        candidates = []
+        strangers: list[str] = []
         for content in signatures:
             try:
-                check_matches(inspect_atomic(content).payload, digest)
+                payload = inspect_atomic(content).payload
+                check_matches(payload, digest)
             except SigningError as exc:
                 failures.append(str(exc))
                 continue
+            ids = claimed_key_ids(content)
+            if self.names_trusted_key(ids):
+                candidates.append((content, payload.docker_reference))
+            else:
+                strangers.extend(ids[:1] or ["no key"])
+        if strangers:
+            shown = ", ".join(sorted(set(strangers))[:4])
+            failures.append(
+                f"{len(strangers)} signed by key(s) not among the trusted keys ({shown})"
+            )
+        for content, reference in candidates[:MAX_CANDIDATES]:
             ok, what = await self._gpg(content)
             if not ok:
                 failures.append(what)
             elif not self._accepted(what):
                 failures.append(f"signed by {what}, which is not among the trusted fingerprints")
             else:
-                return Decision(True, "simple signature verified", what)
+                wrong = self.identity.mismatch(reference, repository, tag, digest)
+                if wrong is None:
+                    return Decision(True, "simple signature verified", what)
+                failures.append(wrong)
         return Decision(False, f"no simple signature by a trusted key: {'; '.join(failures[:4])}")
 
 
