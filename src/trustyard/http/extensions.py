@@ -2,15 +2,15 @@
 
 `GET /extensions/v2/<name>/signatures/<digest>` lists a manifest's simple signatures;
 `PUT` adds one (`{"schemaVersion": 2, "type": "atomic", "name": "<digest>@<id>", "content": b64}`,
-201). Access: GET needs pull, PUT needs push on the repository (http.access).
+201). Access (declared on the routes below): GET needs pull, PUT pull and push.
 """
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
+from trustyard.auth.scopes import GuardedRoute, on_repository
 from trustyard.http.v2 import read_limited
 from trustyard.registry.signatures import SimpleSignatures
 
@@ -33,9 +33,9 @@ async def signatures_put(request: Request) -> Response:
     return Response(status_code=201, headers={"Content-Length": "0"})
 
 
-def routes() -> list[Route]:
+def routes() -> list[GuardedRoute]:
     path = "/extensions/v2/{name:path}/signatures/{digest}"
     return [
-        Route(path, signatures_get, methods=["GET"]),
-        Route(path, signatures_put, methods=["PUT"]),
+        GuardedRoute(path, signatures_get, methods=["GET"], rights=on_repository("pull")),
+        GuardedRoute(path, signatures_put, methods=["PUT"], rights=on_repository("pull", "push")),
     ]
