@@ -21,6 +21,9 @@ import pytest
 from tests.auth.integration import add_user, bearer, cli, token, token_server
 from tests.integration.images import push_blob, sha256
 from tests.integration.server import ServerProcess
+from trustyard.http.access import RouteTable, required_access
+from trustyard.trust import server as trust_server
+from trustyard.trust.client import TrustAuth
 
 ADMIN = ("root", "root-pw")
 ALICE = ("alice", "alice-pw")
@@ -280,3 +283,25 @@ def test_without_auth_repeats_are_refused_and_mounts_need_no_from(
             assert r.status_code == 201
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "scope"),
+    [
+        ("GET", "/v2/a/b/_trust/tuf/root.json", "repository:a/b:pull"),
+        ("GET", "/v2/a/b/_trust/tuf/timestamp.key", "repository:a/b:pull,push"),
+        ("GET", "/v2/a/b/_trust/tuf/snapshot.key", "repository:a/b:pull,push"),
+        ("POST", "/v2/a/b/_trust/tuf/snapshot.key", "repository:a/b:*"),
+        ("POST", "/v2/a/b/_trust/tuf/", "repository:a/b:pull,push"),
+        ("DELETE", "/v2/a/b/_trust/tuf/", "repository:a/b:*"),
+    ],
+)
+def test_trust_client_asks_for_the_rights_each_route_needs(
+    method: str, path: str, scope: str
+) -> None:
+    """`trustyard trust` (trust.client.TrustAuth) asks the token server for the scopes the
+    server's route table requires."""
+    assert TrustAuth._scope(httpx.Request(method, f"https://reg.example{path}")) == scope
+    table = RouteTable(trust_server.routes())
+    _, needed, _ = required_access(table, {"type": "http", "method": method, "path": path})
+    assert [str(s) for s in needed] == [scope]
