@@ -185,14 +185,32 @@ def _approved_upload(request: Request) -> UploadStart:
     return parse_upload_start(request.scope)
 
 
+async def _mount_sources(registry: Registry, mount: str, params: UploadStart) -> list[str | None]:
+    """Where to mount from: `from` (None: from any repository when no `from` was given), or
+    the approved repositories that hold the blob (looked up by reads, so a token naming many
+    repositories costs one write, not one per repository)."""
+    if params.sources is None:
+        return [params.source]
+    sources = params.sources[:MAX_MOUNT_SOURCES]
+    if len(sources) <= 1:
+        return list(sources)
+    try:
+        digest = Digest.parse(mount)
+    except RegistryError:
+        return []
+    for source in sources:
+        if await registry.metadata.blob_size(source, digest) is not None:
+            return [source]
+    return []
+
+
 async def upload_start(request: Request) -> Response:
     name = request.path_params["name"]
-    uploads = _registry(request).uploads
+    registry = _registry(request)
+    uploads = registry.uploads
     params = _approved_upload(request)
     if params.mount:
-        # None: from `from`, or (no `from`) from any repository; else only from those listed.
-        sources = [params.source] if params.sources is None else params.sources[:MAX_MOUNT_SOURCES]
-        for source in sources:
+        for source in await _mount_sources(registry, params.mount, params):
             mounted = await uploads.mount(name, params.mount, source)
             if mounted is not None:
                 return _created(name, mounted[0])
