@@ -9,8 +9,11 @@ component is never granted anything.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from starlette.routing import Route
 
 from trustyard.oci.reference import MAX_NAME_LENGTH, NAME_RE
 
@@ -97,3 +100,55 @@ def covers(granted: Collection[str], action: str) -> bool:
 
 def format_scope_param(scopes: list[Scope]) -> str:
     return " ".join(str(s) for s in scopes)
+
+
+CATALOG = Scope("registry", "catalog", ("*",))
+
+
+@dataclass(frozen=True, slots=True)
+class Rights:
+    """What a route needs, declared once on the route (`GuardedRoute`) and read by the access
+    check, so the check and the handler can never disagree about which route a request is.
+
+    `actions` on the repository named by path parameter `param`; `catalog`: the registry
+    catalog (`registry:catalog:*`); neither: any valid identity. `mounts`: the route reads
+    `mount`/`from`, whose source repository the access check must approve as well.
+    """
+
+    actions: tuple[str, ...] = ()
+    param: str | None = None
+    catalog: bool = False
+    mounts: bool = False
+
+    def scopes(self, path_params: Mapping[str, Any]) -> list[Scope]:
+        if self.catalog:
+            return [CATALOG]
+        if self.param is None:
+            return []
+        return [Scope("repository", str(path_params[self.param]), self.actions)]
+
+    def describe(self) -> str:
+        """For docs and logs: `repository:<name>:pull,push`, `registry:catalog:*`, `identity`."""
+        if self.catalog:
+            return str(CATALOG)
+        if self.param is None:
+            return "any valid identity"
+        return f"repository:<{self.param}>:{','.join(self.actions)}"
+
+
+IDENTITY = Rights()
+CATALOG_RIGHTS = Rights(catalog=True)
+
+
+def on_repository(*actions: str, param: str = "name", mounts: bool = False) -> Rights:
+    return Rights(tuple(actions), param, mounts=mounts)
+
+
+class GuardedRoute(Route):
+    """A Starlette route that carries the rights it needs (see `Rights`)."""
+
+    def __init__(
+        self, path: str, endpoint: Callable[..., Any], *, methods: list[str], rights: Rights
+    ) -> None:
+        super().__init__(path, endpoint, methods=methods)
+        self.rights = rights

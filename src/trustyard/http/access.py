@@ -1,10 +1,18 @@
-"""ASGI access control for `/v2/…`: Basic (htpasswd mode) or Bearer tokens (token mode).
+"""ASGI access control for `/v2/…` and `/extensions/v2/…`: Basic (htpasswd mode) or Bearer
+tokens (token mode).
 
-Routes map to actions as in Distribution: GET/HEAD pull; POST/PUT/PATCH pull+push; DELETE
-delete; `/v2/_catalog` needs `registry:catalog:*`; `/v2/` needs any valid identity. A
-cross-repository mount is only attempted when the token grants pull on `from`; a mount without
-`from` is turned into a plain upload in token mode (we cannot tell whether the caller may read
-some repository holding the blob). Refusals render through `http.errors` with a
+The rights a request needs come from the route it reaches: each route declares them
+(`auth.scopes.GuardedRoute`, gathered in `RouteTable`) and this check matches the request
+against the same route objects, in the same order, as the router that then runs the handler, so
+no second copy of the route table exists to drift from the first. A path that reaches no route
+needs any valid identity (the router answers 404/405).
+
+Parameters that name another resource are approved here too: an upload start's `mount`/`from`
+is parsed once (repeats refused with 400) and what was approved is left in the ASGI scope
+(`http.params.APPROVED_UPLOAD`) for the handler, which acts on nothing else. A mount with
+`from` needs pull on `from`; without `from` (automatic cross-mount) it may link the blob only
+from a repository the token grants pull on; otherwise a plain upload starts (202), telling
+nothing about blobs the caller cannot read. Refusals render through `http.errors` with a
 `WWW-Authenticate` challenge; the log line says why, never the credential.
 """
 
@@ -13,71 +21,102 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from urllib.parse import parse_qsl, urlencode
+from collections.abc import Sequence
 
 import structlog
 from starlette.datastructures import Headers
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from trustyard.auth.runtime import AuthRuntime
+from trustyard.auth.scopes import (
+    CATALOG,
+    IDENTITY,
+    GuardedRoute,
+    Rights,
+    covers,
+    format_scope_param,
+)
 from trustyard.auth.scopes import Scope as AccessScope
-from trustyard.auth.scopes import covers, format_scope_param
 from trustyard.auth.server import login_failed, parse_basic, rate_limited
 from trustyard.auth.tokens import TokenRejected, VerifiedToken
 from trustyard.auth.users import AuthFailed, RateLimited
 from trustyard.http.errors import error_response
+from trustyard.http.params import (
+    APPROVED_UPLOAD,
+    MAX_MOUNT_SOURCES,
+    UploadStart,
+    parse_upload_start,
+)
 from trustyard.oci.errors import ErrorCode, RegistryError
 
 log = structlog.get_logger("trustyard.auth")
 
-_PULL: tuple[str, ...] = ("pull",)
-_PUSH: tuple[str, ...] = ("pull", "push")
-_DELETE: tuple[str, ...] = ("delete",)
-# (pattern, kind, a substring every match contains): the substring test is a cheap filter run
-# before the regex (a path lacking it cannot match), so a request tries one regex, not seven.
-_ROUTES: list[tuple[re.Pattern[str], str, str]] = [
-    (re.compile(r"^/v2/(?P<name>.+)/_trust/tuf/.*$"), "trust", "/_trust/tuf/"),
-    (re.compile(r"^/v2/(?P<name>.+)/tags/list$"), "read", "/tags/list"),
-    (re.compile(r"^/v2/(?P<name>.+)/referrers/[^/]+$"), "read", "/referrers/"),
-    (re.compile(r"^/v2/(?P<name>.+)/manifests/[^/]+$"), "object", "/manifests/"),
-    (re.compile(r"^/v2/(?P<name>.+)/blobs/uploads(?:/[^/]*)?$"), "upload", "/blobs/uploads"),
-    (re.compile(r"^/v2/(?P<name>.+)/blobs/[^/]+$"), "object", "/blobs/"),
-    # containers "signatures" extension API (http/extensions.py): GET pull, PUT push, DELETE
-    # delete.
-    (re.compile(r"^/extensions/v2/(?P<name>.+)/signatures/[^/]+$"), "signatures", "/signatures/"),
-]
-CATALOG = AccessScope("registry", "catalog", ("*",))
+__all__ = ["CATALOG", "AccessControl", "RouteTable", "guarded_prefix"]
+
 # Bearer checks that passed, by (Authorization header, method, path): see AccessControl._bearer.
 ALLOWED_CACHE_SIZE = 1024
+_PREFIXES = ("/v2", "/extensions/v2/")
 
 
-def required_access(method: str, path: str) -> list[AccessScope]:
-    """The scopes a request needs (empty: any authenticated identity will do)."""
-    if path == "/v2/_catalog":
-        return [CATALOG]
-    for pattern, kind, marker in _ROUTES:
-        if marker not in path:
-            continue
-        m = pattern.match(path)
-        if m is None:
-            continue
-        name = m.group("name")
-        if kind == "read":
-            actions = _PULL
-        elif kind in ("upload", "signatures"):
-            actions = _PULL if kind == "signatures" and method in ("GET", "HEAD") else _PUSH
-            if kind == "signatures" and method == "DELETE":
-                actions = _DELETE
-        elif kind == "trust":
-            actions = (
-                _PULL if method in ("GET", "HEAD") else ("*",) if method == "DELETE" else _PUSH
-            )
-        else:
-            actions = (
-                _PULL if method in ("GET", "HEAD") else _DELETE if method == "DELETE" else _PUSH
-            )
-        return [AccessScope("repository", name, actions)]
-    return []
+def guarded_prefix(path: str) -> bool:
+    """Paths whose routes must all declare their rights (everything else is not checked here)."""
+    return path.startswith(_PREFIXES)
+
+
+class RouteTable:
+    """The guarded routes, in the router's order, with cheap necessary conditions in front of
+    Starlette's own `Route.matches`: a route is tried only when it takes the method and the
+    path contains the route's longest literal piece (any match contains it); then the route's
+    own compiled pattern and converters decide, as `Route.matches` does. So a manifest HEAD
+    runs one regex, not one per route, and the answer is the router's (a test compares them).
+
+    Refuses (at startup) a `/v2` or `/extensions/v2` route without declared rights, which this
+    check could not protect.
+    """
+
+    def __init__(self, routes: Sequence[BaseRoute]) -> None:
+        self.routes: list[GuardedRoute] = []
+        self._entries: list[tuple[GuardedRoute, frozenset[str], str]] = []
+        for route in routes:
+            path = getattr(route, "path", "")
+            if not isinstance(route, GuardedRoute):
+                if guarded_prefix(path):
+                    raise TypeError(f"route {path} declares no rights: make it a GuardedRoute")
+                continue
+            literals = re.split(r"\{[^}]*\}", route.path)
+            self.routes.append(route)
+            self._entries.append((route, frozenset(route.methods or ()), max(literals, key=len)))
+
+    def match(self, scope: Scope) -> tuple[GuardedRoute | None, dict[str, object]]:
+        """The route the router runs for `scope` (its first full match; a method mismatch or
+        no match: None) and the path parameters the handler will see."""
+        method, path = scope["method"], scope["path"]
+        mounted = bool(scope.get("root_path"))
+        for route, methods, literal in self._entries:
+            if method not in methods or literal not in path:
+                continue
+            if mounted:  # under a root path: let Starlette strip it
+                match, child = route.matches(scope)
+                if match is Match.FULL:
+                    found: dict[str, object] = child["path_params"]
+                    return route, found
+                continue
+            # What `Route.matches` does for a full match, without its scope copies.
+            m = route.path_regex.match(path)
+            if m is not None:
+                convert = route.param_convertors
+                return route, {k: convert[k].convert(v) for k, v in m.groupdict().items()}
+        return None, {}
+
+
+def required_access(
+    routes: RouteTable, scope: Scope
+) -> tuple[Rights, list[AccessScope], dict[str, object]]:
+    """The rights of the route `scope` reaches, the scopes they need, and its path parameters."""
+    route, params = routes.match(scope)
+    rights = IDENTITY if route is None else route.rights
+    return rights, rights.scopes(params), params
 
 
 def _quote(value: str) -> str:
@@ -87,9 +126,16 @@ def _quote(value: str) -> str:
 class AccessControl:
     """Plain ASGI middleware (no body buffering); a no-op unless auth mode is htpasswd/token."""
 
-    def __init__(self, app: ASGIApp, runtime: AuthRuntime | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        runtime: AuthRuntime | None = None,
+        routes: Sequence[BaseRoute] | None = None,
+    ) -> None:
         self.app = app
         self.runtime = runtime
+        # The router's own route objects (None: read from the app on first use).
+        self._routes = None if routes is None else RouteTable(routes)
         self._basic_ok: dict[bytes, float] = {}
         self._allowed: dict[tuple[bytes | None, str, str], VerifiedToken] = {}
         self._allowed_runtime: AuthRuntime | None = None
@@ -101,19 +147,28 @@ class AccessControl:
         runtime: AuthRuntime | None = getattr(getattr(app, "state", None), "auth", None)
         return runtime
 
+    def routes(self, scope: Scope) -> RouteTable:
+        if self._routes is None:
+            self._routes = RouteTable(scope["app"].routes)
+        return self._routes
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(("/v2", "/extensions/v2/")):
+        if scope["type"] != "http" or not guarded_prefix(scope["path"]):
             await self.app(scope, receive, send)
             return
         runtime = self._runtime(scope)
-        if runtime is None or runtime.settings.mode == "none":
-            await self.app(scope, receive, send)
-            return
+        mode = "none" if runtime is None else runtime.settings.mode
         try:
-            if runtime.settings.mode == "htpasswd":
-                await self._basic(runtime, scope)
-            else:
+            if runtime is not None and mode not in ("none", "htpasswd"):
                 self._bearer(runtime, scope)
+            else:
+                if runtime is not None and mode == "htpasswd":
+                    await self._basic(runtime, scope)
+                # No per-repository rights here: whoever got this far may read everything.
+                if scope["method"] == "POST":
+                    rights, _, params = required_access(self.routes(scope), scope)
+                    if rights.mounts:
+                        approve_upload(scope, str(params[rights.param or "name"]), None)
         except RegistryError as exc:
             response = error_response(exc, scope["method"])
             if scope["path"] == "/v2/":
@@ -189,10 +244,10 @@ class AccessControl:
 
         The answer depends on nothing else (the token's claims, the settings, the route), so
         reusing it changes no answer; a repeated request (a client polling one tag) then costs
-        one dictionary lookup instead of the route regexes, the header parsing, the token cache
+        one dictionary lookup instead of the route matching, the header parsing, the token cache
         and the grant checks, ~10 µs per request under load. Refusals are not remembered (each
-        is logged and answered in full); POSTs are always checked in full (`_restrict_mount`
-        may rewrite their query).
+        is logged and answered in full); POSTs are always checked in full (an upload start's
+        `mount`/`from` are approved anew each time).
         """
         verifier = runtime.verifier
         assert verifier is not None
@@ -213,7 +268,7 @@ class AccessControl:
     def _check_bearer(self, runtime: AuthRuntime, scope: Scope) -> VerifiedToken:
         assert runtime.verifier is not None
         method, path = scope["method"], scope["path"]
-        needed = required_access(method, path)
+        rights, needed, params = required_access(self.routes(scope), scope)
         header = self._authorization(runtime, scope)
         scheme, _, token = header.partition(" ")
         token = token.strip()
@@ -267,8 +322,8 @@ class AccessControl:
                     )
                 },
             )
-        if method == "POST" and needed and needed[0].actions == _PUSH:
-            _restrict_mount(scope, verified)
+        if rights.mounts:
+            approve_upload(scope, str(params[rights.param or "name"]), verified)
         return verified
 
 
@@ -297,17 +352,32 @@ def _detail(scope: AccessScope) -> dict[str, str]:
     return {"Type": scope.type, "Name": scope.name, "Action": ",".join(scope.actions)}
 
 
-def _restrict_mount(scope: Scope, token: VerifiedToken) -> None:
-    """Drop `mount`/`from` unless the token may pull `from`: the registry then starts a plain
-    upload (202), as the spec allows, instead of leaking a blob from a repository the caller
-    cannot read."""
-    query = scope.get("query_string", b"").decode("latin-1")
-    params = parse_qsl(query, keep_blank_values=True)
-    mount = [v for k, v in params if k == "mount"]
-    if not mount:
-        return
-    source = next((v for k, v in params if k == "from"), None)
-    if source is not None and covers(token.actions("repository", source), "pull"):
-        return
-    kept = [(k, v) for k, v in params if k not in ("mount", "from")]
-    scope["query_string"] = urlencode(kept).encode("latin-1")
+def approve_upload(scope: Scope, name: str, token: VerifiedToken | None) -> None:
+    """Parse an upload start's parameters once and leave what may be done in the scope.
+
+    `token` None: no per-repository rights apply (auth mode none or htpasswd), so a mount may
+    link the blob from `from`, or from any repository when `from` is absent. With a token: from
+    `from` only when the token grants pull on it; without `from`, only from the repositories the
+    token grants pull on. Refused sources are dropped, never reported: the handler then starts a
+    plain upload (202), as the spec allows.
+    """
+    asked = parse_upload_start(scope)  # a repeated mount/from/digest is refused here (400)
+    sources: tuple[str, ...] | None
+    if asked.mount is None:
+        sources = ()
+    elif token is None:
+        sources = None
+    elif asked.source is not None:
+        readable = covers(token.actions("repository", asked.source), "pull")
+        sources = (asked.source,) if readable else ()
+    else:
+        sources = tuple(
+            repo
+            for (rtype, repo), actions in token.access.items()
+            if rtype == "repository" and covers(actions, "pull")
+        )[:MAX_MOUNT_SOURCES]
+    mount, source = asked.mount, asked.source
+    if sources == () and mount is not None:
+        log.info("mount_not_approved", name=name[:300], source=(source or "")[:300])
+        mount = source = None
+    scope[APPROVED_UPLOAD] = UploadStart(mount, source, asked.digest, sources)

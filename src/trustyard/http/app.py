@@ -240,13 +240,15 @@ def create_app(settings: Settings) -> Starlette:
     token_routes = auth_server.routes() if issuing and "token" in groups else []
     trust_routes = trust_server.routes() if settings.trust.enabled and "trust" in groups else []
     registry_routes = [*v2.routes(), *extensions.routes()] if "registry" in groups else []
-    middleware = [Middleware(RegistryHeaders)]
-    if serves_repositories:
-        middleware.append(Middleware(AccessControl))
     # The issuer's few routes go last: /v2 requests (nearly all traffic) should not walk them,
     # and no /v2 or /extensions pattern can match /auth/..., so the order changes nothing else.
+    routes = [*trust_routes, *registry_routes, *token_routes]
+    middleware = [Middleware(RegistryHeaders)]
+    if serves_repositories:
+        # The access check reads each route's declared rights from this very list.
+        middleware.append(Middleware(AccessControl, routes=routes))
     return Starlette(
-        routes=[*trust_routes, *registry_routes, *token_routes],
+        routes=routes,
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

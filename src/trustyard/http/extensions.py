@@ -4,26 +4,18 @@
 `PUT` adds one (`{"schemaVersion": 2, "type": "atomic", "name": "<digest>@<id>", "content": b64}`,
 201); `DELETE` (ours, not OpenShift's) removes them: all, `?name=<digest>@<id>` or
 `?signer=<key ID or fingerprint>`, 202 with `{"deleted": n}`. Access on the repository
-(`REQUIRED_ACTIONS`; http.access requires the same): GET pull, PUT pull+push, DELETE delete.
+(declared on the routes below): GET pull, PUT pull+push, DELETE delete.
 """
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
+from trustyard.auth.scopes import GuardedRoute, on_repository
 from trustyard.http.v2 import read_limited
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.registry.signatures import SimpleSignatures
-
-# The rights each method of the signatures route needs on the repository.
-REQUIRED_ACTIONS: dict[str, tuple[str, ...]] = {
-    "GET": ("pull",),
-    "HEAD": ("pull",),
-    "PUT": ("pull", "push"),
-    "DELETE": ("delete",),
-}
 
 
 def _signatures(request: Request) -> SimpleSignatures:
@@ -48,8 +40,8 @@ def _single(request: Request, key: str) -> str | None:
     values = request.query_params.getlist(key)
     if len(values) > 1:
         raise RegistryError(
-            ErrorCode.MANIFEST_INVALID,
-            f"signature delete refused: give {key!r} at most once",
+            ErrorCode.PARAMETER_INVALID,
+            f"query parameter {key!r} is given {len(values)} times; give it at most once",
         )
     return values[0] if values else None
 
@@ -65,10 +57,10 @@ async def signatures_delete(request: Request) -> Response:
     return JSONResponse({"deleted": deleted}, status_code=202)
 
 
-def routes() -> list[Route]:
+def routes() -> list[GuardedRoute]:
     path = "/extensions/v2/{name:path}/signatures/{digest}"
     return [
-        Route(path, signatures_get, methods=["GET"]),
-        Route(path, signatures_put, methods=["PUT"]),
-        Route(path, signatures_delete, methods=["DELETE"]),
+        GuardedRoute(path, signatures_get, methods=["GET"], rights=on_repository("pull")),
+        GuardedRoute(path, signatures_put, methods=["PUT"], rights=on_repository("pull", "push")),
+        GuardedRoute(path, signatures_delete, methods=["DELETE"], rights=on_repository("delete")),
     ]

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
+from trustyard.auth.scopes import CATALOG_RIGHTS, IDENTITY, GuardedRoute, on_repository
+from trustyard.http.params import (
+    APPROVED_UPLOAD,
+    MAX_MOUNT_SOURCES,
+    UploadStart,
+    parse_upload_start,
+    single_values,
+)
 from trustyard.http.responses import blob_response, digest_headers, next_link, not_modified
 from trustyard.oci import mediatypes as mt
 from trustyard.oci.digest import Digest
@@ -74,8 +81,9 @@ async def base(request: Request) -> Response:
 
 
 async def catalog(request: Request) -> Response:
-    n = request.query_params.get("n")
-    page = await _registry(request).catalog(n, request.query_params.get("last"))
+    params = single_values(request.scope, ("n", "last"))
+    n = params["n"]
+    page = await _registry(request).catalog(n, params["last"])
     headers = {}
     if page.next_last is not None:
         headers["Link"] = next_link("/v2/_catalog", int(n) if n else None, page.next_last)
@@ -84,8 +92,9 @@ async def catalog(request: Request) -> Response:
 
 async def tags_list(request: Request) -> Response:
     name = request.path_params["name"]
-    n = request.query_params.get("n")
-    page = await _registry(request).tags(name, n, request.query_params.get("last"))
+    params = single_values(request.scope, ("n", "last"))
+    n = params["n"]
+    page = await _registry(request).tags(name, n, params["last"])
     headers = {}
     if page.next_last is not None:
         headers["Link"] = next_link(f"/v2/{name}/tags/list", int(n) if n else None, page.next_last)
@@ -168,16 +177,44 @@ async def blob_delete(request: Request) -> Response:
 
 
 # -- uploads ---------------------------------------------------------------------------------
+def _approved_upload(request: Request) -> UploadStart:
+    """What the access check approved; without its approval, no mount is attempted."""
+    approved = request.scope.get(APPROVED_UPLOAD)
+    if isinstance(approved, UploadStart):
+        return approved
+    return parse_upload_start(request.scope)
+
+
+async def _mount_sources(registry: Registry, mount: str, params: UploadStart) -> list[str | None]:
+    """Where to mount from: `from` (None: from any repository when no `from` was given), or
+    the approved repositories that hold the blob (looked up by reads, so a token naming many
+    repositories costs one write, not one per repository)."""
+    if params.sources is None:
+        return [params.source]
+    sources = params.sources[:MAX_MOUNT_SOURCES]
+    if len(sources) <= 1:
+        return list(sources)
+    try:
+        digest = Digest.parse(mount)
+    except RegistryError:
+        return []
+    for source in sources:
+        if await registry.metadata.blob_size(source, digest) is not None:
+            return [source]
+    return []
+
+
 async def upload_start(request: Request) -> Response:
     name = request.path_params["name"]
-    uploads = _registry(request).uploads
-    params = request.query_params
-    mount = params.get("mount")
-    if mount:
-        mounted = await uploads.mount(name, mount, params.get("from"))
-        if mounted is not None:
-            return _created(name, mounted[0])
-    digest = params.get("digest")
+    registry = _registry(request)
+    uploads = registry.uploads
+    params = _approved_upload(request)
+    if params.mount:
+        for source in await _mount_sources(registry, params.mount, params):
+            mounted = await uploads.mount(name, params.mount, source)
+            if mounted is not None:
+                return _created(name, mounted[0])
+    digest = params.digest
     if digest:
         digest_obj, _ = await uploads.monolithic(
             name, digest, request.stream(), request.headers.get("content-length")
@@ -210,7 +247,7 @@ async def upload_put(request: Request) -> Response:
     digest, _ = await _registry(request).uploads.finish(
         name,
         upload_id,
-        request.query_params.get("digest"),
+        single_values(request.scope, ("digest",))["digest"],
         request.stream(),
         request.headers.get("content-range"),
         request.headers.get("content-length"),
@@ -229,7 +266,7 @@ async def upload_delete(request: Request) -> Response:
 async def referrers(request: Request) -> Response:
     name = request.path_params["name"]
     digest = Digest.parse(request.path_params["digest"])
-    artifact_type = request.query_params.get("artifactType") or None
+    artifact_type = single_values(request.scope, ("artifactType",))["artifactType"] or None
     result = await _registry(request).referrers(name, digest, artifact_type)
     headers = {"Content-Type": mt.OCI_INDEX}
     if result.filtered:
@@ -237,23 +274,42 @@ async def referrers(request: Request) -> Response:
     return Response(referrers_index(result.descriptors), headers=headers)
 
 
-def routes() -> list[Route]:
-    """Order matters: the `{name:path}` prefix is greedy, so specific suffixes come first."""
+def routes() -> list[GuardedRoute]:
+    """Order matters: the `{name:path}` prefix is greedy, so specific suffixes come first.
+
+    Each route names the rights it needs; the access check (http.access) reads them from here.
+    """
     n = "/v2/{name:path}"
+    pull, push, delete = (
+        on_repository("pull"),
+        on_repository("pull", "push"),
+        on_repository("delete"),
+    )
+    mount = on_repository("pull", "push", mounts=True)
     return [
-        Route("/v2/", base, methods=["GET"]),
-        Route("/v2/_catalog", catalog, methods=["GET"]),
-        Route(f"{n}/tags/list", tags_list, methods=["GET"]),
-        Route(f"{n}/manifests/{{reference}}", manifest_get, methods=["GET", "HEAD"]),
-        Route(f"{n}/manifests/{{reference}}", manifest_put, methods=["PUT"]),
-        Route(f"{n}/manifests/{{reference}}", manifest_delete, methods=["DELETE"]),
-        Route(f"{n}/blobs/uploads/", upload_start, methods=["POST"]),
-        Route(f"{n}/blobs/uploads", upload_start, methods=["POST"]),
-        Route(f"{n}/blobs/uploads/{{upload_id}}", upload_status, methods=["GET"]),
-        Route(f"{n}/blobs/uploads/{{upload_id}}", upload_patch, methods=["PATCH"]),
-        Route(f"{n}/blobs/uploads/{{upload_id}}", upload_put, methods=["PUT"]),
-        Route(f"{n}/blobs/uploads/{{upload_id}}", upload_delete, methods=["DELETE"]),
-        Route(f"{n}/blobs/{{digest}}", blob_get, methods=["GET", "HEAD"]),
-        Route(f"{n}/blobs/{{digest}}", blob_delete, methods=["DELETE"]),
-        Route(f"{n}/referrers/{{digest}}", referrers, methods=["GET"]),
+        GuardedRoute("/v2/", base, methods=["GET"], rights=IDENTITY),
+        GuardedRoute("/v2/_catalog", catalog, methods=["GET"], rights=CATALOG_RIGHTS),
+        GuardedRoute(f"{n}/tags/list", tags_list, methods=["GET"], rights=pull),
+        GuardedRoute(
+            f"{n}/manifests/{{reference}}", manifest_get, methods=["GET", "HEAD"], rights=pull
+        ),
+        GuardedRoute(f"{n}/manifests/{{reference}}", manifest_put, methods=["PUT"], rights=push),
+        GuardedRoute(
+            f"{n}/manifests/{{reference}}", manifest_delete, methods=["DELETE"], rights=delete
+        ),
+        GuardedRoute(f"{n}/blobs/uploads/", upload_start, methods=["POST"], rights=mount),
+        GuardedRoute(f"{n}/blobs/uploads", upload_start, methods=["POST"], rights=mount),
+        GuardedRoute(
+            f"{n}/blobs/uploads/{{upload_id}}", upload_status, methods=["GET"], rights=push
+        ),
+        GuardedRoute(
+            f"{n}/blobs/uploads/{{upload_id}}", upload_patch, methods=["PATCH"], rights=push
+        ),
+        GuardedRoute(f"{n}/blobs/uploads/{{upload_id}}", upload_put, methods=["PUT"], rights=push),
+        GuardedRoute(
+            f"{n}/blobs/uploads/{{upload_id}}", upload_delete, methods=["DELETE"], rights=push
+        ),
+        GuardedRoute(f"{n}/blobs/{{digest}}", blob_get, methods=["GET", "HEAD"], rights=pull),
+        GuardedRoute(f"{n}/blobs/{{digest}}", blob_delete, methods=["DELETE"], rights=delete),
+        GuardedRoute(f"{n}/referrers/{{digest}}", referrers, methods=["GET"], rights=pull),
     ]

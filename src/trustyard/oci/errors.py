@@ -35,6 +35,8 @@ class ErrorCode(Enum):
     PAGINATION_INVALID = ("PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested")
     UNAVAILABLE = ("UNAVAILABLE", 503, "service unavailable")
     UNKNOWN = ("UNKNOWN", 500, "unknown error")
+    # A query parameter the handler reads once was repeated (or is malformed): 400, not 405.
+    PARAMETER_INVALID = ("UNSUPPORTED", 400, "invalid query parameter")
 
     def __init__(self, code: str, status: int, message: str) -> None:
         self.code = code

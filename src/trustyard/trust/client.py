@@ -237,7 +237,7 @@ def _loopback(host: str) -> bool:
 class TrustAuth(httpx.Auth):
     """Answers the trust server's 401 challenge as the notary client does: HTTP Basic, or a
     bearer token from the challenge's realm for `repository:GUN:ACTIONS` (GET pull, POST
-    pull,push, DELETE *), fetched with the credentials as Basic. Tokens are kept per scope."""
+    pull,push, DELETE *; a server key: GET pull,push, POST *), fetched with the credentials as Basic. Tokens are kept per scope."""
 
     def __init__(
         self,
@@ -262,6 +262,8 @@ class TrustAuth(httpx.Auth):
         actions = (
             "pull" if method in ("GET", "HEAD") else "*" if method == "DELETE" else "pull,push"
         )
+        if request.url.path.endswith(".key"):  # server keys: read pull,push, rotate * (notary)
+            actions = "pull,push" if method == "GET" else "*"
         return f"repository:{match.group('gun')}:{actions}"
 
     def _basic(self, url: str) -> str:

@@ -16,8 +16,8 @@ from typing import Any
 import structlog
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
+from trustyard.auth.scopes import CATALOG_RIGHTS, GuardedRoute, on_repository
 from trustyard.trust import model as m
 from trustyard.trust.keys import key_response
 from trustyard.trust.service import InvalidRequest, NotFound, TrustService
@@ -115,9 +115,6 @@ async def tuf_get(request: Request) -> Response:
     gun = _gun(request)
     name = str(request.path_params["file"])
     service = _service(request)
-    if match := _KEY.match(name):
-        key = await service.get_key(gun, match.group(1), _actor(request))
-        return Response(key_response(key), media_type="application/json")
     sha = version = None
     if match := _BY_HASH.match(name):
         role, sha = match.group(1), match.group(2).lower()
@@ -144,9 +141,6 @@ async def tuf_post(request: Request) -> Response:
     gun = _gun(request)
     name = str(request.path_params["file"])
     service = _service(request)
-    if match := _KEY.match(name):
-        key = await service.rotate_key(gun, match.group(1), _actor(request))
-        return Response(key_response(key), media_type="application/json")
     if name != "":
         raise NotFound(name)
     limit: int = request.app.state.trust_max_upload_bytes
@@ -165,8 +159,48 @@ async def tuf_delete(request: Request) -> Response:
     return Response(b"", status_code=200)
 
 
-def _int_param(request: Request, name: str) -> int | None:
-    raw = request.query_params.get(name, "")
+def _key_role(request: Request) -> str:
+    role = str(request.path_params["role"])
+    if _KEY.match(f"{role}.key") is None:
+        raise NotFound(f"{role}.key")
+    return role
+
+
+@_notary_errors
+async def key_get(request: Request) -> Response:
+    """Notary's GetOrCreate key: needs push and pull (a read may create the one key a first
+    publish needs, so a reader must be a writer)."""
+    gun = _gun(request)
+    key = await _service(request).get_key(gun, _key_role(request), _actor(request))
+    return Response(key_response(key), media_type="application/json")
+
+
+@_notary_errors
+async def key_rotate(request: Request) -> Response:
+    """A new server key: needs `*` on the GUN, as in notary-server."""
+    gun = _gun(request)
+    key = await _service(request).rotate_key(gun, _key_role(request), _actor(request))
+    return Response(key_response(key), media_type="application/json")
+
+
+_FEED_PARAMS = ("change_id", "records", "page_size", "reversed", "filter")
+
+
+def _feed_params(request: Request) -> dict[str, str]:
+    """The changefeed's parameters, each at most once (a repeated one is refused, not guessed)."""
+    out: dict[str, str] = {}
+    for name in _FEED_PARAMS:
+        values = request.query_params.getlist(name)
+        if len(values) > 1:
+            raise InvalidRequest(
+                "INVALID_PARAMETERS", f"parameter {name} is given {len(values)} times; give it once"
+            )
+        out[name] = values[0] if values else ""
+    return out
+
+
+def _int_param(params: dict[str, str], name: str) -> int | None:
+    raw = params[name]
     if raw == "":
         return None
     try:
@@ -180,12 +214,13 @@ def _int_param(request: Request, name: str) -> int | None:
 @_notary_errors
 async def changefeed(request: Request) -> Response:
     """`?change_id=&records=` (negative: newest first) or `?page_size=&reversed=`."""
-    gun = _gun(request) if "gun" in request.path_params else request.query_params.get("filter")
-    change_id = _int_param(request, "change_id")
-    records = _int_param(request, "records")
+    params = _feed_params(request)
+    gun = _gun(request) if "gun" in request.path_params else params["filter"]
+    change_id = _int_param(params, "change_id")
+    records = _int_param(params, "records")
     if records is None:
-        records = _int_param(request, "page_size")
-    reverse = request.query_params.get("reversed", "").lower() in ("1", "true")
+        records = _int_param(params, "page_size")
+    reverse = params["reversed"].lower() in ("1", "true")
     if (records is not None and records < 0) or (change_id is not None and change_id < 0):
         reverse = True
     count = min(abs(records or 0) or 100, 1000)
@@ -271,13 +306,24 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
     return updates
 
 
-def routes() -> list[Route]:
-    """Mount before the registry routes: `{gun}` contains `/`, so these route on `_trust`."""
+def routes() -> list[GuardedRoute]:
+    """Mount before the registry routes: `{gun}` contains `/`, so these route on `_trust`.
+
+    Rights as notary-server's: the global changefeed needs the catalog, a GUN's feed and its
+    metadata pull, publishing and reading a server key pull and push, rotating a key and
+    deleting a GUN `*`. The key routes come before the `{file:path}` ones.
+    """
     tuf = "/v2/{gun:path}/_trust/tuf/{file:path}"
+    key = "/v2/{gun:path}/_trust/tuf/{role}.key"
+    pull = on_repository("pull", param="gun")
+    push = on_repository("pull", "push", param="gun")
+    admin = on_repository("*", param="gun")
     return [
-        Route("/v2/_trust/changefeed", changefeed, methods=["GET"]),
-        Route("/v2/{gun:path}/_trust/changefeed", changefeed, methods=["GET"]),
-        Route(tuf, tuf_get, methods=["GET"]),
-        Route(tuf, tuf_post, methods=["POST"]),
-        Route(tuf, tuf_delete, methods=["DELETE"]),
+        GuardedRoute("/v2/_trust/changefeed", changefeed, methods=["GET"], rights=CATALOG_RIGHTS),
+        GuardedRoute("/v2/{gun:path}/_trust/changefeed", changefeed, methods=["GET"], rights=pull),
+        GuardedRoute(key, key_get, methods=["GET"], rights=push),
+        GuardedRoute(key, key_rotate, methods=["POST"], rights=admin),
+        GuardedRoute(tuf, tuf_get, methods=["GET"], rights=pull),
+        GuardedRoute(tuf, tuf_post, methods=["POST"], rights=push),
+        GuardedRoute(tuf, tuf_delete, methods=["DELETE"], rights=admin),
     ]

@@ -73,6 +73,9 @@ class TrustService:
         self.options = options or TrustOptions()
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._key_cache: dict[tuple[str, str], Signer] = {}
+        # One get-or-create at a time per (gun, role) (a fixed pool, by hash: bounded memory):
+        # concurrent first reads in this process then share one key.
+        self._key_locks = [asyncio.Lock() for _ in range(64)]
 
     # -- reading -------------------------------------------------------------------------------
     async def get_metadata(
@@ -187,7 +190,14 @@ class TrustService:
 
     async def get_key(self, gun: str, role: str, actor: str) -> PublicKey:
         """Notary's GetOrCreate{Timestamp,Snapshot}Key: the key the current root names for
-        `role`, else the newest pending key, else a new one."""
+        `role`, else the newest pending key, else a new one. Reads create at most that one
+        key: concurrent reads in this process wait for each other (workers of one server
+        could still race on a GUN's very first read)."""
+        lock = self._key_locks[hash((gun, role)) % len(self._key_locks)]
+        async with lock:
+            return await self._get_or_create_key(gun, role, actor)
+
+    async def _get_or_create_key(self, gun: str, role: str, actor: str) -> PublicKey:
         root_file = await self.store.get_file(gun, m.ROOT)
         if root_file is not None:
             root = m.parse_root(root_file.data)
