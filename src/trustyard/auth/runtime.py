@@ -20,7 +20,7 @@ from trustyard.auth.tokens import (
     load_or_create_signing_key,
     load_signing_key,
 )
-from trustyard.auth.users import Accounts, HtpasswdFile, LoginLimiter, SharedLoginLimiter
+from trustyard.auth.users import Accounts, HtpasswdFile, LoginLimiter
 from trustyard.cache import Cache
 from trustyard.config import AuthSettings
 from trustyard.metadata.auth_base import AuthStore
@@ -74,14 +74,16 @@ def login_limiter(settings: AuthSettings, cache: Cache | None) -> LoginLimiter:
         settings.max_failed_logins_per_client,
         settings.failed_login_window_seconds,
     )
-    return SharedLoginLimiter(cache, *limits) if cache is not None else LoginLimiter(*limits)
+    return LoginLimiter(*limits, cache=cache)
 
 
 def build_auth(
     settings: AuthSettings, data_dir: Path, store: AuthStore, cache: Cache | None = None
 ) -> AuthRuntime:
     """`cache`: the shared cache (Redis) for failed-login counters; closed with the runtime."""
-    htpasswd = HtpasswdFile(settings.htpasswd) if settings.htpasswd else None
+    # In token mode a file's names become `${user}` in ACL rules: the account name rules apply.
+    strict = settings.mode == "token"
+    htpasswd = HtpasswdFile(settings.htpasswd, strict_names=strict) if settings.htpasswd else None
     accounts = Accounts(
         store,
         bcrypt_cost=settings.bcrypt_cost,
