@@ -11,6 +11,7 @@ import bcrypt
 import pytest
 from structlog.testing import capture_logs
 
+from tests.services.redis import RedisServer
 from trustyard.auth.users import (
     Accounts,
     AuthFailed,
@@ -72,7 +73,9 @@ async def test_concurrent_wrong_passwords_in_process(store: SqlAuthStore) -> Non
     await check_burst([accounts])
 
 
-async def test_concurrent_wrong_passwords_over_redis(store: SqlAuthStore, redis_server) -> None:
+async def test_concurrent_wrong_passwords_over_redis(
+    store: SqlAuthStore, redis_server: RedisServer
+) -> None:
     """Three workers, each with its own Redis connection, share one limit."""
     caches: list[Cache] = [RedisCache(redis_server.url) for _ in range(3)]
     workers = [
