@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -132,3 +133,15 @@ async def test_redis_reservations_are_shared_between_clients(redis_server) -> No
     assert sum(a is None for a in answers) == 5
     for c in clients:
         await c.close()
+
+
+async def test_redis_reservations_fall_back_at_once_when_down(redis_server) -> None:
+    """Callers queued behind a failed reservation use the in-process counters straight away."""
+    c = RedisCache(redis_server.url)
+    redis_server.stop()
+    start = time.monotonic()
+    answers = await asyncio.gather(*(c.reserve({"k": 5}, 30) for _ in range(60)))
+    assert time.monotonic() - start < 3
+    assert sum(a is None for a in answers) == 5  # still limited, per process
+    redis_server.start()
+    await c.close()

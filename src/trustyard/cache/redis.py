@@ -53,6 +53,11 @@ class RedisCache:
         self._prefix = prefix
         self._fallback = MemoryCache()
         self._down_until = 0.0
+        # Reservations (login attempts) take turns on one connection: a burst of concurrent
+        # logins would otherwise open a connection each, and on a busy machine some of those
+        # connects time out and fall back to the in-process counters, which do not see the
+        # other workers' attempts. One script call takes well under a millisecond.
+        self._reserve_turn = asyncio.Lock()
 
     def _up(self) -> bool:
         return time.monotonic() >= self._down_until
@@ -106,24 +111,26 @@ class RedisCache:
     async def reserve(
         self, limits: Mapping[str, int], window_seconds: float
     ) -> tuple[str, float] | None:
-        if self._up():
-            keys = list(limits)
-            window = max(int(window_seconds * 1000), 1)
-            try:
-                answer = await self._redis.eval(
-                    _RESERVE,
-                    len(keys),
-                    *(self._prefix + k for k in keys),
-                    window,
-                    *(limits[k] for k in keys),
-                )
-            except (RedisError, OSError) as exc:
-                self._failed(exc)
-            else:
-                if not isinstance(answer, list):
-                    return None
-                index, ms = int(answer[0]), int(answer[1])
-                return keys[index - 1], (ms if ms > 0 else window) / 1000
+        keys = list(limits)
+        window = max(int(window_seconds * 1000), 1)
+        async with self._reserve_turn:
+            # Checked after the wait: callers queued behind a failure do not each time out.
+            if self._up():
+                try:
+                    answer = await self._redis.eval(
+                        _RESERVE,
+                        len(keys),
+                        *(self._prefix + k for k in keys),
+                        window,
+                        *(limits[k] for k in keys),
+                    )
+                except (RedisError, OSError) as exc:
+                    self._failed(exc)
+                else:
+                    if not isinstance(answer, list):
+                        return None
+                    index, ms = int(answer[0]), int(answer[1])
+                    return keys[index - 1], (ms if ms > 0 else window) / 1000
         return await self._fallback.reserve(limits, window_seconds)
 
     async def release(self, key: str) -> None:
