@@ -180,3 +180,24 @@ def test_a_rule_listing_star_grants_trust_deletion(srv: ServerProcess, tmp_path:
     r = delete_trust(srv, CAROL, gun)
     assert r.status_code == 200, r.text
     assert root_json(srv, gun) == 404
+
+
+@pytest.mark.needs_notary
+def test_notary_client_owner_publishes_admin_deletes(srv: ServerProcess, tmp_path: Path) -> None:
+    """The Debian notary client with the GUN it would use for this registry (HOST:PORT/…)."""
+    from tests.integration.test_auth_notary import notary
+
+    gun = f"{srv.host}/alice/notary"
+    artifact = tmp_path / "artifact.bin"
+    artifact.write_bytes(b"release\n")
+    owner = tmp_path / "alice-notary"
+    notary(srv.url, owner, "init", gun, "-p", user=ALICE)
+    notary(srv.url, owner, "add", gun, "v1", str(artifact), user=ALICE)
+    assert "Successfully published" in notary(srv.url, owner, "publish", gun, user=ALICE)
+    assert root_json(srv, gun) == 200
+    # The owner's remote delete is refused (she lacks `*`); the admin's goes through.
+    out = notary(srv.url, owner, "delete", gun, "--remote", user=ALICE, ok=False)
+    assert "403" in out or "not authorized" in out, out
+    assert root_json(srv, gun) == 200
+    notary(srv.url, tmp_path / "root-notary", "delete", gun, "--remote", user=ROOT)
+    assert root_json(srv, gun) == 404
