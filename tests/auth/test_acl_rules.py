@@ -71,6 +71,8 @@ def test_safe_patterns_are_accepted(pattern: str) -> None:
         ("${user}/${user}", "only once"),
         ("${USER}/*", "only placeholder"),
         ("${account}/*", "only placeholder"),
+        ("${group}/${user}/*", "only placeholder"),
+        ("${user}/${account}", "only placeholder"),
     ],
 )
 def test_patterns_that_could_reach_other_users_are_refused(pattern: str, message: str) -> None:

@@ -54,13 +54,13 @@ def _account_matches(pattern: str, principal: Principal) -> bool:
 
 def check_repository_pattern(pattern: str) -> None:
     """Refuse a `${user}` that is not one whole path component below literal components."""
-    if USER not in pattern:
-        if "${" in pattern:
-            raise ValueError(f"{pattern!r}: the only placeholder is ${{user}}")
-        return
-    parts = pattern.split("/")
     if pattern.count(USER) > 1:
         raise ValueError(f"{pattern!r}: ${{user}} may appear only once")
+    if "${" in pattern.replace(USER, "", 1):
+        raise ValueError(f"{pattern!r}: the only placeholder is ${{user}}")
+    if USER not in pattern:
+        return
+    parts = pattern.split("/")
     at = next(i for i, part in enumerate(parts) if USER in part)
     if parts[at] != USER:
         raise ValueError(

@@ -1,8 +1,9 @@
 """Accounts: users and robots, bcrypt secrets, htpasswd files, and failed-login rate limiting.
 
 Every secret check costs one bcrypt verification, whether or not the account exists (a dummy
-hash stands in), so timing does not tell which names exist. Failures are counted per account and
-per client address; past the limit the answer is 429 with Retry-After until the window passes.
+hash stands in), and hashes of an older cost are upgraded on login, so timing does not tell which
+names exist nor how old an account is. Attempts are reserved per account and per client address
+before bcrypt runs; past the limit the answer is 429 with Retry-After until the window passes.
 """
 
 from __future__ import annotations
