@@ -201,3 +201,22 @@ def test_notary_client_owner_publishes_admin_deletes(srv: ServerProcess, tmp_pat
     assert root_json(srv, gun) == 200
     notary(srv.url, tmp_path / "root-notary", "delete", gun, "--remote", user=ROOT)
     assert root_json(srv, gun) == 404
+
+
+def test_configured_gun_prefix_replaces_the_default(tmp_path: Path) -> None:
+    """With trust.gun_prefixes set (the name clients use), that prefix counts, not host:port."""
+    data = tmp_path / "data"
+    add_user(data, *ALICE)
+    server = token_server(data, TRUSTYARD_TRUST__GUN_PREFIXES="trust.example, trust.example:5000/")
+    server.start()
+    try:
+        for gun in ("trust.example/alice/app", "trust.example:5000/alice/app"):
+            r = fetch_token(server, f"repository:{gun}:pull,push", auth=ALICE)
+            assert access(r.json()["token"]) == [
+                {"type": "repository", "name": gun, "actions": ["pull", "push"]}
+            ], gun
+        for gun in (f"{server.host}/alice/app", "trust.example/alice-x/app", "other/alice/app"):
+            r = fetch_token(server, f"repository:{gun}:pull,push", auth=ALICE)
+            assert access(r.json()["token"]) == [], gun
+    finally:
+        server.stop()
