@@ -99,11 +99,22 @@ class TrustSettings(BaseModel):
     # A timestamp with less time than this left is re-signed when fetched.
     timestamp_refresh_hours: float = Field(default=24.0, ge=0)
     max_upload_bytes: int = Field(default=16 * MiB, ge=1024)
+    # `host[:port]/` before repository names in GUNs (how clients reach this registry, e.g.
+    # "registry.example.com/"): ACLs and users' namespaces follow a repository into its GUN.
+    # None: this server's own `host:port/` (TRUSTYARD_TRUST__GUN_PREFIXES, comma-separated).
+    gun_prefixes: tuple[str, ...] | None = None
 
     @field_validator("key_algorithm", mode="before")
     @classmethod
     def _lower_algorithm(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("gun_prefixes", mode="before")
+    @classmethod
+    def _split_prefixes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
 
 class PolicyRuleSettings(BaseModel):

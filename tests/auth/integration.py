@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,13 @@ def cli(data_dir: Path, *args: str, stdin: str | None = None, check: bool = True
         input=stdin,
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin:/bin", "TRUSTYARD_AUTH__BCRYPT_COST": "4", "HOME": str(data_dir)},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "TRUSTYARD_AUTH__BCRYPT_COST": "4",
+            "HOME": str(data_dir),
+            # The code under test (a worktree's src), as the server processes get it.
+            **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
+        },
         timeout=60,
         check=False,
     )

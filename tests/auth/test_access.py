@@ -17,7 +17,7 @@ RULES = [
     AclRule(1, "anonymous", "public/*", ("pull",)),
     AclRule(2, "group:devs", "team/*", ("pull", "push")),
     AclRule(3, "alice+ci", "alice/app", ("push", "pull")),
-    AclRule(4, "*", "shared/${user}-*", ("*",)),
+    AclRule(4, "*", "shared/${user}/*", ("*",)),
 ]
 
 
@@ -59,11 +59,13 @@ async def test_groups_robots_and_user_placeholder() -> None:
     ]
     # Robots do not own their owner's namespace.
     assert await granted(ROBOT, "repository:alice/other:pull") == []
-    assert await granted(BOB, "repository:shared/bob-x:*") == [
-        "repository:shared/bob-x:pull,push,delete"
+    # A rule listing `*` grants `*` (deleting trust data) as well as each action.
+    assert await granted(BOB, "repository:shared/bob/x:*") == ["repository:shared/bob/x:*"]
+    assert await granted(BOB, "repository:shared/bob/x:pull,delete") == [
+        "repository:shared/bob/x:pull,delete"
     ]
-    assert await granted(BOB, "repository:shared/alice-x:pull") == []
-    assert await granted(ANONYMOUS, "repository:shared/-x:pull") == []
+    assert await granted(BOB, "repository:shared/alice/x:pull") == []
+    assert await granted(ANONYMOUS, "repository:shared//x:pull") == []
 
 
 async def test_catalog_is_for_admins() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -93,4 +94,54 @@ async def test_redis_outage_degrades_to_local(redis_server) -> None:
     await asyncio.sleep(5.1)  # the back-off after a failure
     await c.set("k", b"back", 10)
     assert await c.get("k") == b"back"
+    await c.close()
+
+
+async def test_reserve_counts_up_to_the_limit_under_concurrency(cache: Cache) -> None:
+    """60 concurrent reservations against a limit of 5: exactly 5 are counted."""
+    answers = await asyncio.gather(*(cache.reserve({"acct": 5, "ip": 100}, 10) for _ in range(60)))
+    assert sum(a is None for a in answers) == 5
+    refused = [a for a in answers if a is not None]
+    assert {key for key, _ in refused} == {"acct"}
+    assert all(0 < seconds <= 10 for _, seconds in refused)
+    # A refused reservation counted nothing: "ip" took exactly the 5 that passed.
+    assert await cache.reserve({"ip": 6}, 10) is None
+    assert await cache.reserve({"ip": 6}, 10) == ("ip", pytest.approx(10, abs=0.5))
+
+
+async def test_reserve_release_and_window(cache: Cache) -> None:
+    assert await cache.reserve({"r": 2}, 0.4) is None
+    await cache.release("r")
+    await cache.release("r")  # never below zero
+    await cache.release("never-reserved")
+    assert await cache.reserve({"r": 2}, 0.4) is None
+    assert await cache.reserve({"r": 2}, 0.4) is None
+    full = await cache.reserve({"r": 2}, 0.4)
+    assert full is not None and full[0] == "r"
+    await cache.delete("r")  # forgetting a counter
+    assert await cache.reserve({"r": 2}, 0.4) is None
+    assert await cache.reserve({"r": 2}, 0.4) is None
+    await asyncio.sleep(0.6)  # the window that started when the limit was reached ends
+    assert await cache.reserve({"r": 2}, 0.4) is None
+
+
+async def test_redis_reservations_are_shared_between_clients(redis_server) -> None:
+    clients = [RedisCache(redis_server.url) for _ in range(3)]
+    answers = await asyncio.gather(
+        *(clients[i % 3].reserve({"login:account:alice": 5}, 30) for i in range(60))
+    )
+    assert sum(a is None for a in answers) == 5
+    for c in clients:
+        await c.close()
+
+
+async def test_redis_reservations_fall_back_at_once_when_down(redis_server) -> None:
+    """Callers queued behind a failed reservation use the in-process counters straight away."""
+    c = RedisCache(redis_server.url)
+    redis_server.stop()
+    start = time.monotonic()
+    answers = await asyncio.gather(*(c.reserve({"k": 5}, 30) for _ in range(60)))
+    assert time.monotonic() - start < 3
+    assert sum(a is None for a in answers) == 5  # still limited, per process
+    redis_server.start()
     await c.close()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
-from trustyard.auth.access import AccessPolicy
+from trustyard.auth.access import AccessPolicy, gun_prefixes
 from trustyard.auth.keyid import load_certificates
 from trustyard.auth.service import TokenService
 from trustyard.auth.tokens import (
@@ -20,9 +21,9 @@ from trustyard.auth.tokens import (
     load_or_create_signing_key,
     load_signing_key,
 )
-from trustyard.auth.users import Accounts, HtpasswdFile, LoginLimiter, SharedLoginLimiter
+from trustyard.auth.users import Accounts, HtpasswdFile, LoginLimiter
 from trustyard.cache import Cache
-from trustyard.config import AuthSettings
+from trustyard.config import AuthSettings, Settings
 from trustyard.metadata.auth_base import AuthStore
 
 log = structlog.get_logger("trustyard.auth")
@@ -69,6 +70,25 @@ def trusted_keys(settings: AuthSettings, own: SigningKey | None) -> TrustedKeys:
     return trusted
 
 
+def _unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:  # a name, not an address
+        return False
+
+
+def gun_prefixes_of(settings: Settings) -> tuple[str, ...]:
+    """`trust.gun_prefixes`, else this server's own `host:port/` (none for a wildcard address:
+    clients cannot write that one, so set `trust.gun_prefixes` to the name they use)."""
+    if settings.trust.gun_prefixes is not None:
+        return gun_prefixes(settings.trust.gun_prefixes)
+    host = settings.host
+    if not host or ":" in host or _unspecified(host):
+        log.info("gun_prefixes_unset", hint="set trust.gun_prefixes to HOST:PORT/ of the registry")
+        return ()
+    return gun_prefixes([f"{settings.host}:{settings.port}/"])
+
+
 def login_limiter(settings: AuthSettings, cache: Cache | None) -> LoginLimiter:
     """Failed-login counters: in the shared cache when there is one (Redis), else per process."""
     limits = (
@@ -76,21 +96,28 @@ def login_limiter(settings: AuthSettings, cache: Cache | None) -> LoginLimiter:
         settings.max_failed_logins_per_client,
         settings.failed_login_window_seconds,
     )
-    return SharedLoginLimiter(cache, *limits) if cache is not None else LoginLimiter(*limits)
+    return LoginLimiter(*limits, cache=cache)
 
 
 def build_auth(
-    settings: AuthSettings, data_dir: Path, store: AuthStore, cache: Cache | None = None
+    settings: AuthSettings,
+    data_dir: Path,
+    store: AuthStore,
+    cache: Cache | None = None,
+    gun_prefixes: tuple[str, ...] = (),
 ) -> AuthRuntime:
-    """`cache`: the shared cache (Redis) for failed-login counters; closed with the runtime."""
-    htpasswd = HtpasswdFile(settings.htpasswd) if settings.htpasswd else None
+    """`cache`: the shared cache (Redis) for failed-login counters; closed with the runtime.
+    `gun_prefixes`: see `gun_prefixes_of` and `AccessPolicy`."""
+    # In token mode a file's names become `${user}` in ACL rules: the account name rules apply.
+    strict = settings.mode == "token"
+    htpasswd = HtpasswdFile(settings.htpasswd, strict_names=strict) if settings.htpasswd else None
     accounts = Accounts(
         store,
         bcrypt_cost=settings.bcrypt_cost,
         limiter=login_limiter(settings, cache),
         htpasswd=htpasswd,
     )
-    policy = AccessPolicy(store.list_rules)
+    policy = AccessPolicy(store.list_rules, gun_prefixes=gun_prefixes)
     verifier = tokens = None
     if settings.mode == "token":
         tok = settings.token

@@ -1,8 +1,9 @@
 """Accounts: users and robots, bcrypt secrets, htpasswd files, and failed-login rate limiting.
 
 Every secret check costs one bcrypt verification, whether or not the account exists (a dummy
-hash stands in), so timing does not tell which names exist. Failures are counted per account and
-per client address; past the limit the answer is 429 with Retry-After until the window passes.
+hash stands in), and hashes of an older cost are upgraded on login, so timing does not tell which
+names exist nor how old an account is. Attempts are reserved per account and per client address
+before bcrypt runs; past the limit the answer is 429 with Retry-After until the window passes.
 """
 
 from __future__ import annotations
@@ -10,17 +11,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import bcrypt
+import structlog
 
-from trustyard.cache import Cache
+from trustyard.cache import Cache, MemoryCache
 from trustyard.metadata.auth_base import Account, AccountStore
+
+log = structlog.get_logger("trustyard.auth")
 
 NAME_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 MAX_NAME = 64
@@ -91,109 +96,81 @@ def check_secret(secret: str, secret_hash: str) -> bool:
         return False
 
 
+def bcrypt_cost_of(secret_hash: str) -> int | None:
+    """The cost of a `$2b$12$…` hash, None when it is not one."""
+    parts = secret_hash.split("$")
+    if len(parts) < 4 or not parts[2].isdigit():
+        return None
+    return int(parts[2])
+
+
 def binding_of(account: Account) -> str:
     """Ties refresh tokens to the account's current secret: a new password revokes them."""
     return hashlib.sha256(account.secret_hash.encode()).hexdigest()[:24]
 
 
 # -- rate limiting ----------------------------------------------------------------------------
-@dataclass
 class LoginLimiter:
-    """Failed-login counters per key (account or client address) in a fixed window.
+    """Login attempts per key (account or client address) in a fixed window.
 
-    In-process: with several workers each counts on its own, so the effective limit is at most
-    workers times the limit (documented in docs/auth.md). `SharedLoginLimiter` shares the
-    counters between workers and replicas through the cache (Redis).
-    """
+    An attempt is reserved before its password is checked: one atomic step checks every key
+    against its limit and counts the attempt, so a burst of concurrent wrong passwords gets at
+    most the limit evaluated (the rest are refused before bcrypt). A wrong password keeps its
+    reservation (a failure); the right one clears the account's failures and gives the
+    address's reservation back. The attempt that fills a limit starts a full window: after it,
+    even the right password is refused until the window passes.
 
-    max_failures: int = 5
-    max_failures_per_client: int = 20
-    window_seconds: float = 300.0
-    clock: Callable[[], float] = time.monotonic
-    _failures: dict[str, tuple[int, float]] = field(default_factory=dict)
-
-    def _limit(self, key: str) -> int:
-        return self.max_failures_per_client if key.startswith("ip:") else self.max_failures
-
-    async def check(self, *keys: str) -> None:
-        now = self.clock()
-        for key in keys:
-            count, start = self._failures.get(key, (0, now))
-            if now - start >= self.window_seconds:
-                self._failures.pop(key, None)
-                continue
-            if count >= self._limit(key):
-                retry = max(1, int(start + self.window_seconds - now + 0.999))
-                raise RateLimited(retry, key.split(":", 1)[0])
-
-    async def failed(self, *keys: str) -> None:
-        now = self.clock()
-        if len(self._failures) > 100_000:
-            self._failures = {
-                k: v for k, v in self._failures.items() if now - v[1] < self.window_seconds
-            }
-        for key in keys:
-            count, start = self._failures.get(key, (0, now))
-            if now - start >= self.window_seconds:
-                count, start = 0, now
-            self._failures[key] = (count + 1, start)
-
-    async def succeeded(self, account_key: str) -> None:
-        self._failures.pop(account_key, None)
-
-
-class SharedLoginLimiter(LoginLimiter):
-    """The same limits, counted in the shared cache so every worker and replica sees them.
-
-    A failure adds one to `login-fail:<key>` (a counter whose window starts at its first
-    increment); the failure that reaches the limit writes `login-block:<key>` holding the wall
-    clock time the block ends, for `window_seconds`. `check` reads only the block, so a login
-    attempt costs one cache read. Keys are `account:<name>` or `ip:<address>`: never a secret.
+    Counters live in `cache`: in-process by default (each worker counts on its own, so the
+    effective limit is at most workers times the limit, see docs/auth.md), or the shared cache
+    (Redis), where every worker and replica counts against one limit. Keys are
+    `login:account:<name>` and `login:ip:<address>`: never a secret.
     """
 
     def __init__(
         self,
-        cache: Cache,
         max_failures: int = 5,
         max_failures_per_client: int = 20,
         window_seconds: float = 300.0,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+        cache: Cache | None = None,
     ) -> None:
-        super().__init__(max_failures, max_failures_per_client, window_seconds, clock)
-        self.cache = cache
+        self.max_failures = max_failures
+        self.max_failures_per_client = max_failures_per_client
+        self.window_seconds = window_seconds
+        self.cache: Cache = cache if cache is not None else MemoryCache(clock=clock)
 
-    async def check(self, *keys: str) -> None:
-        now = self.clock()
-        for key in keys:
-            until = await self.cache.get("login-block:" + key)
-            if until is None:
-                continue
-            try:
-                remaining = float(until) - now
-            except ValueError:
-                remaining = self.window_seconds
-            if remaining > 0:
-                raise RateLimited(max(1, int(remaining + 0.999)), key.split(":", 1)[0])
+    def _limit(self, key: str) -> int:
+        return self.max_failures_per_client if key.startswith("ip:") else self.max_failures
 
-    async def failed(self, *keys: str) -> None:
-        for key in keys:
-            count = await self.cache.incr("login-fail:" + key, self.window_seconds)
-            if count >= self._limit(key):
-                until = self.clock() + self.window_seconds
-                await self.cache.set(
-                    "login-block:" + key, repr(until).encode(), self.window_seconds
-                )
+    async def reserve(self, *keys: str) -> None:
+        """Count one attempt for every key, or raise RateLimited (and count nothing)."""
+        full = await self.cache.reserve(
+            {"login:" + key: self._limit(key) for key in keys}, self.window_seconds
+        )
+        if full is not None:
+            key, seconds = full
+            retry = max(1, math.ceil(min(seconds, self.window_seconds)))
+            raise RateLimited(retry, key.split(":", 2)[1])
 
-    async def succeeded(self, account_key: str) -> None:
-        await self.cache.delete("login-fail:" + account_key)
+    async def succeeded(self, account_key: str, *other_keys: str) -> None:
+        """The right secret: forget the account's failures, give back the others' attempt."""
+        await self.cache.delete("login:" + account_key)
+        for key in other_keys:
+            await self.cache.release("login:" + key)
 
 
 # -- htpasswd ---------------------------------------------------------------------------------
 class HtpasswdFile:
-    """Apache `htpasswd -B` / Distribution htpasswd file: `user:$2y$…` lines, reread on change."""
+    """Apache `htpasswd -B` / Distribution htpasswd file: `user:$2y$…` lines, reread on change.
 
-    def __init__(self, path: Path) -> None:
+    `strict_names` (token mode, where a name becomes `${user}` in ACL rules and owns the
+    namespace `<name>/*`): lines whose name `admin user add` would refuse are skipped, each
+    with a log line naming the line number.
+    """
+
+    def __init__(self, path: Path, *, strict_names: bool = False) -> None:
         self.path = path
+        self.strict_names = strict_names
         self._mtime = -1.0
         self._entries: dict[str, str] = {}
 
@@ -204,13 +181,25 @@ class HtpasswdFile:
             return {}
         if mtime != self._mtime:
             entries: dict[str, str] = {}
-            for line in self.path.read_text().splitlines():
+            for number, line in enumerate(self.path.read_text().splitlines(), 1):
                 line = line.strip()
                 if not line or line.startswith("#") or ":" not in line:
                     continue
                 user, hashed = line.split(":", 1)
-                if hashed.startswith(("$2y$", "$2b$", "$2a$")):
-                    entries[user] = hashed
+                if not hashed.startswith(("$2y$", "$2b$", "$2a$")):
+                    continue
+                if self.strict_names:
+                    try:
+                        validate_account_name(user)
+                    except AccountError as exc:
+                        log.warning(
+                            "htpasswd_entry_skipped",
+                            path=str(self.path),
+                            line=number,
+                            reason=str(exc),
+                        )
+                        continue
+                entries[user] = hashed
             self._entries, self._mtime = entries, mtime
         return self._entries
 
@@ -296,9 +285,14 @@ class Accounts:
         )
 
     async def authenticate(self, name: str, secret: str, client: str) -> Principal:
-        """Check a name and secret; raises RateLimited or AuthFailed (reason for the log)."""
+        """Check a name and secret; raises RateLimited or AuthFailed (reason for the log).
+
+        The attempt is reserved before bcrypt runs (see `LoginLimiter`). A stored hash of
+        another bcrypt cost is replaced at the current cost once its secret is known, so that
+        old accounts do not stand out by the time their check takes.
+        """
         keys = (f"account:{name[:MAX_NAME]}", f"ip:{client}")
-        await self.limiter.check(*keys)
+        await self.limiter.reserve(*keys)
         account = await self.store.get_account(name) if len(name) <= 255 else None
         htpasswd_hash = None
         if account is None and self.htpasswd is not None:
@@ -306,20 +300,37 @@ class Accounts:
         stored = account.secret_hash if account else htpasswd_hash
         ok = await asyncio.to_thread(check_secret, secret, stored or self._dummy)
         if not ok or stored is None:
-            await self.limiter.failed(*keys)
             raise AuthFailed(
                 f"wrong password for {name[:MAX_NAME]!r}"
                 if stored
                 else f"unknown account {name[:MAX_NAME]!r}"
             )
+        await self.limiter.succeeded(*keys)
         if account is None:
-            await self.limiter.succeeded(keys[0])
             return Principal(name, "user")
         problem = self.usable(account)
         if problem:
             raise AuthFailed(problem)
-        await self.limiter.succeeded(keys[0])
+        if bcrypt_cost_of(account.secret_hash) != self.bcrypt_cost:
+            await self._rehash(account, secret)
         return await self.principal(account)
+
+    async def _rehash(self, account: Account, secret: str) -> None:
+        """Store the secret at the current cost, unless the hash changed meanwhile (a password
+        change racing this login must win)."""
+        raw = secret.encode()[:MAX_SECRET_BYTES]  # what check_secret compared
+        salt = bcrypt.gensalt(rounds=self.bcrypt_cost)
+        hashed = (await asyncio.to_thread(bcrypt.hashpw, raw, salt)).decode()
+        if await self.store.update_account(
+            account.name, secret_hash=hashed, replaces=account.secret_hash
+        ):
+            self._refresh_cache.pop(account.name, None)
+            log.info(
+                "password_rehashed",
+                account=account.name,
+                old_cost=bcrypt_cost_of(account.secret_hash),
+                cost=self.bcrypt_cost,
+            )
 
     async def refresh(self, name: str, binding: str) -> Principal:
         """The account behind a refresh token, if it is still usable and its secret unchanged.

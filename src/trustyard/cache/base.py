@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -19,6 +20,19 @@ class Cache(Protocol):
 
     async def incr(self, key: str, window_seconds: float) -> int:
         """Add one to a counter that resets `window_seconds` after its first increment."""
+
+    async def reserve(
+        self, limits: Mapping[str, int], window_seconds: float
+    ) -> tuple[str, float] | None:
+        """Atomically add one to each counter in `limits` unless one is at its limit already.
+
+        None when counted. Otherwise nothing is counted and the answer is the counter at its
+        limit and the seconds until it resets. A counter resets `window_seconds` after its
+        first reservation, or after the one that brought it to its limit (a full window).
+        """
+
+    async def release(self, key: str) -> None:
+        """Take back one reservation of `key` (a counter never goes below zero)."""
 
     def lock(
         self, name: str, ttl_seconds: float, wait_seconds: float = 0

@@ -1,7 +1,8 @@
 """Redis-backed cache shared by replicas; falls back to in-process behaviour while Redis is down.
 
 Locks are `SET key token NX PX ttl` released by a compare-and-delete script (the single-instance
-pattern from the Redis docs); a crashed holder's lock expires after its TTL.
+pattern from the Redis docs); a crashed holder's lock expires after its TTL. Reservations
+(`reserve`) are one Lua script, so concurrent callers on every replica see each other's counts.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import structlog
@@ -22,6 +23,26 @@ from trustyard.cache.memory import MemoryCache
 log = structlog.get_logger("trustyard.cache")
 
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+# KEYS: counters; ARGV[1]: window in ms; ARGV[1 + i]: the limit of KEYS[i]. Returns 0 when
+# every counter took one more, else {i, ms until KEYS[i] resets} and nothing is counted.
+_RESERVE = """
+for i, key in ipairs(KEYS) do
+  if tonumber(redis.call('get', key) or '0') >= tonumber(ARGV[i + 1]) then
+    return {i, redis.call('pttl', key)}
+  end
+end
+for i, key in ipairs(KEYS) do
+  local count = redis.call('incr', key)
+  if count >= tonumber(ARGV[i + 1]) or redis.call('pttl', key) < 0 then
+    redis.call('pexpire', key, ARGV[1])
+  end
+end
+return 0
+"""
+_RELEASE_ONE = """
+if redis.call('decr', KEYS[1]) <= 0 then redis.call('del', KEYS[1]) end
+return 0
+"""
 # After a failure, skip Redis for this long instead of paying a timeout on every request.
 _RETRY_AFTER = 5.0
 
@@ -32,6 +53,11 @@ class RedisCache:
         self._prefix = prefix
         self._fallback = MemoryCache()
         self._down_until = 0.0
+        # Reservations (login attempts) take turns on one connection: a burst of concurrent
+        # logins would otherwise open a connection each, and on a busy machine some of those
+        # connects time out and fall back to the in-process counters, which do not see the
+        # other workers' attempts. One script call takes well under a millisecond.
+        self._reserve_turn = asyncio.Lock()
 
     def _up(self) -> bool:
         return time.monotonic() >= self._down_until
@@ -81,6 +107,40 @@ class RedisCache:
             except (RedisError, OSError) as exc:
                 self._failed(exc)
         return await self._fallback.incr(key, window_seconds)
+
+    async def reserve(
+        self, limits: Mapping[str, int], window_seconds: float
+    ) -> tuple[str, float] | None:
+        keys = list(limits)
+        window = max(int(window_seconds * 1000), 1)
+        async with self._reserve_turn:
+            # Checked after the wait: callers queued behind a failure do not each time out.
+            if self._up():
+                try:
+                    answer = await self._redis.eval(
+                        _RESERVE,
+                        len(keys),
+                        *(self._prefix + k for k in keys),
+                        window,
+                        *(limits[k] for k in keys),
+                    )
+                except (RedisError, OSError) as exc:
+                    self._failed(exc)
+                else:
+                    if not isinstance(answer, list):
+                        return None
+                    index, ms = int(answer[0]), int(answer[1])
+                    return keys[index - 1], (ms if ms > 0 else window) / 1000
+        return await self._fallback.reserve(limits, window_seconds)
+
+    async def release(self, key: str) -> None:
+        if self._up():
+            try:
+                await self._redis.eval(_RELEASE_ONE, 1, self._prefix + key)
+                return
+            except (RedisError, OSError) as exc:
+                self._failed(exc)
+        await self._fallback.release(key)
 
     @asynccontextmanager
     async def lock(

@@ -200,10 +200,24 @@ def group_del(ctx: typer.Context, group: str, account: str) -> None:
 def acl_add(
     ctx: typer.Context,
     account: Annotated[str, typer.Argument(help="Account glob, `anonymous`, or `group:<name>`.")],
-    repository: Annotated[str, typer.Argument(help="Repository glob; ${user} = the caller.")],
-    actions: Annotated[str, typer.Argument(help="Comma-separated: pull,push,delete or *.")],
+    repository: Annotated[
+        str,
+        typer.Argument(
+            help="Repository glob (`*` also matches `/`). ${user} = the caller's name, only as a "
+            "whole path component below literal ones: 'shared/${user}/*', not "
+            "'shared/${user}-*' (that would reach user alice-x's 'shared/alice-x-…' for alice)."
+        ),
+    ],
+    actions: Annotated[
+        str,
+        typer.Argument(help="Comma-separated: pull,push,delete, or * (also deletes trust data)."),
+    ],
 ) -> None:
-    """Allow `actions` on repositories matching `repository` to accounts matching `account`."""
+    """Allow `actions` on repositories matching `repository` to accounts matching `account`.
+
+    Rules also cover the repositories' Notary GUNs (`HOST:PORT/<repository>` under
+    `trust.gun_prefixes`).
+    """
     acts = tuple(a.strip() for a in actions.split(",") if a.strip())
     try:
         validate_rule(account, repository, acts)
@@ -216,7 +230,8 @@ def acl_add(
 
 @acl_app.command("list")
 def acl_list(ctx: typer.Context) -> None:
-    """Stored rules (built-ins: admins everything; each user `${user}` and `${user}/*`)."""
+    """Stored rules (built-ins: admins everything, `*` too; each user `${user}` and
+    `${user}/*`, and their GUNs)."""
     for rule in _run(ctx, lambda _a, store: store.list_rules()):
         typer.echo(f"{rule.id}\t{rule.account}\t{rule.repository}\t{','.join(rule.actions)}")
 

@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from trustyard.auth import server as auth_server
-from trustyard.auth.runtime import build_auth
+from trustyard.auth.runtime import build_auth, gun_prefixes_of
 from trustyard.cache import Cache, open_cache
 from trustyard.cache.generations import CacheGenerations, FileGenerations
 from trustyard.config import Settings, settings_for_worker
@@ -220,7 +220,9 @@ def create_app(settings: Settings) -> Starlette:
             store = await open_auth_store(settings.metadata_target)
             # Failed-login counters go to Redis when configured, so replicas share the limit.
             cache = open_cache(settings.redis_url) if settings.redis_url else None
-            app.state.auth = build_auth(settings.auth, settings.data_dir, store, cache)
+            app.state.auth = build_auth(
+                settings.auth, settings.data_dir, store, cache, gun_prefixes_of(settings)
+            )
         purger = None
         if registry is not None and settings.upload_purge_interval_seconds > 0:
             purger = asyncio.create_task(_purge_uploads_forever(registry, settings))

@@ -42,9 +42,18 @@ class AccountStore(Protocol):
         """Insert; raises AccountExists when the name is taken."""
 
     async def update_account(
-        self, name: str, *, secret_hash: str | None = None, disabled: bool | None = None
+        self,
+        name: str,
+        *,
+        secret_hash: str | None = None,
+        disabled: bool | None = None,
+        replaces: str | None = None,
     ) -> bool:
-        """Change the secret or the disabled flag; False when there is no such account."""
+        """Change the secret or the disabled flag; False when there is no such account.
+
+        `replaces`: change only while the stored secret hash is this one (else False), so an
+        automatic rehash never undoes a concurrent password change.
+        """
 
     async def delete_account(self, name: str) -> bool: ...
 

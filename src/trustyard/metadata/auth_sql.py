@@ -106,7 +106,12 @@ class SqlAuthStore:
             raise AccountExists(f"account {account.name} exists already") from None
 
     async def update_account(
-        self, name: str, *, secret_hash: str | None = None, disabled: bool | None = None
+        self,
+        name: str,
+        *,
+        secret_hash: str | None = None,
+        disabled: bool | None = None,
+        replaces: str | None = None,
     ) -> bool:
         values: dict[str, Any] = {}
         if secret_hash is not None:
@@ -115,10 +120,11 @@ class SqlAuthStore:
             values["disabled"] = disabled
         if not values:
             return await self.get_account(name) is not None
+        where = accounts.c.name == name
+        if replaces is not None:
+            where = where & (accounts.c.secret_hash == replaces)
         async with self.writer.begin() as conn:
-            result = await conn.execute(
-                update(accounts).where(accounts.c.name == name).values(**values)
-            )
+            result = await conn.execute(update(accounts).where(where).values(**values))
         return bool(result.rowcount)
 
     async def delete_account(self, name: str) -> bool:
