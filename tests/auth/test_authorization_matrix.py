@@ -123,7 +123,9 @@ def test_each_caller_holds_the_expected_token(world: World) -> None:
             assert caller.token is None, name
             continue
         assert caller.token is not None, name
-        # hole 12 (admins get `*`) is fixed in auth/access.py; `*` covers every action
+        # admins hold `*` (hole 12: deleting trust data, rotating server keys); `*` covers
+        # every action
+        assert ("*" in caller.actions) == (name == "admin"), name
         actions = {"pull", "push", "delete"} if "*" in caller.actions else set(caller.actions)
         assert actions == expected, name
         assert caller.catalog == (name == "admin"), name
