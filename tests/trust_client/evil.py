@@ -178,6 +178,17 @@ def x509_key(key: PrivateKey, cn: str) -> PublicKey:
     return PublicKey("ecdsa-x509", cert.public_bytes(serialization.Encoding.PEM))
 
 
+def compressed_key(key: PrivateKey) -> PublicKey:
+    """The same `ecdsa` P-256 key with its point compressed in the SPKI: another key ID."""
+    private = key.key
+    assert isinstance(private, ec.EllipticCurvePrivateKey)
+    point = private.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint
+    )
+    header = bytes.fromhex("3039301306072a8648ce3d020106082a8648ce3d030107032200")
+    return PublicKey("ecdsa", header + point)
+
+
 @dataclass
 class Delegate:
     name: str
