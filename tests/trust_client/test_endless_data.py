@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.trust_client.evil import Collection, EvilServer, Stream, endless, target
+from trustyard.signing.cosign import ARTIFACT_SIG, SIMPLESIGNING
 
 pytestmark = pytest.mark.slow
 
@@ -208,3 +209,44 @@ def test_verify_cosign_endless_or_deep_referrers(tmp_path: Path, srv: EvilServer
     sig = f"/v2/{REPO}/manifests/sha256-{digest.split(':')[1]}.sig"
     srv.routes[sig] = Stream(endless(b"x", OFFERED), status=500)
     stopped_early(verify_cosign(tmp_path / "c", srv), srv, sig, "HTTP 500")
+
+
+def test_verify_cosign_does_not_fan_out_without_bound(tmp_path: Path, srv: EvilServer) -> None:
+    """Each answer is small, but a signature manifest with 1000 layers and a referrers list of
+    1000 signature manifests would make the client fetch thousands of blobs."""
+    digest = serve_manifest(srv)
+    blob = b'{"critical":{}}'
+    blob_digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    srv.routes[f"/v2/{REPO}/blobs/{blob_digest}"] = blob
+    layer = {"mediaType": SIMPLESIGNING, "digest": blob_digest, "size": len(blob)}
+
+    def sig_manifest(n: int, layers: int) -> tuple[str, bytes]:
+        doc = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2,
+                       "digest": "sha256:" + "4" * 64},
+            "layers": [layer] * layers,
+            "annotations": {"n": str(n)},
+        }  # fmt: skip
+        data = json.dumps(doc).encode()
+        return "sha256:" + hashlib.sha256(data).hexdigest(), data
+
+    _, tag_doc = sig_manifest(0, 1000)
+    headers = {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}
+    srv.routes[f"/v2/{REPO}/manifests/sha256-{digest.split(':')[1]}.sig"] = (200, tag_doc, headers)
+    referrers = []
+    for n in range(1, 1001):
+        d, data = sig_manifest(n, 1)
+        srv.routes[f"/v2/{REPO}/manifests/{d}"] = (200, data, headers)
+        referrers.append({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                          "digest": d, "size": len(data), "artifactType": ARTIFACT_SIG})  # fmt: skip
+    srv.routes[f"/v2/{REPO}/referrers/{digest}"] = json.dumps(
+        {"schemaVersion": 2, "manifests": referrers}
+    ).encode()
+    code, out, seconds, _ = verify_cosign(tmp_path, srv)
+    assert code == 1 and "Traceback" not in out and seconds < 2 * TIME_LIMIT
+    assert "no cosign signature verifies" in out
+    blob_reads = srv.requests.count(f"/v2/{REPO}/blobs/{blob_digest}")
+    manifest_reads = sum(1 for p in srv.requests if p.startswith(f"/v2/{REPO}/manifests/sha256:"))
+    assert blob_reads <= 2 * 64 and manifest_reads <= 64 + 1, (blob_reads, manifest_reads)

@@ -15,6 +15,9 @@ from trustyard.signing.layout import MAX_JSON, Json
 from trustyard.signing.registry_client import RegistryClient, RemoteRef
 
 _SIG_TAG_SUFFIX = ".sig"
+# A registry's answers are bounded in bytes; these bound how many fetches they can fan out to.
+MAX_ARTIFACTS = 64  # signature manifests among the referrers
+MAX_LAYERS = 64  # signature layers per manifest
 
 
 class ArtifactClient(RegistryClient):
@@ -177,7 +180,10 @@ def _check_bundle(
 
 
 def _layers(doc: Json) -> list[Json]:
-    return [x for x in doc.get("layers") or [] if isinstance(x, dict)]
+    layers = doc.get("layers")
+    return (
+        [x for x in layers if isinstance(x, dict)][:MAX_LAYERS] if isinstance(layers, list) else []
+    )
 
 
 def find_and_verify(
@@ -205,10 +211,13 @@ def find_and_verify(
                 payload, layer.get("annotations") or {}, keys, digest, override
             )
             out.append(Found("cosign-tag", f"{sig.digest}#{i}", check))
-    for desc in client.referrers(repo, digest):
+    candidates = [
+        d
+        for d in client.referrers(repo, digest)
+        if d.get("artifactType") in (cosign.ARTIFACT_SIG, cosign.BUNDLE_V03)
+    ]
+    for desc in candidates[:MAX_ARTIFACTS]:
         artifact_type = desc.get("artifactType")
-        if artifact_type not in (cosign.ARTIFACT_SIG, cosign.BUNDLE_V03):
-            continue
         manifest_digest = str(desc.get("digest"))
         if manifest_digest in seen:
             continue

@@ -381,10 +381,10 @@ class TrustClient:
 
     # -- HTTP ------------------------------------------------------------------------------------
     def _request(
-        self, method: str, path: str, *, limit: int = ERROR_BODY, what: str = "", **kwargs: Any
+        self, method: str, path: str, *, limit: int = MAX_METADATA, what: str = "", **kwargs: Any
     ) -> httpx.Response:
         """Send (answering the server's 401 challenge once) and return the answer read under
-        `limit` bytes (error answers: cut at `ERROR_BODY`). The auth flow is driven here
+        `limit` bytes (error answers: cut at `ERROR_BODY`; audit reads changefeed pages here). The auth flow is driven here
         rather than by httpx, which would read every 401 body whole."""
         what = what or f"the trust server's answer to {method} {path}"
         try:
