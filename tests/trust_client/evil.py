@@ -56,6 +56,7 @@ class EvilServer:
         self.routes: dict[str, Answer] = {}
         self.sent: dict[str, int] = {}
         self.requests: list[str] = []
+        self.posted: list[bytes] = []  # bodies of POSTs (publishes)
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -93,6 +94,8 @@ class EvilServer:
     def handle(self, req: BaseHTTPRequestHandler) -> None:
         path = req.path.split("?", 1)[0]
         self.requests.append(path)
+        if req.command == "POST":
+            self.posted.append(req.rfile.read(int(req.headers.get("Content-Length") or 0)))
         answer = self.routes.get(path)
         if answer is None:
             answer = (404, b'{"errors":[{"code":"METADATA_NOT_FOUND","message":"not found"}]}')

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from tests.trust_client.evil import (
     EARLIER,
@@ -312,3 +313,40 @@ def test_root_rotation_follows_the_chain_of_roots(tmp_path: Path, srv: EvilServe
     srv.serve(GUN, coll.files(2, {"latest": target("three")}, root=root3))
     assert latest(tmp_path, srv) == [("targets", digest_of("three"))]
     assert f"/v2/{GUN}/_trust/tuf/2.root.json" in srv.requests
+
+
+def test_signing_never_builds_on_a_forged_delegation(
+    tmp_path: Path, srv: EvilServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that serves a forged `targets/releases` (a target of its own in it) must not get
+    alice to re-sign it when she signs a new tag; an expired but genuine one is renewed."""
+    monkeypatch.setenv("NOTARY_DELEGATION_PASSPHRASE", "delegation-pass")
+    coll = Collection(GUN)
+    alice, mallory = PrivateKey.generate("ecdsa"), PrivateKey.generate("ecdsa")
+    releases = Delegate("targets/releases", [alice], [""])
+    forged = coll.targets({"evil": target("evil")}, signers=[(alice.public.key_id, mallory)])
+    srv.serve(
+        GUN,
+        coll.files(1, {}, delegated={"targets/releases": forged}, delegations=[releases]),
+    )
+    srv.routes[f"/v2/{GUN}/_trust/tuf/"] = b""
+    with client(tmp_path / "alice", srv) as c:
+        pem = alice.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        c.keys.import_key(pem, "delegation", "", "alice.pem")
+        with pytest.raises(TrustError, match=r"not signed by its own keys .*refusing to sign"):
+            c.add_target(GUN, "v2", digest_of("two"), 12)
+        assert srv.posted == []
+        # genuine but expired: alice renews it, keeping its targets
+        expired = coll.targets(
+            {"v1": target("one")}, signers=[(alice.public.key_id, alice)], expires=EARLIER
+        )
+        srv.serve(
+            GUN,
+            coll.files(2, {}, delegated={"targets/releases": expired}, delegations=[releases]),
+        )
+        assert c.add_target(GUN, "v2", digest_of("two"), 12) == ["targets/releases"]
+    assert len(srv.posted) == 1 and b'"v1"' in srv.posted[0] and b'"v2"' in srv.posted[0]

@@ -773,7 +773,7 @@ class TrustClient:
                     f"(threshold {threshold}); keys: {', '.join(k[:12] for k in keys)}"
                 )
             if role in raw:
-                body = json.loads(raw[role])["signed"]
+                body = self._current_body(coll, role, keys, threshold)
             else:
                 body = {
                     "_type": "Targets",
@@ -786,6 +786,31 @@ class TrustClient:
             body["expires"] = _expiry(TARGETS_LIFETIME)
             files[role] = envelope(body, signers)
         self.publish(gun, self._with_snapshot(coll, files))
+
+    @staticmethod
+    def _current_body(
+        coll: Collection, role: str, keys: dict[str, PublicKey], threshold: int
+    ) -> dict[str, Any]:
+        """The `signed` body of `role` to change: from a file that verified, or at least one
+        signed to its threshold by the role's keys (an expired delegation is renewed by
+        re-signing it). Never from a file the server could have forged: re-signing it would
+        make its targets ours."""
+        if role in coll.targets:
+            return dict(coll.targets[role].signed.body)
+        try:
+            parsed = m.parse_targets(role, coll.raw[role])
+        except m.MetadataError as exc:
+            raise TrustError(
+                f"{role} of {coll.gun} is malformed on the server ({exc}); refusing to sign on "
+                "top of it"
+            ) from None
+        signers = parsed.signed.valid_signers(m.RoleKeys(tuple(keys), threshold), keys)
+        if len(signers) < threshold:
+            raise TrustError(
+                f"{role} of {coll.gun} on the server is not signed by its own keys (forged or "
+                "corrupt); refusing to sign on top of it"
+            )
+        return dict(parsed.signed.body)
 
     def _with_snapshot(self, coll: Collection, files: dict[str, bytes]) -> dict[str, bytes]:
         """Add a new snapshot when this client holds the snapshot key (else the server makes it)."""
