@@ -350,3 +350,20 @@ def test_signing_never_builds_on_a_forged_delegation(
         )
         assert c.add_target(GUN, "v2", digest_of("two"), 12) == ["targets/releases"]
     assert len(srv.posted) == 1 and b'"v1"' in srv.posted[0] and b'"v2"' in srv.posted[0]
+
+
+def test_a_rotated_timestamp_key_starts_its_versions_anew(tmp_path: Path, srv: EvilServer) -> None:
+    """Fast-forward recovery (TUF 5.3.11): after a root that changes the timestamp key, the old
+    trusted timestamp no longer binds; without a key change a lower version stays refused."""
+    coll = Collection(GUN)
+    files = coll.files(1, {"latest": target("one")})
+    snap = files["snapshot"]
+    srv.serve(GUN, {**files, "timestamp": coll.timestamp(snap, 9)})
+    assert latest(tmp_path, srv) == [("targets", digest_of("one"))]
+    srv.serve(GUN, {"timestamp": coll.timestamp(snap, 1)})
+    refused(tmp_path, srv, "timestamp of .* is version 1, older than the trusted version 9")
+    coll.timestamp_key = PrivateKey.generate("ed25519")
+    root2 = coll.root(2)
+    snap2 = coll.snapshot({"root": root2, "targets": files["targets"]}, 2)
+    srv.serve(GUN, {"root": root2, "snapshot": snap2, "timestamp": coll.timestamp(snap2, 1)})
+    assert latest(tmp_path, srv) == [("targets", digest_of("one"))]
