@@ -119,7 +119,7 @@ def test_rotation_must_be_signed_by_the_previous_root() -> None:
 def test_collection_without_targets_and_config_parsing(tmp_path: Path) -> None:
     k = key()
     data = root_file([cert(GUN, k)], k)
-    with pytest.raises(VerifyError, match="no targets"):
+    with pytest.raises(VerifyError, match="no timestamp metadata"):
         verify_collection(GUN, {"root": data}, TrustPinning(), now=NOW)
     pins = TrustPinning.from_json(
         json.loads('{"certs": {"a/*": ["AB"]}, "ca": {"a/b": "ca.pem"}, "disable_tofu": true}'),

@@ -34,8 +34,13 @@ from trustyard.signing.errors import SigningError
 from trustyard.signing.image import check_manifest, verify_manifest
 from trustyard.signing.keys import load_public_key
 from trustyard.signing.layout import parse_json
-from trustyard.trust import model as m
-from trustyard.trust.client_verify import VerifyError, verify_collection
+from trustyard.trust.client_remote import (
+    RemoteFiles,
+    TrustedCopies,
+    TrustServerUnreachable,
+    fetch_verified,
+)
+from trustyard.trust.client_verify import VerifyError
 from trustyard.trust.pinning import TrustPinning
 
 log = structlog.get_logger("trustyard.policy")
@@ -127,33 +132,9 @@ def _str_list(spec: dict[str, Any], key: str) -> list[str]:
 
 
 # -- notary ---------------------------------------------------------------------------------------
-class TrustServerUnreachable(Exception):
-    """The Notary server of a policy rule did not answer (or answered an error)."""
-
-
-class HttpTrustFiles:
-    """Metadata from a Notary server URL (notary-server, or another trustyard).
-
-    httpx is imported on first use: only policies with a remote `url` need it, and every
-    worker process would otherwise carry it.
-    """
-
-    def __init__(self, url: str, ca_file: str | None = None) -> None:
-        self.url = url.rstrip("/")
-        self.verify: Any = ca_file or True
-
-    async def get(self, gun: str, role: str) -> bytes | None:
-        import httpx
-
-        try:
-            async with httpx.AsyncClient(verify=self.verify, timeout=10) as client:
-                r = await client.get(f"{self.url}/v2/{gun}/_trust/tuf/{role}.json")
-            if r.status_code == 404:
-                return None
-            r.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise TrustServerUnreachable(str(exc)) from exc
-        return r.content
+# The fetch and verification (remote servers read under size caps and deadlines, timestamp and
+# snapshot required, trusted copies against rollback) live in trust/client_remote.py.
+HttpTrustFiles = RemoteFiles  # the name this class had here
 
 
 class NotaryCheck:
@@ -180,37 +161,19 @@ class NotaryCheck:
         )
         server = spec.get("server")
         if server is not None:
-            self.files: TrustFiles | None = HttpTrustFiles(str(server), spec.get("server_ca"))
+            self.files: TrustFiles | None = RemoteFiles(str(server), spec.get("server_ca"))
         else:
             self.files = ctx.trust_files
         if self.files is None:
             raise PolicyConfigError("notary: no trust store here; set server = URL")
-
-    async def _collection_files(self, gun: str) -> dict[str, bytes]:
-        assert self.files is not None
-        files: dict[str, bytes] = {}
-        for role in (m.ROOT, m.TIMESTAMP, m.SNAPSHOT, m.TARGETS):
-            data = await self.files.get(gun, role)
-            if data is not None:
-                files[role] = data
-        if m.SNAPSHOT in files:
-            try:
-                names = [
-                    r for r in m.parse_meta_map(m.SNAPSHOT, files[m.SNAPSHOT]).meta if "/" in r
-                ]
-            except m.MetadataError:
-                names = []
-            for name in names:
-                data = await self.files.get(gun, name)
-                if data is not None:
-                    files[name] = data
-        return files
+        # A remote server is remembered against rollback; our own trust store is trusted.
+        self.trusted = TrustedCopies() if server is not None else None
 
     async def verify(self, repository: str, record: ManifestRecord, tag: str | None) -> Decision:
         gun = self.gun_prefix + repository
+        assert self.files is not None
         try:
-            files = await self._collection_files(gun)
-            coll = verify_collection(gun, files, self.pinning)
+            coll = await fetch_verified(self.files, gun, self.pinning, self.trusted)
         except VerifyError as exc:
             return Decision(False, f"notary trust data of {gun}: {exc}")
         except TrustServerUnreachable as exc:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from trustyard.signing import cosign
+from trustyard.signing.bounded import BodyError, loads_json, read_body
 from trustyard.signing.errors import ReferenceNotFoundError, RemoteError
 from trustyard.signing.layout import MAX_JSON, Json
 from trustyard.signing.registry_client import RegistryClient, RemoteRef
 
 _SIG_TAG_SUFFIX = ".sig"
+# A registry's answers are bounded in bytes; these bound how many fetches they can fan out to.
+MAX_ARTIFACTS = 64  # signature manifests among the referrers
+MAX_LAYERS = 64  # signature layers per manifest
 
 
 class ArtifactClient(RegistryClient):
@@ -58,11 +61,7 @@ class ArtifactClient(RegistryClient):
         with self._request("GET", repo, f"/v2/{repo}/blobs/{digest}") as r:
             if r.status_code != 200:
                 raise self._fail(r, f"cannot get blob {digest}")
-            data = b""
-            for chunk in r.iter_bytes():
-                data += chunk
-                if len(data) > limit:
-                    raise RemoteError(f"blob {digest} is over the {limit} byte limit")
+            data = read_body(r, limit, f"blob {digest}")
         if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
             raise RemoteError(f"blob {digest} does not match its digest (tampered or corrupt)")
         return data
@@ -70,15 +69,12 @@ class ArtifactClient(RegistryClient):
     def referrers(self, repo: str, digest: str) -> list[Json]:
         with self._request("GET", repo, f"/v2/{repo}/referrers/{digest}") as r:
             if r.status_code == 404:
-                r.read()
                 return []
             if r.status_code != 200:
                 raise self._fail(r, f"cannot list referrers of {digest}")
-            r.read()
-            try:
-                doc = json.loads(r.content)
-            except ValueError:
-                raise RemoteError(f"referrers of {digest}: answer is not JSON") from None
+            doc = loads_json(
+                read_body(r, MAX_JSON, f"referrers of {digest}"), f"referrers of {digest}"
+            )
         manifests = doc.get("manifests") if isinstance(doc, dict) else None
         return [m for m in manifests or [] if isinstance(m, dict)]
 
@@ -86,21 +82,21 @@ class ArtifactClient(RegistryClient):
         """Simple signatures through the containers extension API; None if not offered."""
         with self._request("GET", repo, f"/extensions/v2/{repo}/signatures/{digest}") as r:
             if r.status_code in (404, 405):
-                r.read()
                 return None
             if r.status_code != 200:
                 raise self._fail(r, f"cannot list simple signatures of {digest}")
-            r.read()
+            what = f"simple signatures of {digest}"
+            data = read_body(r, MAX_JSON, what)
             try:
-                doc = json.loads(r.content)
+                doc = loads_json(data, what)
                 entries = doc["signatures"]
                 return [
                     base64.b64decode(e["content"])
                     for e in entries
                     if e.get("schemaVersion") == 2 and e.get("type") == "atomic"
                 ]
-            except (ValueError, KeyError, TypeError, AttributeError):
-                raise RemoteError(f"simple signatures of {digest}: malformed answer") from None
+            except (BodyError, ValueError, KeyError, TypeError, AttributeError):
+                raise RemoteError(f"{what}: malformed answer") from None
 
     def push_artifact(self, repo: str, artifact: cosign.Artifact) -> str:
         for blob in artifact.blobs:
@@ -150,8 +146,44 @@ class Found:
     extra: list[str] = field(default_factory=list)
 
 
+def _too_deep(data: bytes, what: str) -> cosign.Check | None:
+    """A failed check for JSON that is broken or nested too deeply to parse safely (the
+    cosign parsers would end in a RecursionError on a few megabytes of `[`)."""
+    try:
+        loads_json(data, what)
+    except BodyError as exc:
+        return cosign.Check("failed", reason=str(exc))
+    return None
+
+
+def _check_simplesigning(
+    payload: bytes,
+    annotations: dict[str, str],
+    keys: list[ec.EllipticCurvePublicKey],
+    digest: str,
+    override: str | None,
+) -> cosign.Check:
+    bad = _too_deep(payload, "signature payload")
+    return bad or cosign.check_simplesigning(payload, annotations, keys, digest, override)
+
+
+def _check_bundle(
+    data: bytes, keys: list[ec.EllipticCurvePublicKey], digest: str, override: str | None
+) -> cosign.Check:
+    bad = _too_deep(data, "sigstore bundle")
+    if bad is not None:
+        return bad
+    try:
+        return cosign.check_bundle(data, keys, digest, override)
+    except RecursionError:  # the DSSE payload inside the bundle is decoded there
+        return cosign.Check("failed", reason="sigstore bundle payload is JSON nested too deeply")
+
+
 def _layers(doc: Json) -> list[Json]:
-    return [x for x in doc.get("layers") or [] if isinstance(x, dict)]
+    layers = doc.get("layers")
+    return (
+        [x for x in layers if isinstance(x, dict)][:MAX_LAYERS] if isinstance(layers, list) else []
+    )
 
 
 def find_and_verify(
@@ -175,14 +207,17 @@ def find_and_verify(
             if layer.get("mediaType") != cosign.SIMPLESIGNING:
                 continue
             payload = client.get_blob(repo, layer, cosign.simplesign_limit())
-            check = cosign.check_simplesigning(
+            check = _check_simplesigning(
                 payload, layer.get("annotations") or {}, keys, digest, override
             )
             out.append(Found("cosign-tag", f"{sig.digest}#{i}", check))
-    for desc in client.referrers(repo, digest):
+    candidates = [
+        d
+        for d in client.referrers(repo, digest)
+        if d.get("artifactType") in (cosign.ARTIFACT_SIG, cosign.BUNDLE_V03)
+    ]
+    for desc in candidates[:MAX_ARTIFACTS]:
         artifact_type = desc.get("artifactType")
-        if artifact_type not in (cosign.ARTIFACT_SIG, cosign.BUNDLE_V03):
-            continue
         manifest_digest = str(desc.get("digest"))
         if manifest_digest in seen:
             continue
@@ -194,7 +229,7 @@ def find_and_verify(
                 and layer.get("mediaType") == cosign.SIMPLESIGNING
             ):
                 payload = client.get_blob(repo, layer, cosign.simplesign_limit())
-                check = cosign.check_simplesigning(
+                check = _check_simplesigning(
                     payload, layer.get("annotations") or {}, keys, digest, override
                 )
                 out.append(Found("cosign-referrer", manifest_digest, check))
@@ -204,7 +239,7 @@ def find_and_verify(
                     Found(
                         "sigstore-bundle",
                         manifest_digest,
-                        cosign.check_bundle(data, keys, digest, override),
+                        _check_bundle(data, keys, digest, override),
                     )
                 )
     return out

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import ssl
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,13 +29,23 @@ import httpx
 
 from trustyard.oci import mediatypes as mt
 from trustyard.oci.reference import NAME_RE, is_valid_tag
+from trustyard.signing.bounded import (
+    DEFAULT_DEADLINE,
+    ERROR_BODY,
+    TOKEN_BODY,
+    BodyError,
+    get_bounded,
+    loads_json,
+    read_body,
+)
 from trustyard.signing.errors import ReferenceNotFoundError, RemoteError
-from trustyard.signing.layout import DIGEST_RE, MAX_JSON, Json, digest_of, parse_json
+from trustyard.signing.layout import DIGEST_RE, MAX_JSON, Json, digest_of
 
 ACCEPT = ", ".join([mt.OCI_MANIFEST, mt.OCI_INDEX, mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST])
 _HOST_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
 _CHALLENGE_RE = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
 _CHUNK = 1 << 20
+_MAX_REDIRECTS = 10
 
 
 @dataclass(frozen=True)
@@ -174,13 +185,14 @@ def _basic(creds: Credentials) -> str:
     return f"Basic {token}"
 
 
-def _registry_error(response: httpx.Response) -> str:
+def _registry_error(response: httpx.Response, body: bytes | None = None) -> str:
     """The first `errors[]` code and message of a registry error body, or the status line."""
     try:
-        errors = response.json().get("errors") or []
+        doc: Any = loads_json(body if body is not None else response.content, "error body")
+        errors = doc.get("errors") or []
         first = errors[0]
         return f"{first.get('code')}: {first.get('message')}"
-    except (ValueError, AttributeError, IndexError, KeyError, TypeError):
+    except (ValueError, AttributeError, IndexError, KeyError, TypeError, BodyError):
         return f"HTTP {response.status_code} {response.reason_phrase}".strip()
 
 
@@ -213,9 +225,7 @@ class RegistryClient:
                 verify = ssl.create_default_context(cafile=str(ca_file))
             except (OSError, ssl.SSLError) as exc:
                 raise RemoteError(f"cannot load CA file {ca_file}: {exc}") from None
-        self._http = httpx.Client(
-            verify=verify, timeout=timeout, transport=transport, follow_redirects=True
-        )
+        self._http = httpx.Client(verify=verify, timeout=timeout, transport=transport)
 
     def close(self) -> None:
         self._http.close()
@@ -259,7 +269,6 @@ class RegistryClient:
             try:
                 if response.status_code == 401 and attempt == 0:
                     challenge = response.headers.get("WWW-Authenticate", "")
-                    response.read()
                     self._auth[repo] = self._authorize(repo, challenge)
                     continue
                 yield response
@@ -276,7 +285,7 @@ class RegistryClient:
             url = self._url(path)
             request = self._http.build_request(method, url, headers=headers, content=content)
             try:
-                return self._http.send(request, stream=True)
+                return self._follow(request)
             except httpx.ConnectError as exc:
                 tls_failed = self.scheme == "https" and "SSL" in str(exc)
                 if tls_failed and self.insecure:
@@ -286,6 +295,17 @@ class RegistryClient:
                 raise RemoteError(f"cannot reach {self.host}: {exc}{hint}") from None
             except httpx.HTTPError as exc:
                 raise RemoteError(f"{method} {url} failed: {exc}") from None
+
+    def _follow(self, request: httpx.Request) -> httpx.Response:
+        """Send, following redirects ourselves: httpx would read each redirect's body whole
+        (a server could answer 302 with gigabytes); here they are closed unread."""
+        for _ in range(_MAX_REDIRECTS):
+            response = self._http.send(request, stream=True)
+            if response.next_request is None:
+                return response
+            response.close()
+            request = response.next_request
+        raise RemoteError(f"{request.url.host} redirected more than {_MAX_REDIRECTS} times")
 
     def _authorize(self, repo: str, challenge: str) -> str:
         scheme, params = parse_challenge(challenge)
@@ -313,7 +333,10 @@ class RegistryClient:
             self._check_cleartext(realm)
             headers["Authorization"] = _basic(self._credentials)
         try:
-            r = self._http.get(realm, params=query, headers=headers)
+            r = get_bounded(
+                self._http, realm, TOKEN_BODY, f"token server {realm}'s answer",
+                params=query, headers=headers,
+            )  # fmt: skip
         except httpx.HTTPError as exc:
             raise RemoteError(f"token server {realm} failed: {exc}") from None
         if r.status_code in (401, 403):
@@ -322,9 +345,9 @@ class RegistryClient:
         if r.status_code != 200:
             raise RemoteError(f"token server {realm} answered HTTP {r.status_code}")
         try:
-            body: Any = r.json()
+            body: Any = loads_json(r.content, f"token server {realm}'s answer")
             token = body.get("token") or body.get("access_token")
-        except (ValueError, AttributeError):
+        except (BodyError, AttributeError):
             token = None
         if not isinstance(token, str) or not token:
             raise RemoteError(f"token server {realm} answered without a token")
@@ -333,8 +356,8 @@ class RegistryClient:
     # -- API ---------------------------------------------------------------------------------
 
     def _fail(self, response: httpx.Response, what: str) -> RemoteError:
-        response.read()
-        detail = _registry_error(response)
+        body = read_body(response, ERROR_BODY, f"{what}: error answer", truncate=True)
+        detail = _registry_error(response, body)
         if response.status_code == 401:
             return RemoteError(f"{what}: not authorized by {self.host} ({detail})")
         if response.status_code == 403:
@@ -348,17 +371,13 @@ class RegistryClient:
             "GET", repo, f"/v2/{repo}/manifests/{reference}", headers={"Accept": ACCEPT}
         ) as r:
             if r.status_code == 404:
-                r.read()
+                body = read_body(r, ERROR_BODY, f"manifest {what}", truncate=True)
                 raise ReferenceNotFoundError(
-                    f"{what} does not exist in the registry ({_registry_error(r)})"
+                    f"{what} does not exist in the registry ({_registry_error(r, body)})"
                 )
             if r.status_code != 200:
                 raise self._fail(r, f"cannot get manifest {what}")
-            data = b""
-            for chunk in r.iter_bytes():
-                data += chunk
-                if len(data) > MAX_JSON:
-                    raise RemoteError(f"manifest {what} is over the {MAX_JSON} byte limit")
+            data = read_body(r, MAX_JSON, f"manifest {what}")
             media_type = r.headers.get("Content-Type", "").split(";")[0].strip()
             header_digest = r.headers.get("Docker-Content-Digest")
         expected = reference if DIGEST_RE.match(reference) else header_digest
@@ -370,7 +389,9 @@ class RegistryClient:
                 )
         else:
             digest = digest_of(data)
-        doc = parse_json(data, f"manifest {what}")
+        doc = loads_json(data, f"manifest {what}")
+        if not isinstance(doc, dict):
+            raise RemoteError(f"manifest {what} is not a JSON object")
         media_type = doc.get("mediaType") or media_type
         return Fetched(data, digest, str(media_type), doc)
 
@@ -382,14 +403,28 @@ class RegistryClient:
         own, extra, size = hashlib.new(digest.partition(":")[0]), hashlib.new(also), 0
         with self._request("GET", repo, f"/v2/{repo}/blobs/{digest}") as r:
             if r.status_code == 404:
-                r.read()
                 raise ReferenceNotFoundError(f"blob {digest} is missing from {self.host}/{repo}")
             if r.status_code != 200:
                 raise self._fail(r, f"cannot get blob {digest}")
-            for chunk in r.iter_bytes(_CHUNK):
-                own.update(chunk)
-                extra.update(chunk)
-                size += len(chunk)
+            expected = desc.get("size")
+            limit = expected if isinstance(expected, int) and expected >= 0 else MAX_JSON
+            end = time.monotonic() + DEFAULT_DEADLINE
+            try:
+                for chunk in r.iter_bytes(_CHUNK):
+                    own.update(chunk)
+                    extra.update(chunk)
+                    size += len(chunk)
+                    if size > limit:
+                        raise RemoteError(
+                            f"blob {digest} is larger than its descriptor's {limit} bytes; "
+                            "stopped reading"
+                        )
+                    if time.monotonic() > end:
+                        raise RemoteError(f"blob {digest} took over {DEFAULT_DEADLINE:g} s")
+            except httpx.HTTPError as exc:
+                raise RemoteError(
+                    f"blob {digest}: the connection failed ({exc.__class__.__name__})"
+                ) from None
         if f"{digest.partition(':')[0]}:{own.hexdigest()}" != digest:
             raise RemoteError(f"blob {digest} does not match its digest (tampered or corrupt)")
         if desc.get("size") != size:

@@ -1,13 +1,18 @@
 """A client for any Notary v1 compatible trust server (ours, or notary-server).
 
 State lives in a trust directory, like Notary's: `private/` (encrypted keys, client_keys.py),
-`tuf/<gun>/metadata/root.json` (the root trusted so far: later roots must be signed by it) and
-`pins.json` (root keys imported with `trustyard trust key import`). The config file is Notary's
+`tuf/<gun>/metadata/<role>.json` (the last verified copy of every role, as Notary's and TUF's
+clients keep them: later roots must be signed by the trusted root, and no role may go back to an
+older version or change at the same version) and `pins.json` (root keys imported with
+`trustyard trust key import`). The config file is Notary's
 `config.json` (`trust_dir`, `remote_server.url`, `remote_server.root_ca`, `trust_pinning`), so
 one file serves both clients.
 
 Every change is one atomic publish (a multipart POST of the changed roles); nothing is sent
 before all files are built and signed, so a failure leaves the server as it was.
+
+The server is not trusted to be small or quick: every answer is streamed and read under a size
+cap and a deadline (`signing/bounded.py`), error bodies included.
 """
 
 from __future__ import annotations
@@ -28,6 +33,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from trustyard.signing.bounded import (
+    ERROR_BODY,
+    TOKEN_BODY,
+    BodyError,
+    buffered,
+    get_bounded,
+    loads_json,
+    read_body,
+)
 from trustyard.signing.errors import RemoteError
 from trustyard.signing.registry_client import Credentials, load_credentials, parse_challenge
 from trustyard.trust import model as m
@@ -55,6 +69,9 @@ from trustyard.trust.pinning import (
 ROOT_LIFETIME = dt.timedelta(days=3650)
 TARGETS_LIFETIME = dt.timedelta(days=3 * 365)
 MAX_METADATA = 16 * 1024 * 1024
+MAX_KEY = 64 * 1024
+MAX_ROOT_ROTATIONS = 256  # intermediate roots fetched in one update (TUF's client caps them too)
+MAX_DELEGATIONS = 1024  # delegation files fetched for one collection
 
 
 class TrustError(Exception):
@@ -286,19 +303,22 @@ class TrustAuth(httpx.Auth):
         if params.get("service"):
             query = query.add("service", params["service"])
         headers = {"Authorization": self._basic(realm)} if self.credentials else {}
+        what = f"token server {realm}'s answer"
         try:
-            r = self._http.get(realm, params=query, headers=headers)
+            r = get_bounded(self._http, realm, TOKEN_BODY, what, params=query, headers=headers)
         except httpx.HTTPError as exc:
             raise TrustError(f"token server {realm} failed: {exc.__class__.__name__}") from None
+        except BodyError as exc:
+            raise TrustError(str(exc)) from None
         if r.status_code in (401, 403):
             who = f"user {self.credentials.username}" if self.credentials else "anonymous access"
             raise TrustError(f"token server {realm} refused {who}")
         if r.status_code != 200:
             raise TrustError(f"token server {realm} answered HTTP {r.status_code}")
         try:
-            body: Any = r.json()
+            body: Any = loads_json(r.content, what)
             token = body.get("token") or body.get("access_token")
-        except (ValueError, AttributeError):
+        except (BodyError, AttributeError):
             token = None
         if not isinstance(token, str) or not token:
             raise TrustError(f"token server {realm} answered without a token")
@@ -321,8 +341,7 @@ class TrustAuth(httpx.Auth):
             request.headers["Authorization"] = f"Bearer {token}"
         else:
             return
-        response.read()
-        response = yield request
+        response = yield request  # the caller closes the 401 unread (it may be endless)
         if response.status_code in (401, 403) and self.credentials is None:
             self._basic(str(request.url))  # raises: say how to log in
 
@@ -350,7 +369,6 @@ class TrustClient:
             verify=verify,
             timeout=timeout,
             transport=transport,
-            auth=self.auth,
         )
 
     def close(self) -> None:
@@ -364,46 +382,81 @@ class TrustClient:
         self.close()
 
     # -- HTTP ------------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(
+        self, method: str, path: str, *, limit: int = MAX_METADATA, what: str = "", **kwargs: Any
+    ) -> httpx.Response:
+        """Send (answering the server's 401 challenge once) and return the answer read under
+        `limit` bytes (error answers: cut at `ERROR_BODY`; audit reads changefeed pages here). The auth flow is driven here
+        rather than by httpx, which would read every 401 body whole."""
+        what = what or f"the trust server's answer to {method} {path}"
         try:
-            return self.http.request(method, path, **kwargs)
+            request = self.http.build_request(method, path, **kwargs)
+            flow = self.auth.auth_flow(request)
+            request = next(flow)
+            for _ in range(3):
+                response = self.http.send(request, stream=True)
+                try:
+                    try:
+                        request = flow.send(response)
+                    except StopIteration:
+                        ok = response.status_code == 200
+                        body = read_body(
+                            response, limit if ok else ERROR_BODY, what, truncate=not ok
+                        )
+                        return buffered(response, body)
+                finally:
+                    response.close()
+            raise TrustError(f"{self.config.server} kept asking for authentication")
         except httpx.HTTPError as exc:
             raise TrustError(
                 f"cannot reach the trust server {self.config.server}: {exc.__class__.__name__}"
                 f" {exc}; nothing was published"
             ) from None
+        except BodyError as exc:
+            raise TrustError(f"{exc} (from the trust server {self.config.server})") from None
 
     def _fail(self, r: httpx.Response, what: str) -> TrustError:
         detail = r.text[:300]
         try:
-            errors = r.json().get("errors") or []
+            errors = loads_json(r.content, "error answer").get("errors") or []
             if errors:
                 e = errors[0]
                 inner = (e.get("detail") or {}).get("Error") if isinstance(e, dict) else None
                 msg = inner.get("Msg") if isinstance(inner, dict) else None
                 detail = f"{e.get('code')}: {msg or e.get('message')}"
-        except (ValueError, AttributeError):
+        except (BodyError, AttributeError):
             pass
         if r.status_code == 401:
             detail += " (the trust server wants authentication)"
         return TrustError(f"{what}: the trust server answered {r.status_code} ({detail})")
 
     def get_file(self, gun: str, role: str) -> bytes | None:
-        r = self._request("GET", f"/v2/{gun}/_trust/tuf/{role}.json")
+        """The current `role.json` of `gun` (read under `MAX_METADATA` bytes), None on 404."""
+        return self._get_metadata(gun, role, f"{role}.json")
+
+    def get_root_version(self, gun: str, version: int) -> bytes | None:
+        """Root `version` of `gun` (`N.root.json`, as notary-server serves old roots)."""
+        return self._get_metadata(gun, f"root version {version}", f"{version}.root.json")
+
+    def _get_metadata(self, gun: str, what: str, name: str) -> bytes | None:
+        r = self._request(
+            "GET", f"/v2/{gun}/_trust/tuf/{name}", limit=MAX_METADATA, what=f"{what} of {gun}"
+        )
         if r.status_code == 404:
             return None
         if r.status_code != 200:
-            raise self._fail(r, f"cannot fetch {role} of {gun}")
-        if len(r.content) > MAX_METADATA:
-            raise TrustError(f"{role} of {gun} is larger than {MAX_METADATA} bytes")
+            raise self._fail(r, f"cannot fetch {what} of {gun}")
         return r.content
 
     def server_key(self, gun: str, role: str) -> PublicKey:
-        r = self._request("GET", f"/v2/{gun}/_trust/tuf/{role}.key")
+        what = f"the server's {role} key for {gun}"
+        r = self._request("GET", f"/v2/{gun}/_trust/tuf/{role}.key", limit=MAX_KEY, what=what)
         if r.status_code != 200:
             raise self._fail(r, f"cannot get the server's {role} key for {gun}")
         try:
-            return PublicKey.from_json(r.json())
+            return PublicKey.from_json(loads_json(r.content, what))
+        except BodyError as exc:
+            raise TrustError(str(exc)) from None
         except (ValueError, KeyError_) as exc:
             raise TrustError(f"the server's {role} key for {gun} is invalid: {exc}") from None
 
@@ -415,19 +468,78 @@ class TrustClient:
         if r.status_code != 200:
             raise self._fail(r, f"publishing {', '.join(files)} of {gun} failed")
 
-    # -- trusted roots ---------------------------------------------------------------------------
-    def _root_cache(self, gun: str) -> Path:
-        return self.config.trust_dir / "tuf" / gun / "metadata" / "root.json"
+    # -- trusted copies --------------------------------------------------------------------------
+    def _metadata_dir(self, gun: str) -> Path:
+        return self.config.trust_dir / "tuf" / gun / "metadata"
 
-    def _remember_root(self, gun: str, data: bytes) -> None:
-        path = self._root_cache(gun)
+    def _root_cache(self, gun: str) -> Path:
+        return self._metadata_dir(gun) / "root.json"
+
+    def _write_trusted(self, gun: str, role: str, data: bytes) -> None:
+        path = self._metadata_dir(gun) / f"{role}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(data)
         os.replace(tmp, path)
 
+    def _remember_root(self, gun: str, data: bytes) -> None:
+        self._write_trusted(gun, m.ROOT, data)
+
+    def trusted_files(self, gun: str) -> dict[str, bytes]:
+        """The last verified copy of every role of `gun` (role → bytes)."""
+        base = self._metadata_dir(gun)
+        found: dict[str, bytes] = {}
+        if not base.is_dir():
+            return found
+        for path in base.rglob("*.json"):
+            role = path.relative_to(base).as_posix().removesuffix(".json")
+            if m.valid_role(role):
+                found[role] = path.read_bytes()
+        return found
+
+    def _forget(self, gun: str) -> None:
+        """Drop the trusted copies of `gun` (before `init` makes a new collection)."""
+        base = self._metadata_dir(gun)
+        if base.is_dir():
+            for path in sorted(base.rglob("*.json"), reverse=True):
+                path.unlink()
+
+    def _remember(self, gun: str, coll: Collection) -> None:
+        for role, data in coll.verified().items():
+            self._write_trusted(gun, role, data)
+
+    def _root_chain(self, gun: str, trusted: bytes | None, current: bytes) -> list[bytes]:
+        """The intermediate roots between the trusted root and the current one, fetched so that
+        each rotation is checked against the root before it (the TUF client's root update)."""
+        if trusted is None:
+            return []
+        try:
+            have = m.parse_signed(m.ROOT, trusted).version
+            want = m.parse_signed(m.ROOT, current).version
+        except m.MetadataError:
+            return []  # verify_collection says what is wrong
+        if want - have <= 1:
+            return []
+        if want - have > MAX_ROOT_ROTATIONS:
+            raise TrustError(
+                f"the root of {gun} moved from version {have} to {want}: more than "
+                f"{MAX_ROOT_ROTATIONS} rotations to check at once"
+            )
+        chain = []
+        for version in range(have + 1, want):
+            data = self.get_root_version(gun, version)
+            if data is None:
+                raise TrustError(
+                    f"root version {version} of {gun} is missing on the trust server: cannot "
+                    f"check the rotation from version {have} to {want}"
+                )
+            chain.append(data)
+        return chain
+
     def fetch(self, gun: str, *, remember: bool = True) -> Collection:
-        """Fetch and verify the collection (pins, rotation from the cached root, signatures)."""
+        """Fetch and verify the collection as a TUF client does (root and its rotation chain,
+        timestamp, snapshot, targets, delegations) against the trusted copies and the pins;
+        with `remember`, the verified files become the new trusted copies."""
         files: dict[str, bytes] = {}
         for role in (m.ROOT, m.TIMESTAMP, m.SNAPSHOT, m.TARGETS):
             data = self.get_file(gun, role)
@@ -435,26 +547,45 @@ class TrustClient:
                 files[role] = data
         if m.ROOT not in files:
             raise TrustError(f"{gun} has no trust data on {self.config.server} (run init first)")
+        trusted = self.trusted_files(gun)
+        chain = self._root_chain(gun, trusted.get(m.ROOT), files[m.ROOT])
         self._fetch_delegations(gun, files)
-        cache = self._root_cache(gun)
-        trusted = cache.read_bytes() if cache.exists() else None
         try:
-            coll = verify_collection(gun, files, self.config.pinning, trusted_root=trusted)
+            coll = verify_collection(
+                gun, files, self.config.pinning, trusted=trusted, root_chain=chain
+            )
         except VerifyError as exc:
             raise TrustError(str(exc)) from None
         if remember:
-            self._remember_root(gun, files[m.ROOT])
+            self._remember(gun, coll)
         return coll
 
     def _fetch_delegations(self, gun: str, files: dict[str, bytes]) -> None:
+        """Every delegation file the snapshot names or the delegation tree reaches (valid role
+        names only, at most `MAX_DELEGATIONS`)."""
         names: set[str] = set()
         if m.SNAPSHOT in files:
             try:
                 names |= {
-                    r for r in m.parse_meta_map(m.SNAPSHOT, files[m.SNAPSHOT]).meta if "/" in r
+                    r
+                    for r in m.parse_meta_map(m.SNAPSHOT, files[m.SNAPSHOT]).meta
+                    if m.is_delegation(r)
                 }
             except m.MetadataError:
                 pass
+        fetched = 0
+
+        def get(name: str) -> None:
+            nonlocal fetched
+            if name in files:
+                return
+            fetched += 1
+            if fetched > MAX_DELEGATIONS:
+                raise TrustError(f"{gun} has more than {MAX_DELEGATIONS} delegations")
+            data = self.get_file(gun, name)
+            if data is not None:
+                files[name] = data
+
         pending = [m.TARGETS]
         while pending:
             role = pending.pop()
@@ -466,15 +597,10 @@ class TrustClient:
                 continue
             for child in parsed.delegations:
                 names.add(child)
-                if child not in files:
-                    data = self.get_file(gun, child)
-                    if data is not None:
-                        files[child] = data
+                get(child)
                 pending.append(child)
-        for name in sorted(names - set(files)):
-            data = self.get_file(gun, name)
-            if data is not None:
-                files[name] = data
+        for name in sorted(names):
+            get(name)
 
     # -- init ------------------------------------------------------------------------------------
     def _root_signer(self, gun: str, root_key: str | None) -> NotarySigner:
@@ -527,6 +653,7 @@ class TrustClient:
     ) -> dict[str, str]:
         if self.get_file(gun, m.ROOT) is not None:
             raise TrustError(f"{gun} already has trust data on {self.config.server}")
+        self._forget(gun)
         try:
             signer = self._root_signer(gun, root_key)
             certs = self._root_certs(gun, signer, root_cert)
@@ -648,7 +775,7 @@ class TrustClient:
                     f"(threshold {threshold}); keys: {', '.join(k[:12] for k in keys)}"
                 )
             if role in raw:
-                body = json.loads(raw[role])["signed"]
+                body = self._current_body(coll, role, keys, threshold)
             else:
                 body = {
                     "_type": "Targets",
@@ -661,6 +788,31 @@ class TrustClient:
             body["expires"] = _expiry(TARGETS_LIFETIME)
             files[role] = envelope(body, signers)
         self.publish(gun, self._with_snapshot(coll, files))
+
+    @staticmethod
+    def _current_body(
+        coll: Collection, role: str, keys: dict[str, PublicKey], threshold: int
+    ) -> dict[str, Any]:
+        """The `signed` body of `role` to change: from a file that verified, or at least one
+        signed to its threshold by the role's keys (an expired delegation is renewed by
+        re-signing it). Never from a file the server could have forged: re-signing it would
+        make its targets ours."""
+        if role in coll.targets:
+            return dict(coll.targets[role].signed.body)
+        try:
+            parsed = m.parse_targets(role, coll.raw[role])
+        except m.MetadataError as exc:
+            raise TrustError(
+                f"{role} of {coll.gun} is malformed on the server ({exc}); refusing to sign on "
+                "top of it"
+            ) from None
+        signers = parsed.signed.valid_signers(m.RoleKeys(tuple(keys), threshold), keys)
+        if len(signers) < threshold:
+            raise TrustError(
+                f"{role} of {coll.gun} on the server is not signed by its own keys (forged or "
+                "corrupt); refusing to sign on top of it"
+            )
+        return dict(parsed.signed.body)
 
     def _with_snapshot(self, coll: Collection, files: dict[str, bytes]) -> dict[str, bytes]:
         """Add a new snapshot when this client holds the snapshot key (else the server makes it)."""
@@ -757,6 +909,7 @@ class TrustClient:
             parent is not None
             and role in parent.delegations
             and parent.delegations[role].allows(name)
+            and coll.allows(m.parent_role(role), name)
         )
 
     def remove_target(self, gun: str, name: str, roles: list[str] | None = None) -> list[str]:

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+
 from trustyard.trust.keys import KeyError_, PublicKey, b64, canonical_json, unb64, verify
 
 ROOT, TARGETS, SNAPSHOT, TIMESTAMP = "root", "targets", "snapshot", "timestamp"
@@ -194,6 +196,22 @@ class Delegation:
         return any(target.startswith(p) for p in self.paths)
 
 
+def public_identity(key: PublicKey) -> bytes:
+    """The public key itself (SubjectPublicKeyInfo DER, raw for Ed25519), whatever form the
+    metadata wraps it in: what makes two key IDs the same signer. Re-encoded, so a compressed
+    and an uncompressed EC point of one key are one signer too."""
+    if key.keytype == "ed25519":
+        return b"ed25519:" + key.public
+    try:
+        crypto = key.crypto_key()
+    except KeyError_:
+        return b"unusable:" + key.public
+    der: bytes = crypto.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return key.keytype.removesuffix("-x509").encode() + b":" + der
+
+
 @dataclass(frozen=True)
 class Signed:
     """A parsed metadata file: the envelope, the common fields and the exact bytes."""
@@ -211,13 +229,21 @@ class Signed:
         return hashlib.sha256(self.data).hexdigest()
 
     def valid_signers(self, role_keys: RoleKeys, keys: dict[str, PublicKey]) -> set[str]:
-        """IDs of role keys whose signature over the canonical `signed` verifies."""
+        """IDs of role keys whose signature over the canonical `signed` verifies, one per
+        public key: the same private key listed as `ecdsa` and in two `ecdsa-x509`
+        certificates has three key IDs but counts once toward a threshold."""
         good: set[str] = set()
+        seen: set[bytes] = set()
         for sig in self.signatures:
             key = keys.get(sig.keyid)
-            if sig.keyid in role_keys.keyids and key is not None and sig.keyid not in good:
-                if verify(key, sig.method, sig.sig, self.canonical):
-                    good.add(sig.keyid)
+            if sig.keyid not in role_keys.keyids or key is None or sig.keyid in good:
+                continue
+            identity = public_identity(key)
+            if identity in seen:
+                continue
+            if verify(key, sig.method, sig.sig, self.canonical):
+                good.add(sig.keyid)
+                seen.add(identity)
         return good
 
     def meets(self, role_keys: RoleKeys, keys: dict[str, PublicKey]) -> bool:

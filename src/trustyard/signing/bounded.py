@@ -1,0 +1,171 @@
+"""Bounded reads of what a remote server answers: a size cap and a deadline on every body.
+
+A registry, token server or trust server is not trusted to be small or quick. Every client read
+is streamed (`send(..., stream=True)`) and goes through `read_body` (or `aread_body`), which stops
+as soon as the body passes its cap or the deadline passes, instead of buffering whatever the
+server sends and checking afterwards. Error bodies are read only up to `ERROR_BODY` bytes (the
+rest is dropped: they are for a message). `loads_json` refuses JSON nested deeper than a caller
+needs, with a message instead of a `RecursionError`.
+
+(A shared bounded JSON parser is planned elsewhere; `loads_json` is the small local check the
+clients need until then.)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+
+from trustyard.signing.errors import RemoteError
+
+DEFAULT_DEADLINE = 120.0  # seconds for one whole body, however slowly it trickles in
+ERROR_BODY = 64 * 1024
+TOKEN_BODY = 1024 * 1024
+MAX_JSON_DEPTH = 64
+
+
+class BodyError(RemoteError):
+    """A remote answer was too large, too slow, broken off or unparseable."""
+
+
+def _declared_too_large(response: httpx.Response, limit: int) -> bool:
+    declared = response.headers.get("content-length", "")
+    return declared.isdigit() and int(declared) > limit
+
+
+def _over(what: str, limit: int) -> BodyError:
+    return BodyError(f"{what} is larger than the {limit} byte limit; stopped reading")
+
+
+def _late(what: str, deadline: float) -> BodyError:
+    return BodyError(f"{what} took longer than {deadline:g} s to arrive; stopped reading")
+
+
+def read_body(
+    response: httpx.Response,
+    limit: int,
+    what: str,
+    *,
+    deadline: float = DEFAULT_DEADLINE,
+    truncate: bool = False,
+) -> bytes:
+    """The body of a streamed response, at most `limit` bytes, within `deadline` seconds.
+
+    Over the limit: `BodyError`, or with `truncate` the first `limit` bytes (for error bodies,
+    which only feed a message). The response is left for the caller to close.
+    """
+    if not truncate and _declared_too_large(response, limit):
+        raise _over(what, limit)
+    end = time.monotonic() + deadline
+    buf = bytearray()
+    try:
+        for chunk in response.iter_bytes():
+            buf += chunk
+            if len(buf) > limit:
+                if truncate:
+                    return bytes(buf[:limit])
+                raise _over(what, limit)
+            if time.monotonic() > end:
+                raise _late(what, deadline)
+    except httpx.HTTPError as exc:
+        raise BodyError(
+            f"{what}: the connection failed while reading ({exc.__class__.__name__})"
+        ) from None
+    return bytes(buf)
+
+
+async def aread_body(
+    response: httpx.Response,
+    limit: int,
+    what: str,
+    *,
+    deadline: float = DEFAULT_DEADLINE,
+    truncate: bool = False,
+) -> bytes:
+    """`read_body` for an `httpx.AsyncClient` response."""
+    if not truncate and _declared_too_large(response, limit):
+        raise _over(what, limit)
+    end = time.monotonic() + deadline
+    buf = bytearray()
+    try:
+        async for chunk in response.aiter_bytes():
+            buf += chunk
+            if len(buf) > limit:
+                if truncate:
+                    return bytes(buf[:limit])
+                raise _over(what, limit)
+            if time.monotonic() > end:
+                raise _late(what, deadline)
+    except httpx.HTTPError as exc:
+        raise BodyError(
+            f"{what}: the connection failed while reading ({exc.__class__.__name__})"
+        ) from None
+    return bytes(buf)
+
+
+def get_bounded(
+    client: httpx.Client,
+    url: str,
+    limit: int,
+    what: str,
+    *,
+    params: Any = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """GET `url` and return a response whose body is already read under `limit` (a non-200
+    body is cut at `ERROR_BODY`). Transport errors are `httpx.HTTPError`, as from `get`."""
+    request = client.build_request("GET", url, params=params, headers=headers)
+    response = client.send(request, stream=True)
+    try:
+        ok = response.status_code == 200
+        body = read_body(response, limit if ok else ERROR_BODY, what, truncate=not ok)
+    finally:
+        response.close()
+    return buffered(response, body)
+
+
+def buffered(response: httpx.Response, body: bytes) -> httpx.Response:
+    """A plain response holding `body` (already decoded) in place of the streamed one."""
+    headers = [
+        (k, v)
+        for k, v in response.headers.multi_items()
+        if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+    ]
+    return httpx.Response(
+        response.status_code, headers=headers, content=body, request=response.request
+    )
+
+
+def _depth(doc: Any) -> int:
+    """How deeply arrays and objects nest in a decoded value (iterative: no recursion)."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def loads_json(data: bytes, what: str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Decode JSON from a remote server: a clear `BodyError` for broken or too deeply nested
+    input (Python's decoder would otherwise end in a `RecursionError`)."""
+    try:
+        doc = json.loads(data)
+    except RecursionError:
+        raise BodyError(
+            f"{what} is JSON nested too deeply (more than {max_depth} levels)"
+        ) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BodyError(f"{what} is not valid JSON ({str(exc)[:120]})") from None
+    if _depth(doc) > max_depth:
+        raise BodyError(f"{what} is JSON nested too deeply (more than {max_depth} levels)")
+    return doc
