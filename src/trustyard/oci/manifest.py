@@ -6,10 +6,10 @@ to check references, answer the referrers API and keep GC from breaking images.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from trustyard import jsonbounds
 from trustyard.oci import mediatypes as mt
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
@@ -135,9 +135,9 @@ def resolve_media_type(body: dict[str, Any], content_type: str | None) -> str:
 def parse_manifest(data: bytes, content_type: str | None, algorithm: str = "sha256") -> Manifest:
     """Validate `data` as a manifest and extract its references."""
     try:
-        body = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _invalid(f"manifest is not valid JSON: {exc}") from None
+        body = jsonbounds.loads(data, what="manifest")
+    except jsonbounds.JSONBoundsError as exc:
+        raise _invalid(str(exc)) from None
     if not isinstance(body, dict):
         raise _invalid("manifest must be a JSON object")
     media_type = resolve_media_type(body, content_type)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from trustyard import jsonbounds
 from trustyard.metadata.base import ManifestRecord
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import RegistryError
@@ -55,8 +55,8 @@ def _key_paths(spec: dict[str, Any], kind: str) -> list[str]:
 
 def _json(data: bytes) -> dict[str, Any] | None:
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+        doc = jsonbounds.loads(data, what="signature artifact")
+    except jsonbounds.JSONBoundsError:
         return None
     return doc if isinstance(doc, dict) else None
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import json
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,6 +17,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from trustyard import jsonbounds
 from trustyard.trust import model as m
 from trustyard.trust.keys import key_response
 from trustyard.trust.service import InvalidRequest, NotFound, TrustService
@@ -262,9 +262,9 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
         if not m.valid_role(role) or role == m.TIMESTAMP:
             raise InvalidRequest("INVALID_ROLE", f"{role[:80]!r} is not a role", detail=role[:80])
         try:
-            json.loads(content)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise InvalidRequest("MALFORMED_JSON", f"{role} is not valid JSON") from None
+            jsonbounds.loads(content, what=role)
+        except jsonbounds.JSONBoundsError as exc:
+            raise InvalidRequest("MALFORMED_JSON", str(exc)) from None
         if role in updates:
             raise InvalidRequest("MALFORMED_UPLOAD", f"{role} appears twice")
         updates[role] = content
