@@ -103,13 +103,13 @@ def resolve_media_type(body: dict[str, Any], content_type: str | None) -> str:
     """
     declared = body.get("mediaType")
     ctype = (content_type or "").split(";", 1)[0].strip().lower() or None
+    if declared is not None and not isinstance(declared, str):
+        raise _invalid("mediaType must be a string")
     if body.get("schemaVersion") == 1 or declared in mt.SCHEMA1 or ctype in mt.SCHEMA1:
         raise _invalid(
             "Docker image manifest schema 1 is deprecated and not supported; convert the image "
             "with 'skopeo copy --format v2s2' or push it with a current client"
         )
-    if declared is not None and not isinstance(declared, str):
-        raise _invalid("mediaType must be a string")
     if (
         declared
         and ctype

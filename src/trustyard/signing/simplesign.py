@@ -28,7 +28,7 @@ from trustyard.signing.openpgp import parse_signed_message
 ATOMIC_TYPE = "atomic container signature"
 COSIGN_TYPE = "cosign container image signature"
 MAX_PAYLOAD = 64 * 1024
-_DIGEST_RE = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
+_DIGEST_RE = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})\Z")
 
 
 @dataclass(frozen=True)
