@@ -14,10 +14,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.auth.integration import add_user, bearer, token_server
-from tests.integration.images import OCI_MANIFEST, make_image, push_image
+from tests.integration.images import OCI_MANIFEST, make_image, push_image, sha256
 from tests.integration.server import ServerProcess
+from trustyard.signing import cosign
 
 DEPTHS = [20_000, 1_000_000]
 MANIFEST_LIMIT = 4 * 1024 * 1024
@@ -323,3 +325,66 @@ def test_tokens_still_work(tokens: ServerProcess, tmp_path: Path) -> None:
         timeout=30,
     )
     assert r.status_code == 200 and r.json()["token"]
+
+
+# -- registry policy inputs: cosign signatures read on the pull path -----------------------------
+@pytest.fixture(scope="module")
+def enforcing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("deeppolicy")
+    key = ec.generate_private_key(ec.SECP256R1())
+    (root / "cosign.pub").write_bytes(cosign.public_pem(key.public_key()))
+    rules = [
+        {
+            "name": "cosign-signed",
+            "repositories": ["cos/*"],
+            "require": {"kind": "cosign", "keys": [str(root / "cosign.pub")]},
+        }
+    ]
+    server = ServerProcess(
+        root / "data", extra_env={"TRUSTYARD_POLICY__RULES": json.dumps(rules)}
+    ).start()
+    yield server
+    server.stop()
+
+
+def _push_blob(c: httpx.Client, repo: str, data: bytes) -> dict[str, object]:
+    digest = sha256(data)
+    r = c.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest}, content=data)
+    assert r.status_code == 201, r.text
+    return {"digest": digest, "size": len(data)}
+
+
+@pytest.mark.parametrize("layer_type", [cosign.SIMPLESIGNING, cosign.BUNDLE_V03])
+@pytest.mark.parametrize("shape", ["arrays", "objects", "mixed"])
+def test_deep_signature_layer_denies_the_pull(
+    enforcing: ServerProcess, layer_type: str, shape: str
+) -> None:
+    """A pusher's signature artifact with a deep payload: the signed image is denied, not 500."""
+    repo = f"cos/{shape}-{'bundle' if layer_type == cosign.BUNDLE_V03 else 'simple'}"
+    image = make_image(1, seed=repo)
+    with httpx.Client(base_url=enforcing.url, timeout=30) as c:
+        push_image(c, repo, image, "v1")
+        config = _push_blob(c, repo, b"{}")
+        payload = _push_blob(c, repo, SHAPES[shape](10_000))
+        sig = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": cosign.OCI_CONFIG, **config},
+            "layers": [
+                {
+                    "mediaType": layer_type,
+                    **payload,
+                    "annotations": {cosign.SIG_ANNOTATION: base64.b64encode(b"x").decode()},
+                }
+            ],
+        }
+        tag = image.digest.replace(":", "-") + ".sig"
+        r = c.put(
+            f"/v2/{repo}/manifests/{tag}",
+            content=json.dumps(sig),
+            headers={"Content-Type": OCI_MANIFEST},
+        )
+        assert r.status_code == 201, r.text
+        pulled = c.get(f"/v2/{repo}/manifests/v1", headers={"Accept": OCI_MANIFEST})
+    assert pulled.status_code in (403, 404), pulled.text[:300]
+    assert "Traceback" not in enforcing.log() and "RecursionError" not in enforcing.log()
