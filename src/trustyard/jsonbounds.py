@@ -37,7 +37,9 @@ class JSONTooLarge(JSONBoundsError):
 
 
 class JSONInvalid(JSONBoundsError):
-    pass
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"{what} is not valid JSON: {reason}")
+        self.reason = reason
 
 
 def depth(data: bytes | str) -> int:
@@ -81,4 +83,4 @@ def loads(
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise JSONInvalid(f"{what} is not valid JSON: {exc}") from None
+        raise JSONInvalid(what, str(exc)) from None

@@ -7,6 +7,8 @@ CLI) with the umask most systems have.
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import json
 import os
 import stat
@@ -18,6 +20,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from tests.auth.integration import FAST_BCRYPT, token_server
 from tests.integration.images import make_image, push_image
@@ -161,5 +167,45 @@ def test_open_existing_store_is_warned_about(
         server.start()
     try:
         assert warnings(server, since) == []
+    finally:
+        server.stop()
+
+
+def test_world_readable_tls_key_is_warned_about(tmp_path: Path) -> None:
+    """The HTTPS private key the operator configured is a secret too."""
+    key = tmp_path / "tls.key"
+    cert = tmp_path / "tls.crt"
+    private = ec.generate_private_key(ec.SECP256R1())
+    key.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(private, hashes.SHA256())
+    )
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key.chmod(0o644)
+    with umask(0o022):
+        server = ServerProcess(tmp_path / "data", tls=(cert, key)).start()
+    try:
+        assert httpx.get(server.url + "/v2/", verify=server.verify).status_code == 200
+        (entry,) = warnings(server)
+        assert entry["path"] == str(key) and entry["fix"] == f"chmod 600 {key}"
     finally:
         server.stop()

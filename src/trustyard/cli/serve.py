@@ -70,6 +70,9 @@ def _secret_paths(settings: Settings) -> list[tuple[Path, int]]:
         (data / "auth" / "token-signing", PRIVATE_DIR_MODE),
         (data / "auth" / "token-signing" / "key.pem", SECRET_FILE_MODE),
     ]
+    # Private keys the operator configured: ours to use, so ours to warn about.
+    configured = (settings.tls_key, settings.auth.token.signing_key)
+    paths += [(path, SECRET_FILE_MODE) for path in configured if path is not None]
     return paths
 
 

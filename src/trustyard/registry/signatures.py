@@ -114,6 +114,8 @@ class SimpleSignatures:
         """Validate a PUT body; returns (name, signature bytes)."""
         try:
             doc = jsonbounds.loads(body, what="signature upload body")
+        except jsonbounds.JSONInvalid as exc:
+            raise _invalid(f"body is not JSON ({exc.reason})") from None
         except jsonbounds.JSONBoundsError as exc:
             raise _invalid(str(exc)) from None
         if not isinstance(doc, dict):
