@@ -29,6 +29,21 @@ def default_data_dir() -> Path:
     return Path(base) / "trustyard"
 
 
+PRIVATE_DIR_MODE = 0o700
+"""The data dir holds metadata.db (password hashes, encrypted trust keys) and key files."""
+SECRET_FILE_MODE = 0o600
+
+
+def create_data_dir(path: Path) -> Path:
+    """Create the data dir owner-only (whatever the umask); an existing one keeps its mode.
+
+    Changing an existing directory's mode behind an operator's back could break a deliberate
+    setup (a backup user's group): `trustyard serve` warns instead, naming the chmod to run.
+    """
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    return path
+
+
 class ConfigError(ValueError):
     """The configuration is unusable; the message says which setting and why."""
 

@@ -75,7 +75,7 @@ def parse_scopes(values: list[str]) -> list[Scope]:
 # A registry host (with an optional port) may lead a name: Notary GUNs and `docker trust` use
 # `host[:port]/repository`, and their tokens are scoped to that full name.
 _DOMAIN_RE = re.compile(
-    r"^(?:localhost|[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)(?::[0-9]{1,5})?$"
+    r"^(?:localhost|[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)(?::[0-9]{1,5})?\Z"
 )
 
 

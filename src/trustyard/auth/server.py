@@ -127,9 +127,22 @@ async def token_post(request: Request) -> Response:
         raw += chunk
         if len(raw) > MAX_FORM_BYTES:
             raise RegistryError(ErrorCode.TOO_LARGE, "token request form is too large")
-    # application/x-www-form-urlencoded (OAuth2); the first value of each field counts.
+    # application/x-www-form-urlencoded (OAuth2); the first value of each field counts. Nothing
+    # else is parsed (a JSON body, however deep, is refused unread).
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if ctype and ctype != "application/x-www-form-urlencoded":
+        raise RegistryError(
+            ErrorCode.TOKEN_REQUEST_INVALID,
+            f"the token endpoint takes an application/x-www-form-urlencoded form, not {ctype[:60]!r}",
+        )
     values: dict[str, str] = {}
-    for key, value in parse_qsl(raw.decode("utf-8", "replace"), max_num_fields=100):
+    try:
+        fields = parse_qsl(raw.decode("utf-8", "replace"), max_num_fields=100)
+    except ValueError:  # more than 100 fields
+        raise RegistryError(
+            ErrorCode.TOKEN_REQUEST_INVALID, "token request form has more than 100 fields"
+        ) from None
+    for key, value in fields:
         values.setdefault(key, value)
     _service(tokens, values.get("service"))
     grant_type = values.get("grant_type", "")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ipaddress
+import shlex
+import stat
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +14,13 @@ import structlog
 import typer
 
 from trustyard.cli.common import ConfigOption, DataDirOption, LogLevelOption, settings_or_exit
-from trustyard.config import export_for_workers
+from trustyard.config import (
+    PRIVATE_DIR_MODE,
+    SECRET_FILE_MODE,
+    Settings,
+    create_data_dir,
+    export_for_workers,
+)
 from trustyard.http.app import configure_logging
 from trustyard.metadata import SchemaMismatch, open_metadata
 
@@ -47,6 +55,52 @@ def _one_malloc_arena() -> None:
     except (OSError, AttributeError):
         return
     mallopt(_M_ARENA_MAX, 1)
+
+
+def _secret_paths(settings: Settings) -> list[tuple[Path, int]]:
+    """What holds secrets in a data dir, with the mode it should have at most."""
+    data = settings.data_dir
+    paths = [(data, PRIVATE_DIR_MODE)]
+    if isinstance(settings.metadata_target, Path):
+        db = settings.metadata_target
+        paths += [(db.with_name(db.name + s), SECRET_FILE_MODE) for s in ("", "-wal", "-shm")]
+    paths += [
+        (data / "trust", PRIVATE_DIR_MODE),
+        (data / "trust" / "passphrase", SECRET_FILE_MODE),
+        (data / "auth" / "token-signing", PRIVATE_DIR_MODE),
+        (data / "auth" / "token-signing" / "key.pem", SECRET_FILE_MODE),
+    ]
+    # Private keys the operator configured: ours to use, so ours to warn about.
+    configured = (settings.tls_key, settings.auth.token.signing_key)
+    paths += [(path, SECRET_FILE_MODE) for path in configured if path is not None]
+    return paths
+
+
+def warn_open_permissions(settings: Settings) -> int:
+    """Log one warning per secret-bearing path that group or others may read; returns how many.
+
+    A store made by an older version (data dir 0755, metadata.db 0644 under umask 022) keeps
+    its modes: we do not chmod behind the operator's back, we say what to run.
+    """
+    found = 0
+    for path, wanted in _secret_paths(settings):
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError:
+            continue
+        if mode & 0o077:
+            found += 1
+            fix = f"chmod {wanted:o} {shlex.quote(str(path))}"
+            log.warning(
+                "secrets_readable_by_others",
+                path=str(path),
+                mode=f"{mode:04o}",
+                wanted=f"{wanted:04o}",
+                fix=fix,
+                hint=f"{path} holds secrets but is mode {mode:04o} (group/others may read it); "
+                f"run: {fix}",
+            )
+    return found
 
 
 async def _prepare(database: Path | str) -> None:
@@ -98,6 +152,8 @@ def serve(
             host=settings.host,
             hint="authentication is off: anyone who can reach this address can push and delete",
         )
+    warn_open_permissions(settings)
+    create_data_dir(settings.data_dir)
     _one_malloc_arena()  # before any thread gets an arena (the SQLite schema check starts one)
     try:
         asyncio.run(_prepare(settings.metadata_target))

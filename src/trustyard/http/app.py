@@ -19,7 +19,7 @@ from trustyard.auth import server as auth_server
 from trustyard.auth.runtime import build_auth, gun_prefixes_of
 from trustyard.cache import Cache, open_cache
 from trustyard.cache.generations import CacheGenerations, FileGenerations
-from trustyard.config import Settings, settings_for_worker
+from trustyard.config import Settings, create_data_dir, settings_for_worker
 from trustyard.http import extensions, v2
 from trustyard.http.access import AccessControl
 from trustyard.http.errors import EXCEPTION_HANDLERS
@@ -63,7 +63,7 @@ def configure_logging(level: str) -> None:
 
 
 async def open_registry(settings: Settings) -> Registry:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    create_data_dir(settings.data_dir)
     s3 = None
     if settings.storage_backend == "s3" and settings.s3 is not None:
         s3 = S3Options(**settings.s3.model_dump())

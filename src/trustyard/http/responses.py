@@ -69,6 +69,9 @@ def _single_range(value: str, size: int) -> tuple[int, int]:
     try:
         if unit.strip() != "bytes" or not dash or "," in spec:
             raise ValueError
+        # RFC 9110 positions are ASCII digits; int() would also take "1_0", " 2" and "٣".
+        if not all(p == "" or (p.isascii() and p.isdigit()) for p in (first, last)):
+            raise ValueError
         if first == "":
             start, end = max(size - int(last), 0), size - 1
         else:

@@ -43,7 +43,7 @@ async def open_metadata(target: Path | str, *, create: bool = False) -> SqlMetad
     else:
         path = Path(target)
         if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the data dir: owner only
         reader, writer = sqlite_engines(path)
         auto = create
     store = SqlMetadataStore(reader, writer)
@@ -63,7 +63,7 @@ async def upgrade_database(target: Path | str) -> tuple[str | None, str | None]:
     if is_postgres_url(target):
         reader, writer = postgres_engines(str(target))
     else:
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        Path(target).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         reader, writer = sqlite_engines(Path(target))
     try:
         return await migrate.upgrade(writer)

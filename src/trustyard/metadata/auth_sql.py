@@ -211,7 +211,7 @@ async def open_auth_store(target: Path | str) -> SqlAuthStore:
         check: Awaitable[object] = migrate.check(reader)
     else:
         path = Path(target)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         reader, writer = sqlite_engines(path)
         store = SqlAuthStore(reader, writer)
         check = migrate.upgrade(writer)

@@ -99,8 +99,23 @@ def _acquire(fd: int) -> int:
         time.sleep(_WRITER_POLL_SECONDS)
 
 
+def create_private(path: Path) -> None:
+    """Create the database file owner-only (0600) before SQLite does (0644 under umask 022).
+
+    It holds password hashes and the encrypted trust keys. SQLite creates `-wal`, `-shm` and
+    journals with the database file's mode, so they follow. An existing file is left as it is
+    (`trustyard serve` warns when it is more open); a missing directory is SQLite's to report.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return
+    os.close(fd)
+
+
 def sqlite_engines(path: Path) -> tuple[AsyncEngine, AsyncEngine]:
     """(reader, writer): readers share a small pool; one writer connection per process."""
+    create_private(path)
     url = f"sqlite+aiosqlite:///{path}"
     reader = create_async_engine(url, pool_size=4, max_overflow=4)
     writer = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)

@@ -10,7 +10,7 @@ from trustyard.oci.errors import ErrorCode, RegistryError
 
 # Algorithms we can compute, with the exact hex length the spec registers for each.
 _HEX_LENGTH = {"sha256": 64, "sha512": 128}
-_DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
+_DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)\Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,8 @@ class ErrorCode(Enum):
     TOO_LARGE = ("SIZE_INVALID", 413, "payload too large")
     PAGINATION_INVALID = ("PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested")
     UNAVAILABLE = ("UNAVAILABLE", 503, "service unavailable")
+    # The token endpoint's malformed form (OAuth2's invalid_request), not a /v2/ error.
+    TOKEN_REQUEST_INVALID = ("INVALID_REQUEST", 400, "malformed token request")
     UNKNOWN = ("UNKNOWN", 500, "unknown error")
     # A query parameter the handler reads once was repeated (or is malformed): 400, not 405.
     PARAMETER_INVALID = ("UNSUPPORTED", 400, "invalid query parameter")

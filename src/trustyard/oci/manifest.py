@@ -6,10 +6,10 @@ to check references, answer the referrers API and keep GC from breaking images.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from trustyard import jsonbounds
 from trustyard.oci import mediatypes as mt
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
@@ -103,13 +103,13 @@ def resolve_media_type(body: dict[str, Any], content_type: str | None) -> str:
     """
     declared = body.get("mediaType")
     ctype = (content_type or "").split(";", 1)[0].strip().lower() or None
+    if declared is not None and not isinstance(declared, str):
+        raise _invalid("mediaType must be a string")
     if body.get("schemaVersion") == 1 or declared in mt.SCHEMA1 or ctype in mt.SCHEMA1:
         raise _invalid(
             "Docker image manifest schema 1 is deprecated and not supported; convert the image "
             "with 'skopeo copy --format v2s2' or push it with a current client"
         )
-    if declared is not None and not isinstance(declared, str):
-        raise _invalid("mediaType must be a string")
     if (
         declared
         and ctype
@@ -135,9 +135,9 @@ def resolve_media_type(body: dict[str, Any], content_type: str | None) -> str:
 def parse_manifest(data: bytes, content_type: str | None, algorithm: str = "sha256") -> Manifest:
     """Validate `data` as a manifest and extract its references."""
     try:
-        body = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _invalid(f"manifest is not valid JSON: {exc}") from None
+        body = jsonbounds.loads(data, what="manifest")
+    except jsonbounds.JSONBoundsError as exc:
+        raise _invalid(str(exc)) from None
     if not isinstance(body, dict):
         raise _invalid("manifest must be a JSON object")
     media_type = resolve_media_type(body, content_type)

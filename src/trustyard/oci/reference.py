@@ -11,8 +11,9 @@ import re
 from trustyard.oci.errors import ErrorCode, RegistryError
 
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-NAME_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
+# \Z, not $: `$` also matches before a trailing newline ("app\n" was a valid name).
+NAME_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*\Z")
+TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}\Z")
 # Distribution's limit; hosts and clients assume names fit in 255 bytes.
 MAX_NAME_LENGTH = 255
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -34,6 +33,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from trustyard import jsonbounds
 from trustyard.metadata.base import ManifestRecord
 from trustyard.oci import mediatypes as mt
 from trustyard.oci.digest import Digest
@@ -79,8 +79,8 @@ def _key_paths(spec: dict[str, Any], kind: str) -> list[str]:
 
 def _json(data: bytes) -> dict[str, Any] | None:
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+        doc = jsonbounds.loads(data, what="signature artifact")
+    except jsonbounds.JSONBoundsError:
         return None
     return doc if isinstance(doc, dict) else None
 
@@ -139,8 +139,8 @@ class CosignCheck:
         try:
             if media_type == cosign.SIMPLESIGNING:
                 return [parse_payload(data).docker_reference]
-            env = json.loads(data)["dsseEnvelope"]
-            statement = json.loads(base64.b64decode(env["payload"]))
+            env = jsonbounds.loads(data, what="sigstore bundle")["dsseEnvelope"]
+            statement = jsonbounds.loads(base64.b64decode(env["payload"]), what="in-toto statement")
             algorithm, hexpart = digest.split(":", 1)
             return [
                 str(s.get("name"))

@@ -13,6 +13,7 @@ import hashlib
 import json
 from typing import Any
 
+from trustyard import jsonbounds
 from trustyard.metadata.base import ManifestRecord
 from trustyard.oci import mediatypes as mt
 from trustyard.oci.digest import Digest
@@ -49,6 +50,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _strict_json(data: bytes) -> Any:
     """JSON without duplicate keys: what we check is what every client reads."""
+    jsonbounds.check(data, what="signature layer")  # no deep recursion in json.loads
     return json.loads(data, object_pairs_hook=_no_duplicates)
 
 

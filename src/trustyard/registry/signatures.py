@@ -20,12 +20,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from trustyard import jsonbounds
 from trustyard.metadata.base import MetadataStore
 from trustyard.metadata.signatures_sql import ManifestMissing, StoredSignature
 from trustyard.oci.digest import Digest
@@ -145,9 +145,11 @@ class SimpleSignatures:
     def parse_upload(self, digest: Digest, body: bytes) -> tuple[str, bytes]:
         """Validate a PUT body; returns (name, signature bytes)."""
         try:
-            doc = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise _invalid(f"body is not JSON ({exc})") from None
+            doc = jsonbounds.loads(body, what="signature upload body")
+        except jsonbounds.JSONInvalid as exc:
+            raise _invalid(f"body is not JSON ({exc.reason})") from None
+        except jsonbounds.JSONBoundsError as exc:
+            raise _invalid(str(exc)) from None
         if not isinstance(doc, dict):
             raise _invalid("body is not a JSON object")
         if doc.get("schemaVersion") != SCHEMA_VERSION:

@@ -23,7 +23,9 @@ from trustyard.storage.base import Storage
 _LOCK_TTL = 900.0
 # Upload sessions whose repository this process remembers (see `Uploads._known`).
 _KNOWN_MAX = 4096
-_CONTENT_RANGE_RE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+# ASCII digits, at most 20 (2^64): `\d` also takes other scripts' digits, and int() of 5,000
+# digits raises ValueError (a 500).
+_CONTENT_RANGE_RE = re.compile(r"^(?:bytes[ =])?([0-9]{1,20})-([0-9]{1,20})(?:/(?:[0-9]+|\*))?\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +59,7 @@ def parse_content_range(value: str | None) -> ByteRange | None:
 def parse_length(value: str | None) -> int | None:
     if value is None or value == "":
         return None
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()) or len(value) > 20:  # "²".isdigit() is True
         raise RegistryError(ErrorCode.SIZE_INVALID, f"invalid Content-Length {value[:50]!r}")
     return int(value)
 

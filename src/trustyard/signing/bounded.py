@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from trustyard import jsonbounds
 from trustyard.signing.errors import RemoteError
 
 DEFAULT_DEADLINE = 120.0  # seconds for one whole body, however slowly it trickles in
@@ -159,7 +160,12 @@ def loads_json(data: bytes, what: str, *, max_depth: int = MAX_JSON_DEPTH) -> An
     """Decode JSON from a remote server: a clear `BodyError` for broken or too deeply nested
     input (Python's decoder would otherwise end in a `RecursionError`)."""
     try:
+        jsonbounds.check(data, what=what, max_depth=max_depth)  # before json.loads recurses
         doc = json.loads(data)
+    except jsonbounds.JSONTooDeep:
+        raise BodyError(
+            f"{what} is JSON nested too deeply (more than {max_depth} levels)"
+        ) from None
     except RecursionError:
         raise BodyError(
             f"{what} is JSON nested too deeply (more than {max_depth} levels)"

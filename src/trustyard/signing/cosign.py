@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
+from trustyard import jsonbounds
 from trustyard.signing.errors import KeyFormatError, SignatureFormatError, VerificationError
 from trustyard.signing.simplesign import COSIGN_TYPE, check_matches, make_payload, parse_payload
 
@@ -475,7 +476,7 @@ def check_bundle(
     if len(data) > MAX_BUNDLE:
         return Check("failed", reason=f"bundle is over the {MAX_BUNDLE} byte limit")
     try:
-        bundle = json.loads(data)
+        bundle = jsonbounds.loads(data, what="bundle")
         if not isinstance(bundle, dict):
             raise ValueError("not an object")
     except (ValueError, UnicodeDecodeError) as exc:
@@ -513,7 +514,7 @@ def check_bundle(
             if not isinstance(sigs, list) or not sigs:
                 raise SignatureFormatError("DSSE envelope has no signatures")
             signature = b64decode_strict(sigs[0].get("sig"), "DSSE signature")
-            statement = json.loads(body)
+            statement = jsonbounds.loads(body, what="bundle statement")
             subjects = statement.get("subject") or []
             algorithm, hexpart = digest.split(":", 1)
             if not any((s.get("digest") or {}).get(algorithm) == hexpart for s in subjects):

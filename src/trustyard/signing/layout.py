@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from trustyard import jsonbounds
 from trustyard.signing.errors import LayoutError, ReferenceNotFoundError
 from trustyard.signing.fileio import fsync_dir, write_atomic
 
@@ -56,9 +57,9 @@ def check_digest(value: object, what: str) -> str:
 
 def parse_json(data: bytes, what: str) -> Json:
     try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LayoutError(f"{what} is not valid JSON ({exc})") from None
+        doc = jsonbounds.loads(data, what=what)
+    except jsonbounds.JSONBoundsError as exc:
+        raise LayoutError(str(exc)) from None
     if not isinstance(doc, dict):
         raise LayoutError(f"{what} is not a JSON object")
     return doc

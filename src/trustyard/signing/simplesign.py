@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trustyard import jsonbounds
 from trustyard.signing.errors import SignatureFormatError, VerificationError
 from trustyard.signing.openpgp import parse_signed_message
 
 ATOMIC_TYPE = "atomic container signature"
 COSIGN_TYPE = "cosign container image signature"
 MAX_PAYLOAD = 64 * 1024
-_DIGEST_RE = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
+_DIGEST_RE = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})\Z")
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,9 @@ def parse_payload(data: bytes, expected_type: str | None = None) -> Payload:
     if len(data) > MAX_PAYLOAD:
         raise SignatureFormatError(f"signature payload is over the {MAX_PAYLOAD} byte limit")
     try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SignatureFormatError(f"signature payload is not JSON ({exc})") from None
+        doc = jsonbounds.loads(data, what="signature payload")
+    except jsonbounds.JSONBoundsError as exc:
+        raise SignatureFormatError(str(exc)) from None
     top = _exact(doc, {"critical", "optional"}, "the payload")
     critical = _exact(top["critical"], {"identity", "image", "type"}, "critical")
     kind = _string(critical, "type", "critical")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
+from trustyard import jsonbounds
 from trustyard.trust import model as m
 from trustyard.trust.client_verify import VerifyError, verify_collection
 from trustyard.trust.pinning import (
@@ -47,7 +48,7 @@ def list_guns(client: TrustClient, prefix: str) -> list[str]:
         if r.status_code != 200:
             raise client._fail(r, "cannot list collections (changefeed)")
         try:
-            records = r.json().get("records") or []
+            records = jsonbounds.loads(r.content, what="the changefeed").get("records") or []
         except ValueError:
             raise TrustError("the changefeed is not JSON") from None
         for rec in records:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
+from trustyard import jsonbounds
 from trustyard.trust.keys import KeyError_, PublicKey, b64, canonical_json, unb64, verify
 
 ROOT, TARGETS, SNAPSHOT, TIMESTAMP = "root", "targets", "snapshot", "timestamp"
@@ -253,9 +253,9 @@ class Signed:
 def parse_signed(role: str, data: bytes) -> Signed:
     """Parse the envelope and common fields of `role`'s metadata; check `_type`."""
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise MetadataError(f"{role} is not valid JSON") from None
+        doc = jsonbounds.loads(data, what=role)
+    except jsonbounds.JSONBoundsError as exc:
+        raise MetadataError(str(exc)) from None
     doc = _obj(doc, role)
     body = _obj(doc.get("signed"), f"{role}.signed")
     sigs_raw = doc.get("signatures")

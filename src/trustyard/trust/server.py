@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import json
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,7 +16,10 @@ import structlog
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from trustyard import jsonbounds
 from trustyard.auth.scopes import CATALOG_RIGHTS, GuardedRoute, on_repository
+from trustyard.auth.server import parse_basic
+from trustyard.auth.tokens import TokenRejected
 from trustyard.trust import model as m
 from trustyard.trust.keys import key_response
 from trustyard.trust.service import InvalidRequest, NotFound, TrustService
@@ -68,9 +70,24 @@ def _service(request: Request) -> TrustService:
 
 
 def _actor(request: Request) -> str:
-    user = getattr(request.state, "user", None) or request.scope.get("user")
-    name = getattr(user, "name", None) or getattr(user, "username", None) or user
-    return str(name) if isinstance(name, str) and name else "anonymous"
+    """The audit rows' actor: the subject the access middleware verified for this request (the
+    Basic user in htpasswd mode, the token's `sub` in token mode; the verifier answers from its
+    cache), else `anonymous`."""
+    runtime = getattr(request.app.state, "auth", None)
+    header = request.headers.get("authorization", "")
+    mode = getattr(getattr(runtime, "settings", None), "mode", "none")
+    if runtime is None or not header or mode == "none":
+        return "anonymous"
+    if mode == "htpasswd":
+        creds = parse_basic(header)
+        return creds[0] if creds and creds[0] else "anonymous"
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or runtime.verifier is None:
+        return "anonymous"
+    try:
+        return runtime.verifier.verify(token.strip()).subject or "anonymous"
+    except TokenRejected:
+        return "anonymous"
 
 
 def _gun(request: Request) -> str:
@@ -297,9 +314,9 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
         if not m.valid_role(role) or role == m.TIMESTAMP:
             raise InvalidRequest("INVALID_ROLE", f"{role[:80]!r} is not a role", detail=role[:80])
         try:
-            json.loads(content)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise InvalidRequest("MALFORMED_JSON", f"{role} is not valid JSON") from None
+            jsonbounds.loads(content, what=role)
+        except jsonbounds.JSONBoundsError as exc:
+            raise InvalidRequest("MALFORMED_JSON", str(exc)) from None
         if role in updates:
             raise InvalidRequest("MALFORMED_UPLOAD", f"{role} appears twice")
         updates[role] = content
