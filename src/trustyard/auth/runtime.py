@@ -58,9 +58,14 @@ def trusted_keys(settings: AuthSettings, own: SigningKey | None) -> TrustedKeys:
     tok = settings.token
     trusted = TrustedKeys()
     if tok.rootcertbundle is not None:
-        trusted.add_certificates(
-            load_certificates(tok.rootcertbundle.read_bytes()), str(tok.rootcertbundle)
-        )
+        try:
+            bundle = load_certificates(tok.rootcertbundle.read_bytes())
+        except ValueError as exc:
+            raise ValueError(
+                f"auth.token.rootcertbundle {tok.rootcertbundle} is not a PEM or DER "
+                f"certificate bundle ({exc})"
+            ) from None
+        trusted.add_certificates(bundle, str(tok.rootcertbundle))
     if tok.jwks is not None:
         trusted.add_jwks(load_jwks_file(tok.jwks), str(tok.jwks))
     if own is not None:

@@ -151,12 +151,18 @@ def _private_pem(key: PrivateKey) -> bytes:
 
 
 def load_signing_key(key_path: Path, cert_path: Path) -> SigningKey:
-    loaded = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    try:
+        loaded = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    except (ValueError, TypeError) as exc:  # not PEM, or encrypted
+        raise ValueError(f"{key_path}: not an unencrypted PEM private key ({exc})") from None
     if not isinstance(
         loaded, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
     ):
         raise ValueError(f"{key_path}: unsupported key type; use EC P-256, RSA or Ed25519")
-    chain = tuple(x509.load_pem_x509_certificates(cert_path.read_bytes()))
+    try:
+        chain = tuple(x509.load_pem_x509_certificates(cert_path.read_bytes()))
+    except ValueError as exc:
+        raise ValueError(f"{cert_path}: not a PEM certificate chain ({exc})") from None
     if not chain:
         raise ValueError(f"{cert_path}: no certificate")
     if chain[0].public_key() != loaded.public_key():

@@ -21,7 +21,7 @@ from trustyard.config import (
     create_data_dir,
     export_for_workers,
 )
-from trustyard.http.app import configure_logging
+from trustyard.http.app import configure_logging, create_app
 from trustyard.metadata import SchemaMismatch, open_metadata
 
 log = structlog.get_logger("trustyard")
@@ -108,6 +108,29 @@ async def _prepare(database: Path | str) -> None:
     await store.close()
 
 
+async def _preflight(settings: Settings) -> None:
+    """Open and close once what every worker opens at start (stores, storage, auth keys, trust).
+
+    A bad setting (a missing key file, a certificate that cannot sign, an unreachable bucket)
+    then stops `serve` with one clear line before any worker starts, instead of a traceback in
+    each worker followed by Granian's "Unexpected exit from worker".
+    """
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        pass
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, without a traceback: the exception's own message, and its cause's."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename is not None:
+        text = f"{exc.strerror or exc}: {exc.filename}"
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text} ({cause})"
+    return text
+
+
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (default 5000).")] = None,
@@ -159,6 +182,11 @@ def serve(
         asyncio.run(_prepare(settings.metadata_target))
     except SchemaMismatch as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        asyncio.run(_preflight(settings))
+    except Exception as exc:  # the CLI's edge: any start-up failure becomes one clear line
+        typer.echo(f"error: cannot start: {_reason(exc)}", err=True)
         raise typer.Exit(2) from None
     export_for_workers(settings)
     log.info(
