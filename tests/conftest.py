@@ -143,6 +143,9 @@ def _private_tmpdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """
     tmp_path_factory.getbasetemp()  # pytest's own tmp_path root stays where it was
     root = Path(tempfile.mkdtemp(prefix="ty-run-"))
+    # Others may pass through (not list): initdb runs as the postgres user in its own 0700
+    # directory in here when the tests run as root.
+    root.chmod(0o711)
     saved_env, saved_dir = os.environ.get("TMPDIR"), tempfile.tempdir
     os.environ["TMPDIR"] = str(root)
     tempfile.tempdir = str(root)
