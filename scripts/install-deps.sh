@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything trustyard's test suite needs on a fresh Debian machine (run as root):
 # the real clients and servers the integration tests drive, then the Python package with its
-# test extras. Safe to run again: apt and pip skip what is already there.
+# test extras into the project's virtual environment (scripts/venv.sh: .venv, made from
+# $PYTHON). Safe to run again: apt skips what is there, the venv is reused while up to date.
 set -euo pipefail
 
 DEBIAN_PACKAGES=(
@@ -16,6 +17,7 @@ DEBIAN_PACKAGES=(
   nodejs                   # sigstore-js checks of our bundles (npm: below, tests/signatures)
   uidmap fuse-overlayfs    # podman's storage helpers
   postgresql redis-server haproxy   # scale-out backends and the load balancer in front of replicas
+  python3-venv             # Debian's python3 makes the project venv (.venv) only with it
 )
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -34,4 +36,4 @@ else
   echo "not root or no apt-get: install these yourself: ${DEBIAN_PACKAGES[*]}" >&2
 fi
 
-python3 -m pip install --quiet --disable-pip-version-check -e ".[test]"
+bash "$(dirname "$0")/venv.sh" test

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trustyard.oci.platforms import IndexPlatforms
+
 ENV_PREFIX = "TRUSTYARD_"
 # The resolved settings, handed from `trustyard serve` to its worker processes.
 _WORKER_ENV = "TRUSTYARD__RESOLVED_SETTINGS"
@@ -193,6 +195,9 @@ class Settings(BaseModel):
     # Registry behaviour
     delete_enabled: bool = True
     max_manifest_bytes: int = Field(4 * MiB, ge=1024)
+    # Children of a pushed index that must already exist: "all", "none" or "linux/amd64,…"
+    # (Distribution's validation.manifests.indexes.platforms; trustyard.oci.platforms)
+    index_platforms: str = "all"
     max_blob_bytes: int = Field(64 * 1024 * MiB, ge=0, description="0 means no limit")
     fsync: bool = True
     # Upload bytes bypass the page cache (O_DIRECT) where the filesystem allows it
@@ -256,6 +261,13 @@ class Settings(BaseModel):
     def route_groups(self) -> frozenset[str]:
         """What this process mounts: `only`, or every group when `only` is empty."""
         return frozenset(self.only or ROUTE_GROUPS)
+
+    @field_validator("index_platforms", mode="before")
+    @classmethod
+    def _index_platforms(cls, value: Any) -> Any:
+        if isinstance(value, str | list | tuple):
+            return str(IndexPlatforms.parse(value))
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -71,6 +71,40 @@ async def test_manifest_requires_linked_blobs(meta: MetadataStore) -> None:
     assert (await meta.get_manifest("r", m.digest)) == record
 
 
+async def test_index_children_must_exist_unless_optional(meta: MetadataStore) -> None:
+    """A missing child is MANIFEST_BLOB_UNKNOWN; `optional_children` (indexes.platforms) may be."""
+    await link_image_blobs(meta, "ix")
+    raw = manifest_bytes("present")
+    child = parse_manifest(raw, None)
+    await meta.put_manifest("ix", child, raw, [])
+    absent = Digest.of(manifest_bytes("absent"))
+    entries = [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": str(d), "size": 1}
+        for d in (child.digest, absent)
+    ]
+    index_raw = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": entries,
+        }
+    ).encode()
+    index = parse_manifest(index_raw, None)
+    with pytest.raises(RegistryError) as err:
+        await meta.put_manifest("ix", index, index_raw, ["multi"])
+    assert err.value.code is ErrorCode.MANIFEST_BLOB_UNKNOWN and err.value.status == 400
+    assert err.value.detail == {"digest": str(absent)}
+    with pytest.raises(RegistryError):
+        await meta.put_manifest(
+            "ix", index, index_raw, ["multi"], optional_children=frozenset({child.digest})
+        )
+    await meta.put_manifest(
+        "ix", index, index_raw, ["multi"], optional_children=frozenset({absent})
+    )
+    record = await meta.get_manifest("ix", "multi")
+    assert record is not None and record.content == index_raw
+
+
 async def test_tags_are_paginated_lexically(meta: MetadataStore) -> None:
     await link_image_blobs(meta, "t")
     raw = manifest_bytes()

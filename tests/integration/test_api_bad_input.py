@@ -264,7 +264,7 @@ def test_manifest_blob_unknown(client: httpx.Client) -> None:
     r = client.put(
         "/v2/mbu/manifests/v1", content=image.manifest, headers={"Content-Type": OCI_MANIFEST}
     )
-    assert r.status_code == 404 and _code(r) == "MANIFEST_BLOB_UNKNOWN"
+    assert r.status_code == 400 and _code(r) == "MANIFEST_BLOB_UNKNOWN"
     assert r.json()["errors"][0]["detail"]["digest"] == sha256(image.layers[0]) or r.json()[
         "errors"
     ][0]["detail"]["digest"] == sha256(image.layers[1])

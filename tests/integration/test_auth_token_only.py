@@ -85,7 +85,7 @@ def test_registry_trusts_a_separate_token_only_issuer(tmp_path: Path) -> None:
 
 
 def test_only_token_refuses_another_auth_mode(tmp_path: Path) -> None:
-    cli(tmp_path / "data", "user", "list")  # creates the metadata store
+    cli(tmp_path / "data", "acl", "add", "anonymous", "x/*", "pull")  # creates the metadata store
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRUSTYARD")}
     env["TRUSTYARD_AUTH__MODE"] = "htpasswd"
     data = ["--data-dir", str(tmp_path / "data")]

@@ -12,7 +12,12 @@ import typer
 
 from trustyard.auth.access import validate_rule
 from trustyard.auth.users import AccountError, Accounts, validate_account_name
-from trustyard.cli.common import ConfigOption, DataDirOption, settings_or_exit
+from trustyard.cli.common import (
+    ConfigOption,
+    DataDirOption,
+    open_store_or_exit,
+    settings_or_exit,
+)
 from trustyard.metadata.auth_base import AccountExists
 from trustyard.metadata.auth_sql import SqlAuthStore, open_auth_store
 
@@ -41,9 +46,18 @@ def admin(ctx: typer.Context, data_dir: DataDirOption = None, config: ConfigOpti
     ctx.obj = (data_dir, config)
 
 
-def _run(ctx: typer.Context, action: Callable[[Accounts, SqlAuthStore], Awaitable[T]]) -> T:
+def _run(
+    ctx: typer.Context,
+    action: Callable[[Accounts, SqlAuthStore], Awaitable[T]],
+    *,
+    create: bool = False,
+) -> T:
+    """Run `action` on the server's store; only commands that add something may create one."""
     data_dir, config = ctx.obj if ctx.obj else (None, None)
     settings = settings_or_exit(config, data_dir=data_dir)
+    words = ctx.command_path.split()
+    command = " ".join(words[words.index("admin") :] if "admin" in words else words[-2:])
+    open_store_or_exit(settings, command, create=create)
 
     async def go() -> T:
         store = await open_auth_store(settings.metadata_target)
@@ -89,7 +103,7 @@ def user_add(
     """Create a user (password prompted, or one line on stdin)."""
     validate_or_exit(name)
     password = _password(password_stdin)
-    _run(ctx, lambda accounts, _s: accounts.add_user(name, password, admin=admin_flag))
+    _run(ctx, lambda accounts, _s: accounts.add_user(name, password, admin=admin_flag), create=True)
     typer.echo(f"user {name} created{' (admin)' if admin_flag else ''}")
 
 
@@ -184,7 +198,7 @@ def robot_del(ctx: typer.Context, name: str) -> None:
 def group_add(ctx: typer.Context, group: str, account: str) -> None:
     """Put an account into a group."""
     validate_or_exit(group)
-    _run(ctx, lambda _a, store: store.set_membership(group, account, True))
+    _run(ctx, lambda _a, store: store.set_membership(group, account, True), create=True)
     typer.echo(f"{account} is in group {group}")
 
 
@@ -224,7 +238,7 @@ def acl_add(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    rule_id = _run(ctx, lambda _a, store: store.add_rule(account, repository, acts))
+    rule_id = _run(ctx, lambda _a, store: store.add_rule(account, repository, acts), create=True)
     typer.echo(f"rule {rule_id}: {account} may {','.join(acts)} {repository}")
 
 

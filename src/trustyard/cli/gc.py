@@ -6,9 +6,17 @@ import asyncio
 from typing import Annotated
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
 from trustyard.cache import LockBusy
-from trustyard.cli.common import ConfigOption, DataDirOption, LogLevelOption, settings_or_exit
+from trustyard.cli.common import (
+    ConfigOption,
+    DataDirOption,
+    LogLevelOption,
+    open_store_or_exit,
+    settings_or_exit,
+    store_name,
+)
 from trustyard.config import Settings
 from trustyard.http.app import configure_logging, open_registry
 from trustyard.registry.gc import GcReport, collect_garbage
@@ -23,13 +31,15 @@ def _human(n: int) -> str:
     return f"{n} B"
 
 
-async def _run(settings: Settings, dry_run: bool) -> GcReport:
+async def _run(settings: Settings, dry_run: bool) -> tuple[GcReport, bool]:
+    """The report, and whether the store holds any repository at all."""
     registry = await open_registry(settings)
     try:
+        has_repositories = bool(await registry.metadata.list_repositories(1, None))
         # With Redis, one GC at a time across every machine; the metadata's write lock already
         # keeps a pass atomic, this just avoids two passes queueing behind each other.
         async with registry.cache.lock("gc", ttl_seconds=6 * 3600):
-            return await collect_garbage(
+            report = await collect_garbage(
                 registry.storage,
                 registry.metadata,
                 grace_seconds=settings.gc_grace_seconds,
@@ -37,6 +47,7 @@ async def _run(settings: Settings, dry_run: bool) -> GcReport:
                 dry_run=dry_run,
                 changed=registry.changed,
             )
+            return report, has_repositories
     except LockBusy:
         typer.echo("error: another garbage collection is running; try again when it ends", err=True)
         raise typer.Exit(1) from None
@@ -63,7 +74,18 @@ def gc(
         config, data_dir=data_dir, log_level=log_level, gc_grace_seconds=grace_seconds
     )
     configure_logging(settings.log_level)
-    report = asyncio.run(_run(settings, dry_run))
+    open_store_or_exit(settings, "gc")
+    try:
+        report, has_repositories = asyncio.run(_run(settings, dry_run))
+    except (OSError, SQLAlchemyError) as exc:
+        typer.echo(f"error: cannot open the store at {store_name(settings)}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if not has_repositories:
+        typer.echo(
+            f"note: the store at {store_name(settings)} holds no repositories; if the server "
+            "shows images, it uses another store (--data-dir, --config, TRUSTYARD_DATA_DIR)",
+            err=True,
+        )
     verb = "would delete" if dry_run else "deleted"
     for name, digest in report.plan.manifests:
         typer.echo(f"{verb} manifest {name}@{digest}")

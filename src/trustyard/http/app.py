@@ -31,6 +31,7 @@ from trustyard.metadata.signatures_sql import SqlSignatureStore
 from trustyard.metadata.trust_sql import SqlTrustStore
 from trustyard.oci.digest import Digest
 from trustyard.oci.manifest import Descriptor
+from trustyard.oci.platforms import IndexPlatforms
 from trustyard.registry import Registry, RegistryOptions
 from trustyard.registry.gc import expire_uploads
 from trustyard.registry.lookups import ManifestLookups
@@ -75,6 +76,7 @@ async def open_registry(settings: Settings) -> Registry:
         delete_enabled=settings.delete_enabled,
         max_manifest_bytes=settings.max_manifest_bytes,
         max_blob_bytes=settings.max_blob_bytes,
+        index_platforms=IndexPlatforms.parse(settings.index_platforms),
     )
     cache = open_cache(settings.redis_url)
     registry = Registry(storage, metadata, options, cache, manifest_lookups(settings, cache))

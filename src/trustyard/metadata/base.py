@@ -68,9 +68,18 @@ class BlobIndex(Protocol):
 
 class ManifestIndex(Protocol):
     async def put_manifest(
-        self, repository: str, manifest: Manifest, content: bytes, tags: list[str]
+        self,
+        repository: str,
+        manifest: Manifest,
+        content: bytes,
+        tags: list[str],
+        *,
+        optional_children: frozenset[Digest] = frozenset(),
     ) -> None:
-        """Store manifest bytes and tags atomically; raises when a referenced item is unknown."""
+        """Store manifest bytes and tags atomically; raises when a referenced item is unknown.
+
+        Children of an index in `optional_children` may be missing (indexes.platforms).
+        """
 
     async def get_manifest(self, repository: str, reference: str | Digest) -> ManifestRecord | None:
         """Look a manifest up by tag or digest."""

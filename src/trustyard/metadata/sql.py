@@ -167,7 +167,13 @@ class SqlMetadataStore:
         return missing[0] if missing else None
 
     async def put_manifest(
-        self, repository: str, manifest: Manifest, content: bytes, tags: list[str]
+        self,
+        repository: str,
+        manifest: Manifest,
+        content: bytes,
+        tags: list[str],
+        *,
+        optional_children: frozenset[Digest] = frozenset(),
     ) -> None:
         now = time.time()
         digest = str(manifest.digest)
@@ -183,10 +189,11 @@ class SqlMetadataStore:
                     f"{repository}; push the blob first",
                     detail={"digest": missing},
                 )
-            missing = await self._missing(conn, t.manifests, repo_id, children)
+            required = children - {str(d) for d in optional_children}
+            missing = await self._missing(conn, t.manifests, repo_id, required)
             if missing:
                 raise RegistryError(
-                    ErrorCode.MANIFEST_UNKNOWN,
+                    ErrorCode.MANIFEST_BLOB_UNKNOWN,
                     f"index references manifest {missing}, which is not in repository "
                     f"{repository}; push the child manifests first",
                     detail={"digest": missing},

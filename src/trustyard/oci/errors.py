@@ -18,7 +18,7 @@ class ErrorCode(Enum):
     DIGEST_INVALID = ("DIGEST_INVALID", 400, "provided digest did not match uploaded content")
     MANIFEST_BLOB_UNKNOWN = (
         "MANIFEST_BLOB_UNKNOWN",
-        404,
+        400,  # Distribution's status; containerd reads a 400 as "push the missing child"
         "manifest references a manifest or blob unknown to registry",
     )
     MANIFEST_INVALID = ("MANIFEST_INVALID", 400, "manifest invalid")

@@ -10,6 +10,7 @@ from trustyard.oci import mediatypes as mt
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.manifest import Descriptor, Manifest, parse_manifest
+from trustyard.oci.platforms import ALL_PLATFORMS, IndexPlatforms
 from trustyard.oci.reference import is_valid_tag, validate_name, validate_tag
 from trustyard.oci.referrers import tag_schema_tag
 from trustyard.registry.lookups import ManifestLookups
@@ -25,6 +26,8 @@ class RegistryOptions:
     delete_enabled: bool = True
     max_manifest_bytes: int = 4 * 1024 * 1024
     max_blob_bytes: int = 0
+    # Which children of a pushed index must already exist (Distribution's indexes.platforms)
+    index_platforms: IndexPlatforms = ALL_PLATFORMS
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,22 @@ def parse_reference(reference: str) -> str | Digest:
             "nor a digest",
         )
     return reference
+
+
+def lookup_reference(name: str, reference: str) -> str | Digest:
+    """The reference of a GET, HEAD or DELETE: one that cannot name a manifest is unknown.
+
+    Distribution and the conformance suite answer 404 MANIFEST_UNKNOWN for a malformed tag or
+    digest here (only a PUT's reference is invalid input, 400 MANIFEST_INVALID).
+    """
+    try:
+        return parse_reference(reference)
+    except RegistryError as exc:
+        raise RegistryError(
+            ErrorCode.MANIFEST_UNKNOWN,
+            f"manifest {reference[:150]!r} is not in repository {name}: {exc.message}",
+            detail={"reference": reference[:150]},
+        ) from None
 
 
 def page_size(n: str | None) -> int:
@@ -125,7 +144,7 @@ class Registry:
         self, name: str, reference: str, accept: list[str] | None = None
     ) -> ManifestRecord:
         validate_name(name)
-        ref = parse_reference(reference)
+        ref = lookup_reference(name, reference)
         record = await self._lookup(name, ref)
         if record is None:
             if not await self.metadata.repository_exists(name):
@@ -222,14 +241,19 @@ class Registry:
         if self.policy is not None and tags:
             record = ManifestRecord(name, manifest.digest, manifest.media_type, len(body), body)
             await self.policy.on_push(name, tags, record)
-        await self.metadata.put_manifest(name, manifest, body, tags)
+        optional = frozenset(
+            c.digest
+            for c in manifest.children
+            if not self.options.index_platforms.must_exist(c.platform)
+        )
+        await self.metadata.put_manifest(name, manifest, body, tags, optional_children=optional)
         await self.changed(name)
         return manifest
 
     async def delete_manifest(self, name: str, reference: str) -> None:
         validate_name(name)
         self._require_delete()
-        ref = parse_reference(reference)
+        ref = lookup_reference(name, reference)
         if isinstance(ref, Digest):
             found = await self.metadata.delete_manifest(name, ref)
         else:
