@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import ssl
@@ -14,9 +15,28 @@ from pathlib import Path
 
 import httpx
 
+# Ports for servers the tests start: below the kernel's ephemeral range (32768-60999 here), so
+# no outgoing connection takes one between our pick and the server's bind, and one block per
+# pytest-xdist worker, so two workers never pick the same port before either has bound it (a
+# server that then failed to bind could answer our probe with the other worker's server).
+_PORT_BLOCK = 1500
+_PORT_BASE = 20000
+
 
 def free_port() -> int:
-    with socket.socket() as s:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    block = int(worker) % 8 if worker.isdigit() else 0
+    first = _PORT_BASE + block * _PORT_BLOCK
+    start = random.randrange(_PORT_BLOCK)
+    for i in range(_PORT_BLOCK):
+        port = first + (start + i) % _PORT_BLOCK
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # the whole block is taken: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

@@ -7,7 +7,6 @@ worker, then Granian's "Unexpected exit from worker", and no answer on the port.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,11 +14,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.integration.server import free_port
 
 
 def _serve(tmp_path: Path, toml: str, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -32,7 +27,7 @@ def _serve(tmp_path: Path, toml: str, *extra: str) -> subprocess.CompletedProces
             "trustyard",
             "serve",
             "--port",
-            str(_free_port()),
+            str(free_port()),
             "--data-dir",
             str(tmp_path / "data"),
             "--config",
