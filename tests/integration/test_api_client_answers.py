@@ -320,15 +320,23 @@ def test_bad_platform_setting_is_one_clear_line(tmp_path: Path) -> None:
 
 
 # -- oversize manifests: the 413 reaches the client ---------------------------------------------
-def _raw_put(server: ServerProcess, size: int, *, chunked: bool = False) -> tuple[bytes, bool]:
-    """Send a manifest PUT of `size` bytes over a raw socket, writing all of it before reading.
+def _raw_put(
+    server: ServerProcess,
+    size: int,
+    *,
+    chunked: bool = False,
+    request_line: str = "PUT /v2/big/manifests/v1",
+    content_type: str = OCI_MANIFEST,
+) -> tuple[bytes, bool]:
+    """Send a body of `size` bytes (a manifest PUT unless told) over a raw socket, writing all
+    of it before reading.
 
     Returns the answer's head and whether the whole body could be written (no broken pipe).
     """
     with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
         framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}"
         sock.sendall(
-            f"PUT /v2/big/manifests/v1 HTTP/1.1\r\nHost: x\r\nContent-Type: {OCI_MANIFEST}\r\n"
+            f"{request_line} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
             f"{framing}\r\n\r\n".encode()
         )
         block = b"x" * (1024 * 1024)
@@ -361,6 +369,25 @@ def test_oversize_manifest_gets_413_not_a_broken_pipe(
     registry: ServerProcess, mib: int, chunked: bool
 ) -> None:
     head, sent_all = _raw_put(registry, mib * 1024 * 1024, chunked=chunked)
+    assert sent_all, "the server closed while the client was still sending"
+    assert head.startswith(b"HTTP/1.1 413 "), head[:200]
+
+
+@pytest.mark.parametrize(
+    ("request_line", "content_type", "mib"),
+    [
+        ("POST /v2/big/_trust/tuf/", "multipart/form-data; boundary=x", 20),
+        ("PUT /extensions/v2/big/signatures/sha256:" + "a" * 64, "application/json", 5),
+    ],
+    ids=["trust-upload", "signature"],
+)
+def test_other_oversize_bodies_get_413_not_a_broken_pipe(
+    registry: ServerProcess, request_line: str, content_type: str, mib: int
+) -> None:
+    """The trust server's uploads (16 MiB limit) and signature uploads drain the same way."""
+    head, sent_all = _raw_put(
+        registry, mib * 1024 * 1024, request_line=request_line, content_type=content_type
+    )
     assert sent_all, "the server closed while the client was still sending"
     assert head.startswith(b"HTTP/1.1 413 "), head[:200]
 

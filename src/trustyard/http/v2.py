@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from trustyard.auth.scopes import CATALOG_RIGHTS, IDENTITY, GuardedRoute, on_repository
+from trustyard.http.bodies import BodyTooLarge, read_bounded
 from trustyard.http.params import (
     APPROVED_UPLOAD,
     MAX_MOUNT_SOURCES,
@@ -53,50 +51,13 @@ def _created(name: str, digest: Digest) -> Response:
     )
 
 
-# An oversize body is read and thrown away up to this bound, so a client still sending it gets
-# the 413 instead of a broken pipe (it cannot read an answer before it has written its request).
-DRAIN_BYTES = 256 * 1024 * 1024
-DRAIN_SECONDS = 30.0
-
-
-async def _discard(stream: AsyncIterator[bytes], seen: int) -> bool:
-    """Read the rest of a refused body up to the bound; False when the connection must close."""
-    try:
-        async with asyncio.timeout(DRAIN_SECONDS):
-            async for chunk in stream:
-                seen += len(chunk)
-                if seen > DRAIN_BYTES:
-                    return False
-    except (TimeoutError, ClientDisconnect):
-        return False
-    return True
-
-
 async def read_limited(request: Request, limit: int, what: str) -> bytes:
     """Read a small body (manifests) with a hard limit: 413 without buffering more than it."""
-    declared = request.headers.get("content-length")
-    stream = request.stream()
-    message = f"{what} is larger than the limit of {limit} bytes"
-    if declared and declared.isdigit() and int(declared) > limit:
-        message = f"{what} of {declared} bytes is larger than the limit of {limit} bytes"
-        if request.headers.get("expect", "").lower() == "100-continue":
-            # The client waits for our go-ahead before sending: answer now, it sends nothing.
-            raise RegistryError(ErrorCode.TOO_LARGE, message, headers={"Connection": "close"})
-        total = 0
-    else:
-        parts: list[bytes] = []
-        total = 0
-        async for chunk in stream:
-            total += len(chunk)
-            if total > limit:
-                break
-            parts.append(chunk)
-        else:
-            return b"".join(parts)
-    drained = await _discard(stream, total)
-    raise RegistryError(
-        ErrorCode.TOO_LARGE, message, headers={} if drained else {"Connection": "close"}
-    )
+    try:
+        return await read_bounded(request, limit, what)
+    except BodyTooLarge as exc:
+        headers = {"Connection": "close"} if exc.close else {}
+        raise RegistryError(ErrorCode.TOO_LARGE, exc.message, headers=headers) from None
 
 
 # -- base and listings -----------------------------------------------------------------------

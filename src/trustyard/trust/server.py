@@ -20,6 +20,7 @@ from trustyard import jsonbounds
 from trustyard.auth.scopes import CATALOG_RIGHTS, GuardedRoute, on_repository
 from trustyard.auth.server import parse_basic
 from trustyard.auth.tokens import TokenRejected
+from trustyard.http.bodies import BodyTooLarge, read_bounded
 from trustyard.trust import model as m
 from trustyard.trust.keys import key_response
 from trustyard.trust.service import InvalidRequest, NotFound, TrustService
@@ -263,17 +264,10 @@ def _rfc3339(ts: float) -> str:
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise InvalidRequest("TOO_LARGE", f"upload of {declared} bytes exceeds {limit} bytes")
-    parts: list[bytes] = []
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise InvalidRequest("TOO_LARGE", f"upload exceeds {limit} bytes")
-        parts.append(chunk)
-    return b"".join(parts)
+    try:
+        return await read_bounded(request, limit, "upload")
+    except BodyTooLarge as exc:  # drained, so the client reads this answer (http/bodies.py)
+        raise InvalidRequest("TOO_LARGE", exc.message) from None
 
 
 _DISPOSITION_PARAM = re.compile(r';\s*([A-Za-z*]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))')

@@ -1,0 +1,61 @@
+"""Small request bodies read whole (manifests, signatures, TUF uploads), with a hard limit.
+
+A refused body is read and thrown away up to a bound before the answer goes out: an HTTP/1.1
+client cannot read an answer before it has written its request, so closing on it mid-send turns
+our 413 into a broken pipe on its side. Past the bound (or the deadline) the connection closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from starlette.requests import ClientDisconnect, Request
+
+DRAIN_BYTES = 256 * 1024 * 1024
+DRAIN_SECONDS = 30.0
+
+
+class BodyTooLarge(Exception):
+    """The body is over its limit; `close` when the rest could not be drained."""
+
+    def __init__(self, message: str, *, close: bool) -> None:
+        super().__init__(message)
+        self.message, self.close = message, close
+
+
+async def _discard(stream: AsyncIterator[bytes], seen: int) -> bool:
+    """Read the rest of a refused body up to the bound; False when the connection must close."""
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for chunk in stream:
+                seen += len(chunk)
+                if seen > DRAIN_BYTES:
+                    return False
+    except (TimeoutError, ClientDisconnect):
+        return False
+    return True
+
+
+async def read_bounded(request: Request, limit: int, what: str) -> bytes:
+    """The whole body, or `BodyTooLarge` without buffering more than `limit` bytes."""
+    declared = request.headers.get("content-length")
+    stream = request.stream()
+    message = f"{what} is larger than the limit of {limit} bytes"
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
+        message = f"{what} of {declared} bytes is larger than the limit of {limit} bytes"
+        if request.headers.get("expect", "").lower() == "100-continue":
+            # The client waits for our go-ahead before sending: answer now, it sends nothing.
+            raise BodyTooLarge(message, close=True)
+        total = 0
+    else:
+        parts: list[bytes] = []
+        total = 0
+        async for chunk in stream:
+            total += len(chunk)
+            if total > limit:
+                break
+            parts.append(chunk)
+        else:
+            return b"".join(parts)
+    raise BodyTooLarge(message, close=not await _discard(stream, total))
