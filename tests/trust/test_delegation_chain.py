@@ -128,6 +128,11 @@ def test_a_stored_wide_child_cannot_sign_outside_its_narrowed_parent(
     coll.refused({B: coll.body(B, {"evil": b"x"})}, B, "outside its delegated paths", "evil")
     coll.refused({B: coll.body(B, {"a/inside-a": b"x"})}, "a/inside-a")
     coll.refused({B: coll.body(B, {"": b"x"})}, "outside its delegated paths")
+    # What b signed while the chain allowed it may stay as it is (clients ignore it, and the
+    # notary client cannot remove it), but not be pointed at new content or joined by more.
+    coll.refused({B: coll.body(B, {"anything": b"new content"})}, "anything")
+    coll.refused({B: coll.body(B, {"anything": b"1", "more": b"2"})}, "more")
+    coll.publish({B: coll.body(B, {"anything": b"1"})})
     # Nor can it pass the wide delegation further down.
     coll.refused({B: coll.body(B, delegations=[(C, [""])])}, C, "outside those of", B)
     coll.refused({B: coll.body(B, delegations=[(C, ["a/"])])}, C, "outside those of", B)

@@ -83,6 +83,22 @@ def restrict_paths(parent: tuple[str, ...], child: tuple[str, ...]) -> tuple[str
     return tuple(p for p in child if _within(p, parent))
 
 
+def _stored_targets(role: str, current: dict[str, bytes]) -> dict[str, m.FileMeta]:
+    """The targets the stored version of `role` signs.
+
+    A target a parent's narrowing has put outside the role's paths may stay, unchanged, in the
+    role's next version: clients ignore it (they restrict along the chain too), and notary's
+    client cannot remove a target outside the paths, so refusing it would leave the delegate
+    unable to publish anything. A new target, or a new hash for an old name, is refused.
+    """
+    if role not in current:
+        return {}
+    try:
+        return m.parse_targets(role, current[role]).targets
+    except m.MetadataError:  # pragma: no cover - we only store validated metadata
+        return {}
+
+
 def _show(paths: tuple[str, ...]) -> str:
     shown = [repr(p) for p in paths[:5]]
     return "[" + ", ".join(shown) + (", ..." if len(paths) > 5 else "") + "]"
@@ -218,7 +234,12 @@ def validate_update(
                     "delegated to it"
                 )
             allowed = chain.paths(role)
-            outside = [name for name in t.targets if not _within(name, allowed)]
+            kept = _stored_targets(role, current)
+            outside = [
+                name
+                for name, meta in t.targets.items()
+                if not _within(name, allowed) and kept.get(name) != meta
+            ]
             if outside:
                 raise bad_targets(
                     f"{role} signs targets outside its delegated paths {_show(allowed)} "
