@@ -1,16 +1,19 @@
-"""The first read of a GUN's server key through `trustyard serve --workers 2` (token mode):
-32 concurrent GETs by a pusher, spread over both worker processes, all get the same key and
-the database holds exactly one key per role."""
+"""The first read of a GUN's server key through `trustyard serve --workers 2` (token mode),
+and through two replicas on one PostgreSQL database: 32 concurrent GETs, spread over the
+worker processes or replicas, all get the same key and the database holds one key per role."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -42,13 +45,18 @@ def stored_keys(srv: ServerProcess, gun: str) -> dict[str, int]:
     return {role: int(n) for role, n in rows}
 
 
-def first_reads(srv: ServerProcess, gun: str, role: str) -> list[dict[str, Any]]:
-    """CONCURRENT GETs released together, each on its own connection (so both workers serve)."""
-    headers = bearer(token(srv, f"repository:{gun}:pull,push", auth=PUSHER))
+def first_reads(
+    srv: ServerProcess, gun: str, role: str, *others: ServerProcess
+) -> list[dict[str, Any]]:
+    """CONCURRENT GETs released together, each on its own connection (so both workers serve),
+    spread over `srv` and `others` (replicas, no auth)."""
+    servers = [srv, *others]
+    headers = {} if others else bearer(token(srv, f"repository:{gun}:pull,push", auth=PUSHER))
     barrier = threading.Barrier(CONCURRENT)
 
-    def get(_: int) -> dict[str, Any]:
-        with httpx.Client(base_url=srv.url, headers=headers, timeout=60) as c:
+    def get(i: int) -> dict[str, Any]:
+        base = servers[i % len(servers)].url
+        with httpx.Client(base_url=base, headers=headers, timeout=60) as c:
             barrier.wait()
             r = c.get(f"/v2/{gun}/_trust/tuf/{role}.key")
             assert r.status_code == 200, r.text
@@ -77,3 +85,36 @@ def test_concurrent_first_reads_across_workers_share_one_key(
     ) as c:
         again = {c.get(f"/v2/{gun}/_trust/tuf/timestamp.key").text for _ in range(8)}
     assert len(again) == 1
+
+
+async def _count_pg(url: str, gun: str) -> dict[str, int]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT role, count(*) AS n FROM tuf_server_keys WHERE gun = $1 GROUP BY role", gun
+        )
+    finally:
+        await conn.close()
+    return {r["role"]: int(r["n"]) for r in rows}
+
+
+def test_concurrent_first_reads_across_postgres_replicas_share_one_key(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    env = {
+        "TRUSTYARD_DATABASE_URL": postgres_url,
+        "TRUSTYARD_TRUST__KEY_PASSPHRASE": "replicas-share-this",
+    }
+    replicas = [ServerProcess(tmp_path / f"replica{i}", extra_env=env) for i in range(2)]
+    try:
+        for r in replicas:
+            r.start()
+        for round_ in range(3):
+            gun = f"race/pg{round_}"
+            for role in ("timestamp", "snapshot"):
+                answers = first_reads(replicas[0], gun, role, replicas[1])
+                assert all(a == answers[0] for a in answers)
+            assert asyncio.run(_count_pg(postgres_url, gun)) == {"timestamp": 1, "snapshot": 1}
+    finally:
+        for r in replicas:
+            r.stop()
