@@ -138,6 +138,8 @@ def test_a_stored_wide_child_cannot_sign_outside_its_narrowed_parent(
     coll.refused({B: coll.body(B, delegations=[(C, ["a/"])])}, C, "outside those of", B)
     # a itself cannot re-publish the wide delegation of b, and b cannot ride along with it.
     coll.refused({A: coll.body(A, delegations=[(B, [""])])}, B, "outside those of", A)
+    huge = coll.refused({A: coll.body(A, delegations=[(B, ["z" * 20_000] * 9)])}, "...")
+    assert len(huge) < 1000  # the message names a few, shortened
     coll.refused(
         {A: coll.body(A, delegations=[(B, [""])]), B: coll.body(B, {"evil": b"x"})},
         "outside those of",

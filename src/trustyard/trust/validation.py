@@ -87,7 +87,8 @@ def _stored_targets(role: str, current: dict[str, bytes]) -> dict[str, m.FileMet
     """The targets the stored version of `role` signs.
 
     A target a parent's narrowing has put outside the role's paths may stay, unchanged, in the
-    role's next version: clients ignore it (they restrict along the chain too), and notary's
+    role's next version: clients check targets along the chain themselves (notary's restricts
+    the paths as here; ours keeps what every delegation on the chain allows), and notary's
     client cannot remove a target outside the paths, so refusing it would leave the delegate
     unable to publish anything. A new target, or a new hash for an old name, is refused.
     """
@@ -100,7 +101,7 @@ def _stored_targets(role: str, current: dict[str, bytes]) -> dict[str, m.FileMet
 
 
 def _show(paths: tuple[str, ...]) -> str:
-    shown = [repr(p) for p in paths[:5]]
+    shown = [repr(p[:80]) for p in paths[:5]]
     return "[" + ", ".join(shown) + (", ..." if len(paths) > 5 else "") + "]"
 
 
@@ -243,7 +244,7 @@ def validate_update(
             if outside:
                 raise bad_targets(
                     f"{role} signs targets outside its delegated paths {_show(allowed)} "
-                    f"(as restricted by every role above it): {', '.join(outside[:5])}"
+                    f"(as restricted by every role above it): {', '.join(n[:80] for n in outside[:5])}"
                 )
         allowed = chain.paths(role)
         for child in t.delegations.values():
@@ -251,7 +252,7 @@ def validate_update(
             if wider:
                 raise bad_targets(
                     f"{child.name} is delegated paths outside those of {role} "
-                    f"{_show(allowed)}: {_show(tuple(wider[:5]))}"
+                    f"{_show(allowed)}: {_show(tuple(wider))}"
                 )
         chain.accept(role, t)
         files[role] = effective[role] = updates[role]
