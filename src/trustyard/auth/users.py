@@ -27,7 +27,8 @@ from trustyard.metadata.auth_base import Account, AccountStore
 
 log = structlog.get_logger("trustyard.auth")
 
-NAME_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+# Whole-string match (fullmatch): `$` would also match before a trailing newline ("alice\n").
+NAME_RE = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
 MAX_NAME = 64
 MAX_SECRET_BYTES = 72  # bcrypt's limit; Apache htpasswd truncates there too
 ROBOT_SEPARATOR = "+"
@@ -71,7 +72,7 @@ ANONYMOUS = Principal("")
 
 
 def validate_account_name(name: str) -> str:
-    if len(name) > MAX_NAME or not NAME_RE.match(name):
+    if len(name) > MAX_NAME or not NAME_RE.fullmatch(name):
         raise AccountError(
             f"invalid name {name[:80]!r}: use 1-{MAX_NAME} characters of [a-z0-9] separated by "
             "'.', '_' or '-' (a name is also the user's repository namespace)"

@@ -21,9 +21,12 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     delete,
+    exists,
     func,
     insert,
+    literal,
     select,
+    text,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -81,6 +84,24 @@ trust_audit = Table(
     Column("detail", Text, nullable=False),
     Index("ix_trust_audit_gun", "gun", "id"),
 )
+
+
+# Advisory-lock key space (first half of the two-int4 form, apart from the single-bigint
+# WRITE_LOCK_KEY) for "the first server key of one GUN's role" on PostgreSQL.
+FIRST_KEY_LOCK_SPACE = 0x54594B31  # "TYK1"
+
+
+def _key(row: object) -> ServerKey:
+    r = row._mapping  # type: ignore[attr-defined]
+    return ServerKey(
+        r["gun"],
+        r["role"],
+        r["key_id"],
+        r["algorithm"],
+        bytes(r["public"]),
+        bytes(r["private"]),
+        r["created_at"],
+    )
 
 
 def _file(row: object) -> TufFile:
@@ -183,18 +204,7 @@ class SqlTrustStore:
         )
         async with self.reader.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [
-            ServerKey(
-                r.gun,
-                r.role,
-                r.key_id,
-                r.algorithm,
-                bytes(r.public),
-                bytes(r.private),
-                r.created_at,
-            )
-            for r in rows
-        ]
+        return [_key(r) for r in rows]
 
     async def add_server_key(self, key: ServerKey, audit: AuditEvent | None) -> None:
         async with self.writer.begin() as conn:
@@ -211,6 +221,44 @@ class SqlTrustStore:
             )
             if audit is not None:
                 await self._audit(conn, audit, key.created_at)
+
+    async def add_first_server_key(self, key: ServerKey) -> ServerKey:
+        """Insert-if-absent, then read back the winner, in one transaction.
+
+        The insert is one conditional statement (INSERT ... SELECT ... WHERE NOT EXISTS). SQLite
+        writers are serialised across processes (BEGIN IMMEDIATE under the writer lock), so the
+        condition holds at commit; on PostgreSQL (READ COMMITTED, replicas writing at once) the
+        transaction first takes an advisory lock on the GUN's role, so a concurrent first reader
+        waits, then its statement sees the committed key and inserts nothing.
+        """
+        c = tuf_server_keys.c
+        async with self.writer.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:space, hashtext(:name))"),
+                    {"space": FIRST_KEY_LOCK_SPACE, "name": f"{key.gun} {key.role}"},
+                )
+            present = exists().where(c.gun == key.gun, c.role == key.role)
+            row = select(
+                literal(key.gun, String),
+                literal(key.role, String),
+                literal(key.key_id, String),
+                literal(key.algorithm, String),
+                literal(key.public, LargeBinary),
+                literal(key.private, LargeBinary),
+                literal(key.created_at, Float),
+            ).where(~present)
+            columns = ["gun", "role", "key_id", "algorithm", "public", "private", "created_at"]
+            await conn.execute(insert(tuf_server_keys).from_select(columns, row))
+            winner = (
+                await conn.execute(
+                    select(tuf_server_keys)
+                    .where(c.gun == key.gun, c.role == key.role)
+                    .order_by(c.created_at.desc())
+                    .limit(1)
+                )
+            ).one()
+        return _key(winner)
 
     async def changes(
         self, gun: str | None, change_id: int | None, records: int, reverse: bool

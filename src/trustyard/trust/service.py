@@ -161,7 +161,8 @@ class TrustService:
             return None
         return [await self._load_key(k) for k in held]
 
-    async def _create_key(self, gun: str, role: str, actor: str, rotation: bool) -> PublicKey:
+    async def _generate(self, gun: str, role: str) -> tuple[Signer, ServerKey]:
+        """A new key for `gun`'s `role` (in the PKCS#11 token when configured), not stored."""
         private: Signer
         if self.key_store is not None:
             token_key = await asyncio.to_thread(self.key_store.generate)
@@ -179,20 +180,31 @@ class TrustService:
             private=blob,
             created_at=time.time(),
         )
-        audit = (
-            AuditEvent("rotate_key", gun, actor, {"role": role, "key_id": public.key_id})
-            if rotation
-            else None
-        )
+        return private, record
+
+    async def _create_key(self, gun: str, role: str, actor: str) -> PublicKey:
+        """A rotation: always a new key, stored with its audit event."""
+        private, record = await self._generate(gun, role)
+        audit = AuditEvent("rotate_key", gun, actor, {"role": role, "key_id": record.key_id})
         await self.store.add_server_key(record, audit)
-        self._key_cache[(gun, public.key_id)] = private
-        return public
+        self._key_cache[(gun, record.key_id)] = private
+        return private.public
+
+    async def _create_first_key(self, gun: str, role: str) -> PublicKey:
+        """The role's first key: stored only if no other worker or replica stored one first;
+        every concurrent first reader gets the one that was stored."""
+        private, record = await self._generate(gun, role)
+        stored = await self.store.add_first_server_key(record)
+        if stored.key_id == record.key_id:
+            self._key_cache[(gun, record.key_id)] = private
+        return PublicKey(stored.algorithm, stored.public)
 
     async def get_key(self, gun: str, role: str, actor: str) -> PublicKey:
         """Notary's GetOrCreate{Timestamp,Snapshot}Key: the key the current root names for
         `role`, else the newest pending key, else a new one. Reads create at most that one
-        key: concurrent reads in this process wait for each other (workers of one server
-        could still race on a GUN's very first read)."""
+        key: concurrent reads in this process wait for each other (so they do not generate
+        keys only to throw them away), and the store's insert-if-absent makes the workers of
+        one server and the replicas on one database agree on the same first key."""
         lock = self._key_locks[hash((gun, role)) % len(self._key_locks)]
         async with lock:
             return await self._get_or_create_key(gun, role, actor)
@@ -211,11 +223,11 @@ class TrustService:
         existing = await self.store.server_keys(gun, role)
         if existing:
             return PublicKey(existing[0].algorithm, existing[0].public)
-        return await self._create_key(gun, role, actor, rotation=False)
+        return await self._create_first_key(gun, role)
 
     async def rotate_key(self, gun: str, role: str, actor: str) -> PublicKey:
         """A new key for `role`; it signs once the client publishes a root that names it."""
-        return await self._create_key(gun, role, actor, rotation=True)
+        return await self._create_key(gun, role, actor)
 
     # -- publishing ----------------------------------------------------------------------------
     def _signed_file(

@@ -81,6 +81,10 @@ class TrustStore(Protocol):
     async def add_server_key(self, key: ServerKey, audit: AuditEvent | None) -> None:
         """Store a new key (and the rotation's audit event) in one transaction."""
 
+    async def add_first_server_key(self, key: ServerKey) -> ServerKey:
+        """Store `key` only if its GUN's role has no key yet, and return the role's newest key:
+        concurrent first readers (other workers, other replicas) all get the same one."""
+
     async def changes(
         self, gun: str | None, change_id: int | None, records: int, reverse: bool
     ) -> list[Change]:

@@ -72,6 +72,99 @@ def _check_version(role: str, new: int, current: dict[str, bytes]) -> None:
             raise OldVersion(f"{role} version {new} is not newer than the stored version {old}")
 
 
+def _within(name: str, paths: tuple[str, ...]) -> bool:
+    """Notary's prefix match: `name` starts with one of `paths` ("" allows everything)."""
+    return any(name.startswith(p) for p in paths)
+
+
+def restrict_paths(parent: tuple[str, ...], child: tuple[str, ...]) -> tuple[str, ...]:
+    """notary's `RestrictDelegationPathPrefixes`: the child's paths that lie within one of the
+    parent's; a child path wider than every parent path is dropped, not narrowed."""
+    return tuple(p for p in child if _within(p, parent))
+
+
+def _stored_targets(role: str, current: dict[str, bytes]) -> dict[str, m.FileMeta]:
+    """The targets the stored version of `role` signs.
+
+    A target a parent's narrowing has put outside the role's paths may stay, unchanged, in the
+    role's next version: clients check targets along the chain themselves (notary's restricts
+    the paths as here; ours keeps what every delegation on the chain allows), and notary's
+    client cannot remove a target outside the paths, so refusing it would leave the delegate
+    unable to publish anything. A new target, or a new hash for an old name, is refused.
+    """
+    if role not in current:
+        return {}
+    try:
+        return m.parse_targets(role, current[role]).targets
+    except m.MetadataError:  # pragma: no cover - we only store validated metadata
+        return {}
+
+
+def _show(paths: tuple[str, ...]) -> str:
+    shown = [repr(p[:80]) for p in paths[:5]]
+    return "[" + ", ".join(shown) + (", ..." if len(paths) > 5 else "") + "]"
+
+
+class _Chain:
+    """The delegation tree of one GUN as this update leaves it, walked from `targets` down.
+
+    A delegated role's keys come from its parent, and its paths are those its parent gives it
+    restricted by the paths of every role above (notary's `GetDelegationRole` walk), so a stored
+    delegation cannot widen what its ancestors allow. Roles of this update are accepted as they
+    pass validation; stored ancestors are verified when first needed: each must still be
+    delegated by its parent and signed by the threshold of the keys it delegates (expiry aside,
+    as notary-server loads them), else the chain below it is broken.
+    """
+
+    def __init__(self, root: m.Root, effective: dict[str, bytes]) -> None:
+        self._root = root
+        self._effective = effective
+        self._trusted: dict[str, m.Targets] = {}
+        self._paths: dict[str, tuple[str, ...]] = {m.TARGETS: ("",)}
+
+    def accept(self, role: str, targets: m.Targets) -> None:
+        self._trusted[role] = targets
+
+    def delegation(self, role: str) -> tuple[m.Delegation, m.Targets]:
+        """`role`'s entry in its parent, and the parent; refused when the chain is broken."""
+        parent_name = m.parent_role(role)
+        parent = self._targets(parent_name, role)
+        delegation = parent.delegations.get(role)
+        if delegation is None:
+            raise bad_targets(f"{role} is not delegated by {parent_name}")
+        return delegation, parent
+
+    def paths(self, role: str) -> tuple[str, ...]:
+        if role not in self._paths:
+            delegation, _ = self.delegation(role)
+            self._paths[role] = restrict_paths(self.paths(m.parent_role(role)), delegation.paths)
+        return self._paths[role]
+
+    def _targets(self, name: str, below: str) -> m.Targets:
+        if name in self._trusted:
+            return self._trusted[name]
+        data = self._effective.get(name)
+        if data is None:
+            raise bad_targets(f"{below} is not delegated: {name} does not exist")
+        try:
+            stored = m.parse_targets(name, data)
+        except m.MetadataError as exc:
+            raise bad_targets(f"{below} is not delegated: stored {name}: {exc}") from None
+        if name == m.TARGETS:
+            keys, key_map = self._root.roles[m.TARGETS], self._root.keys
+        else:
+            delegation, parent = self.delegation(name)
+            keys, key_map = delegation.keys, parent.delegation_keys
+        if not stored.signed.meets(keys, key_map):
+            raise bad_targets(
+                f"{below} is not delegated: the stored {name} is no longer signed by the "
+                f"threshold of the keys {m.parent_role(name) if name != m.TARGETS else 'root'} "
+                f"delegates to it"
+            )
+        self._trusted[name] = stored
+        return stored
+
+
 def validate_update(
     updates: dict[str, bytes], current: dict[str, bytes], now: dt.datetime
 ) -> Checked:
@@ -120,19 +213,7 @@ def validate_update(
         raise ValidationFailure("ErrValidation", "no pre-existing root and no root provided")
 
     # Targets and delegations, shallowest first so parents are checked before children.
-    parsed: dict[str, m.Targets] = {}
-
-    def load_targets(role: str) -> m.Targets | None:
-        if role in parsed:
-            return parsed[role]
-        if role in effective:
-            try:
-                parsed[role] = m.parse_targets(role, effective[role])
-            except m.MetadataError:
-                return None
-            return parsed[role]
-        return None
-
+    chain = _Chain(root, effective)
     for role in sorted((r for r in updates if r.startswith(m.TARGETS)), key=_depth):
         try:
             t = m.parse_targets(role, updates[role])
@@ -145,27 +226,35 @@ def validate_update(
                 raise bad_targets(
                     "targets is not signed by the threshold of the root's targets keys"
                 )
-            allowed: tuple[str, ...] = ("",)
         else:
-            parent = load_targets(m.parent_role(role))
-            delegation = parent.delegations.get(role) if parent is not None else None
-            if parent is None or delegation is None:
-                raise bad_targets(f"{role} is not delegated by {m.parent_role(role)}")
+            parent_name = m.parent_role(role)
+            delegation, parent = chain.delegation(role)
             if not t.signed.meets(delegation.keys, parent.delegation_keys):
                 raise bad_targets(
-                    f"{role} is not signed by the threshold of the keys {m.parent_role(role)} "
+                    f"{role} is not signed by the threshold of the keys {parent_name} "
                     "delegated to it"
                 )
-            outside = [name for name in t.targets if not delegation.allows(name)]
+            allowed = chain.paths(role)
+            kept = _stored_targets(role, current)
+            outside = [
+                name
+                for name, meta in t.targets.items()
+                if not _within(name, allowed) and kept.get(name) != meta
+            ]
             if outside:
                 raise bad_targets(
-                    f"{role} signs targets outside its delegated paths: {', '.join(outside[:5])}"
+                    f"{role} signs targets outside its delegated paths {_show(allowed)} "
+                    f"(as restricted by every role above it): {', '.join(n[:80] for n in outside[:5])}"
                 )
-            allowed = delegation.paths
+        allowed = chain.paths(role)
         for child in t.delegations.values():
-            if not all(any(p.startswith(a) for a in allowed) for p in child.paths):
-                raise bad_targets(f"{child.name} is delegated paths outside those of {role}")
-        parsed[role] = t
+            wider = [p for p in child.paths if not _within(p, allowed)]
+            if wider:
+                raise bad_targets(
+                    f"{child.name} is delegated paths outside those of {role} "
+                    f"{_show(allowed)}: {_show(tuple(wider))}"
+                )
+        chain.accept(role, t)
         files[role] = effective[role] = updates[role]
 
     if m.TARGETS not in effective:
