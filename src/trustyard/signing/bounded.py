@@ -45,6 +45,37 @@ def _late(what: str, deadline: float) -> BodyError:
     return BodyError(f"{what} took longer than {deadline:g} s to arrive; stopped reading")
 
 
+class _Body:
+    """One body being gathered under its size bound and deadline: the sync and async readers
+    below differ only in how they iterate."""
+
+    def __init__(
+        self, response: httpx.Response, limit: int, what: str, deadline: float, truncate: bool
+    ) -> None:
+        if not truncate and _declared_too_large(response, limit):
+            raise _over(what, limit)
+        self.limit, self.what, self.deadline, self.truncate = limit, what, deadline, truncate
+        self.end = time.monotonic() + deadline
+        self.buf = bytearray()
+
+    def add(self, chunk: bytes) -> bool:
+        """Take one chunk; True when the body is complete (truncated to the limit)."""
+        self.buf += chunk
+        if len(self.buf) > self.limit:
+            if self.truncate:
+                del self.buf[self.limit :]
+                return True
+            raise _over(self.what, self.limit)
+        if time.monotonic() > self.end:
+            raise _late(self.what, self.deadline)
+        return False
+
+    def broken(self, exc: httpx.HTTPError) -> BodyError:
+        return BodyError(
+            f"{self.what}: the connection failed while reading ({exc.__class__.__name__})"
+        )
+
+
 def read_body(
     response: httpx.Response,
     limit: int,
@@ -58,24 +89,14 @@ def read_body(
     Over the limit: `BodyError`, or with `truncate` the first `limit` bytes (for error bodies,
     which only feed a message). The response is left for the caller to close.
     """
-    if not truncate and _declared_too_large(response, limit):
-        raise _over(what, limit)
-    end = time.monotonic() + deadline
-    buf = bytearray()
+    body = _Body(response, limit, what, deadline, truncate)
     try:
         for chunk in response.iter_bytes():
-            buf += chunk
-            if len(buf) > limit:
-                if truncate:
-                    return bytes(buf[:limit])
-                raise _over(what, limit)
-            if time.monotonic() > end:
-                raise _late(what, deadline)
+            if body.add(chunk):
+                break
     except httpx.HTTPError as exc:
-        raise BodyError(
-            f"{what}: the connection failed while reading ({exc.__class__.__name__})"
-        ) from None
-    return bytes(buf)
+        raise body.broken(exc) from None
+    return bytes(body.buf)
 
 
 async def aread_body(
@@ -87,24 +108,14 @@ async def aread_body(
     truncate: bool = False,
 ) -> bytes:
     """`read_body` for an `httpx.AsyncClient` response."""
-    if not truncate and _declared_too_large(response, limit):
-        raise _over(what, limit)
-    end = time.monotonic() + deadline
-    buf = bytearray()
+    body = _Body(response, limit, what, deadline, truncate)
     try:
         async for chunk in response.aiter_bytes():
-            buf += chunk
-            if len(buf) > limit:
-                if truncate:
-                    return bytes(buf[:limit])
-                raise _over(what, limit)
-            if time.monotonic() > end:
-                raise _late(what, deadline)
+            if body.add(chunk):
+                break
     except httpx.HTTPError as exc:
-        raise BodyError(
-            f"{what}: the connection failed while reading ({exc.__class__.__name__})"
-        ) from None
-    return bytes(buf)
+        raise body.broken(exc) from None
+    return bytes(body.buf)
 
 
 def get_bounded(
