@@ -8,6 +8,7 @@ The real-server suites (tests/integration) stay as the proof that real clients w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -48,14 +49,34 @@ def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def fresh_data_dir(path: Path, template: Path) -> Path:
+    """`path` as a data dir holding a copy of the migrated database `template`."""
+    path.mkdir(mode=0o700)
+    for part in template.parent.glob(template.name + "*"):
+        if not part.name.endswith(".writer-lock"):
+            shutil.copy2(part, path / part.name)
+    return path
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    settings: Settings, *, raise_app_exceptions: bool = True
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of `create_app(settings)`, inside the app's lifespan.
+
+    `raise_app_exceptions=False` answers as a real server would (the app's own 500 response)
+    instead of raising the handler's exception into the test.
+    """
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application, raise_app_exceptions=raise_app_exceptions)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as c:
+            yield c
+
+
 @pytest.fixture
 def settings(tmp_path: Path, migrated_database: Path) -> Settings:
-    data_dir = tmp_path / "data"
-    data_dir.mkdir(mode=0o700)
-    for part in migrated_database.parent.glob(migrated_database.name + "*"):
-        if not part.name.endswith(".writer-lock"):
-            shutil.copy2(part, data_dir / part.name)
-    return make_settings(data_dir)
+    return make_settings(fresh_data_dir(tmp_path / "data", migrated_database))
 
 
 @pytest.fixture

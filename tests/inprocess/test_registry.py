@@ -116,20 +116,47 @@ async def test_index_referrers_and_delete(registry: Registry) -> None:
 @pytest.mark.parametrize(
     ("call", "expected"),
     [
-        (lambda r: r.get_manifest("nothing", "v1"), ErrorCode.NAME_UNKNOWN),
-        (lambda r: r.get_manifest("BAD", "v1"), ErrorCode.NAME_INVALID),
-        (lambda r: r.get_manifest("ok", "-bad"), ErrorCode.MANIFEST_UNKNOWN),
-        (
+        pytest.param(
+            lambda r: r.get_manifest("nothing", "v1"), ErrorCode.NAME_UNKNOWN, id="no-repository"
+        ),
+        pytest.param(lambda r: r.get_manifest("BAD", "v1"), ErrorCode.NAME_INVALID, id="bad-name"),
+        pytest.param(
+            lambda r: r.get_manifest("ok", "-bad"), ErrorCode.MANIFEST_UNKNOWN, id="bad-reference"
+        ),
+        pytest.param(
             lambda r: r.put_manifest("ok", "-bad", OCI_MANIFEST, b"{}", []),
             ErrorCode.MANIFEST_INVALID,
+            id="put-bad-reference",
         ),
-        (lambda r: r.put_manifest("ok", "v1", OCI_MANIFEST, b"[", []), ErrorCode.MANIFEST_INVALID),
-        (lambda r: r.tags("nothing", None, None), ErrorCode.NAME_UNKNOWN),
-        (lambda r: r.tags("ok", "-1", None), ErrorCode.PAGINATION_INVALID),
-        (lambda r: r.catalog("x", None), ErrorCode.PAGINATION_INVALID),
-        (lambda r: r.blob_size("ok", Digest.parse(sha256(b"no"))), ErrorCode.BLOB_UNKNOWN),
-        (lambda r: r.delete_blob("ok", Digest.parse(sha256(b"no"))), ErrorCode.BLOB_UNKNOWN),
-        (lambda r: r.uploads.status("ok", "0" * 32), ErrorCode.BLOB_UPLOAD_UNKNOWN),
+        pytest.param(
+            lambda r: r.put_manifest("ok", "v1", OCI_MANIFEST, b"[", []),
+            ErrorCode.MANIFEST_INVALID,
+            id="put-bad-json",
+        ),
+        pytest.param(
+            lambda r: r.tags("nothing", None, None), ErrorCode.NAME_UNKNOWN, id="tags-no-repository"
+        ),
+        pytest.param(
+            lambda r: r.tags("ok", "-1", None), ErrorCode.PAGINATION_INVALID, id="tags-bad-n"
+        ),
+        pytest.param(
+            lambda r: r.catalog("x", None), ErrorCode.PAGINATION_INVALID, id="catalog-bad-n"
+        ),
+        pytest.param(
+            lambda r: r.blob_size("ok", Digest.parse(sha256(b"no"))),
+            ErrorCode.BLOB_UNKNOWN,
+            id="blob-unknown",
+        ),
+        pytest.param(
+            lambda r: r.delete_blob("ok", Digest.parse(sha256(b"no"))),
+            ErrorCode.BLOB_UNKNOWN,
+            id="delete-unknown-blob",
+        ),
+        pytest.param(
+            lambda r: r.uploads.status("ok", "0" * 32),
+            ErrorCode.BLOB_UPLOAD_UNKNOWN,
+            id="upload-unknown",
+        ),
     ],
 )
 async def test_typed_errors(
