@@ -25,10 +25,13 @@ BASE_URL = "http://registry.test"
 
 
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
-    """Embedded defaults, minus what only slows tests down: no fsync, no purger task, quiet log."""
+    """Embedded defaults, minus what only slows tests down: no fsync, no purger task.
+
+    The log level stays the default: `create_app` configures structlog for the whole process,
+    and a stricter level would hide the info events later tests capture (tests/trust_client).
+    """
     values: dict[str, object] = {
         "data_dir": data_dir,
-        "log_level": "warning",
         "fsync": False,
         "upload_purge_interval_seconds": 0,
     }
