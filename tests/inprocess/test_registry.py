@@ -1,7 +1,7 @@
 """The `Registry` use case called directly, opened as the app opens it (`open_registry`).
 
-No HTTP at all: the layer the handlers call, on SQLite + files in a fresh data dir (so the
-create-and-migrate path runs here, unlike the copied template of the other in-process tests).
+No HTTP at all: the layer the handlers call, on SQLite + files in a temp data dir (one test
+starts from an empty dir, so the create-and-migrate path runs too).
 """
 
 from __future__ import annotations
@@ -35,15 +35,36 @@ async def _chunks(data: bytes, size: int = 7) -> AsyncIterator[bytes]:
         yield data[i : i + size]
 
 
+async def _close(registry: Registry) -> None:
+    """As the app's lifespan closes it."""
+    await registry.metadata.close()
+    await registry.storage.close()
+    await registry.cache.close()
+
+
 @pytest.fixture
-async def registry(tmp_path: Path) -> AsyncIterator[Registry]:
-    reg = await open_registry(make_settings(tmp_path / "fresh"))
+async def registry(settings: Settings) -> AsyncIterator[Registry]:
+    reg = await open_registry(settings)
     try:
         yield reg
-    finally:  # as the app's lifespan closes it
-        await reg.metadata.close()
-        await reg.storage.close()
-        await reg.cache.close()
+    finally:
+        await _close(reg)
+
+
+async def test_open_registry_creates_and_migrates_a_fresh_data_dir(tmp_path: Path) -> None:
+    """No template here: `open_registry` makes the data dir (0700) and the schema itself."""
+    settings = make_settings(tmp_path / "fresh")
+    reg = await open_registry(settings)
+    try:
+        assert settings.data_dir.stat().st_mode & 0o777 == 0o700
+        assert settings.database_path.is_file()
+        assert (await reg.catalog(None, None)).items == []
+        image = make_image("fresh")
+        await _push_blobs(reg, "fresh", image.blobs)
+        await reg.put_manifest("fresh", "v1", OCI_MANIFEST, image.manifest, [])
+        assert (await reg.get_manifest("fresh", "v1")).content == image.manifest
+    finally:
+        await _close(reg)
 
 
 async def _push_blobs(registry: Registry, name: str, blobs: list[bytes]) -> None:
@@ -180,9 +201,7 @@ async def test_what_the_app_stored_the_use_case_reads(
         assert record.content == image.manifest
         assert (await other.tags("shared", None, None)).items == ["v1"]
     finally:
-        await other.metadata.close()
-        await other.storage.close()
-        await other.cache.close()
+        await _close(other)
 
 
 def test_settings_are_the_embedded_defaults(settings: Settings) -> None:
