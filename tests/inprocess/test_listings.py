@@ -98,10 +98,20 @@ async def test_repeated_paging_parameter_is_400(client: httpx.AsyncClient, query
         assert r.status_code == 400 and code(r) == "UNSUPPORTED"
 
 
-async def test_huge_n_is_capped(client: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize("n", [10**4 + 1, 10**12, 10**20, int("9" * 4000)])
+async def test_huge_n_is_capped(client: httpx.AsyncClient, n: int) -> None:
+    """Capped before the query: a LIMIT past SQLite's 64-bit integers would be a 500."""
     await _tagged(client, "t", TAGS)
-    r = await client.get("/v2/t/tags/list", params={"n": 10**12})
-    assert r.status_code == 200 and r.json()["tags"] == TAGS
+    for path, key in (("/v2/t/tags/list", "tags"), ("/v2/_catalog", "repositories")):
+        r = await client.get(path, params={"n": str(n)})
+        assert r.status_code == 200 and "Link" not in r.headers
+        assert r.json()[key] == (TAGS if key == "tags" else ["t"])
+
+
+async def test_n_with_more_digits_than_python_parses_is_400(client: httpx.AsyncClient) -> None:
+    await _tagged(client, "t", ["v1"])
+    r = await client.get("/v2/t/tags/list", params={"n": "9" * 5000})
+    assert r.status_code == 400 and code(r) == "PAGINATION_NUMBER_INVALID"
 
 
 async def test_tags_of_unknown_repository_is_404(client: httpx.AsyncClient) -> None:
