@@ -166,6 +166,9 @@ async def test_tag_schema_index_is_folded_in(client: httpx.AsyncClient) -> None:
     assert {m["digest"] for m in r.json()["manifests"]} == {old.digest, sha256(new)}
     r = await client.get(f"/v2/ref/referrers/{image.digest}", params={"artifactType": SIG})
     assert [m["digest"] for m in r.json()["manifests"]] == [old.digest]
+    r = await client.get(f"/v2/ref/referrers/{image.digest}", params={"artifactType": SBOM})
+    assert [m["digest"] for m in r.json()["manifests"]] == [sha256(new)]
+    assert r.headers["OCI-Filters-Applied"] == "artifactType"
 
 
 async def test_referrers_are_per_repository(client: httpx.AsyncClient) -> None:
