@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator
 
@@ -59,6 +60,23 @@ async def test_put_by_digest(client: httpx.AsyncClient) -> None:
     tags = await client.get("/v2/app/tags/list")
     assert tags.json() == {"name": "app", "tags": []}
     assert (await client.get(f"/v2/app/manifests/{image.digest}")).content == image.manifest
+
+
+async def test_put_by_sha512_digest(client: httpx.AsyncClient) -> None:
+    """The digest in the URL picks the algorithm; the manifest is then addressed by it."""
+    image = make_image("sha512")
+    for blob in image.blobs:
+        await push_blob(client, "app", blob)
+    digest = "sha512:" + hashlib.sha512(image.manifest).hexdigest()
+    r = await put_manifest(client, "app", digest, image.manifest, OCI_MANIFEST)
+    assert r.status_code == 201 and r.headers["Docker-Content-Digest"] == digest
+    assert r.headers["Location"] == f"/v2/app/manifests/{digest}"
+    g = await client.get(f"/v2/app/manifests/{digest}")
+    assert g.status_code == 200 and g.content == image.manifest
+    assert g.headers["Docker-Content-Digest"] == digest
+    wrong = "sha512:" + hashlib.sha512(b"other").hexdigest()
+    r = await put_manifest(client, "app", wrong, image.manifest, OCI_MANIFEST)
+    assert r.status_code == 400 and code(r) == "DIGEST_INVALID"
 
 
 async def test_put_by_wrong_digest_is_400(client: httpx.AsyncClient) -> None:

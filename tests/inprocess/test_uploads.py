@@ -16,6 +16,8 @@ async def test_base_probe(client: httpx.AsyncClient) -> None:
     assert r.json() == {}
     assert r.headers["Docker-Distribution-API-Version"] == "registry/2.0"
     assert r.headers["X-Registry-Supports-Signatures"] == "1"
+    h = await client.head("/v2/")
+    assert h.status_code == 200 and h.content == b""
 
 
 async def test_unknown_endpoint_is_a_spec_404(client: httpx.AsyncClient) -> None:
