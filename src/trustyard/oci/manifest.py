@@ -61,6 +61,18 @@ def _invalid(message: str) -> RegistryError:
     return RegistryError(ErrorCode.MANIFEST_INVALID, message)
 
 
+def _storable(value: str, where: str) -> str:
+    """`value`, unless it holds a lone surrogate (JSON `"\\ud800"`): valid JSON, but no UTF-8
+    text can hold it, so the database would refuse it later (a 500 instead of this 400)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _invalid(
+            f"{where} is not valid Unicode text (it contains a lone surrogate)"
+        ) from None
+    return value
+
+
 def _descriptor(raw: Any, where: str) -> Descriptor:
     if not isinstance(raw, dict):
         raise _invalid(f"{where} must be a descriptor object")
@@ -83,6 +95,9 @@ def _descriptor(raw: Any, where: str) -> Descriptor:
     artifact_type = raw.get("artifactType")
     if artifact_type is not None and not isinstance(artifact_type, str):
         raise _invalid(f"{where} artifactType must be a string")
+    _storable(media_type, f"{where} mediaType")
+    if artifact_type is not None:
+        _storable(artifact_type, f"{where} artifactType")
     platform = raw.get("platform")
     if platform is not None and not isinstance(platform, dict):
         raise _invalid(f"{where} platform must be an object")
@@ -168,6 +183,8 @@ def parse_manifest(data: bytes, content_type: str | None, algorithm: str = "sha2
     artifact_type = body.get("artifactType")
     if artifact_type is not None and not isinstance(artifact_type, str):
         raise _invalid("artifactType must be a string")
+    if artifact_type is not None:
+        _storable(artifact_type, "artifactType")
     annotations = body.get("annotations") or {}
     if not _is_str_map(annotations):
         raise _invalid("annotations must map strings to strings")

@@ -72,17 +72,15 @@ def lookup_reference(name: str, reference: str) -> str | Digest:
 
 
 def page_size(n: str | None) -> int:
+    """The `n` of a listing: ASCII digits only (`int` would also take `1_0`, ` 5` or `३`)."""
     if n is None or n == "":
         return MAX_PAGE
-    try:
-        value = int(n)
-    except ValueError:
+    if not (n.isascii() and n.isdigit()):
         raise RegistryError(
             ErrorCode.PAGINATION_INVALID, f"n must be a non-negative integer, got {n[:20]!r}"
-        ) from None
-    if value < 0:
-        raise RegistryError(ErrorCode.PAGINATION_INVALID, "n must be a non-negative integer")
-    return min(value, MAX_PAGE)
+        )
+    # Past nine digits it is over the cap anyway (and int() refuses very long digit strings).
+    return MAX_PAGE if len(n) > 9 else min(int(n), MAX_PAGE)
 
 
 class Registry:
