@@ -12,7 +12,7 @@ DEBIAN_PACKAGES=(
   openssl curl jq          # signing interop and endpoint checks
   apache2-utils            # htpasswd -B for the htpasswd auth-mode tests
   notary                   # notary-server: token-auth interop
-  softhsm2                 # PKCS#11 token for the signing tests
+  softhsm2 opensc          # PKCS#11 token for the signing tests; pkcs11-tool (opensc) lists its keys
   gnupg                    # simple-signing (skopeo/podman --sign-by) tests
   nodejs                   # sigstore-js checks of our bundles (npm: below, tests/signatures)
   uidmap fuse-overlayfs    # podman's storage helpers

@@ -110,9 +110,10 @@ def _explain(error: Exception, issuer: str) -> str:
     match = _PROCESSING.search(text)
     if match:
         text = text[: match.start()] + f" (certificate {match.group(1)[:100]})"
-    if "no interior errors" in text or "exceeds max depth" in text:
-        # Both mean no candidate path reached an anchor (a self-issued look-alike loops until
-        # the depth limit): name the issuer the chain would need.
+    if any(m in text for m in ("no interior errors", "exceeds max depth", "signature does not")):
+        # Each means no candidate path reached an anchor (a self-issued look-alike loops until
+        # the depth limit in cryptography 48; from 50 it reports the anchor of the same name
+        # whose signature does not match): name the issuer the chain would need.
         return f"no path leads from it to a bundle certificate (issuer {issuer[:100]})"
     return text[:300]
 
