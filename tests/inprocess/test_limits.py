@@ -110,6 +110,7 @@ async def test_deletes_disabled_is_405(no_deletes: httpx.AsyncClient) -> None:
         "/v2/k/manifests/v1",
         f"/v2/k/manifests/{image.digest}",
         f"/v2/k/blobs/{sha256(image.config)}",
+        f"/extensions/v2/k/signatures/{image.digest}",  # simple signatures are content too
     ):
         r = await no_deletes.delete(path)
         assert r.status_code == 405 and code(r) == "UNSUPPORTED", path

@@ -197,7 +197,9 @@ def open_simple_signatures(settings: Settings, registry: Registry) -> SimpleSign
     )
     vetters = registry.policy.upload_vetters if registry.policy is not None else None
     store = SqlSignatureStore(metadata.reader, metadata.writer)
-    return SimpleSignatures(metadata, store, limits, vetters)
+    return SimpleSignatures(
+        metadata, store, limits, vetters, delete_enabled=settings.delete_enabled
+    )
 
 
 def create_app(settings: Settings) -> Starlette:

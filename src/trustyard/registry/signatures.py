@@ -102,11 +102,14 @@ class SimpleSignatures:
         store: SignatureStore,
         limits: SignatureLimits,
         vetters: Vetters | None = None,
+        *,
+        delete_enabled: bool = True,
     ) -> None:
         self.metadata = metadata
         self.store = store
         self.limits = limits
         self.vetters = vetters
+        self.delete_enabled = delete_enabled  # the registry's `delete_enabled` covers these too
 
     async def _require_manifest(self, name: str, digest: Digest) -> None:
         if await self.metadata.get_manifest(name, digest) is None:
@@ -282,6 +285,11 @@ class SimpleSignatures:
     ) -> int:
         """Delete a manifest's signatures: the one named `sig_name`, those whose (claimed) signer
         is `signer` (a key ID or fingerprint), or all; returns how many went."""
+        if not self.delete_enabled:
+            raise RegistryError(
+                ErrorCode.UNSUPPORTED,
+                "deletes are disabled on this registry (delete_enabled = false)",
+            )
         validate_name(name)
         digest = _digest(digest_text)
         if signer is not None and not _KEY_ID.match(signer):
