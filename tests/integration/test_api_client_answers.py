@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -327,6 +328,7 @@ def _raw_put(
     chunked: bool = False,
     request_line: str = "PUT /v2/big/manifests/v1",
     content_type: str = OCI_MANIFEST,
+    extra: str = "",
 ) -> tuple[bytes, bool]:
     """Send a body of `size` bytes (a manifest PUT unless told) over a raw socket, writing all
     of it before reading.
@@ -336,7 +338,7 @@ def _raw_put(
     with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
         framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}"
         sock.sendall(
-            f"{request_line} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+            f"{request_line} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n{extra}"
             f"{framing}\r\n\r\n".encode()
         )
         block = b"x" * (1024 * 1024)
@@ -432,3 +434,71 @@ def test_endless_body_is_cut_off_at_the_bound(registry: ServerProcess) -> None:
     assert b"connection: close" in head.lower()
     assert not sent_all
     assert time.monotonic() - started < 60
+
+
+# -- blob bodies refused halfway: the answer reaches the client ---------------------------------
+BLOB_LIMIT = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def small_blobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    srv = ServerProcess(
+        tmp_path_factory.mktemp("small-blobs") / "data",
+        extra_env={"TRUSTYARD_MAX_BLOB_BYTES": str(BLOB_LIMIT)},
+    ).start()
+    yield srv
+    srv.stop()
+
+
+def _upload_location(server: ServerProcess, repo: str) -> str:
+    r = httpx.post(f"{server.url}/v2/{repo}/blobs/uploads/", timeout=30)
+    assert r.status_code == 202, r.text
+    return str(r.headers["Location"])
+
+
+@pytest.mark.parametrize("how", ["monolithic POST", "PATCH", "final PUT", "PATCH out of order"])
+def test_refused_blob_body_gets_its_answer_not_a_broken_pipe(
+    small_blobs: ServerProcess, how: str
+) -> None:
+    """8 MiB against a 1 MiB blob limit (and a chunk at the wrong offset): the server drops
+    the rest of the body before answering, so the client reads the 413 (416)."""
+    size, digest = 8 * 1024 * 1024, "sha256:" + "0" * 64
+    ctype = "application/octet-stream"
+    if how == "monolithic POST":
+        line = f"POST /v2/blobs/x/blobs/uploads/?digest={digest}"
+    elif how == "PATCH":
+        line = f"PATCH {_upload_location(small_blobs, 'blobs/x')}"
+    elif how == "final PUT":
+        line = f"PUT {_upload_location(small_blobs, 'blobs/x')}?digest={digest}"
+    else:
+        location = _upload_location(small_blobs, "blobs/x")
+        line = f"PATCH {location}"
+        size = BLOB_LIMIT // 2
+    if how == "PATCH out of order":
+        head, sent_all = _raw_put(
+            small_blobs,
+            size,
+            request_line=line,
+            content_type=ctype,
+            extra=f"Content-Range: 5-{4 + size}\r\n",
+        )
+        assert sent_all and head.startswith(b"HTTP/1.1 416 "), head[:200]
+        return
+    head, sent_all = _raw_put(small_blobs, size, request_line=line, content_type=ctype)
+    assert sent_all, "the server closed while the client was still sending"
+    assert head.startswith(b"HTTP/1.1 413 "), head[:200]
+    # nothing of the refused blob became visible
+    assert httpx.head(f"{small_blobs.url}/v2/blobs/x/blobs/{digest}", timeout=30).status_code == 404
+
+
+def test_blob_within_the_limit_still_uploads(small_blobs: ServerProcess) -> None:
+    data = b"y" * (BLOB_LIMIT - 1)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    r = httpx.post(
+        f"{small_blobs.url}/v2/blobs/ok/blobs/uploads/",
+        params={"digest": digest},
+        content=data,
+        headers={"Content-Type": "application/octet-stream"},
+        timeout=60,
+    )
+    assert r.status_code == 201, r.text

@@ -24,6 +24,39 @@ class BodyTooLarge(Exception):
         self.message, self.close = message, close
 
 
+class TrackedBody:
+    """`request.stream()` that remembers whether the client's body was read to its end, so a
+    handler refused halfway through a blob can drain the rest (`drain`) before answering."""
+
+    def __init__(self, request: Request) -> None:
+        self._chunks = request.stream().__aiter__()
+        self.done = False
+        self.started = False
+        # A client that sent `Expect: 100-continue` sends nothing until we read: if we refuse
+        # before reading, it must not be invited to send a body only to have it dropped.
+        self.waits_for_continue = request.headers.get("expect", "").lower() == "100-continue"
+
+    def __aiter__(self) -> TrackedBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        self.started = True
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            self.done = True
+            raise
+
+
+async def drain(body: TrackedBody) -> bool:
+    """Read and drop what is left of `body` (up to the bound); False: close the connection."""
+    if body.done:
+        return True
+    if body.waits_for_continue and not body.started:
+        return False  # answer at once; the client sends nothing after a final status
+    return await _discard(body, 0)
+
+
 async def _discard(stream: AsyncIterator[bytes], seen: int) -> bool:
     """Read the rest of a refused body up to the bound; False when the connection must close."""
     try:

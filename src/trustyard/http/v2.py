@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from trustyard.auth.scopes import CATALOG_RIGHTS, IDENTITY, GuardedRoute, on_repository
-from trustyard.http.bodies import BodyTooLarge, read_bounded
+from trustyard.http.bodies import BodyTooLarge, TrackedBody, drain, read_bounded
 from trustyard.http.params import (
     APPROVED_UPLOAD,
     MAX_MOUNT_SOURCES,
@@ -194,6 +194,14 @@ async def _mount_sources(registry: Registry, mount: str, params: UploadStart) ->
     return []
 
 
+async def _refused_after_drain(body: TrackedBody, exc: RegistryError) -> RegistryError:
+    """A 4xx raised while the client may still be sending a blob: drop the rest of its body
+    (up to the bound) first, so it reads our answer instead of a broken pipe."""
+    if exc.status < 500 and not await drain(body):
+        exc.headers = {**exc.headers, "Connection": "close"}
+    return exc
+
+
 async def upload_start(request: Request) -> Response:
     name = request.path_params["name"]
     registry = _registry(request)
@@ -206,9 +214,13 @@ async def upload_start(request: Request) -> Response:
                 return _created(name, mounted[0])
     digest = params.digest
     if digest:
-        digest_obj, _ = await uploads.monolithic(
-            name, digest, request.stream(), request.headers.get("content-length")
-        )
+        body = TrackedBody(request)
+        try:
+            digest_obj, _ = await uploads.monolithic(
+                name, digest, body, request.headers.get("content-length")
+            )
+        except RegistryError as exc:
+            raise await _refused_after_drain(body, exc) from None
         return _created(name, digest_obj)
     upload_id = await uploads.start(name)
     return Response(status_code=202, headers=_progress_headers(name, upload_id, 0))
@@ -222,26 +234,34 @@ async def upload_status(request: Request) -> Response:
 
 async def upload_patch(request: Request) -> Response:
     name, upload_id = request.path_params["name"], request.path_params["upload_id"]
-    size = await _registry(request).uploads.append(
-        name,
-        upload_id,
-        request.stream(),
-        request.headers.get("content-range"),
-        request.headers.get("content-length"),
-    )
+    body = TrackedBody(request)
+    try:
+        size = await _registry(request).uploads.append(
+            name,
+            upload_id,
+            body,
+            request.headers.get("content-range"),
+            request.headers.get("content-length"),
+        )
+    except RegistryError as exc:
+        raise await _refused_after_drain(body, exc) from None
     return Response(status_code=202, headers=_progress_headers(name, upload_id, size))
 
 
 async def upload_put(request: Request) -> Response:
     name, upload_id = request.path_params["name"], request.path_params["upload_id"]
-    digest, _ = await _registry(request).uploads.finish(
-        name,
-        upload_id,
-        single_values(request.scope, ("digest",))["digest"],
-        request.stream(),
-        request.headers.get("content-range"),
-        request.headers.get("content-length"),
-    )
+    body = TrackedBody(request)
+    try:
+        digest, _ = await _registry(request).uploads.finish(
+            name,
+            upload_id,
+            single_values(request.scope, ("digest",))["digest"],
+            body,
+            request.headers.get("content-range"),
+            request.headers.get("content-length"),
+        )
+    except RegistryError as exc:
+        raise await _refused_after_drain(body, exc) from None
     return _created(name, digest)
 
 
