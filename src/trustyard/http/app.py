@@ -203,7 +203,9 @@ def open_simple_signatures(settings: Settings, registry: Registry) -> SimpleSign
 
 
 def create_app(settings: Settings) -> Starlette:
-    configure_logging(settings.log_level)
+    """The ASGI app. Logging is the entry point's to configure (`worker_app`, `serve`): it is
+    process-wide, and an app built inside another program (tests, an embedding) must not
+    change that program's logging."""
 
     groups = settings.route_groups
     # The registry's backends serve the registry and trust routes; the token issuer alone
@@ -263,4 +265,6 @@ def create_app(settings: Settings) -> Starlette:
 
 def worker_app() -> Starlette:
     """Factory for Granian worker processes (settings handed over by `trustyard serve`)."""
-    return create_app(settings_for_worker())
+    settings = settings_for_worker()
+    configure_logging(settings.log_level)
+    return create_app(settings)
