@@ -13,8 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from trustyard.auth.scopes import GuardedRoute, on_repository
+from trustyard.http.params import single_values
 from trustyard.http.v2 import read_limited
-from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.registry.signatures import SimpleSignatures
 
 
@@ -36,23 +36,11 @@ async def signatures_put(request: Request) -> Response:
     return Response(status_code=201, headers={"Content-Length": "0"})
 
 
-def _single(request: Request, key: str) -> str | None:
-    values = request.query_params.getlist(key)
-    if len(values) > 1:
-        raise RegistryError(
-            ErrorCode.PARAMETER_INVALID,
-            f"query parameter {key!r} is given {len(values)} times; give it at most once",
-        )
-    return values[0] if values else None
-
-
 async def signatures_delete(request: Request) -> Response:
     use_case = _signatures(request)
+    params = single_values(request.scope, ("name", "signer"))
     deleted = await use_case.delete(
-        request.path_params["name"],
-        request.path_params["digest"],
-        _single(request, "name"),
-        _single(request, "signer"),
+        request.path_params["name"], request.path_params["digest"], params["name"], params["signer"]
     )
     return JSONResponse({"deleted": deleted}, status_code=202)
 
