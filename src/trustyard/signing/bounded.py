@@ -151,38 +151,16 @@ def buffered(response: httpx.Response, body: bytes) -> httpx.Response:
     )
 
 
-def _depth(doc: Any) -> int:
-    """How deeply arrays and objects nest in a decoded value (iterative: no recursion)."""
-    deepest, stack = 0, [(doc, 1)]
-    while stack:
-        value, level = stack.pop()
-        if isinstance(value, dict):
-            children: Any = value.values()
-        elif isinstance(value, list):
-            children = value
-        else:
-            continue
-        deepest = max(deepest, level)
-        stack.extend((child, level + 1) for child in children)
-    return deepest
-
-
 def loads_json(data: bytes, what: str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """Decode JSON from a remote server: a clear `BodyError` for broken or too deeply nested
-    input (Python's decoder would otherwise end in a `RecursionError`)."""
+    input. The depth is checked on the bytes first (`jsonbounds`), so Python's decoder never
+    recurses deeply (it would end in a `RecursionError`)."""
     try:
-        jsonbounds.check(data, what=what, max_depth=max_depth)  # before json.loads recurses
-        doc = json.loads(data)
+        jsonbounds.check(data, what=what, max_depth=max_depth)
+        return json.loads(data)
     except jsonbounds.JSONTooDeep:
-        raise BodyError(
-            f"{what} is JSON nested too deeply (more than {max_depth} levels)"
-        ) from None
-    except RecursionError:
         raise BodyError(
             f"{what} is JSON nested too deeply (more than {max_depth} levels)"
         ) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BodyError(f"{what} is not valid JSON ({str(exc)[:120]})") from None
-    if _depth(doc) > max_depth:
-        raise BodyError(f"{what} is JSON nested too deeply (more than {max_depth} levels)")
-    return doc
