@@ -21,9 +21,9 @@ import pytest
 from tests.auth.integration import add_user, bearer, cli, token, token_server
 from tests.integration.images import push_blob, sha256
 from tests.integration.server import ServerProcess
+from trustyard.http import trust_routes as trust_server
 from trustyard.http.access import RouteTable, required_access
-from trustyard.trust import server as trust_server
-from trustyard.trust.client import TrustAuth
+from trustyard.trust.client.repository import TrustAuth
 
 ADMIN = ("root", "root-pw")
 ALICE = ("alice", "alice-pw")

@@ -24,10 +24,10 @@ from trustyard.auth.scopes import Scope as AccessScope
 from trustyard.auth.tokens import TokenIssuer, TokenVerifier, TrustedKeys
 from trustyard.config import AuthSettings, Settings, TokenAuthSettings
 from trustyard.http import access, extensions, v2
+from trustyard.http import trust_routes as trust_server
 from trustyard.http.access import AccessControl, required_access
 from trustyard.http.app import create_app
 from trustyard.http.params import APPROVED_UPLOAD
-from trustyard.trust import server as trust_server
 
 SERVICE, ISSUER = "reg", "iss"
 REPO = "alice/app"

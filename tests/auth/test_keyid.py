@@ -13,15 +13,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from typer.testing import CliRunner
 
-from trustyard.auth.keyid import (
+from trustyard.auth.tokens import self_signed_certificate
+from trustyard.cli.app import app
+from trustyard.crypto.keyid import (
     certificate_der_kid,
     explain_kid,
     jwk_thumbprint,
     libtrust_kid,
     load_key_material,
 )
-from trustyard.auth.tokens import self_signed_certificate
-from trustyard.cli.app import app
 
 runner = CliRunner()
 

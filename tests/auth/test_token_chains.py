@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from tests.auth.helpers import b64url, forge
 from tests.auth.integration import AuthServerProcess, add_user, bearer, challenge, token
 from tests.auth.pki import HOUR, Cert, claims, key_usage, make_cert, now, token_with_chain
-from trustyard.auth.keyid import certificate_der_kid, jwk_thumbprint, libtrust_kid, public_jwk
+from trustyard.crypto.keyid import certificate_der_kid, jwk_thumbprint, libtrust_kid, public_jwk
 
 ROOT = ("root", "root-pw")
 ALICE = ("alice", "alice-pw")

@@ -12,7 +12,6 @@ import jwt
 import pytest
 
 from tests.auth.helpers import b64url, ca_and_leaf, forge, new_key, public_pem, sign, verifier_for
-from trustyard.auth.keyid import certificate_der_kid, jwk_thumbprint, libtrust_kid
 from trustyard.auth.scopes import Scope
 from trustyard.auth.tokens import (
     TokenIssuer,
@@ -21,6 +20,7 @@ from trustyard.auth.tokens import (
     TrustedKeys,
     read_refresh_token,
 )
+from trustyard.crypto.keyid import certificate_der_kid, jwk_thumbprint, libtrust_kid
 
 PULL = Scope("repository", "alice/app", ("pull",))
 

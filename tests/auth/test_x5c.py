@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from tests.auth.pki import HOUR, Cert, key_usage, make_cert, now
-from trustyard.auth.x5c import ChainRejected, ChainVerifier, check_leaf_usage
+from trustyard.crypto.x5c import ChainRejected, ChainVerifier, check_leaf_usage
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from trustyard.crypto.notary_keys import PrivateKey
 from trustyard.metadata import open_metadata
 from trustyard.metadata.sql import SqlMetadataStore
 from trustyard.metadata.trust_sql import SqlTrustStore
-from trustyard.trust.keys import PrivateKey
 from trustyard.trust.store import AuditEvent, ServerKey
 
 GUN = "example.com/team/first"

@@ -18,7 +18,7 @@ import pytest
 from tests.integration.conftest import require
 from tests.integration.server import ServerProcess
 from tests.integration.test_trust_notary import Notary, make_file
-from trustyard.trust.keys import PublicKey, canonical_json, verify
+from trustyard.crypto.notary_keys import PublicKey, canonical_json, verify
 
 pytestmark = [pytest.mark.needs_notary, pytest.mark.needs_openssl, pytest.mark.slow]
 
@@ -40,7 +40,7 @@ def make_token(tmp: Path) -> dict[str, str]:
 
 def token_objects(env: dict[str, str]) -> list[str]:
     """`pkcs11-tool --list-objects` lines naming our keys (label trustyard-trust)."""
-    from trustyard.signing.pkcs11 import find_module
+    from trustyard.crypto.pkcs11 import find_module
 
     out = subprocess.run(
         [require("pkcs11-tool"), "--module", find_module(None), "--token-label", TOKEN,

@@ -14,7 +14,7 @@ import pytest
 
 from tests.integration.conftest import require
 from tests.integration.server import ServerProcess
-from trustyard.trust.keys import PrivateKey
+from trustyard.crypto.notary_keys import PrivateKey
 
 pytestmark = [pytest.mark.needs_notary, pytest.mark.needs_openssl, pytest.mark.slow]
 

@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.integration.server import ServerProcess
 from tests.integration.test_trust_notary import Notary, make_file
-from trustyard.trust.keys import PrivateKey, b64, canonical_json
+from trustyard.crypto.notary_keys import PrivateKey, b64, canonical_json
 from trustyard.trust.model import format_time
 
 pytestmark = [pytest.mark.needs_notary, pytest.mark.slow]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from trustyard.signing.pkcs11 import DEFAULT_MODULES
+from trustyard.crypto.pkcs11 import DEFAULT_MODULES
 
 from .helpers import sh
 

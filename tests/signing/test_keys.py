@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from trustyard.signing import keys
+from trustyard.crypto import ecdsa as keys
+from trustyard.crypto.signer import open_signer
 from trustyard.signing.errors import KeyFormatError, SignatureFormatError, VerificationError
 
 from .helpers import Keys, openssl_keypair, openssl_sign, run, sh
@@ -203,7 +204,7 @@ def test_unit_key_id_and_pkcs11_uri_routing(keyset: Keys) -> None:
     assert sh("sha256sum", keyset.vendor_pub).decode().startswith(kid)
     # a pkcs11: argument is a URI, never a file name; a URI naming no key is refused up front
     with pytest.raises(KeyFormatError, match="name the key with object=LABEL"):
-        keys.open_signer("pkcs11:token=t")
+        open_signer("pkcs11:token=t")
 
 
 def test_openssl_signature_over_file_made_by_trustyard_key(tmp_path: Path) -> None:

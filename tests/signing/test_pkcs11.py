@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from trustyard.signing import keys
+from trustyard.crypto.pkcs11 import Pkcs11Uri, raw_to_der
+from trustyard.crypto.signer import open_signer
 from trustyard.signing.errors import KeyFormatError, TokenError
-from trustyard.signing.pkcs11 import Pkcs11Uri, raw_to_der
 
 from .helpers import Keys, blob, manifest_of, openssl_sign, run, sh
 from .hsm import PIN, TOKEN, Token
@@ -80,9 +80,9 @@ def test_pin_source_file(hsm: Token, tmp_path: Path) -> None:
     uri = f"pkcs11:token={TOKEN};object=vendor?pin-source=file:{pin}"
     pub = tmp_path / "vendor.pub"
     assert run("extract-public", "-i", uri, "-o", pub).exit_code == 0
-    assert pub.read_bytes() == keys.open_signer(hsm.uri()).public_key_der()
+    assert pub.read_bytes() == open_signer(hsm.uri()).public_key_der()
     # pin-value among the path attributes, as often written, works as well
-    same = keys.open_signer(f"pkcs11:token={TOKEN};object=vendor;pin-value={PIN}")
+    same = open_signer(f"pkcs11:token={TOKEN};object=vendor;pin-value={PIN}")
     assert same.public_key_der() == pub.read_bytes()
 
 

@@ -13,9 +13,9 @@ import pytest
 
 from tests.integration.images import Image, make_image, make_index, push_blob, push_image
 from tests.integration.server import ServerProcess
+from trustyard.crypto.ecdsa import FileKeySigner
 from trustyard.signing import annotations as ann
 from trustyard.signing import remote
-from trustyard.signing.keys import FileKeySigner
 from trustyard.signing.registry_client import RegistryClient, RemoteRef
 
 from .helpers import Keys, run, sh

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trustyard.crypto.notary_keys import PrivateKey, b64, canonical_json
 from trustyard.metadata import open_metadata
 from trustyard.metadata.trust_sql import SqlTrustStore
-from trustyard.trust.keys import PrivateKey, b64, canonical_json
 from trustyard.trust.model import format_time
-from trustyard.trust.service import TrustService
+from trustyard.trust.server.service import TrustService
 
 NOW = dt.datetime.now(dt.UTC)
 LATER = NOW + dt.timedelta(days=365)

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from tests.integration.server import ServerProcess
 from tests.trust.helpers import Repo
-from trustyard.trust.keys import PrivateKey
-from trustyard.trust.validation import restrict_paths
+from trustyard.crypto.notary_keys import PrivateKey
+from trustyard.trust.server.validation import restrict_paths
 
 A, B, C = "targets/a", "targets/a/b", "targets/a/b/c"
 

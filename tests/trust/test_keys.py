@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from trustyard.trust.keys import KeyError_, PrivateKey, PublicKey, canonical_json, verify
+from trustyard.crypto.notary_keys import KeyError_, PrivateKey, PublicKey, canonical_json, verify
 
 
 def test_canonical_json_matches_notarys_dialect() -> None:

@@ -11,8 +11,8 @@ import pytest
 from starlette.applications import Starlette
 
 from tests.trust.helpers import GUN, Repo, close_service, open_service
-from trustyard.trust import server as trust_server
-from trustyard.trust.keys import PublicKey
+from trustyard.crypto.notary_keys import PublicKey
+from trustyard.http import trust_routes as trust_server
 
 BASE = f"/v2/{GUN}/_trust"
 

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from tests.trust.helpers import GUN, NOW, Repo, close_service, open_service, signed_file
+from trustyard.crypto.notary_keys import PrivateKey, PublicKey
 from trustyard.trust import model as m
-from trustyard.trust.keys import PrivateKey, PublicKey
-from trustyard.trust.service import InvalidRequest, TrustService
-from trustyard.trust.validation import ValidationFailure
+from trustyard.trust.server.service import InvalidRequest, TrustService
+from trustyard.trust.server.validation import ValidationFailure
 
 
 @pytest.fixture

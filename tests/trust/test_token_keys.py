@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 
 from tests.trust.helpers import GUN, Repo, close_service, open_service
+from trustyard.crypto.notary_keys import PrivateKey, PublicKey, Signer
 from trustyard.trust import model as m
-from trustyard.trust.keys import PrivateKey, PublicKey, Signer
-from trustyard.trust.service import TrustService
-from trustyard.trust.token_keys import (
+from trustyard.trust.server.hsm_keys import (
     REFERENCE_PREFIX,
     KeyStoreError,
     is_token_reference,
     parse_store_uri,
 )
-from trustyard.trust.validation import ValidationFailure
+from trustyard.trust.server.service import TrustService
+from trustyard.trust.server.validation import ValidationFailure
 
 
 def test_store_uri_names_a_token_and_a_pin() -> None:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from trustyard.trust.keys import PrivateKey, PublicKey, b64, canonical_json
+from trustyard.crypto.notary_keys import PrivateKey, PublicKey, b64, canonical_json
 from trustyard.trust.model import format_time
 
 NOW = dt.datetime.now(dt.UTC)

@@ -9,8 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from trustyard.trust.client import ClientConfig, TrustClient, TrustError, trust_credentials
-from trustyard.trust.client_keys import KeyStore
+from trustyard.trust.client.keys import KeyStore
+from trustyard.trust.client.repository import (
+    ClientConfig,
+    TrustClient,
+    TrustError,
+    trust_credentials,
+)
 
 
 def basic(user: str, password: str) -> str:

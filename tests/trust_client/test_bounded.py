@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.trust_client.evil import EvilServer, Stream, endless
-from trustyard.signing.bounded import BodyError, get_bounded, loads_json, read_body
+from trustyard.remote.bounded import BodyError, get_bounded, loads_json, read_body
 
 
 @pytest.fixture

@@ -11,12 +11,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from tests.trust_client.certs import NOW, cert, key
+from trustyard.crypto.notary_keys import PrivateKey
 from trustyard.trust import model as m
-from trustyard.trust.client import envelope
-from trustyard.trust.client_keys import FileSigner
-from trustyard.trust.client_verify import VerifyError, verify_collection, verify_root_update
-from trustyard.trust.keys import PrivateKey
-from trustyard.trust.pinning import (
+from trustyard.trust.client.keys import FileSigner
+from trustyard.trust.client.pinning import (
     PinningError,
     TrustPinning,
     canonical_key_id,
@@ -24,6 +22,8 @@ from trustyard.trust.pinning import (
     check_root,
     load_root_material,
 )
+from trustyard.trust.client.repository import envelope
+from trustyard.trust.client.verify import VerifyError, verify_collection, verify_root_update
 
 GUN = "registry.example/team/app"
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from trustyard.crypto.ecdsa import FileKeySigner, generate_private_key, public_key_to_der
 from trustyard.metadata.base import ManifestRecord
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
@@ -23,7 +24,6 @@ from trustyard.registry.policy import (
 )
 from trustyard.signing.chain import endorse_vendor_key
 from trustyard.signing.image import sign_manifest
-from trustyard.signing.keys import FileKeySigner, generate_private_key, public_key_to_der
 
 CONFIG = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"diff_ids": []}}).encode()
 CONFIG_DIGEST = Digest("sha256", hashlib.sha256(CONFIG).hexdigest())

@@ -15,7 +15,7 @@ from tests.trust_client.evil import Collection, EvilServer, Stream, endless
 from trustyard.metadata.base import ManifestRecord
 from trustyard.oci.digest import Digest
 from trustyard.registry.policy import Decision, NotaryCheck, PolicyContext
-from trustyard.trust import client_remote
+from trustyard.trust.client import remote as client_remote
 
 PREFIX = "registry.example/"
 REPO = "team/app"

@@ -12,7 +12,7 @@ import pytest
 
 from tests.integration.server import ServerProcess
 from tests.trust_client.evil import Collection, x509_key
-from trustyard.trust.keys import PrivateKey, PublicKey
+from trustyard.crypto.notary_keys import PrivateKey, PublicKey
 
 pytestmark = pytest.mark.slow
 

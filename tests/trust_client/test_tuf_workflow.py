@@ -26,9 +26,9 @@ from tests.trust_client.evil import (
     target,
     x509_key,
 )
-from trustyard.trust.client import ClientConfig, TrustClient, TrustError
-from trustyard.trust.client_keys import KeyStore
-from trustyard.trust.keys import PrivateKey
+from trustyard.crypto.notary_keys import PrivateKey
+from trustyard.trust.client.keys import KeyStore
+from trustyard.trust.client.repository import ClientConfig, TrustClient, TrustError
 
 GUN = "registry.example/team/app"
 

@@ -2,7 +2,7 @@
 find a token's key from its header (`x5c`, else `jwk`, else `kid`).
 
 `x5c`: a leaf whose key is trusted by itself, or a chain validated to the explicit root bundle
-(`trustyard.auth.x5c`). `jwk`: only names a key that is trusted already. `kid`: looked up under
+(`trustyard.crypto.x5c`). `jwk`: only names a key that is trusted already. `kid`: looked up under
 every form (libtrust, RFC 7638, JWKS kid). When several are present they must name the same key.
 """
 
@@ -19,7 +19,7 @@ import jwt
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
-from trustyard.auth.keyid import (
+from trustyard.crypto.keyid import (
     KeyFileError,
     PublicKey,
     as_public_key,
@@ -27,7 +27,7 @@ from trustyard.auth.keyid import (
     jwk_thumbprint,
     libtrust_kid,
 )
-from trustyard.auth.x5c import (
+from trustyard.crypto.x5c import (
     MAX_CHAIN_CERTIFICATES,
     ChainRejected,
     ChainVerifier,

@@ -9,7 +9,6 @@ from pathlib import Path
 import structlog
 
 from trustyard.auth.access import AccessPolicy, gun_prefixes
-from trustyard.auth.keyid import load_certificates
 from trustyard.auth.service import TokenService
 from trustyard.auth.tokens import (
     DEFAULT_ALGORITHMS,
@@ -24,6 +23,7 @@ from trustyard.auth.tokens import (
 from trustyard.auth.users import Accounts, HtpasswdFile, LoginLimiter
 from trustyard.cache import Cache
 from trustyard.config import AuthSettings, Settings
+from trustyard.crypto.keyid import load_certificates
 from trustyard.metadata.auth_base import AuthStore
 
 log = structlog.get_logger("trustyard.auth")

@@ -2,7 +2,7 @@
 
 Issuer: ES256 (default), RS256 or EdDSA; header `x5c` (leaf first) plus a `kid` in libtrust,
 RFC 7638 or JWKS form. Verifier: Distribution's rules — key from `x5c` (a trusted key itself, or
-a chain validated to the explicit root bundle: `trustyard.auth.x5c`), else a `jwk` matching a
+a chain validated to the explicit root bundle: `trustyard.crypto.x5c`), else a `jwk` matching a
 trusted key, else `kid` looked up under every form; every key-naming header present must name
 that same key; pinned algorithm; `iss`, `aud`, `exp`/`nbf` with 60 s leeway. Every refusal says
 why, in words a user can act on, and never contains the token.
@@ -27,18 +27,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from trustyard.auth.keyid import (
+from trustyard.auth.keyring import KeyResolver
+from trustyard.auth.keyring import TokenRejected as TokenRejected
+from trustyard.auth.keyring import TrustedKeys as TrustedKeys
+from trustyard.auth.scopes import Scope
+from trustyard.crypto.keyid import (
     PublicKey,
     as_public_key,
     jwk_thumbprint,
     libtrust_kid,
     public_jwk,
 )
-from trustyard.auth.keyring import KeyResolver
-from trustyard.auth.keyring import TokenRejected as TokenRejected
-from trustyard.auth.keyring import TrustedKeys as TrustedKeys
-from trustyard.auth.scopes import Scope
-from trustyard.auth.x5c import ChainRejected, check_leaf_usage
+from trustyard.crypto.x5c import ChainRejected, check_leaf_usage
 
 KidFormat = Literal["libtrust", "rfc7638", "jwks"]
 Algorithm = Literal["ES256", "RS256", "EdDSA"]

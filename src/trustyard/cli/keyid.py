@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from trustyard.auth.keyid import KeyFileError, certificate_der_kid, load_key_material
+from trustyard.crypto.keyid import KeyFileError, certificate_der_kid, load_key_material
 
 
 def keyid(

@@ -24,7 +24,9 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from trustyard.signing import archive, chain, image, keys, remote
+from trustyard.crypto import ecdsa as keys
+from trustyard.crypto.signer import open_signer
+from trustyard.signing import archive, chain, image, remote
 from trustyard.signing.errors import ArchiveError, KeyFormatError, SigningError, VerificationError
 from trustyard.signing.fileio import write_atomic
 from trustyard.signing.registry_client import RegistryClient, RemoteRef
@@ -134,7 +136,7 @@ def _endorsement(
     vendor: keys.Signer, vendor_sig: Path | None, ca_pub: Path | None, ca_key: str | None
 ) -> bytes:
     if ca_key is not None and vendor_sig is None and ca_pub is None:
-        return chain.vendor_endorsement(vendor, root=keys.open_signer(ca_key))
+        return chain.vendor_endorsement(vendor, root=open_signer(ca_key))
     if ca_key is None and vendor_sig is not None and ca_pub is not None:
         return chain.vendor_endorsement(
             vendor,
@@ -189,7 +191,7 @@ def extract_public(
     output: Annotated[Path, typer.Option("-o", "--output", help="Public key file to write.")],
 ) -> None:
     """Write the SPKI DER public key (= openssl ec -pubout -outform DER)."""
-    _write_output(output, keys.open_signer(input).public_key_der())
+    _write_output(output, open_signer(input).public_key_der())
 
 
 @app.command("sign")
@@ -202,7 +204,7 @@ def sign(
     signature: Annotated[Path, typer.Option("-s", "--signature", help="Signature to write.")],
 ) -> None:
     """ECDSA-SHA384 DER signature of FILE (= openssl dgst -sha384 -sign KEY -keyform DER)."""
-    signer = keys.open_signer(key)
+    signer = open_signer(key)
     _write_output(signature, signer.sign_digest(keys.sha384_file(file)))
 
 
@@ -239,7 +241,7 @@ def sign_image(
 ) -> None:
     """Sign an image's config with the vendor key; annotate and rehash its manifest."""
     target = _target(registry, app_name, reference, ref)
-    vendor = keys.open_signer(vendor_key)
+    vendor = open_signer(vendor_key)
     endorsement = _endorsement(vendor, vendor_pub_sig, ca_pub, ca_key)
     if isinstance(target, RemoteRef):
         with _client(target, True, plain_http, insecure, tls_ca, authfile) as client:
@@ -314,7 +316,7 @@ def extract_sign_image(
     add: AddOpt = False,
 ) -> None:
     """Unpack an image archive into REGISTRY_DIR/APP_NAME, then sign it as sign-image does."""
-    vendor = keys.open_signer(vendor_key)
+    vendor = open_signer(vendor_key)
     endorsement = _endorsement(vendor, vendor_pub_sig, ca_pub, ca_key)
     app_dir = app_name or archive.default_app_name(file)
     try:

@@ -18,14 +18,16 @@ from typing import Annotated, Any
 import typer
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from trustyard.signing import cosign, keys, remote
+from trustyard.crypto import ecdsa as keys
+from trustyard.crypto.signer import open_signer
+from trustyard.signing import cosign, remote
 from trustyard.signing.cosign_remote import ArtifactClient, find_and_verify, resolve_digest, sign
 from trustyard.signing.errors import SigningError
 from trustyard.signing.registry_client import RemoteRef
 from trustyard.signing.simplesign import inspect_atomic, verify_with_gpg
-from trustyard.trust.client import TrustClient, TrustError, gun_of, load_config
-from trustyard.trust.client_keys import KeyStore
-from trustyard.trust.client_lookup import ROOT_TRUST, NotaryTarget, image_targets
+from trustyard.trust.client.keys import KeyStore
+from trustyard.trust.client.lookup import ROOT_TRUST, NotaryTarget, image_targets
+from trustyard.trust.client.repository import TrustClient, TrustError, gun_of, load_config
 
 IRSIGN_SIGNATURE = "com.samsung.islet.image.signature"
 
@@ -51,7 +53,7 @@ class Connection:
 def open_cosign_signer(spec: str) -> cosign.CosignSigner:
     """A cosign key file (password from COSIGN_PASSWORD), a PEM/DER EC key, or a pkcs11: URI."""
     if spec.startswith("pkcs11:"):
-        return cosign.TokenSigner(keys.open_signer(spec))
+        return cosign.TokenSigner(open_signer(spec))
     path = Path(spec)
     data = keys.read_key_file(path)
     password = os.environ.get("COSIGN_PASSWORD")

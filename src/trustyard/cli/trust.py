@@ -21,8 +21,10 @@ from rich.table import Table
 
 from trustyard.signing.errors import SigningError
 from trustyard.signing.registry_client import RegistryClient, RemoteRef
-from trustyard.trust import audit as audit_mod
-from trustyard.trust.client import (
+from trustyard.trust.client import audit as audit_mod
+from trustyard.trust.client.keys import KeyStore, KeyStoreError
+from trustyard.trust.client.pinning import canonical_key_id
+from trustyard.trust.client.repository import (
     TrustClient,
     TrustError,
     generate_delegate_key,
@@ -31,8 +33,6 @@ from trustyard.trust.client import (
     load_config,
     load_delegation_key,
 )
-from trustyard.trust.client_keys import KeyStore, KeyStoreError
-from trustyard.trust.pinning import canonical_key_id
 
 app = typer.Typer(help="Sign tags in a Notary-compatible trust server.", no_args_is_help=True)
 delegation_app = typer.Typer(help="Delegate signing to other keys.", no_args_is_help=True)

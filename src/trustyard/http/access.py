@@ -38,7 +38,6 @@ from trustyard.auth.scopes import (
     format_scope_param,
 )
 from trustyard.auth.scopes import Scope as AccessScope
-from trustyard.auth.server import login_failed, parse_basic, rate_limited
 from trustyard.auth.tokens import TokenRejected, VerifiedToken
 from trustyard.auth.users import AuthFailed, RateLimited
 from trustyard.http.errors import error_response
@@ -48,6 +47,7 @@ from trustyard.http.params import (
     UploadStart,
     parse_upload_start,
 )
+from trustyard.http.token_routes import login_failed, parse_basic, rate_limited
 from trustyard.oci.errors import ErrorCode, RegistryError
 
 log = structlog.get_logger("trustyard.auth")

@@ -15,12 +15,13 @@ import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from trustyard.auth import server as auth_server
 from trustyard.auth.runtime import build_auth, gun_prefixes_of
 from trustyard.cache import Cache, open_cache
 from trustyard.cache.generations import CacheGenerations, FileGenerations
 from trustyard.config import Settings, create_data_dir, settings_for_worker
 from trustyard.http import extensions, v2
+from trustyard.http import token_routes as auth_server
+from trustyard.http import trust_routes as trust_server
 from trustyard.http.access import AccessControl
 from trustyard.http.errors import EXCEPTION_HANDLERS
 from trustyard.http.middleware import RegistryHeaders
@@ -39,10 +40,9 @@ from trustyard.registry.policy import Policy, PolicyContext, build_policy
 from trustyard.registry.policy_signatures import KINDS_REGISTERED  # noqa: F401 (registers them)
 from trustyard.registry.signatures import SignatureLimits, SimpleSignatures
 from trustyard.storage import S3Options, open_storage
-from trustyard.trust import server as trust_server
 from trustyard.trust.policy_audit import PolicyAudit
-from trustyard.trust.service import NotFound, TrustOptions, TrustService
-from trustyard.trust.token_keys import TokenKeyStore
+from trustyard.trust.server.hsm_keys import TokenKeyStore
+from trustyard.trust.server.service import NotFound, TrustOptions, TrustService
 
 log = structlog.get_logger("trustyard")
 

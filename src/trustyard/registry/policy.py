@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
+from trustyard.crypto.ecdsa import load_public_key
 from trustyard.metadata.base import ManifestRecord
 from trustyard.oci import mediatypes as mt
 from trustyard.oci.digest import Digest
@@ -32,16 +33,15 @@ from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.manifest import Descriptor, parse_manifest
 from trustyard.signing.errors import SigningError
 from trustyard.signing.image import check_manifest, verify_manifest
-from trustyard.signing.keys import load_public_key
 from trustyard.signing.layout import parse_json
-from trustyard.trust.client_remote import (
+from trustyard.trust.client.pinning import TrustPinning
+from trustyard.trust.client.remote import (
     RemoteFiles,
     TrustedCopies,
     TrustServerUnreachable,
     fetch_verified,
 )
-from trustyard.trust.client_verify import VerifyError
-from trustyard.trust.pinning import TrustPinning
+from trustyard.trust.client.verify import VerifyError
 
 log = structlog.get_logger("trustyard.policy")
 MAX_CONFIG = 4 * 1024 * 1024

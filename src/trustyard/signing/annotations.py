@@ -14,8 +14,8 @@ import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from trustyard.crypto.ecdsa import key_id
 from trustyard.signing.errors import SignatureFormatError
-from trustyard.signing.keys import key_id
 
 SIGNATURE = "com.samsung.islet.image.signature"
 VENDORPUB = "com.samsung.islet.image.vendorpub"

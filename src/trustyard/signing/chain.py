@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from trustyard.crypto.ecdsa import Signer, key_id, sha384_bytes, verify_digest
 from trustyard.signing.errors import SigningError, VerificationError
-from trustyard.signing.keys import Signer, key_id, sha384_bytes, verify_digest
 
 
 def endorse_vendor_key(root: Signer, vendor_pub_der: bytes) -> bytes:

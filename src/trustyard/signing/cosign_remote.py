@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from trustyard.remote.bounded import BodyError, loads_json, read_body
 from trustyard.signing import cosign
-from trustyard.signing.bounded import BodyError, loads_json, read_body
 from trustyard.signing.errors import ReferenceNotFoundError, RemoteError
 from trustyard.signing.layout import MAX_JSON, Json
 from trustyard.signing.registry_client import RegistryClient, RemoteRef

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from trustyard.crypto.ecdsa import Signer, load_public_key, verify_digest
 from trustyard.signing import annotations as ann
 from trustyard.signing.chain import verify_vendor_key
 from trustyard.signing.errors import LayoutError, SigningError
-from trustyard.signing.keys import Signer, load_public_key, verify_digest
 from trustyard.signing.layout import Json, Layout, dumps
 
 

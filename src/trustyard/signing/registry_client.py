@@ -29,7 +29,7 @@ import httpx
 
 from trustyard.oci import mediatypes as mt
 from trustyard.oci.reference import NAME_RE, is_valid_tag
-from trustyard.signing.bounded import (
+from trustyard.remote.bounded import (
     DEFAULT_DEADLINE,
     ERROR_BODY,
     TOKEN_BODY,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from trustyard.crypto.ecdsa import Signer
 from trustyard.oci import mediatypes as mt
 from trustyard.signing.errors import LayoutError, ReferenceNotFoundError
 from trustyard.signing.image import (
@@ -29,7 +30,6 @@ from trustyard.signing.image import (
     sign_manifest,
     verify_manifest,
 )
-from trustyard.signing.keys import Signer
 from trustyard.signing.layout import Json, descriptors, digest_of, dumps
 from trustyard.signing.registry_client import Fetched, RegistryClient, RemoteRef
 

@@ -1,1 +1,1 @@
-"""Notary v1-compatible trust server: TUF metadata, validation, server-held keys."""
+"""Notary v1-compatible trust: the TUF model and store port here, `server/` and `client/` below."""

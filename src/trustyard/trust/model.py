@@ -15,7 +15,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from trustyard import jsonbounds
-from trustyard.trust.keys import KeyError_, PublicKey, b64, canonical_json, unb64, verify
+from trustyard.crypto.notary_keys import KeyError_, PublicKey, b64, canonical_json, unb64, verify
 
 ROOT, TARGETS, SNAPSHOT, TIMESTAMP = "root", "targets", "snapshot", "timestamp"
 BASE_ROLES = (ROOT, TARGETS, SNAPSHOT, TIMESTAMP)

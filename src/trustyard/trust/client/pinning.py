@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from trustyard.trust.keys import KeyError_, PublicKey, canonical_json
+from trustyard.crypto.notary_keys import KeyError_, PublicKey, canonical_json
 from trustyard.trust.model import Root
 
 EXPIRY_WARNING = dt.timedelta(days=182)  # Notary warns within six months of expiry

@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from trustyard.crypto.notary_keys import PrivateKey, PublicKey
+from trustyard.crypto.pkcs11 import Pkcs11Signer, Pkcs11Uri
 from trustyard.signing.errors import SigningError
-from trustyard.signing.pkcs11 import Pkcs11Signer, Pkcs11Uri
-from trustyard.trust.keys import PrivateKey, PublicKey
-from trustyard.trust.pinning import public_key_of
+from trustyard.trust.client.pinning import public_key_of
 
 PASSPHRASE_ENV = {
     "root": "NOTARY_ROOT_PASSPHRASE",
@@ -74,7 +74,7 @@ class FileSigner:
 
 
 class TokenSigner:
-    """A PKCS#11 EC key (trustyard.signing.pkcs11): SHA-256 on the host, CKM_ECDSA in the token,
+    """A PKCS#11 EC key (trustyard.crypto.pkcs11): SHA-256 on the host, CKM_ECDSA in the token,
     the token's r‖s kept raw as Notary wants it."""
 
     def __init__(self, uri: str | Pkcs11Uri) -> None:

@@ -27,8 +27,8 @@ from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from trustyard.signing.errors import KeyFormatError, TokenError
-from trustyard.signing.keys import load_public_key, public_key_to_der
+from trustyard.crypto.ecdsa import load_public_key, public_key_to_der
+from trustyard.crypto.errors import KeyFormatError, TokenError
 
 SCHEME = "pkcs11:"
 DEFAULT_MODULES = (

@@ -11,8 +11,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from trustyard.crypto.notary_keys import PublicKey
 from trustyard.trust import model as m
-from trustyard.trust.keys import PublicKey
 
 
 class ValidationFailure(Exception):

@@ -1,7 +1,7 @@
 """Server-managed timestamp/snapshot keys held in a PKCS#11 token (an HSM, SoftHSM2).
 
 Selected by `[trust] key_store = "pkcs11:token=LABEL?pin-value=…&module-path=…"` (RFC 7512, the
-same URI syntax and session handling as `trustyard.signing.pkcs11`; the PIN may also come from
+same URI syntax and session handling as `trustyard.crypto.pkcs11`; the PIN may also come from
 `key_store_pin`, the module from `$PKCS11_MODULE`). Keys are ECDSA P-256 key pairs generated
 inside the token (CKM_EC_KEY_PAIR_GEN, private halves sensitive and never extractable); each gets
 a random 16-byte CKA_ID and the label `trustyard-trust`. The metadata store keeps, in the
@@ -29,9 +29,9 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from trustyard.signing.errors import KeyFormatError, TokenError
-from trustyard.signing.pkcs11 import Pkcs11Signer, Pkcs11Uri
-from trustyard.trust.keys import KeyError_, PublicKey, Signer
+from trustyard.crypto.errors import KeyFormatError, TokenError
+from trustyard.crypto.notary_keys import KeyError_, PublicKey, Signer
+from trustyard.crypto.pkcs11 import Pkcs11Signer, Pkcs11Uri
 
 REFERENCE_PREFIX = b"pkcs11:id="
 LABEL = "trustyard-trust"

@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from trustyard import jsonbounds
 from trustyard.trust import model as m
-from trustyard.trust.client_verify import VerifyError, verify_collection
-from trustyard.trust.pinning import (
+from trustyard.trust.client.pinning import (
     PinningError,
     TrustPinning,
     canonical_key_id,
@@ -21,9 +20,10 @@ from trustyard.trust.pinning import (
     check_root,
     common_name,
 )
+from trustyard.trust.client.verify import VerifyError, verify_collection
 
 if TYPE_CHECKING:
-    from trustyard.trust.client import TrustClient
+    from trustyard.trust.client.repository import TrustClient
 
 PAGE = 1000
 
@@ -37,7 +37,7 @@ def owner_of(gun: str) -> str:
 
 
 def list_guns(client: TrustClient, prefix: str) -> list[str]:
-    from trustyard.trust.client import TrustError
+    from trustyard.trust.client.repository import TrustError
 
     live: dict[str, bool] = {}
     change_id = 0

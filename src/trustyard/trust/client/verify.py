@@ -29,9 +29,9 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from trustyard.crypto.notary_keys import PublicKey
 from trustyard.trust import model as m
-from trustyard.trust.keys import PublicKey
-from trustyard.trust.pinning import PinningError, RootTrust, TrustPinning, check_root
+from trustyard.trust.client.pinning import PinningError, RootTrust, TrustPinning, check_root
 
 
 class VerifyError(Exception):

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_dss_signature
 
-from trustyard.signing.errors import KeyFormatError, SignatureFormatError, VerificationError
+from trustyard.crypto.errors import KeyFormatError, SignatureFormatError, VerificationError
 
 CURVE_NAME = "secp384r1"
 _HASH = hashes.SHA384()
@@ -63,15 +63,6 @@ class FileKeySigner:
 
     def sign_digest(self, digest: bytes) -> bytes:
         return self._key.sign(digest, ec.ECDSA(Prehashed(_HASH)))
-
-
-def open_signer(spec: str) -> Signer:
-    """The signer a `-k/-v/-x/-i` argument names: a key file, or a `pkcs11:` URI (RFC 7512)."""
-    if spec.startswith("pkcs11:"):
-        from trustyard.signing.pkcs11 import Pkcs11Signer  # imports this module
-
-        return Pkcs11Signer.from_uri(spec)
-    return FileKeySigner.from_file(Path(spec))
 
 
 def read_key_file(path: Path) -> bytes:

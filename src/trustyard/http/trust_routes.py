@@ -18,13 +18,13 @@ from starlette.responses import JSONResponse, Response
 
 from trustyard import jsonbounds
 from trustyard.auth.scopes import CATALOG_RIGHTS, GuardedRoute, on_repository
-from trustyard.auth.server import parse_basic
 from trustyard.auth.tokens import TokenRejected
+from trustyard.crypto.notary_keys import key_response
 from trustyard.http.bodies import BodyTooLarge, read_bounded
+from trustyard.http.token_routes import parse_basic
 from trustyard.trust import model as m
-from trustyard.trust.keys import key_response
-from trustyard.trust.service import InvalidRequest, NotFound, TrustService
-from trustyard.trust.validation import ValidationFailure
+from trustyard.trust.server.service import InvalidRequest, NotFound, TrustService
+from trustyard.trust.server.validation import ValidationFailure
 
 log = structlog.get_logger("trustyard.trust")
 

@@ -1,6 +1,6 @@
 """A client for any Notary v1 compatible trust server (ours, or notary-server).
 
-State lives in a trust directory, like Notary's: `private/` (encrypted keys, client_keys.py),
+State lives in a trust directory, like Notary's: `private/` (encrypted keys, keys.py),
 `tuf/<gun>/metadata/<role>.json` (the last verified copy of every role, as Notary's and TUF's
 clients keep them: later roots must be signed by the trusted root, and no role may go back to an
 older version or change at the same version) and `pins.json` (root keys imported with
@@ -33,7 +33,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from trustyard.signing.bounded import (
+from trustyard.crypto.notary_keys import KeyError_, PublicKey, b64, canonical_json
+from trustyard.remote.bounded import (
     ERROR_BODY,
     TOKEN_BODY,
     BodyError,
@@ -45,16 +46,14 @@ from trustyard.signing.bounded import (
 from trustyard.signing.errors import RemoteError
 from trustyard.signing.registry_client import Credentials, load_credentials, parse_challenge
 from trustyard.trust import model as m
-from trustyard.trust.client_keys import (
+from trustyard.trust.client.keys import (
     FileSigner,
     KeyStore,
     KeyStoreError,
     NotarySigner,
     TokenSigner,
 )
-from trustyard.trust.client_verify import Collection, TargetHit, VerifyError, verify_collection
-from trustyard.trust.keys import KeyError_, PublicKey, b64, canonical_json
-from trustyard.trust.pinning import (
+from trustyard.trust.client.pinning import (
     PinningError,
     TrustPinning,
     canonical_key_id,
@@ -65,6 +64,7 @@ from trustyard.trust.pinning import (
     load_root_material,
     public_key_of,
 )
+from trustyard.trust.client.verify import Collection, TargetHit, VerifyError, verify_collection
 
 ROOT_LIFETIME = dt.timedelta(days=3650)
 TARGETS_LIFETIME = dt.timedelta(days=3 * 365)

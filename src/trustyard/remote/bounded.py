@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from trustyard import jsonbounds
-from trustyard.signing.errors import RemoteError
+from trustyard.remote.errors import RemoteError
 
 DEFAULT_DEADLINE = 120.0  # seconds for one whole body, however slowly it trickles in
 ERROR_BODY = 64 * 1024

@@ -13,17 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from trustyard.trust import model as m
-from trustyard.trust.keys import (
+from trustyard.crypto.notary_keys import (
     PrivateKey,
     PublicKey,
     ServerKeyAlgorithm,
     Signer,
     sign_envelope,
 )
-from trustyard.trust.store import AuditEvent, Change, ServerKey, StaleVersion, TrustStore, TufFile
-from trustyard.trust.token_keys import ServerKeyStore, is_token_reference
-from trustyard.trust.validation import (
+from trustyard.trust import model as m
+from trustyard.trust.server.hsm_keys import ServerKeyStore, is_token_reference
+from trustyard.trust.server.validation import (
     Checked,
     OldVersion,
     ValidationFailure,
@@ -31,6 +30,7 @@ from trustyard.trust.validation import (
     timestamp_body,
     validate_update,
 )
+from trustyard.trust.store import AuditEvent, Change, ServerKey, StaleVersion, TrustStore, TufFile
 
 SERVER_ROLES = (m.TIMESTAMP, m.SNAPSHOT)
 

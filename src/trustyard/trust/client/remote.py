@@ -17,10 +17,10 @@ import time
 from collections import OrderedDict
 from typing import Any, Protocol
 
-from trustyard.signing.bounded import ERROR_BODY, BodyError, aread_body
+from trustyard.remote.bounded import ERROR_BODY, BodyError, aread_body
 from trustyard.trust import model as m
-from trustyard.trust.client_verify import Collection, VerifyError, verify_collection
-from trustyard.trust.pinning import TrustPinning
+from trustyard.trust.client.pinning import TrustPinning
+from trustyard.trust.client.verify import Collection, VerifyError, verify_collection
 
 MAX_METADATA = 16 * 1024 * 1024
 MAX_DELEGATIONS = 256
