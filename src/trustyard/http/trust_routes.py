@@ -16,7 +16,7 @@ import structlog
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from trustyard import jsonbounds
+from trustyard.oci import jsonbounds
 from trustyard.auth.scopes import CATALOG_RIGHTS, GuardedRoute, on_repository
 from trustyard.auth.tokens import TokenRejected
 from trustyard.crypto.notary_keys import key_response

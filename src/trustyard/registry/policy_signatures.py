@@ -33,7 +33,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from trustyard import jsonbounds
+from trustyard.oci import jsonbounds
 from trustyard.metadata.base import ManifestRecord
 from trustyard.oci import mediatypes as mt
 from trustyard.oci.digest import Digest

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from trustyard import jsonbounds
+from trustyard.oci import jsonbounds
 from trustyard.metadata.base import MetadataStore
 from trustyard.metadata.signatures_sql import ManifestMissing, StoredSignature
 from trustyard.oci.digest import Digest

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from trustyard import jsonbounds
+from trustyard.oci import jsonbounds
 from trustyard.remote.errors import RemoteError
 
 DEFAULT_DEADLINE = 120.0  # seconds for one whole body, however slowly it trickles in

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from trustyard import jsonbounds
+from trustyard.oci import jsonbounds
 from trustyard.signing.errors import KeyFormatError, SignatureFormatError, VerificationError
 from trustyard.signing.simplesign import COSIGN_TYPE, check_matches, make_payload, parse_payload
 

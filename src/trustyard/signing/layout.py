@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from trustyard import jsonbounds
+from trustyard.oci import jsonbounds
 from trustyard.signing.errors import LayoutError, ReferenceNotFoundError
 from trustyard.signing.fileio import fsync_dir, write_atomic
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trustyard import jsonbounds
+from trustyard.oci import jsonbounds
 from trustyard.signing.errors import SignatureFormatError, VerificationError
 from trustyard.signing.openpgp import parse_signed_message
 

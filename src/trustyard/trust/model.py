@@ -14,7 +14,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from trustyard import jsonbounds
+from trustyard.oci import jsonbounds
 from trustyard.crypto.notary_keys import KeyError_, PublicKey, b64, canonical_json, unb64, verify
 
 ROOT, TARGETS, SNAPSHOT, TIMESTAMP = "root", "targets", "snapshot", "timestamp"

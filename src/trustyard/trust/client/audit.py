@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from trustyard import jsonbounds
+from trustyard.oci import jsonbounds
 from trustyard.trust import model as m
 from trustyard.trust.client.pinning import (
     PinningError,
