@@ -17,8 +17,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from trustyard import jsonbounds
+from trustyard.auth.keyring import TokenRejected
 from trustyard.auth.scopes import CATALOG_RIGHTS, GuardedRoute, on_repository
-from trustyard.auth.tokens import TokenRejected
 from trustyard.crypto.notary_keys import key_response
 from trustyard.http.bodies import BodyTooLarge, read_bounded
 from trustyard.http.token_routes import parse_basic
