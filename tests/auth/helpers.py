@@ -13,7 +13,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from trustyard.auth.tokens import SigningKey, TokenVerifier, TrustedKeys, self_signed_certificate
+from trustyard.auth.keyring import TrustedKeys
+from trustyard.auth.token_keys import SigningKey, self_signed_certificate
+from trustyard.auth.token_verifier import TokenVerifier
 
 
 def new_key(cn: str = "issuer") -> SigningKey:

@@ -96,3 +96,24 @@ async def test_unknown_types_and_actions_are_dropped() -> None:
     assert await granted(ADMIN, "plugin:x:pull") == []
     scopes = await policy().grant(ALICE, [Scope("repository", "alice/a", ("pull",))] * 2)
     assert [str(s) for s in scopes] == ["repository:alice/a:pull"]
+
+
+async def test_rules_are_reloaded_after_the_ttl_not_before() -> None:
+    """A rule added to the store counts once `ttl` has passed on the policy's clock."""
+    rules = [RULES[0]]
+    loads = 0
+    now = 100.0
+
+    async def load() -> list[AclRule]:
+        nonlocal loads
+        loads += 1
+        return list(rules)
+
+    acl = AccessPolicy(load, ttl=5.0, clock=lambda: now)
+    assert await acl.allowed(ROBOT, "repository", "alice/app") == set()
+    rules.append(RULES[2])
+    now += 4.9
+    assert await acl.allowed(ROBOT, "repository", "alice/app") == set()
+    now += 0.1
+    assert await acl.allowed(ROBOT, "repository", "alice/app") == {"push", "pull"}
+    assert loads == 2

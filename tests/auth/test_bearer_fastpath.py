@@ -18,10 +18,12 @@ from starlette.datastructures import Headers
 from starlette.routing import Match, Route
 
 from tests.auth.helpers import new_key
+from trustyard.auth.keyring import TrustedKeys
 from trustyard.auth.runtime import AuthRuntime
 from trustyard.auth.scopes import GuardedRoute
 from trustyard.auth.scopes import Scope as AccessScope
-from trustyard.auth.tokens import TokenIssuer, TokenVerifier, TrustedKeys
+from trustyard.auth.token_issuer import TokenIssuer
+from trustyard.auth.token_verifier import TokenVerifier
 from trustyard.config import AuthSettings, Settings, TokenAuthSettings
 from trustyard.http import access, extensions, v2
 from trustyard.http import trust_routes as trust_server

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from typer.testing import CliRunner
 
-from trustyard.auth.tokens import self_signed_certificate
+from trustyard.auth.token_keys import self_signed_certificate
 from trustyard.cli.app import app
 from trustyard.crypto.keyid import (
     certificate_der_kid,

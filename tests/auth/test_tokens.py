@@ -12,14 +12,10 @@ import jwt
 import pytest
 
 from tests.auth.helpers import b64url, ca_and_leaf, forge, new_key, public_pem, sign, verifier_for
+from trustyard.auth.keyring import TokenRejected, TrustedKeys
 from trustyard.auth.scopes import Scope
-from trustyard.auth.tokens import (
-    TokenIssuer,
-    TokenRejected,
-    TokenVerifier,
-    TrustedKeys,
-    read_refresh_token,
-)
+from trustyard.auth.token_issuer import TokenIssuer, read_refresh_token
+from trustyard.auth.token_verifier import TokenVerifier
 from trustyard.crypto.keyid import certificate_der_kid, jwk_thumbprint, libtrust_kid
 
 PULL = Scope("repository", "alice/app", ("pull",))

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import os
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+from tests.images import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, Image, sha256
 
 
 def layer_tar(files: dict[str, bytes]) -> bytes:
@@ -35,21 +26,6 @@ def layer_tar(files: dict[str, bytes]) -> bytes:
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(content))
     return gzip.compress(raw.getvalue(), mtime=0)
-
-
-@dataclass
-class Image:
-    config: bytes
-    layers: list[bytes]
-    manifest: bytes
-
-    @property
-    def digest(self) -> str:
-        return sha256(self.manifest)
-
-    @property
-    def blobs(self) -> list[bytes]:
-        return [self.config, *self.layers]
 
 
 def make_image(

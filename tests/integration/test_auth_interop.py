@@ -23,7 +23,7 @@ from tests.integration.clienttools import read_layout, run
 from tests.integration.conftest import require
 from tests.integration.images import make_image, write_layout
 from tests.integration.server import free_port
-from trustyard.auth.tokens import self_signed_certificate
+from trustyard.auth.token_keys import self_signed_certificate
 from trustyard.crypto.keyid import certificate_der_kid, libtrust_kid
 
 pytestmark = [pytest.mark.needs_skopeo, pytest.mark.slow]

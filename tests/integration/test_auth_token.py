@@ -36,6 +36,9 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     add_user(data, *BOB)
     add_user(data, *ROOT, admin=True)
     cli(data, "acl", "add", "anonymous", "public/*", "pull")
+    # Added before the start: the server rereads rules only every 5 s (AccessPolicy's ttl, which
+    # tests/auth/test_access.py drives with a fake clock), so no test here sleeps for a reload.
+    cli(data, "acl", "add", "alice+ci", "alice/ci-*", "pull,push")
     server = token_server(
         data, TRUSTYARD_AUTH__MAX_FAILED_LOGINS_PER_CLIENT="1000", TRUSTYARD_LOG_LEVEL="debug"
     ).start()
@@ -229,8 +232,6 @@ def test_robots_with_acl_expiry_and_disable(srv: ServerProcess) -> None:
     out = cli(srv.data_dir, "robot", "add", "alice", "ci")
     name, secret = next(line for line in out.splitlines() if "\t" in line).split("\t")
     assert name == "alice+ci"
-    cli(srv.data_dir, "acl", "add", "alice+ci", "alice/ci-*", "pull,push")
-    time.sleep(5.1)  # the server rereads ACL rules every 5 s
     claims = jwt.decode(
         token(
             srv, "repository:alice/ci-app:push", "repository:alice/other:pull", auth=(name, secret)

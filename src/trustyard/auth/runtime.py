@@ -9,17 +9,16 @@ from pathlib import Path
 import structlog
 
 from trustyard.auth.access import AccessPolicy, gun_prefixes
+from trustyard.auth.keyring import TrustedKeys
 from trustyard.auth.service import TokenService
-from trustyard.auth.tokens import (
-    DEFAULT_ALGORITHMS,
+from trustyard.auth.token_issuer import TokenIssuer
+from trustyard.auth.token_keys import (
     SigningKey,
-    TokenIssuer,
-    TokenVerifier,
-    TrustedKeys,
     load_jwks_file,
     load_or_create_signing_key,
     load_signing_key,
 )
+from trustyard.auth.token_verifier import DEFAULT_ALGORITHMS, TokenVerifier
 from trustyard.auth.users import Accounts, HtpasswdFile, LoginLimiter
 from trustyard.cache import Cache
 from trustyard.config import AuthSettings, Settings

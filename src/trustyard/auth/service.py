@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from trustyard.auth.access import AccessPolicy
+from trustyard.auth.keyring import TokenRejected
 from trustyard.auth.scopes import Scope, format_scope_param
-from trustyard.auth.tokens import SigningKey, TokenIssuer, TokenRejected, read_refresh_token
+from trustyard.auth.token_issuer import TokenIssuer, read_refresh_token
+from trustyard.auth.token_keys import SigningKey
 from trustyard.auth.users import ANONYMOUS, Accounts, AuthFailed, Principal, binding_of
 
 

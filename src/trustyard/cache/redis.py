@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 import structlog
@@ -44,13 +44,25 @@ if redis.call('decr', KEYS[1]) <= 0 then redis.call('del', KEYS[1]) end
 return 0
 """
 # After a failure, skip Redis for this long instead of paying a timeout on every request.
-_RETRY_AFTER = 5.0
+RETRY_AFTER_SECONDS = 5.0
 
 
 class RedisCache:
-    def __init__(self, url: str, prefix: str = "trustyard:") -> None:
+    """`retry_after`: seconds Redis is skipped after a failure, on `clock` (tests pass a fake
+    clock rather than sleeping through the back-off)."""
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "trustyard:",
+        *,
+        retry_after: float = RETRY_AFTER_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._redis = aioredis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self._prefix = prefix
+        self._retry_after = retry_after
+        self._clock = clock
         self._fallback = MemoryCache()
         self._down_until = 0.0
         # Reservations (login attempts) take turns on one connection: a burst of concurrent
@@ -60,12 +72,14 @@ class RedisCache:
         self._reserve_turn = asyncio.Lock()
 
     def _up(self) -> bool:
-        return time.monotonic() >= self._down_until
+        return self._clock() >= self._down_until
 
     def _failed(self, exc: Exception) -> None:
         if self._up():
-            log.warning("redis_unavailable", error=str(exc)[:200], retry_in_seconds=_RETRY_AFTER)
-        self._down_until = time.monotonic() + _RETRY_AFTER
+            log.warning(
+                "redis_unavailable", error=str(exc)[:200], retry_in_seconds=self._retry_after
+            )
+        self._down_until = self._clock() + self._retry_after
 
     async def get(self, key: str) -> bytes | None:
         if not self._up():

@@ -28,6 +28,7 @@ from starlette.datastructures import Headers
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from trustyard.auth.keyring import TokenRejected
 from trustyard.auth.runtime import AuthRuntime
 from trustyard.auth.scopes import (
     CATALOG,
@@ -38,7 +39,7 @@ from trustyard.auth.scopes import (
     format_scope_param,
 )
 from trustyard.auth.scopes import Scope as AccessScope
-from trustyard.auth.tokens import TokenRejected, VerifiedToken
+from trustyard.auth.token_verifier import VerifiedToken
 from trustyard.auth.users import AuthFailed, RateLimited
 from trustyard.http.errors import error_response
 from trustyard.http.params import (

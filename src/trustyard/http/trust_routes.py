@@ -16,12 +16,12 @@ import structlog
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from trustyard.oci import jsonbounds
+from trustyard.auth.keyring import TokenRejected
 from trustyard.auth.scopes import CATALOG_RIGHTS, GuardedRoute, on_repository
-from trustyard.auth.tokens import TokenRejected
 from trustyard.crypto.notary_keys import key_response
 from trustyard.http.bodies import BodyTooLarge, read_bounded
 from trustyard.http.token_routes import parse_basic
+from trustyard.oci import jsonbounds
 from trustyard.trust import model as m
 from trustyard.trust.server.service import InvalidRequest, NotFound, TrustService
 from trustyard.trust.server.validation import ValidationFailure

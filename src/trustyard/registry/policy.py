@@ -41,7 +41,7 @@ from trustyard.trust.client.remote import (
     TrustServerUnreachable,
     fetch_verified,
 )
-from trustyard.trust.client.verify import VerifyError
+from trustyard.trust.client.verify import Collection, VerifyError
 
 log = structlog.get_logger("trustyard.policy")
 MAX_CONFIG = 4 * 1024 * 1024
@@ -180,26 +180,37 @@ class NotaryCheck:
             return Decision(False, f"notary server unreachable for {gun}: {exc}")
         want = record.digest.hex if record.digest.algorithm == "sha256" else None
         if tag is not None:
-            hits = [h for h in coll.lookup(tag) if not self.roles or h.role in self.roles]
-            if not hits:
-                return Decision(False, f"tag {tag} is not signed in {gun}")
-            hit = hits[0]
-            if hit.sha256 != want or hit.meta.length != record.size:
-                return Decision(
-                    False,
-                    f"tag {tag} is signed in {gun} ({hit.role}) as sha256:{hit.sha256}, but the "
-                    f"registry holds {record.digest} (the tag moved after signing)",
-                )
-            return Decision(True, f"tag {tag} signed in {hit.role}", ",".join(hit.signers))
+            return self._by_tag(coll, gun, record, tag, want)
         if want is None:
             return Decision(False, f"{record.digest} is not a sha256 digest")
         found = [(n, h) for n, h in coll.by_digest(want) if not self.roles or h.role in self.roles]
         if found:
             name, hit = found[0]
             return Decision(True, f"signed as {name} in {hit.role}", ",".join(hit.signers))
-        # A child of a signed index: the index's target must count under the same rules as a
-        # direct hit (the `roles` filter, the signed size), or an index signed in a role the
-        # rule ignores would admit its children.
+        return await self._signed_parent(coll, gun, repository, record)
+
+    def _by_tag(
+        self, coll: Collection, gun: str, record: ManifestRecord, tag: str, want: str | None
+    ) -> Decision:
+        """A pull by tag: the tag must be signed (in `roles`) as exactly this manifest."""
+        hits = [h for h in coll.lookup(tag) if not self.roles or h.role in self.roles]
+        if not hits:
+            return Decision(False, f"tag {tag} is not signed in {gun}")
+        hit = hits[0]
+        if hit.sha256 != want or hit.meta.length != record.size:
+            return Decision(
+                False,
+                f"tag {tag} is signed in {gun} ({hit.role}) as sha256:{hit.sha256}, but the "
+                f"registry holds {record.digest} (the tag moved after signing)",
+            )
+        return Decision(True, f"tag {tag} signed in {hit.role}", ",".join(hit.signers))
+
+    async def _signed_parent(
+        self, coll: Collection, gun: str, repository: str, record: ManifestRecord
+    ) -> Decision:
+        """A child of a signed index: the index's target must count under the same rules as a
+        direct hit (the `roles` filter, the signed size), or an index signed in a role the
+        rule ignores would admit its children."""
         looked = 0
         for role_name in sorted(coll.targets):
             if self.roles and role_name not in self.roles:

@@ -481,48 +481,15 @@ def check_bundle(
             raise ValueError("not an object")
     except (ValueError, UnicodeDecodeError) as exc:
         return Check("failed", reason=f"bundle is not JSON ({exc})")
-    notes = []
+    notes: list[str] = []
     if not str(bundle.get("mediaType", "")).startswith("application/vnd.dev.sigstore.bundle"):
         return Check(
             "failed", reason=f"not a sigstore bundle (mediaType {bundle.get('mediaType')!r})"
         )
-    material = bundle.get("verificationMaterial") or {}
-    signer = "unknown"
-    if isinstance(material, dict):
-        if material.get("tlogEntries"):
-            notes.append("has transparency log entries: not checked (offline, no Rekor)")
-        if material.get("timestampVerificationData"):
-            notes.append("has RFC 3161 timestamps: not checked")
-        hint = (
-            (material.get("publicKey") or {}).get("hint")
-            if isinstance(material.get("publicKey"), dict)
-            else None
-        )
-        if hint:
-            signer = str(hint)
-        if material.get("certificate") or material.get("x509CertificateChain"):
-            notes.append("signed with a Fulcio certificate: keyless verification is out of scope")
-            signer = "certificate"
+    signer = _bundle_signer(bundle.get("verificationMaterial") or {}, notes)
     try:
         if "dsseEnvelope" in bundle:
-            env = bundle["dsseEnvelope"]
-            body = b64decode_strict(env.get("payload"), "dsseEnvelope.payload")
-            payload_type = env.get("payloadType")
-            if payload_type != INTOTO:
-                raise SignatureFormatError(f"DSSE payloadType {payload_type!r} is not in-toto")
-            sigs = env.get("signatures") or []
-            if not isinstance(sigs, list) or not sigs:
-                raise SignatureFormatError("DSSE envelope has no signatures")
-            signature = b64decode_strict(sigs[0].get("sig"), "DSSE signature")
-            statement = jsonbounds.loads(body, what="bundle statement")
-            subjects = statement.get("subject") or []
-            algorithm, hexpart = digest.split(":", 1)
-            if not any((s.get("digest") or {}).get(algorithm) == hexpart for s in subjects):
-                raise VerificationError(
-                    f"bundle statement does not name {digest} among its subjects: it belongs to "
-                    "another image"
-                )
-            signed = pae(INTOTO, body)
+            signed, signature = _dsse_signed(bundle["dsseEnvelope"], digest)
         elif "messageSignature" in bundle:
             ms = bundle["messageSignature"]
             signature = b64decode_strict(ms.get("signature"), "messageSignature.signature")
@@ -544,6 +511,49 @@ def check_bundle(
         status = "unverifiable" if signer == "certificate" else "failed"
         return Check(status, signer, why, notes)
     return Check("verified", key_id(key), notes=notes)
+
+
+def _bundle_signer(material: object, notes: list[str]) -> str:
+    """Who the bundle's verificationMaterial says signed it; notes what we do not check."""
+    signer = "unknown"
+    if isinstance(material, dict):
+        if material.get("tlogEntries"):
+            notes.append("has transparency log entries: not checked (offline, no Rekor)")
+        if material.get("timestampVerificationData"):
+            notes.append("has RFC 3161 timestamps: not checked")
+        hint = (
+            (material.get("publicKey") or {}).get("hint")
+            if isinstance(material.get("publicKey"), dict)
+            else None
+        )
+        if hint:
+            signer = str(hint)
+        if material.get("certificate") or material.get("x509CertificateChain"):
+            notes.append("signed with a Fulcio certificate: keyless verification is out of scope")
+            signer = "certificate"
+    return signer
+
+
+def _dsse_signed(env: Any, digest: str) -> tuple[bytes, bytes]:
+    """The DSSE envelope's signed bytes (PAE) and first signature, once its in-toto statement
+    names `digest` among its subjects."""
+    body = b64decode_strict(env.get("payload"), "dsseEnvelope.payload")
+    payload_type = env.get("payloadType")
+    if payload_type != INTOTO:
+        raise SignatureFormatError(f"DSSE payloadType {payload_type!r} is not in-toto")
+    sigs = env.get("signatures") or []
+    if not isinstance(sigs, list) or not sigs:
+        raise SignatureFormatError("DSSE envelope has no signatures")
+    signature = b64decode_strict(sigs[0].get("sig"), "DSSE signature")
+    statement = jsonbounds.loads(body, what="bundle statement")
+    subjects = statement.get("subject") or []
+    algorithm, hexpart = digest.split(":", 1)
+    if not any((s.get("digest") or {}).get(algorithm) == hexpart for s in subjects):
+        raise VerificationError(
+            f"bundle statement does not name {digest} among its subjects: it belongs to "
+            "another image"
+        )
+    return pae(INTOTO, body), signature
 
 
 def _message_check(

@@ -171,24 +171,60 @@ def validate_update(
     """Check `updates` (role → uploaded bytes) against `current` (role → stored bytes).
 
     `current` must hold the stored root, targets and snapshot (when they exist) and every stored
-    ancestor of an uploaded delegation.
+    ancestor of an uploaded delegation. The steps run in python-tuf's `TrustedMetadataSet` order
+    (root, then targets and delegations, then snapshot), each failing with its own error kind.
     """
     for role in updates:
         if not m.valid_role(role) or role == m.TIMESTAMP:
             raise ValidationFailure("ErrValidation", f"{role!r} cannot be uploaded")
-    effective = {r: d for r, d in current.items() if r != m.TIMESTAMP}
-    files: dict[str, bytes] = {}
+    update = _Update(updates, current, now)
+    root = update.update_root()
+    chain = _Chain(root, update.effective)
+    for role in sorted((r for r in updates if r.startswith(m.TARGETS)), key=_depth):
+        update.update_targets(role, root, chain)
+    if m.TARGETS not in update.effective:
+        raise ValidationFailure(
+            "ErrBadHierarchy", "no targets metadata uploaded or stored", missing=m.TARGETS
+        )
+    snapshot_uploaded = m.SNAPSHOT in updates
+    if snapshot_uploaded:
+        update.update_snapshot(root)
+    return Checked(root, update.files, snapshot_uploaded, update.effective)
 
-    # Root: self-signed to threshold, and on rotation also by the previous root's threshold.
-    stored_root = None
-    if m.ROOT in current:
+
+class _Update:
+    """One publish being validated: what is stored, what was uploaded, and what to store.
+
+    `effective` starts as the stored roles (timestamp aside) and takes each uploaded role as it
+    passes its step, so later steps see the metadata this update leaves in place.
+    """
+
+    def __init__(
+        self, updates: dict[str, bytes], current: dict[str, bytes], now: dt.datetime
+    ) -> None:
+        self.updates, self.current, self.now = updates, current, now
+        self.effective = {r: d for r, d in current.items() if r != m.TIMESTAMP}
+        self.files: dict[str, bytes] = {}
+
+    def _accept(self, role: str) -> None:
+        self.files[role] = self.effective[role] = self.updates[role]
+
+    def update_root(self) -> m.Root:
+        """Root: self-signed to threshold, and on rotation also by the previous root's threshold."""
+        stored_root = None
+        if m.ROOT in self.current:
+            try:
+                stored_root = m.parse_root(self.current[m.ROOT])
+            except m.MetadataError as exc:  # pragma: no cover - we only store validated roots
+                raise bad_root(f"stored root is unreadable: {exc}") from None
+        if m.ROOT not in self.updates:
+            if stored_root is None:
+                raise ValidationFailure(
+                    "ErrValidation", "no pre-existing root and no root provided"
+                )
+            return stored_root
         try:
-            stored_root = m.parse_root(current[m.ROOT])
-        except m.MetadataError as exc:  # pragma: no cover - we only store validated roots
-            raise bad_root(f"stored root is unreadable: {exc}") from None
-    if m.ROOT in updates:
-        try:
-            root = m.parse_root(updates[m.ROOT])
+            root = m.parse_root(self.updates[m.ROOT])
         except m.MetadataError as exc:
             raise bad_root(str(exc)) from None
         if stored_root is not None:
@@ -198,54 +234,32 @@ def validate_update(
                     f"Root modifications must increment the version. "
                     f"Current {cur}, new {root.signed.version}"
                 )
-        _check_version(m.ROOT, root.signed.version, current)
-        _not_expired(root.signed, now, bad_root)
+        _check_version(m.ROOT, root.signed.version, self.current)
+        _not_expired(root.signed, self.now, bad_root)
         if not root.signed.meets(root.roles[m.ROOT], root.keys):
             raise bad_root("root is not signed by the threshold of its own root keys")
         if stored_root is not None and not root.signed.meets(
             stored_root.roles[m.ROOT], stored_root.keys
         ):
             raise bad_root("rotated root is not signed by the threshold of the previous root keys")
-        files[m.ROOT] = effective[m.ROOT] = updates[m.ROOT]
-    elif stored_root is not None:
-        root = stored_root
-    else:
-        raise ValidationFailure("ErrValidation", "no pre-existing root and no root provided")
+        self._accept(m.ROOT)
+        return root
 
-    # Targets and delegations, shallowest first so parents are checked before children.
-    chain = _Chain(root, effective)
-    for role in sorted((r for r in updates if r.startswith(m.TARGETS)), key=_depth):
+    def update_targets(self, role: str, root: m.Root, chain: _Chain) -> None:
+        """`targets` or a delegation; called shallowest first so parents are checked first."""
         try:
-            t = m.parse_targets(role, updates[role])
+            t = m.parse_targets(role, self.updates[role])
         except m.MetadataError as exc:
             raise bad_targets(str(exc)) from None
-        _check_version(role, t.signed.version, current)
-        _not_expired(t.signed, now, bad_targets)
+        _check_version(role, t.signed.version, self.current)
+        _not_expired(t.signed, self.now, bad_targets)
         if role == m.TARGETS:
             if not t.signed.meets(root.roles[m.TARGETS], root.keys):
                 raise bad_targets(
                     "targets is not signed by the threshold of the root's targets keys"
                 )
         else:
-            parent_name = m.parent_role(role)
-            delegation, parent = chain.delegation(role)
-            if not t.signed.meets(delegation.keys, parent.delegation_keys):
-                raise bad_targets(
-                    f"{role} is not signed by the threshold of the keys {parent_name} "
-                    "delegated to it"
-                )
-            allowed = chain.paths(role)
-            kept = _stored_targets(role, current)
-            outside = [
-                name
-                for name, meta in t.targets.items()
-                if not _within(name, allowed) and kept.get(name) != meta
-            ]
-            if outside:
-                raise bad_targets(
-                    f"{role} signs targets outside its delegated paths {_show(allowed)} "
-                    f"(as restricted by every role above it): {', '.join(n[:80] for n in outside[:5])}"
-                )
+            self._check_delegated(role, t, chain)
         allowed = chain.paths(role)
         for child in t.delegations.values():
             wider = [p for p in child.paths if not _within(p, allowed)]
@@ -255,36 +269,50 @@ def validate_update(
                     f"{_show(allowed)}: {_show(tuple(wider))}"
                 )
         chain.accept(role, t)
-        files[role] = effective[role] = updates[role]
+        self._accept(role)
 
-    if m.TARGETS not in effective:
-        raise ValidationFailure(
-            "ErrBadHierarchy", "no targets metadata uploaded or stored", missing=m.TARGETS
-        )
+    def _check_delegated(self, role: str, t: m.Targets, chain: _Chain) -> None:
+        """A delegation: signed by the keys its parent gives it, targets within its paths."""
+        delegation, parent = chain.delegation(role)
+        if not t.signed.meets(delegation.keys, parent.delegation_keys):
+            raise bad_targets(
+                f"{role} is not signed by the threshold of the keys {m.parent_role(role)} "
+                "delegated to it"
+            )
+        allowed = chain.paths(role)
+        kept = _stored_targets(role, self.current)
+        outside = [
+            name
+            for name, meta in t.targets.items()
+            if not _within(name, allowed) and kept.get(name) != meta
+        ]
+        if outside:
+            raise bad_targets(
+                f"{role} signs targets outside its delegated paths {_show(allowed)} "
+                f"(as restricted by every role above it): {', '.join(n[:80] for n in outside[:5])}"
+            )
 
-    # Snapshot, when the client sends one: signed by the root's snapshot keys, and describing
-    # exactly the root, targets and delegations this update leaves in place.
-    snapshot_uploaded = m.SNAPSHOT in updates
-    if snapshot_uploaded:
+    def update_snapshot(self, root: m.Root) -> None:
+        """An uploaded snapshot: signed by the root's snapshot keys, and describing exactly the
+        root, targets and delegations this update leaves in place."""
         try:
-            snap = m.parse_meta_map(m.SNAPSHOT, updates[m.SNAPSHOT])
+            snap = m.parse_meta_map(m.SNAPSHOT, self.updates[m.SNAPSHOT])
         except m.MetadataError as exc:
             raise bad_snapshot(str(exc)) from None
-        _check_version(m.SNAPSHOT, snap.signed.version, current)
-        _not_expired(snap.signed, now, bad_snapshot)
+        _check_version(m.SNAPSHOT, snap.signed.version, self.current)
+        _not_expired(snap.signed, self.now, bad_snapshot)
         if not snap.signed.meets(root.roles[m.SNAPSHOT], root.keys):
             raise bad_snapshot(
                 "snapshot is not signed by the threshold of the root's snapshot keys"
             )
-        must_match = [m.ROOT, m.TARGETS, *(r for r in files if m.is_delegation(r))]
+        must_match = [m.ROOT, m.TARGETS, *(r for r in self.files if m.is_delegation(r))]
         for role in must_match:
             if role not in snap.meta:
                 raise bad_snapshot(f"snapshot does not describe {role}")
-            why = snap.meta[role].mismatch(effective[role])
+            why = snap.meta[role].mismatch(self.effective[role])
             if why:
                 raise bad_snapshot(f"snapshot entry for {role}: {why}")
-        files[m.SNAPSHOT] = updates[m.SNAPSHOT]
-    return Checked(root, files, snapshot_uploaded, effective)
+        self.files[m.SNAPSHOT] = self.updates[m.SNAPSHOT]
 
 
 def server_key_ids(root: m.Root, role: str) -> tuple[str, ...]:
