@@ -5,7 +5,7 @@ from typing import Annotated
 import typer
 
 from trustyard import __version__
-from trustyard.cli import admin, db, gc, keyid, migrate, serve, sign, signatures, trust
+from trustyard.cli import admin, db, gc, keyid, migrate, scrub, serve, sign, signatures, trust
 
 app = typer.Typer(
     help="trustyard: a container registry with trust built in.",
@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.command("gc")(gc.gc)
+app.command("scrub")(scrub.scrub)
 app.command("migrate-storage")(migrate.migrate_storage)
 app.command("keyid")(keyid.keyid)
 app.command("signatures")(signatures.signatures)
