@@ -15,8 +15,10 @@ from tests.integration.images import make_image, push_image, sha256
 from tests.integration.server import ServerProcess
 
 
-def trustyard(*args: str) -> subprocess.CompletedProcess[str]:
+def trustyard(*args: str, env_database_url: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRUSTYARD")}
+    if env_database_url is not None:
+        env["TRUSTYARD_DATABASE_URL"] = env_database_url
     return subprocess.run(
         [sys.executable, "-m", "trustyard", *args],
         capture_output=True,
