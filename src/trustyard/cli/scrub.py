@@ -99,7 +99,7 @@ async def _run(settings: Settings, options: ScrubOptions, bar: _Bar | None) -> S
 
 def _print(report: ScrubReport) -> None:
     for blob in report.corrupt_blobs:
-        what = "quarantined" if blob.quarantined else "left in place"
+        what = "quarantined" if blob.quarantined else "gone before it could be quarantined"
         typer.echo(f"corrupt blob {blob.digest} ({blob.size} bytes hash to {blob.actual}): {what}")
     for manifest in report.corrupt_manifests:
         typer.echo(f"corrupt manifest {manifest.repository}@{manifest.digest}: {manifest.reason}")

@@ -157,7 +157,6 @@ class ScrubOptions:
     repository: str | None = None  # fnmatch glob on repository names; None: everything
     rate: float = 0.0  # bytes per second; 0: unlimited
     index_platforms: IndexPlatforms = ALL_PLATFORMS  # which index children must exist
-    quarantine: bool = True
 
 
 async def scrub(
@@ -190,20 +189,20 @@ async def scrub(
         if st is not None:
             sizes[digest] = st.size
         else:
-            _missing_content(report, digest, referenced)
+            await _missing_content(metadata, report, digest, referenced)
     if progress is not None:
         progress.planned(len(sizes), sum(sizes.values()))
     bucket = TokenBucket(options.rate)
     for digest in sizes:
         actual = await _hash_blob(storage, digest, bucket, progress)
         if actual is None:  # deleted by GC meanwhile
-            _missing_content(report, digest, referenced)
+            await _missing_content(metadata, report, digest, referenced)
         else:
             report.blobs_checked += 1
             report.bytes_checked += actual.size
             if actual.digest() != digest:
                 report.corrupt_blobs.append(
-                    await _quarantine(storage, metadata, repositories, digest, actual, options)
+                    await _quarantine(storage, metadata, repositories, digest, actual)
                 )
         if progress is not None:
             progress.blob_done(digest)
@@ -288,14 +287,19 @@ def _verify_manifest(record: ManifestRecord, report: ScrubReport) -> Manifest | 
     return None
 
 
-def _missing_content(
-    report: ScrubReport, digest: Digest, referenced: dict[Digest, list[tuple[str, Digest]]]
+async def _missing_content(
+    metadata: MetadataStore,
+    report: ScrubReport,
+    digest: Digest,
+    referenced: dict[Digest, list[tuple[str, Digest]]],
 ) -> None:
-    """Report a referenced blob without bytes, unless its link is already reported missing."""
+    """Report a referenced blob without bytes, unless its link is already reported missing or
+    the manifest is gone by now (GC swept both while we were reading)."""
     unlinked = {(m.repository, m.manifest) for m in report.missing if m.digest == digest}
     for name, manifest in referenced.get(digest, []):
-        if (name, manifest) not in unlinked:
-            report.missing.append(MissingReference(name, manifest, digest, "blob content"))
+        if (name, manifest) in unlinked or await metadata.get_manifest(name, manifest) is None:
+            continue
+        report.missing.append(MissingReference(name, manifest, digest, "blob content"))
 
 
 async def _hash_blob(
@@ -326,12 +330,9 @@ async def _quarantine(
     repositories: list[str],
     digest: Digest,
     actual: Digester,
-    options: ScrubOptions,
 ) -> CorruptBlob:
     """Bytes aside first, then the links: a HEAD must not say 200 for bytes we no longer
     serve, or a client would skip uploading the right ones."""
-    if not options.quarantine:
-        return CorruptBlob(digest, actual.digest(), actual.size, quarantined=False)
     moved = await storage.quarantine(digest)
     unlinked = []
     for name in repositories:
