@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 from starlette.applications import Starlette
 
+from tests.inprocess.conftest import BASE_URL, fresh_data_dir, make_settings
 from tests.inprocess.helpers import (
     OCI_INDEX,
     OCI_MANIFEST,
@@ -25,9 +26,12 @@ from tests.inprocess.helpers import (
     referrer_blobs,
     sha256,
 )
+from tests.services.s3 import ACCESS_KEY, SECRET_KEY, S3Server
 from trustyard.config import Settings
+from trustyard.http.app import create_app
 from trustyard.oci.digest import Digest
 from trustyard.registry.scrub import ScrubOptions, ScrubReport, scrub
+from trustyard.storage.s3 import S3Storage
 
 
 async def _scrub(app: Starlette, **options: object) -> ScrubReport:
@@ -138,3 +142,42 @@ async def test_index_children_referrers_and_corrupt_manifest(
         ("multi/app", arm.digest)
     ]
     assert "stored bytes have digest" in report.corrupt_manifests[0].reason
+
+
+async def test_scrub_on_s3_storage(
+    tmp_path: Path, migrated_database: Path, s3_server: S3Server, s3_bucket: str
+) -> None:
+    """The same scrub over object storage: the corrupt object moves to quarantine/, a GET
+    answers 404 instead of the object's presigned URL, and a re-push heals it."""
+    settings = make_settings(
+        fresh_data_dir(tmp_path / "data", migrated_database),
+        storage_backend="s3",
+        s3={
+            "bucket": s3_bucket,
+            "endpoint_url": s3_server.endpoint,
+            "access_key": ACCESS_KEY,
+            "secret_key": SECRET_KEY,
+        },
+    )
+    image = make_image("s3", n_layers=1)
+    layer = sha256(image.layers[0])
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+            await push_image(client, "s3/app", image, "v1")
+            storage = application.state.registry.storage
+            assert isinstance(storage, S3Storage)
+            s3 = await storage._s3()
+            key = storage.blob_key(Digest.parse(layer))
+            await s3.put_object(Bucket=s3_bucket, Key=key, Body=b"flipped " + image.layers[0])
+            report = await _scrub(application)
+            assert [str(b.digest) for b in report.corrupt_blobs] == [layer]
+            quarantined = await s3.list_objects_v2(Bucket=s3_bucket, Prefix="quarantine/")
+            assert [o["Key"] for o in quarantined["Contents"]] == [
+                f"quarantine/sha256/{layer.split(':')[1]}"
+            ]
+            r = await client.get(f"/v2/s3/app/blobs/{layer}")
+            assert r.status_code == 404 and code(r) == "BLOB_UNKNOWN"
+            await push_image(client, "s3/app", image, "v1")
+            assert (await _scrub(application)).ok
