@@ -215,7 +215,7 @@ def restore(
         _problems(report, "restored")
         raise _fail(
             f"restore incomplete: {len(report.missing)} missing and {len(report.corrupt)} corrupt "
-            f"blobs in {source}; no metadata was written, so {data_dir} is not a store yet",
+            f"blobs in {source}; the backup's metadata was not restored into {data_dir}",
             1,
         )
     try:
