@@ -173,3 +173,24 @@ async def test_delete_walk_and_cancel(store: Storage) -> None:
     assert [u async for u, _ in store.uploads()] == ["9" * 32]
     await store.cancel("9" * 32)
     assert [u async for u, _ in store.uploads()] == []
+
+
+async def test_quarantine_hides_the_blob_until_the_right_bytes_are_committed(
+    store: Storage,
+) -> None:
+    """A quarantined blob is neither stat'ed, located, read nor walked; a fresh commit of the
+    same digest (a re-push after a scrub found it corrupt) publishes it again."""
+    data = os.urandom(70_000)
+    digest = Digest.of(data)
+    await store.create_upload("e" * 32)
+    await store.append("e" * 32, chunks(data), offset=0, limit=0)
+    await store.commit("e" * 32, digest)
+    assert await store.quarantine(digest) is True
+    assert await store.stat(digest) is None
+    assert await store.locate(digest) is None
+    assert digest not in [d async for d, _ in store.walk()]
+    assert await store.quarantine(digest) is False
+    await store.create_upload("f" * 32)
+    await store.append("f" * 32, chunks(data), offset=0, limit=0)
+    assert await store.commit("f" * 32, digest) == len(data)
+    assert b"".join([c async for c in store.read(digest)]) == data

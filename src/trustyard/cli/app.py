@@ -6,6 +6,9 @@ import typer
 
 from trustyard import __version__
 from trustyard.cli import admin, db, gc, keyid, migrate, serve, sign, signatures, trust
+from trustyard.cli.backup import backup as backup_command
+from trustyard.cli.backup import restore as restore_command
+from trustyard.cli.scrub import scrub as scrub_command
 
 app = typer.Typer(
     help="trustyard: a container registry with trust built in.",
@@ -14,6 +17,9 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.command("gc")(gc.gc)
+app.command("scrub")(scrub_command)
+app.command("backup")(backup_command)
+app.command("restore")(restore_command)
 app.command("migrate-storage")(migrate.migrate_storage)
 app.command("keyid")(keyid.keyid)
 app.command("signatures")(signatures.signatures)

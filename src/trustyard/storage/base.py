@@ -45,6 +45,13 @@ class BlobStore(Protocol):
     def walk(self) -> AsyncIterator[tuple[Digest, float]]:
         """Every committed blob with its modification time (for GC's orphan sweep)."""
 
+    async def quarantine(self, digest: Digest) -> bool:
+        """Move a blob whose bytes fail their digest out of the served namespace (kept aside
+        for inspection, never served or walked again); True when something was moved.
+
+        A later commit of the right bytes publishes the blob afresh.
+        """
+
 
 class UploadStore(Protocol):
     async def create_upload(self, upload_id: str) -> None:

@@ -1,4 +1,5 @@
-"""Filesystem backend: blobs at `<root>/blobs/<alg>/<xx>/<hex>`, uploads at `<root>/uploads/<id>`.
+"""Filesystem backend: blobs at `<root>/blobs/<alg>/<xx>/<hex>`, uploads at `<root>/uploads/<id>`,
+blobs that failed a scrub at `<root>/quarantine/<alg>/<hex>`.
 
 A blob becomes visible only through an atomic rename after its digest was verified, so a crash
 at any point leaves no partial blob. Paths are built from validated digests and upload UUIDs only;
@@ -116,6 +117,17 @@ class FilesystemStorage:
             return True
         except FileNotFoundError:
             return False
+
+    async def quarantine(self, digest: Digest) -> bool:
+        """Atomic rename out of `blobs/`: a reader that already opened the file finishes on
+        the old bytes, every later read and stat finds nothing."""
+        target = self.root / "quarantine" / digest.algorithm / digest.hex
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(self.blob_path(digest), target)
+        except FileNotFoundError:
+            return False
+        return True
 
     async def walk(self) -> AsyncIterator[tuple[Digest, float]]:
         for alg_dir in sorted(self._blobs.iterdir()):

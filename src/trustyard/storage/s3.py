@@ -1,7 +1,8 @@
 """S3-compatible object storage (aiobotocore): blobs shared by stateless replicas.
 
-Layout under the bucket prefix: `blobs/<alg>/<xx>/<hex>` for committed blobs and
-`uploads/<id>/{state.json,tail,data}` for uploads. Chunked uploads stream into an S3 multipart
+Layout under the bucket prefix: `blobs/<alg>/<xx>/<hex>` for committed blobs,
+`uploads/<id>/{state.json,tail,data}` for uploads and `quarantine/<alg>/<hex>` for blobs a scrub
+found corrupt. Chunked uploads stream into an S3 multipart
 upload, `part_size` bytes per part; bytes that do not yet fill a part wait in a small `tail`
 object, so a replica never spools a whole blob and any replica can take the next chunk.
 
@@ -180,6 +181,17 @@ class S3Storage:
     async def delete(self, digest: Digest) -> bool:
         if await self.stat(digest) is None:
             return False
+        s3 = await self._s3()
+        await s3.delete_object(Bucket=self.options.bucket, Key=self.blob_key(digest))
+        return True
+
+    async def quarantine(self, digest: Digest) -> bool:
+        """Server-side copy to `quarantine/`, then delete: S3 has no rename."""
+        st = await self.stat(digest)
+        if st is None:
+            return False
+        target = f"{self._prefix}quarantine/{digest.algorithm}/{digest.hex}"
+        await self._copy(self.blob_key(digest), target, st.size)
         s3 = await self._s3()
         await s3.delete_object(Bucket=self.options.bucket, Key=self.blob_key(digest))
         return True

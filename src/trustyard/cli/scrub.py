@@ -1,0 +1,156 @@
+"""`trustyard scrub`: re-read every blob and manifest, check digests and references.
+
+Exit 0 when everything verified, 1 when something was found (corrupt blobs are quarantined),
+2 for a usage or configuration error. Safe beside a running server; `--rate` keeps its reads
+from starving traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from trustyard.cli.common import (
+    ConfigOption,
+    DataDirOption,
+    open_store_or_exit,
+    settings_or_exit,
+    store_name,
+)
+from trustyard.config import Settings
+from trustyard.oci.digest import Digest
+from trustyard.oci.platforms import IndexPlatforms
+from trustyard.registry import Registry
+from trustyard.registry.scrub import MB, ScrubOptions, ScrubReport
+from trustyard.registry.scrub import scrub as run_scrub
+
+
+async def open_for_scrub(settings: Settings) -> Registry:
+    """The registry's storage and metadata (swap for the wiring module's opener at merge).
+
+    Logs go to stderr at warning level, so `--json` output on stdout stays clean.
+    """
+    from trustyard.http.app import configure_logging, open_registry
+
+    configure_logging("warning")
+    return await open_registry(settings)
+
+
+class _Bar:
+    """A rich progress bar on stderr (bytes hashed so far against the planned total)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: TaskID | None = None
+
+    def planned(self, blobs: int, total_bytes: int) -> None:
+        self.task = self.progress.add_task(f"scrubbing {blobs} blobs", total=total_bytes)
+
+    def advanced(self, nbytes: int) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task, nbytes)
+
+    def blob_done(self, digest: Digest) -> None:
+        """Nothing per blob: the byte count already moves the bar."""
+
+
+@contextmanager
+def _progress() -> Iterator[_Bar | None]:
+    """A bar when stderr is a terminal; nothing otherwise (logs, CI)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        yield _Bar(bar)
+
+
+async def _run(settings: Settings, options: ScrubOptions, bar: _Bar | None) -> ScrubReport:
+    registry = await open_for_scrub(settings)
+    try:
+        return await run_scrub(registry.storage, registry.metadata, options, bar)
+    finally:
+        await registry.metadata.close()
+        await registry.storage.close()
+        await registry.cache.close()
+
+
+def _print(report: ScrubReport) -> None:
+    for blob in report.corrupt_blobs:
+        what = "quarantined" if blob.quarantined else "gone before it could be quarantined"
+        typer.echo(f"corrupt blob {blob.digest} ({blob.size} bytes hash to {blob.actual}): {what}")
+    for manifest in report.corrupt_manifests:
+        typer.echo(f"corrupt manifest {manifest.repository}@{manifest.digest}: {manifest.reason}")
+    for ref in report.missing:
+        typer.echo(f"missing {ref.kind} {ref.digest} referenced by {ref.repository}@{ref.manifest}")
+    typer.echo(
+        f"{'ok' if report.ok else 'PROBLEMS FOUND'}: {report.repositories} repositories, "
+        f"{report.manifests_checked} manifests, {report.blobs_checked} blobs "
+        f"({report.bytes_checked} bytes) in {report.duration_seconds:.1f} s; "
+        f"{len(report.corrupt_blobs)} corrupt blobs, {len(report.corrupt_manifests)} corrupt "
+        f"manifests, {len(report.missing)} missing references"
+    )
+
+
+def scrub(
+    repository: Annotated[
+        str | None,
+        typer.Option("--repository", help="Only repositories matching this glob (e.g. 'team/*')."),
+    ] = None,
+    rate: Annotated[
+        float, typer.Option("--rate", help="Read at most this many MB/s (10^6 bytes); 0: no limit.")
+    ] = 0.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON on stdout.")
+    ] = False,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Verify stored blobs and manifests; quarantine corrupt blobs (exit 1 when any found)."""
+    if rate < 0:
+        typer.echo("error: --rate must be 0 (no limit) or a positive number of MB/s", err=True)
+        raise typer.Exit(2)
+    settings = settings_or_exit(config, data_dir=data_dir)
+    try:
+        open_store_or_exit(settings, "scrub")
+    except typer.Exit:
+        raise typer.Exit(2) from None
+    options = ScrubOptions(
+        repository=repository,
+        rate=rate * MB,
+        index_platforms=IndexPlatforms.parse(settings.index_platforms),
+    )
+    try:
+        with _progress() as bar:
+            report = asyncio.run(_run(settings, options, bar))
+    except Exception as exc:  # one line, never a traceback (the store, S3, a schema mismatch)
+        typer.echo(f"error: scrub of {store_name(settings)} failed: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        _print(report)
+    if not report.ok:
+        raise typer.Exit(1)
