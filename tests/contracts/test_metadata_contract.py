@@ -13,6 +13,7 @@ from trustyard.metadata import MetadataStore, open_metadata
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.manifest import parse_manifest
+from trustyard.registry.gc_mark import mark
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -190,13 +191,13 @@ async def test_gc_plan_and_sweep(meta: MetadataStore) -> None:
         return True
 
     # Everything is younger than the cutoff: nothing to collect.
-    plan = await meta.collect(time.time() - 3600, dry_run=False, on_blob_deleted=sweeper)
+    plan = await meta.collect(time.time() - 3600, mark=mark, dry_run=False, on_blob_deleted=sweeper)
     assert plan.manifests == [] and plan.blobs == [] and deleted == []
     future = time.time() + 10
-    plan = await meta.collect(future, dry_run=True, on_blob_deleted=sweeper)
+    plan = await meta.collect(future, mark=mark, dry_run=True, on_blob_deleted=sweeper)
     assert [str(d) for _, d in plan.manifests] == [str(parse_manifest(untagged, None).digest)]
     assert [d for d, _ in plan.blobs] == [stray] and deleted == []
-    plan = await meta.collect(future, dry_run=False, on_blob_deleted=sweeper)
+    plan = await meta.collect(future, mark=mark, dry_run=False, on_blob_deleted=sweeper)
     assert deleted == [stray]
     assert await meta.get_manifest("g", "v1") is not None
     assert await meta.get_manifest("g", parse_manifest(untagged, None).digest) is None
