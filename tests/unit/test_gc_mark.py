@@ -96,7 +96,7 @@ def test_grace_period_keeps_recent_manifests_links_and_blobs() -> None:
     assert plan.freed_bytes == 7
     # the same snapshot with a cutoff before everything collects nothing
     empty = s.plan(cutoff=0.0)
-    assert empty.manifests == empty.links == empty.blobs == []
+    assert empty.manifests == [] and empty.links == [] and empty.blobs == []
 
 
 def test_index_children_kept_while_the_index_lives() -> None:
