@@ -217,7 +217,12 @@ class SqlMetadataStore:
                     annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
                     created_at=now,
                 )
-                .on_conflict_do_nothing()
+                # A re-push makes the manifest live again: the grace period counts from it,
+                # as for a re-uploaded blob (else GC may take a child re-pushed by digest
+                # before the index naming it arrives; issue 19).
+                .on_conflict_do_update(
+                    index_elements=["repo_id", "digest"], set_={"created_at": now}
+                )
             )
             refs = [{"child": c, "kind": "blob"} for c in wanted] + [
                 {"child": c, "kind": "manifest"} for c in children
