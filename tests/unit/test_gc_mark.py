@@ -238,6 +238,9 @@ def snapshots(draw: st.DrawFn) -> Snap:
             )
         for name in draw(st.lists(st.sampled_from(NAMES), unique=True, max_size=3)):
             s.tag(repo, f"t-{name}", name)
+        # cosign attachment tags: (subject it is named after, manifest it points at)
+        for subject, name in draw(st.lists(st.tuples(*[st.sampled_from(NAMES)] * 2), max_size=3)):
+            s.tag(repo, d(subject).replace(":", "-") + ".sig", name)
         for layer in draw(st.lists(st.sampled_from(["l0", "l1", "l2"]), unique=True)):
             s.blob(repo, layer, at=draw(st.sampled_from([OLD, NEW])))
     return s
@@ -246,7 +249,7 @@ def snapshots(draw: st.DrawFn) -> Snap:
 def _reachable(s: Snap) -> set[tuple[str, str]]:
     """The liveness definition written the slow, obvious way (fixpoint over all rules)."""
     present = {(m.repository, m.digest) for m in s.manifests}
-    live = {(t.repository, t.digest) for t in s.tags} & present
+    live = {(t.repository, t.digest) for t in s.tags if not t.name.endswith(".sig")} & present
     live |= {(m.repository, m.digest) for m in s.manifests if m.touched_at >= CUTOFF}
     while True:
         more = {
@@ -255,13 +258,22 @@ def _reachable(s: Snap) -> set[tuple[str, str]]:
             if r.kind == "manifest" and (r.repository, r.parent) in live
         }
         more |= {(m.repository, m.digest) for m in s.manifests if (m.repository, m.subject) in live}
+        more |= {
+            (t.repository, t.digest)
+            for t in s.tags
+            if t.name.endswith(".sig") and (t.repository, _named_after(t.name)) in live
+        }
         more &= present
         if more <= live:
             return live
         live |= more
 
 
-@settings(max_examples=200, deadline=None)
+def _named_after(tag: str) -> str:
+    return tag.removesuffix(".sig").replace("-", ":", 1)
+
+
+@settings(max_examples=100, deadline=None)
 @given(snapshots())
 def test_nothing_reachable_is_collected_and_everything_else_is(s: Snap) -> None:
     plan = s.plan()
@@ -275,3 +287,9 @@ def test_nothing_reachable_is_collected_and_everything_else_is(s: Snap) -> None:
     }
     assert not {(repo, str(x)) for repo, x in plan.links} & named
     assert not {str(x) for x, _ in plan.blobs} & {blob for _, blob in named}
+    gone_tags = {
+        (t.repository, t.name)
+        for t in s.tags
+        if t.name.endswith(".sig") and (t.repository, _named_after(t.name)) not in live
+    }
+    assert set(plan.tags) == gone_tags
