@@ -1,22 +1,34 @@
 """Time and peak memory of the in-memory GC marking (registry/gc_mark.py) on synthetic snapshots.
 
-    python -m benchmarks.gc_mark [N ...]      (default: 10000 100000 1000000)
+    python -m benchmarks.gc_mark [N ...]            (default: 10000 100000 1000000)
+    python -m benchmarks.gc_mark --sqlite [N ...]   (default: 10000 100000)
 
 N manifests in N/1000 repositories, each with 2 blob refs and one link per blob; a tenth are
 multi-arch indexes over 2 children, a tenth carry a referrer, a third are tagged, half are old.
 Peak memory (tracemalloc) covers the snapshot rows as the SQL backend builds them plus the
 marking; the figures decide when a recursive CTE should replace in-memory marking (gc.py).
+With --sqlite the rows go into a fresh SQLite store and one dry-run `collect` is timed: the
+pause pushes see (reading the rows, building the snapshot, marking), without the deletes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import hashlib
 import sys
+import tempfile
 import time
 import tracemalloc
+from pathlib import Path
+from typing import Any
 
+from sqlalchemy import insert
+
+from trustyard.metadata import SqlMetadataStore, open_metadata
+from trustyard.metadata import schema as t
 from trustyard.metadata.base import GcBlob, GcLink, GcManifest, GcRef, GcSnapshot, GcTag
+from trustyard.oci.digest import Digest
 from trustyard.registry.gc_mark import mark
 
 CUTOFF = 1000.0
@@ -67,7 +79,74 @@ def measure(n: int) -> tuple[float, float, float, int]:
     return held / 2**20, seconds, peak / 2**20, dead
 
 
+def _rows(snap: GcSnapshot, ids: dict[str, int]) -> list[tuple[Any, list[dict[str, Any]]]]:
+    manifest = {"media_type": "x", "size": 1, "content": b"", "annotations": None}
+    return [
+        (
+            t.manifests,
+            [
+                {"repo_id": ids[r], "digest": d, "subject": s, "created_at": at, **manifest}
+                for r, d, s, at in snap.manifests
+            ],
+        ),
+        (
+            t.manifest_refs,
+            [{"repo_id": ids[r], "parent": p, "child": c, "kind": k} for r, p, c, k in snap.refs],
+        ),
+        (
+            t.tags,
+            [
+                {"repo_id": ids[r], "name": n, "digest": d, "updated_at": 0.0}
+                for r, n, d in snap.tags
+            ],
+        ),
+        (
+            t.blobs,
+            [
+                {"digest": d, "size": z, "created_at": at, "last_seen": at}
+                for d, z, at in snap.blobs
+            ],
+        ),
+        (
+            t.repo_blobs,
+            [{"repo_id": ids[r], "digest": d, "linked_at": at} for r, d, at in snap.links],
+        ),
+    ]
+
+
+async def _never(digest: Digest, cutoff: float) -> bool:
+    raise AssertionError("a dry run sweeps nothing")
+
+
+async def measure_sqlite(n: int) -> tuple[float, int]:
+    """(seconds of one dry-run collect, dead manifests) on a SQLite store holding `snapshot(n)`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = await open_metadata(Path(tmp) / "metadata.db", create=True)
+        assert isinstance(store, SqlMetadataStore)
+        snap = snapshot(n)
+        names = sorted({m.repository for m in snap.manifests})
+        ids = {name: i + 1 for i, name in enumerate(names)}
+        async with store.writer.begin() as conn:
+            repos = [{"id": ids[r], "name": r, "created_at": 0.0} for r in names]
+            await conn.execute(insert(t.repositories), repos)
+            for table, rows in _rows(snap, ids):
+                await conn.execute(insert(table), rows)
+        del snap
+        gc.collect()
+        started = time.perf_counter()
+        plan = await store.collect(CUTOFF, mark=mark, dry_run=True, on_blob_deleted=_never)
+        seconds = time.perf_counter() - started
+        await store.close()
+    return seconds, len(plan.manifests)
+
+
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["--sqlite"]:
+        print(f"{'manifests':>10} {'collect s (wall)':>17}")
+        for n in [int(a) for a in argv[1:]] or [10_000, 100_000]:
+            seconds, dead = asyncio.run(measure_sqlite(n))
+            print(f"{n:>10} {seconds:>17.2f}  ({dead} dead)")
+        return
     sizes = [int(a) for a in argv] or [10_000, 100_000, 1_000_000]
     print(f"{'manifests':>10} {'rows':>10} {'snapshot MiB':>13} {'mark cpu s':>11} {'peak MiB':>9}")
     for n in sizes:

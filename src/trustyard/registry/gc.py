@@ -17,10 +17,12 @@ unless the manifest is re-pushed, and then the prune's NOT EXISTS sees it and ke
 Size limit of in-memory marking (benchmarks/gc_mark.py; synthetic store, 2 layers per manifest,
 a tenth indexes, a third tagged, a third dead; 2 shared cores under load): 10k manifests take
 ~10 MiB of snapshot, 22 MiB peak and 0.3-0.5 s CPU; 100k ~100 MiB, 210 MiB peak, 3-6 s; 1M
-~1 GiB, 2.2 GiB peak, ~70 s (about a third of it parsing the dead digests). Pushes wait for the
-whole pass (exclusive lock), so the limit is the pause rather than memory: past ~200k manifests
-(over ~10 s of marking plus the row loading) a recursive CTE in SQL should do the marking, and
-the snapshot should carry only the dead rows.
+~1 GiB, 2.2 GiB peak, ~70 s (about a third of it parsing the dead digests). Reading the rows
+costs more than marking them: a whole dry-run pass on SQLite (`--sqlite`) took 3-6 s at 10k
+manifests and 25-50 s at 100k (~750k rows), as did the code before marking moved out of SQL.
+Pushes wait for the whole pass (exclusive lock), so the limit is that pause, not memory: past
+~30k manifests (a pause over ~10 s) a recursive CTE in SQL should mark, so that only the dead
+rows leave the database; the rules here then become its specification and test oracle.
 """
 
 from __future__ import annotations
