@@ -13,6 +13,7 @@ from trustyard.metadata import MetadataStore, open_metadata
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.manifest import parse_manifest
+from trustyard.registry.gc_mark import mark
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -190,15 +191,44 @@ async def test_gc_plan_and_sweep(meta: MetadataStore) -> None:
         return True
 
     # Everything is younger than the cutoff: nothing to collect.
-    plan = await meta.collect(time.time() - 3600, dry_run=False, on_blob_deleted=sweeper)
+    plan = await meta.collect(time.time() - 3600, mark=mark, dry_run=False, on_blob_deleted=sweeper)
     assert plan.manifests == [] and plan.blobs == [] and deleted == []
     future = time.time() + 10
-    plan = await meta.collect(future, dry_run=True, on_blob_deleted=sweeper)
+    plan = await meta.collect(future, mark=mark, dry_run=True, on_blob_deleted=sweeper)
     assert [str(d) for _, d in plan.manifests] == [str(parse_manifest(untagged, None).digest)]
     assert [d for d, _ in plan.blobs] == [stray] and deleted == []
-    plan = await meta.collect(future, dry_run=False, on_blob_deleted=sweeper)
+    plan = await meta.collect(future, mark=mark, dry_run=False, on_blob_deleted=sweeper)
     assert deleted == [stray]
     assert await meta.get_manifest("g", "v1") is not None
     assert await meta.get_manifest("g", parse_manifest(untagged, None).digest) is None
     assert await meta.blob_size("g", Digest.of(LAYER)) == len(LAYER)
     assert str(stray) not in await meta.blob_digests()
+
+
+async def test_repush_refreshes_the_grace_period(meta: MetadataStore) -> None:
+    """A manifest PUT again (and a blob linked again) counts as new: a GC whose cutoff falls
+    between the two pushes keeps it (issue 19: a CI loop re-pushing children by digest)."""
+    await link_image_blobs(meta, "re")
+    raw = manifest_bytes("again")
+    manifest = parse_manifest(raw, None)
+    await meta.put_manifest("re", manifest, raw, [])
+    stray = Digest.of(b"relinked")
+    await meta.link_blob("re", stray, 8)
+    time.sleep(0.01)
+    between = time.time()
+    time.sleep(0.01)
+    await meta.put_manifest("re", manifest, raw, [])
+    await meta.link_blob("re", stray, 8)
+    deleted: list[Digest] = []
+
+    async def sweeper(digest: Digest, cutoff: float) -> bool:
+        deleted.append(digest)
+        return True
+
+    plan = await meta.collect(between, mark=mark, dry_run=False, on_blob_deleted=sweeper)
+    assert plan.manifests == [] and plan.links == [] and plan.blobs == [] and deleted == []
+    assert await meta.get_manifest("re", manifest.digest) is not None
+    # not vacuous: once the cutoff passes the second push, both go
+    plan = await meta.collect(time.time() + 1, mark=mark, dry_run=True, on_blob_deleted=sweeper)
+    assert [d for _, d in plan.manifests] == [manifest.digest]
+    assert stray in [d for d, _ in plan.blobs]

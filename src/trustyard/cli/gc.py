@@ -18,7 +18,7 @@ from trustyard.cli.common import (
     store_name,
 )
 from trustyard.config import Settings
-from trustyard.http.app import configure_logging, open_registry
+from trustyard.http.app import configure_logging, open_registry, open_signature_store
 from trustyard.registry.gc import GcReport, collect_garbage
 
 
@@ -46,6 +46,7 @@ async def _run(settings: Settings, dry_run: bool) -> tuple[GcReport, bool]:
                 upload_max_age_seconds=settings.upload_max_age_seconds,
                 dry_run=dry_run,
                 changed=registry.changed,
+                signatures=open_signature_store(registry),
             )
             return report, has_repositories
     except LockBusy:

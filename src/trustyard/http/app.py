@@ -202,6 +202,14 @@ def open_simple_signatures(settings: Settings, registry: Registry) -> SimpleSign
     )
 
 
+def open_signature_store(registry: Registry) -> SqlSignatureStore:
+    """The simple-signature store beside the registry's metadata (GC prunes it)."""
+    metadata = registry.metadata
+    if not isinstance(metadata, SqlMetadataStore):  # pragma: no cover - only SQL backends exist
+        raise TypeError("simple signatures need a SQL metadata store")
+    return SqlSignatureStore(metadata.reader, metadata.writer)
+
+
 def create_app(settings: Settings) -> Starlette:
     """The ASGI app. Logging is the entry point's to configure (`worker_app`, `serve`): it is
     process-wide, and an app built inside another program (tests, an embedding) must not

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from trustyard.oci.digest import Digest
 from trustyard.oci.manifest import Descriptor, Manifest
@@ -39,11 +39,60 @@ class GcPlan:
     manifests: list[tuple[str, Digest]] = field(default_factory=list)
     links: list[tuple[str, Digest]] = field(default_factory=list)
     blobs: list[tuple[Digest, int]] = field(default_factory=list)
+    # (repository, tag): cosign attachment tags whose subject is gone
+    tags: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def freed_bytes(self) -> int:
         return sum(size for _, size in self.blobs)
 
+
+# The rows GC marks from, as plain values (digests stay text: parsing every one is costly).
+class GcManifest(NamedTuple):
+    repository: str
+    digest: str
+    subject: str | None
+    touched_at: float  # the last push of these bytes; the grace period counts from here
+
+
+class GcRef(NamedTuple):
+    repository: str
+    parent: str
+    child: str
+    kind: str  # "blob" (config, layers) or "manifest" (index children)
+
+
+class GcTag(NamedTuple):
+    repository: str
+    name: str
+    digest: str
+
+
+class GcLink(NamedTuple):
+    repository: str
+    digest: str
+    linked_at: float
+
+
+class GcBlob(NamedTuple):
+    digest: str
+    size: int
+    last_seen: float
+
+
+@dataclass(frozen=True, slots=True)
+class GcSnapshot:
+    """Every row GC marks from, read inside its exclusive write transaction."""
+
+    manifests: list[GcManifest]
+    refs: list[GcRef]
+    tags: list[GcTag]
+    links: list[GcLink]
+    blobs: list[GcBlob]
+
+
+# The marking rules (registry/gc_mark.py): what to remove, given the rows and the cutoff.
+GcMarker = Callable[[GcSnapshot, float], GcPlan]
 
 # Deletes a blob's bytes unless they are newer than the cutoff; True when deleted.
 BlobSweeper = Callable[[Digest, float], Awaitable[bool]]
@@ -118,9 +167,10 @@ class UploadIndex(Protocol):
 
 class GcIndex(Protocol):
     async def collect(
-        self, cutoff: float, *, dry_run: bool, on_blob_deleted: BlobSweeper
+        self, cutoff: float, *, mark: GcMarker, dry_run: bool, on_blob_deleted: BlobSweeper
     ) -> GcPlan:
-        """Mark from tags and recent items, then (unless `dry_run`) sweep in one transaction."""
+        """Under a lock excluding every writer, read a GcSnapshot, let `mark` plan, and
+        (unless `dry_run`) apply the plan, all in one transaction; returns the plan."""
 
     async def blob_digests(self) -> set[str]:
         """Every blob digest the metadata knows (for the orphan-file sweep)."""

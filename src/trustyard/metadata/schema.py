@@ -62,6 +62,7 @@ manifests = Table(
     Column("subject", String(200), nullable=True),
     Column("artifact_type", String(255), nullable=True),
     Column("annotations", Text, nullable=True),
+    # the last push of these bytes (a re-push refreshes it): what GC's grace period looks at
     Column("created_at", Float, nullable=False),
     Index("ix_manifests_subject", "repo_id", "subject"),
 )

@@ -2,7 +2,8 @@
 
 One row per signature: the repository, the manifest digest it signs, the client-chosen unique
 name (`<digest>@<id>`) and the signature bytes (an OpenPGP message). Rows whose manifest is gone
-are removed by garbage collection (`SqlMetadataStore.collect`), never by deleting a manifest;
+are removed by garbage collection (`prune_orphans`, called by registry/gc.py), never by deleting
+a manifest;
 holders of the delete right remove single rows through the extension API's DELETE.
 """
 
@@ -22,6 +23,7 @@ from sqlalchemy import (
     String,
     Table,
     delete,
+    exists,
     func,
     select,
 )
@@ -143,6 +145,20 @@ class SqlSignatureStore:
             result = await conn.execute(
                 delete(s).where(
                     s.c.repo_id == repo_id, s.c.digest == str(digest), s.c.name.in_(names)
+                )
+            )
+        return int(result.rowcount or 0)
+
+    async def prune_orphans(self, cutoff: float) -> int:
+        """GC: delete signatures older than `cutoff` whose manifest is gone; how many went.
+
+        Younger ones stay, like everything else inside the grace period."""
+        s, m = simple_signatures, t.manifests
+        async with self.writer.begin() as conn:
+            result = await conn.execute(
+                delete(s).where(
+                    s.c.created_at < cutoff,
+                    ~exists().where(m.c.repo_id == s.c.repo_id, m.c.digest == s.c.digest),
                 )
             )
         return int(result.rowcount or 0)

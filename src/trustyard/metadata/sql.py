@@ -7,7 +7,6 @@ writers (SQLite: BEGIN IMMEDIATE) so the checks a write makes still hold when it
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -17,15 +16,22 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trustyard.metadata import schema as t
-from trustyard.metadata.base import BlobSweeper, GcPlan, ManifestRecord, UploadRecord
-from trustyard.metadata.signatures_sql import simple_signatures
+from trustyard.metadata.base import (
+    BlobSweeper,
+    GcBlob,
+    GcLink,
+    GcManifest,
+    GcMarker,
+    GcPlan,
+    GcRef,
+    GcSnapshot,
+    GcTag,
+    ManifestRecord,
+    UploadRecord,
+)
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.manifest import Descriptor, Manifest, stored_blobs
-
-# cosign-style attachment tags (`sha256-<hex>`, `.sig`, `.att`, `.sbom`): they follow their
-# subject in GC instead of keeping it (and themselves) alive.
-_ATTACHMENT_TAG = re.compile(r"^(sha256-[a-f0-9]{64}|sha512-[a-f0-9]{128})(\.sig|\.att|\.sbom)?$")
 
 # Advisory-lock key shared by every writer (shared mode) and GC (exclusive mode) on PostgreSQL.
 WRITE_LOCK_KEY = 0x7472757374  # "trust"
@@ -211,7 +217,12 @@ class SqlMetadataStore:
                     annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
                     created_at=now,
                 )
-                .on_conflict_do_nothing()
+                # A re-push makes the manifest live again: the grace period counts from it,
+                # as for a re-uploaded blob (else GC may take a child re-pushed by digest
+                # before the index naming it arrives; issue 19).
+                .on_conflict_do_update(
+                    index_elements=["repo_id", "digest"], set_={"created_at": now}
+                )
             )
             refs = [{"child": c, "kind": "blob"} for c in wanted] + [
                 {"child": c, "kind": "manifest"} for c in children
@@ -389,130 +400,66 @@ class SqlMetadataStore:
 
     # -- garbage collection --------------------------------------------------------------------
     async def collect(
-        self, cutoff: float, *, dry_run: bool, on_blob_deleted: BlobSweeper
+        self, cutoff: float, *, mark: GcMarker, dry_run: bool, on_blob_deleted: BlobSweeper
     ) -> GcPlan:
-        """Mark and sweep inside one write transaction, so no push interleaves with it.
-
-        Live manifests: tagged ones, ones younger than `cutoff` (an in-flight multi-arch push
-        uploads children before the index that tags them), children of live indexes (never
-        break multi-arch images, distribution#3004) and referrers of live manifests. Live blob
-        links: referenced by a live manifest of the repository, or linked after `cutoff`.
-        """
-        names: dict[int, str] = {}
+        """Snapshot, mark and sweep inside one write transaction, so no push interleaves with it
+        (the marking rules themselves are registry/gc_mark.py's)."""
         async with self.writer.begin() as conn:
             await self._exclusive(conn)
-            for row in (
-                await conn.execute(select(t.repositories.c.id, t.repositories.c.name))
-            ).all():
-                names[row.id] = row.name
-            all_manifests = {
-                (r.repo_id, r.digest): (r.subject, r.created_at)
-                for r in (
-                    await conn.execute(
-                        select(
-                            t.manifests.c.repo_id,
-                            t.manifests.c.digest,
-                            t.manifests.c.subject,
-                            t.manifests.c.created_at,
-                        )
-                    )
-                ).all()
-            }
-            children: dict[tuple[int, str], list[str]] = {}
-            blob_refs: dict[tuple[int, str], list[str]] = {}
-            for r in (await conn.execute(select(t.manifest_refs))).all():
-                target = children if r.kind == "manifest" else blob_refs
-                target.setdefault((r.repo_id, r.parent), []).append(r.child)
-            referrers: dict[tuple[int, str], list[str]] = {}
-            for (repo_id, digest), (subject, _) in all_manifests.items():
-                if subject:
-                    referrers.setdefault((repo_id, subject), []).append(digest)
+            ids, snapshot = await self._gc_snapshot(conn)
+            plan = mark(snapshot, cutoff)
+            if not dry_run:
+                await self._gc_apply(conn, ids, plan, cutoff, on_blob_deleted)
+        return plan
 
-            roots: set[tuple[int, str]] = set()
-            attachment_tags: list[tuple[int, str, str]] = []  # (repo_id, tag, subject)
-            for r in (
-                await conn.execute(select(t.tags.c.repo_id, t.tags.c.name, t.tags.c.digest))
-            ).all():
-                attached = _ATTACHMENT_TAG.match(r.name)
-                if attached is None:
-                    roots.add((r.repo_id, r.digest))
-                else:  # live exactly when the subject it is named after is live
-                    subject = attached.group(1).replace("-", ":", 1)
-                    referrers.setdefault((r.repo_id, subject), []).append(r.digest)
-                    attachment_tags.append((r.repo_id, r.name, subject))
-            roots |= {key for key, (_, created) in all_manifests.items() if created >= cutoff}
-            live: set[tuple[int, str]] = set()
-            stack = [k for k in roots if k in all_manifests]
-            while stack:
-                key = stack.pop()
-                if key in live:
-                    continue
-                live.add(key)
-                repo_id = key[0]
-                for child in children.get(key, []) + referrers.get(key, []):
-                    if (repo_id, child) in all_manifests and (repo_id, child) not in live:
-                        stack.append((repo_id, child))
-            dead_manifests = sorted(set(all_manifests) - live)
+    @staticmethod
+    async def _gc_snapshot(conn: AsyncConnection) -> tuple[dict[str, int], GcSnapshot]:
+        """Repository ids by name, and every row the marking reads (names instead of ids)."""
+        repos = (await conn.execute(select(t.repositories.c.id, t.repositories.c.name))).all()
+        names: dict[int, str] = {r.id: r.name for r in repos}
+        m, refs, tg, rb = t.manifests, t.manifest_refs, t.tags, t.repo_blobs
+        manifests = await conn.execute(select(m.c.repo_id, m.c.digest, m.c.subject, m.c.created_at))
+        ref_rows = await conn.execute(
+            select(refs.c.repo_id, refs.c.parent, refs.c.child, refs.c.kind)
+        )
+        tag_rows = await conn.execute(select(tg.c.repo_id, tg.c.name, tg.c.digest))
+        links = await conn.execute(select(rb.c.repo_id, rb.c.digest, rb.c.linked_at))
+        blobs = await conn.execute(select(t.blobs.c.digest, t.blobs.c.size, t.blobs.c.last_seen))
+        snapshot = GcSnapshot(
+            manifests=[GcManifest(names[r], d, s, c) for r, d, s, c in manifests],
+            refs=[GcRef(names.get(r, ""), p, c, k) for r, p, c, k in ref_rows],
+            tags=[GcTag(names[r], n, d) for r, n, d in tag_rows],
+            links=[GcLink(names[r], d, at) for r, d, at in links],
+            blobs=[GcBlob(d, int(size), seen) for d, size, seen in blobs],
+        )
+        return {name: repo_id for repo_id, name in names.items()}, snapshot
 
-            live_links = {
-                (repo_id, b) for key in live for b in blob_refs.get(key, []) for repo_id in [key[0]]
-            }
-            plan = GcPlan()
-            plan.manifests = [(names[r], Digest.parse(d)) for r, d in dead_manifests]
-            dead_links: list[tuple[int, str]] = []
-            for r in (await conn.execute(select(t.repo_blobs))).all():
-                if (r.repo_id, r.digest) not in live_links and r.linked_at < cutoff:
-                    dead_links.append((r.repo_id, r.digest))
-            plan.links = [(names[r], Digest.parse(d)) for r, d in dead_links]
-            dead_set = set(dead_links)
-            still_linked = {
-                r.digest
-                for r in (
-                    await conn.execute(select(t.repo_blobs.c.repo_id, t.repo_blobs.c.digest))
-                ).all()
-                if (r.repo_id, r.digest) not in dead_set
-            }
-            # A blob a live manifest names is kept even if its link was deleted through the API.
-            referenced = {digest for _, digest in live_links}
-            for r in (await conn.execute(select(t.blobs))).all():
-                if (
-                    r.digest not in still_linked
-                    and r.digest not in referenced
-                    and r.last_seen < cutoff
-                ):
-                    plan.blobs.append((Digest.parse(r.digest), int(r.size)))
-            if dry_run:
-                return plan
-
-            await self._delete_manifests(conn, dead_manifests)
-            for repo_id, tag, subject in attachment_tags:  # named after a subject that is gone
-                if (repo_id, subject) not in live:
-                    await conn.execute(
-                        delete(t.tags).where(t.tags.c.repo_id == repo_id, t.tags.c.name == tag)
-                    )
-            # Simple signatures follow their manifest (kept during the grace period, as pushes).
-            s = simple_signatures
+    async def _gc_apply(
+        self,
+        conn: AsyncConnection,
+        ids: dict[str, int],
+        plan: GcPlan,
+        cutoff: float,
+        on_blob_deleted: BlobSweeper,
+    ) -> None:
+        await self._delete_manifests(conn, [(ids[r], str(d)) for r, d in plan.manifests])
+        for repository, tag in plan.tags:
             await conn.execute(
-                delete(s).where(
-                    s.c.created_at < cutoff,
-                    ~exists().where(
-                        t.manifests.c.repo_id == s.c.repo_id, t.manifests.c.digest == s.c.digest
-                    ),
+                delete(t.tags).where(t.tags.c.repo_id == ids[repository], t.tags.c.name == tag)
+            )
+        for repository, digest in plan.links:
+            await conn.execute(
+                delete(t.repo_blobs).where(
+                    t.repo_blobs.c.repo_id == ids[repository],
+                    t.repo_blobs.c.digest == str(digest),
                 )
             )
-            for repo_id, digest in dead_links:
-                await conn.execute(
-                    delete(t.repo_blobs).where(
-                        t.repo_blobs.c.repo_id == repo_id, t.repo_blobs.c.digest == digest
-                    )
-                )
-            # Bytes go while the write lock is held: a push links a blob in a write transaction,
-            # so it waits for us, and a blob renamed into place meanwhile is newer than
-            # `cutoff`, which the sweeper checks before unlinking the file.
-            for digest_obj, _ in plan.blobs:
-                await conn.execute(delete(t.blobs).where(t.blobs.c.digest == str(digest_obj)))
-                await on_blob_deleted(digest_obj, cutoff)
-        return plan
+        # Bytes go while the write lock is held: a push links a blob in a write transaction,
+        # so it waits for us, and a blob renamed into place meanwhile is newer than
+        # `cutoff`, which the sweeper checks before unlinking the file.
+        for digest, _ in plan.blobs:
+            await conn.execute(delete(t.blobs).where(t.blobs.c.digest == str(digest)))
+            await on_blob_deleted(digest, cutoff)
 
     async def blob_digests(self) -> set[str]:
         """Every blob digest the metadata knows (for the orphan-file sweep)."""
