@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 
 from tests.auth.helpers import forge
 from tests.auth.pki import HOUR, Cert, claims, key_usage, make_cert, now, token_with_chain
-from trustyard.auth.runtime import trusted_keys
 from trustyard.auth.tokens import (
     SigningKey,
     TokenRejected,
@@ -26,6 +25,7 @@ from trustyard.auth.tokens import (
 )
 from trustyard.config import AuthSettings, TokenAuthSettings
 from trustyard.crypto.keyid import certificate_der_kid, jwk_thumbprint, libtrust_kid, public_jwk
+from trustyard.wiring.auth import trusted_keys
 
 ROOT = make_cert("root", ca=True)
 INTER = ROOT.issue("intermediate", ca=True, path_length=0)

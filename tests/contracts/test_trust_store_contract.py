@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from trustyard.crypto.notary_keys import PrivateKey
-from trustyard.metadata import open_metadata
 from trustyard.metadata.sql import SqlMetadataStore
 from trustyard.metadata.trust_sql import SqlTrustStore
 from trustyard.trust.store import AuditEvent, ServerKey
+from trustyard.wiring import open_database
 
 GUN = "example.com/team/first"
 
@@ -30,8 +30,8 @@ async def stores(
         target: Path | str = request.getfixturevalue("postgres_url")
     else:
         target = tmp_path / "meta.db"
-    opened: list[SqlMetadataStore] = [await open_metadata(target, create=True)]
-    opened.append(await open_metadata(target, create=False))
+    opened: list[SqlMetadataStore] = [(await open_database(target, create=True)).metadata]
+    opened.append((await open_database(target, create=False)).metadata)
     yield [SqlTrustStore(m.reader, m.writer) for m in opened]
     for m in opened:
         await m.close()

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 
-from trustyard.cache.base import Cache
-from trustyard.cache.generations import Generations
+from trustyard.cache.base import Cache, Generations
 from trustyard.metadata.base import ManifestRecord
 from trustyard.oci.digest import Digest
 
