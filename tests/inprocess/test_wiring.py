@@ -12,11 +12,16 @@ from typer.testing import CliRunner
 
 from tests.inprocess.conftest import make_settings, serve
 from tests.inprocess.helpers import make_image, push_image
+from tests.services.redis import RedisServer
+from tests.services.s3 import ACCESS_KEY, SECRET_KEY, S3Server
 from trustyard.cache.memory import MemoryCache
+from trustyard.cache.redis import RedisCache
+from trustyard.cli import gc as gc_command
 from trustyard.cli.app import app as cli
-from trustyard.config import Settings
+from trustyard.config import S3Settings, Settings
 from trustyard.metadata import migrate
 from trustyard.storage.filesystem import FilesystemStorage
+from trustyard.storage.s3 import S3Storage
 from trustyard.wiring import Database, open_services
 
 
@@ -113,7 +118,9 @@ async def _store_with_an_untagged_manifest(settings: Settings) -> None:
         await push_image(client, "app", make_image("two"), "v1")  # "one" loses its tag
 
 
-def test_gc_cli_on_an_embedded_data_dir(tmp_path: Path) -> None:
+def test_gc_cli_on_an_embedded_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # CliRunner swaps stderr for a buffer it closes: structlog must not keep writing to it.
+    monkeypatch.setattr(gc_command, "configure_logging", lambda level: None)
     settings = make_settings(tmp_path / "data")
     asyncio.run(_store_with_an_untagged_manifest(settings))
     args = ["gc", "--data-dir", str(settings.data_dir), "--grace-seconds", "0"]
@@ -126,3 +133,31 @@ def test_gc_cli_on_an_embedded_data_dir(tmp_path: Path) -> None:
     assert "deleted manifest app@sha256:" in done.output
     again = CliRunner().invoke(cli, args)
     assert "0 manifests, 0 blobs" in again.output
+
+
+async def test_with_redis_auth_counts_in_the_registry_cache(
+    settings: Settings, redis_server: RedisServer
+) -> None:
+    shared = _token_settings(settings).model_copy(update={"redis_url": redis_server.url})
+    async with await open_services(shared, server=True, auth=True) as s:
+        assert s.registry is not None and s.auth is not None
+        assert isinstance(s.cache, RedisCache)
+        assert s.auth.cache is s.cache and s.registry.cache is s.cache  # one Redis client
+
+
+async def test_postgres_and_s3_share_one_engine_pair(
+    tmp_path: Path, postgres_url: str, s3_server: S3Server, s3_bucket: str
+) -> None:
+    s3 = S3Settings(
+        bucket=s3_bucket, endpoint_url=s3_server.endpoint, access_key=ACCESS_KEY,
+        secret_key=SECRET_KEY,
+    )  # fmt: skip
+    remote = make_settings(
+        tmp_path / "data", database_url=postgres_url, storage_backend="s3", s3=s3
+    )
+    async with await open_services(remote, server=True) as s:
+        assert isinstance(s.storage, S3Storage) and s.storage.options is s3
+        assert s.registry is not None and s.trust is not None
+        assert s.database.writer.dialect.name == "postgresql"
+        assert s.trust.store is s.database.trust and s.registry.metadata is s.database.metadata
+        assert s.registry.lookups is None  # no shared stamps without Redis: no lookup cache
