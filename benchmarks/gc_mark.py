@@ -25,11 +25,11 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from trustyard.metadata import SqlMetadataStore, open_metadata
 from trustyard.metadata import schema as t
 from trustyard.metadata.base import GcBlob, GcLink, GcManifest, GcRef, GcSnapshot, GcTag
 from trustyard.oci.digest import Digest
 from trustyard.registry.gc_mark import mark
+from trustyard.wiring import open_database
 
 CUTOFF = 1000.0
 
@@ -121,8 +121,8 @@ async def _never(digest: Digest, cutoff: float) -> bool:
 async def measure_sqlite(n: int) -> tuple[float, int]:
     """(seconds of one dry-run collect, dead manifests) on a SQLite store holding `snapshot(n)`."""
     with tempfile.TemporaryDirectory() as tmp:
-        store = await open_metadata(Path(tmp) / "metadata.db", create=True)
-        assert isinstance(store, SqlMetadataStore)
+        database = await open_database(Path(tmp) / "metadata.db", create=True)
+        store = database.metadata
         snap = snapshot(n)
         names = sorted({m.repository for m in snap.manifests})
         ids = {name: i + 1 for i, name in enumerate(names)}
@@ -136,7 +136,7 @@ async def measure_sqlite(n: int) -> tuple[float, int]:
         started = time.perf_counter()
         plan = await store.collect(CUTOFF, mark=mark, dry_run=True, on_blob_deleted=_never)
         seconds = time.perf_counter() - started
-        await store.close()
+        await database.close()
     return seconds, len(plan.manifests)
 
 

@@ -16,11 +16,11 @@ from trustyard.auth.access import (
     gun_prefixes,
     validate_rule,
 )
-from trustyard.auth.runtime import gun_prefixes_of
 from trustyard.auth.scopes import parse_scopes
 from trustyard.auth.users import ANONYMOUS, Principal, validate_account_name
 from trustyard.config import Settings, load_settings
 from trustyard.metadata.auth_base import AclRule
+from trustyard.wiring.auth import gun_prefixes_of
 
 ALICE = Principal("alice", "user")
 ALICE_X = Principal("alice-x", "user")

@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from tests.auth.helpers import forge
 from tests.auth.pki import HOUR, Cert, claims, key_usage, make_cert, now, token_with_chain
 from trustyard.auth.keyring import TokenRejected, TrustedKeys
-from trustyard.auth.runtime import trusted_keys
 from trustyard.auth.token_keys import SigningKey, load_signing_key
 from trustyard.auth.token_verifier import TokenVerifier
 from trustyard.config import AuthSettings, TokenAuthSettings
 from trustyard.crypto.keyid import certificate_der_kid, jwk_thumbprint, libtrust_kid, public_jwk
+from trustyard.wiring.auth import trusted_keys
 
 ROOT = make_cert("root", ca=True)
 INTER = ROOT.issue("intermediate", ca=True, path_length=0)

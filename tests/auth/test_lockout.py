@@ -20,17 +20,19 @@ from trustyard.auth.users import (
     RateLimited,
     bcrypt_cost_of,
 )
-from trustyard.cache import Cache, MemoryCache
+from trustyard.cache import Cache
+from trustyard.cache.memory import MemoryCache
 from trustyard.cache.redis import RedisCache
 from trustyard.metadata.auth_base import Account
-from trustyard.metadata.auth_sql import SqlAuthStore, open_auth_store
+from trustyard.metadata.auth_sql import SqlAuthStore
+from trustyard.wiring import open_database
 
 COST = 8  # slow enough (~15 ms) that 60 checks really overlap
 
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqlAuthStore]:
-    s = await open_auth_store(tmp_path / "metadata.db")
+    s = (await open_database(tmp_path / "metadata.db", create=True)).auth
     yield s
     await s.close()
 

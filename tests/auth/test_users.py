@@ -18,13 +18,14 @@ from trustyard.auth.users import (
     RateLimited,
     binding_of,
 )
-from trustyard.cache import MemoryCache
-from trustyard.metadata.auth_sql import SqlAuthStore, open_auth_store
+from trustyard.cache.memory import MemoryCache
+from trustyard.metadata.auth_sql import SqlAuthStore
+from trustyard.wiring import open_database
 
 
 @pytest.fixture
 async def store(tmp_path: Path) -> SqlAuthStore:
-    s = await open_auth_store(tmp_path / "metadata.db")
+    s = (await open_database(tmp_path / "metadata.db", create=True)).auth
     yield s  # type: ignore[misc]
     await s.close()
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from trustyard.metadata import MetadataStore, open_metadata
+from trustyard.metadata import MetadataStore
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.manifest import parse_manifest
 from trustyard.registry.gc_mark import mark
+from trustyard.wiring import open_database
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -22,7 +23,7 @@ async def meta(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         target: Path | str = request.getfixturevalue("postgres_url")
     else:
         target = tmp_path / "meta.db"
-    store = await open_metadata(target, create=True)
+    store = (await open_database(target, create=True)).metadata
     yield store
     await store.close()
 

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from tests.contracts.test_metadata_contract import link_image_blobs, manifest_bytes
-from trustyard.metadata import SqlMetadataStore, open_metadata
-from trustyard.metadata.signatures_sql import ManifestMissing, SqlSignatureStore, StoredSignature
+from trustyard.metadata.signatures_base import ManifestMissing, StoredSignature
+from trustyard.metadata.signatures_sql import SqlSignatureStore
+from trustyard.metadata.sql import SqlMetadataStore
 from trustyard.oci.digest import Digest
 from trustyard.oci.manifest import parse_manifest
+from trustyard.wiring import open_database
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -21,7 +23,7 @@ async def meta(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         target: Path | str = request.getfixturevalue("postgres_url")
     else:
         target = tmp_path / "meta.db"
-    store = await open_metadata(target, create=True)
+    store = (await open_database(target, create=True)).metadata
     assert isinstance(store, SqlMetadataStore)
     yield store
     await store.close()

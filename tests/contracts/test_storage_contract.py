@@ -10,18 +10,19 @@ from pathlib import Path
 import pytest
 
 from tests.services.s3 import ACCESS_KEY, SECRET_KEY
+from trustyard.config import S3Settings
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.storage import Storage
 from trustyard.storage.filesystem import FilesystemStorage
-from trustyard.storage.s3 import S3Options, S3Storage
+from trustyard.storage.s3 import S3Storage
 
 
 def make(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Storage:
     if backend == "s3":
         server = request.getfixturevalue("s3_server")
         return S3Storage(
-            S3Options(
+            S3Settings(
                 bucket=request.getfixturevalue("s3_bucket"),
                 endpoint_url=server.endpoint,
                 access_key=ACCESS_KEY,

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from trustyard.crypto.notary_keys import PrivateKey
-from trustyard.metadata import open_metadata
 from trustyard.metadata.sql import SqlMetadataStore
 from trustyard.metadata.trust_sql import SqlTrustStore
+from trustyard.oci.digest import Digest
 from trustyard.trust.store import AuditEvent, ServerKey
+from trustyard.wiring import open_database
 
 GUN = "example.com/team/first"
 
@@ -30,8 +31,8 @@ async def stores(
         target: Path | str = request.getfixturevalue("postgres_url")
     else:
         target = tmp_path / "meta.db"
-    opened: list[SqlMetadataStore] = [await open_metadata(target, create=True)]
-    opened.append(await open_metadata(target, create=False))
+    opened: list[SqlMetadataStore] = [(await open_database(target, create=True)).metadata]
+    opened.append((await open_database(target, create=False)).metadata)
     yield [SqlTrustStore(m.reader, m.writer) for m in opened]
     for m in opened:
         await m.close()
@@ -87,3 +88,18 @@ async def test_concurrent_first_keys_from_two_instances_agree(
             assert [k.key_id for k in await store.server_keys(gun, "timestamp")] == [
                 winners[0].key_id
             ]
+
+
+async def test_an_audit_event_on_its_own_is_kept_and_cut_to_fit(
+    stores: list[SqlTrustStore],
+) -> None:
+    """`AuditSink.record_audit`: what the registry policy writes (trust/policy_audit.py)."""
+    long_gun = "example.com/" + "x" * 300
+    detail = {"allowed": False, "digest": Digest("sha256", "a" * 64)}  # not JSON: str() it
+    await stores[0].record_audit(AuditEvent("policy_pull", GUN, "registry-policy", detail))
+    await stores[1].record_audit(AuditEvent("p" * 40, long_gun, "registry-policy"))
+    [(_, event)] = await stores[1].audit_events(GUN)
+    assert (event.action, event.actor) == ("policy_pull", "registry-policy")
+    assert event.detail == {"allowed": False, "digest": "sha256:" + "a" * 64}
+    [(_, cut)] = await stores[0].audit_events(long_gun[:255])
+    assert cut.action == "p" * 32

@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 
 from trustyard.config import Settings
 from trustyard.http.app import create_app
-from trustyard.metadata import upgrade_database
+from trustyard.wiring import upgrade_database
 
 BASE_URL = "http://registry.test"
 

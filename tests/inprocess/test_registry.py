@@ -1,4 +1,4 @@
-"""The `Registry` use case called directly, opened as the app opens it (`open_registry`).
+"""The `Registry` use case called directly, opened as the app opens it (`open_services`).
 
 No HTTP at all: the layer the handlers call, on SQLite + files in a temp data dir (one test
 starts from an empty dir, so the create-and-migrate path runs too).
@@ -24,10 +24,10 @@ from tests.inprocess.helpers import (
     sha256,
 )
 from trustyard.config import Settings
-from trustyard.http.app import open_registry
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.registry import Registry
+from trustyard.wiring import Services, open_services
 
 
 async def _chunks(data: bytes, size: int = 7) -> AsyncIterator[bytes]:
@@ -35,26 +35,26 @@ async def _chunks(data: bytes, size: int = 7) -> AsyncIterator[bytes]:
         yield data[i : i + size]
 
 
-async def _close(registry: Registry) -> None:
-    """As the app's lifespan closes it."""
-    await registry.metadata.close()
-    await registry.storage.close()
-    await registry.cache.close()
+async def _open(settings: Settings) -> tuple[Services, Registry]:
+    """As the CLI opens it (`trustyard gc`); closed with `Services.close`, as the app does."""
+    services = await open_services(settings)
+    assert services.registry is not None
+    return services, services.registry
 
 
 @pytest.fixture
 async def registry(settings: Settings) -> AsyncIterator[Registry]:
-    reg = await open_registry(settings)
+    services, reg = await _open(settings)
     try:
         yield reg
     finally:
-        await _close(reg)
+        await services.close()
 
 
-async def test_open_registry_creates_and_migrates_a_fresh_data_dir(tmp_path: Path) -> None:
-    """No template here: `open_registry` makes the data dir (0700) and the schema itself."""
+async def test_open_services_creates_and_migrates_a_fresh_data_dir(tmp_path: Path) -> None:
+    """No template here: `open_services` makes the data dir (0700) and the schema itself."""
     settings = make_settings(tmp_path / "fresh")
-    reg = await open_registry(settings)
+    services, reg = await _open(settings)
     try:
         assert settings.data_dir.stat().st_mode & 0o777 == 0o700
         assert settings.database_path.is_file()
@@ -64,7 +64,7 @@ async def test_open_registry_creates_and_migrates_a_fresh_data_dir(tmp_path: Pat
         await reg.put_manifest("fresh", "v1", OCI_MANIFEST, image.manifest, [])
         assert (await reg.get_manifest("fresh", "v1")).content == image.manifest
     finally:
-        await _close(reg)
+        await services.close()
 
 
 async def _push_blobs(registry: Registry, name: str, blobs: list[bytes]) -> None:
@@ -195,13 +195,13 @@ async def test_what_the_app_stored_the_use_case_reads(
     """The server and a second opener (the CLI's way) share one store on the same data dir."""
     image = make_image("shared")
     await push_image(client, "shared", image, "v1")
-    other = await open_registry(settings)
+    services, other = await _open(settings)
     try:
         record = await other.get_manifest("shared", "v1")
         assert record.content == image.manifest
         assert (await other.tags("shared", None, None)).items == ["v1"]
     finally:
-        await _close(other)
+        await services.close()
 
 
 def test_settings_are_the_embedded_defaults(settings: Settings) -> None:

@@ -37,9 +37,9 @@ def test_head_constant_is_alembics_head() -> None:
 def test_server_with_a_current_schema_never_imports_alembic(tmp_path: Path) -> None:
     code = (
         "import asyncio, sys\n"
-        "from trustyard.metadata import open_metadata\n"
+        "from trustyard.wiring import open_database\n"
         "async def main(create):\n"
-        f"    store = await open_metadata({str(tmp_path / 'm.db')!r}, create=create)\n"
+        f"    store = (await open_database({str(tmp_path / 'm.db')!r}, create=create)).metadata\n"
         "    await store.close()\n"
         "asyncio.run(main(True))\n"  # a new database: migrated through Alembic
         "print('alembic' in sys.modules)\n"

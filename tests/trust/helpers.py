@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from trustyard.crypto.notary_keys import PrivateKey, b64, canonical_json
-from trustyard.metadata import open_metadata
 from trustyard.metadata.trust_sql import SqlTrustStore
 from trustyard.trust.model import format_time
 from trustyard.trust.server.service import TrustService
+from trustyard.wiring import open_database
 
 NOW = dt.datetime.now(dt.UTC)
 LATER = NOW + dt.timedelta(days=365)
@@ -122,7 +122,7 @@ class Repo:
 
 
 async def open_service(tmp_path: Path) -> TrustService:
-    store = await open_metadata(tmp_path / "metadata.db", create=True)
+    store = (await open_database(tmp_path / "metadata.db", create=True)).metadata
     return TrustService(SqlTrustStore(store.reader, store.writer), b"test-passphrase")
 
 

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from trustyard.metadata import open_metadata
 from trustyard.metadata.base import ManifestRecord
 from trustyard.metadata.trust_sql import SqlTrustStore
 from trustyard.oci.digest import Digest
@@ -26,6 +25,7 @@ from trustyard.registry.policy import (
     register_kind,
 )
 from trustyard.trust.policy_audit import ACTOR, PolicyAudit
+from trustyard.wiring import open_database
 
 
 class Fixed:
@@ -42,7 +42,7 @@ class Fixed:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqlTrustStore]:
-    metadata = await open_metadata(tmp_path / "metadata.db", create=True)
+    metadata = (await open_database(tmp_path / "metadata.db", create=True)).metadata
     register_kind("fixed", Fixed)
     try:
         yield SqlTrustStore(metadata.reader, metadata.writer)
@@ -67,7 +67,7 @@ async def no_manifest(repository: str, digest: Digest) -> ManifestRecord | None:
 
 
 def ctx(store: SqlTrustStore) -> PolicyContext:
-    return PolicyContext(no_blob, no_manifest, audit=PolicyAudit(store.writer))
+    return PolicyContext(no_blob, no_manifest, audit=PolicyAudit(store))
 
 
 async def test_decisions_are_audit_events(store: SqlTrustStore) -> None:

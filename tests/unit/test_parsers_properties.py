@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from trustyard.oci import jsonbounds
 from trustyard.auth.scopes import Scope, ScopeError, parse_scope, parse_scopes
 from trustyard.auth.scopes import valid_repository_name as valid_scope_name
 from trustyard.http.responses import _single_range
+from trustyard.oci import jsonbounds
 from trustyard.oci import mediatypes as mt
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError

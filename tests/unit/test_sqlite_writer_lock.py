@@ -16,14 +16,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from trustyard.metadata import SqlMetadataStore, open_metadata
 from trustyard.metadata import sqlite as sqlite_engines
+from trustyard.metadata.sql import SqlMetadataStore
+from trustyard.wiring import open_database
 
 
 @pytest.fixture
 async def stores(tmp_path: Path) -> AsyncIterator[tuple[SqlMetadataStore, SqlMetadataStore]]:
-    a = await open_metadata(tmp_path / "metadata.db", create=True)
-    b = await open_metadata(tmp_path / "metadata.db", create=True)
+    a = (await open_database(tmp_path / "metadata.db", create=True)).metadata
+    b = (await open_database(tmp_path / "metadata.db", create=True)).metadata
     yield a, b
     await a.close()
     await b.close()

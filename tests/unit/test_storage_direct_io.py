@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from trustyard.config import load_settings
-from trustyard.http.app import open_registry
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.storage import appender
 from trustyard.storage.filesystem import FilesystemStorage
+from trustyard.wiring import open_services
 
 MiB = 1024 * 1024
 
@@ -246,9 +246,6 @@ async def test_the_setting_reaches_the_registry_storage(
     """`direct_io` (TRUSTYARD_DIRECT_IO) from the settings to the store the server uses."""
     if env is not None:
         monkeypatch.setenv("TRUSTYARD_DIRECT_IO", env)
-    registry = await open_registry(load_settings(data_dir=tmp_path))
-    try:
-        assert isinstance(registry.storage, FilesystemStorage)
-        assert registry.storage.direct_io is expected
-    finally:
-        await registry.metadata.close()
+    async with await open_services(load_settings(data_dir=tmp_path)) as services:
+        assert isinstance(services.storage, FilesystemStorage)
+        assert services.storage.direct_io is expected

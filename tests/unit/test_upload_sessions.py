@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from trustyard.cache import open_cache
-from trustyard.metadata import open_metadata
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.registry.gc import expire_uploads
 from trustyard.registry.uploads import Uploads
 from trustyard.storage.filesystem import FilesystemStorage
+from trustyard.wiring import open_cache, open_database
 
 
 async def body(data: bytes) -> AsyncIterator[bytes]:
@@ -27,7 +26,7 @@ async def body(data: bytes) -> AsyncIterator[bytes]:
 
 @pytest.fixture
 async def workers(tmp_path: Path) -> AsyncIterator[tuple[Uploads, Uploads]]:
-    metadata = await open_metadata(tmp_path / "metadata.db", create=True)
+    metadata = (await open_database(tmp_path / "metadata.db", create=True)).metadata
     pair = tuple(
         Uploads(FilesystemStorage(tmp_path / "blobs"), metadata, open_cache(None), max_blob_bytes=0)
         for _ in range(2)

@@ -22,7 +22,8 @@ from pathlib import Path
 import bcrypt
 import structlog
 
-from trustyard.cache import Cache, MemoryCache
+from trustyard.cache.base import Cache
+from trustyard.cache.memory import MemoryCache
 from trustyard.metadata.auth_base import Account, AccountStore
 
 log = structlog.get_logger("trustyard.auth")

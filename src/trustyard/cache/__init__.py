@@ -1,21 +1,10 @@
 """What replicas share at run time: a lookup cache, short locks and counters.
 
-`open_cache(None)` gives an in-process implementation (one server, one worker's view);
-`open_cache("redis://…")` shares it between replicas and degrades to the in-process one,
-slower but correct, while Redis is unreachable.
+The `Cache` port (base.py) has an in-process implementation (memory.py: one server, one
+worker's view) and a Redis one (redis.py) that shares it between replicas and degrades to the
+in-process one, slower but correct, while Redis is unreachable. `trustyard.wiring` picks one.
 """
 
-from __future__ import annotations
+from trustyard.cache.base import Cache, Generations, LockBusy
 
-from trustyard.cache.base import Cache, LockBusy
-from trustyard.cache.memory import MemoryCache
-
-__all__ = ["Cache", "LockBusy", "MemoryCache", "open_cache"]
-
-
-def open_cache(redis_url: str | None) -> Cache:
-    if redis_url:
-        from trustyard.cache.redis import RedisCache
-
-        return RedisCache(redis_url)
-    return MemoryCache()
+__all__ = ["Cache", "Generations", "LockBusy"]

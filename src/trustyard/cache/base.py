@@ -1,4 +1,5 @@
-"""The cache port: byte values with a time to live, named locks, windowed counters."""
+"""The cache port: byte values with a time to live, named locks, windowed counters; and the
+per-repository generation stamps that keep cached lookups exact (`cache.generations`)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,11 @@ class Cache(Protocol):
         """Hold `name` exclusively (raises LockBusy after `wait_seconds`); expires after `ttl_seconds`."""
 
     async def close(self) -> None: ...
+
+
+class Generations(Protocol):
+    """Per-repository stamps: a cached answer is valid only while its repository's stamp holds."""
+
+    async def read(self, repository: str) -> int: ...
+
+    async def bump(self, repository: str) -> None: ...

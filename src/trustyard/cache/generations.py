@@ -14,18 +14,13 @@ import struct
 import time
 import zlib
 from pathlib import Path
-from typing import Protocol
 
-from trustyard.cache.base import Cache
+from trustyard.cache.base import Cache, Generations
 
 _SLOTS = 4096
 _SLOT = struct.Struct("<Q")
 
-
-class Generations(Protocol):
-    async def read(self, repository: str) -> int: ...
-
-    async def bump(self, repository: str) -> None: ...
+__all__ = ["CacheGenerations", "FileGenerations", "Generations"]
 
 
 class FileGenerations:

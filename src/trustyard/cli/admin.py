@@ -18,8 +18,8 @@ from trustyard.cli.common import (
     open_store_or_exit,
     settings_or_exit,
 )
-from trustyard.metadata.auth_base import AccountExists
-from trustyard.metadata.auth_sql import SqlAuthStore, open_auth_store
+from trustyard.metadata.auth_base import AccountExists, AuthStore
+from trustyard.wiring import open_database
 
 T = TypeVar("T")
 
@@ -48,7 +48,7 @@ def admin(ctx: typer.Context, data_dir: DataDirOption = None, config: ConfigOpti
 
 def _run(
     ctx: typer.Context,
-    action: Callable[[Accounts, SqlAuthStore], Awaitable[T]],
+    action: Callable[[Accounts, AuthStore], Awaitable[T]],
     *,
     create: bool = False,
 ) -> T:
@@ -60,12 +60,12 @@ def _run(
     open_store_or_exit(settings, command, create=create)
 
     async def go() -> T:
-        store = await open_auth_store(settings.metadata_target)
+        database = await open_database(settings.metadata_target, create=True)
         try:
-            accounts = Accounts(store, bcrypt_cost=settings.auth.bcrypt_cost)
-            return await action(accounts, store)
+            accounts = Accounts(database.auth, bcrypt_cost=settings.auth.bcrypt_cost)
+            return await action(accounts, database.auth)
         finally:
-            await store.close()
+            await database.close()
 
     try:
         return asyncio.run(go())

@@ -34,6 +34,7 @@ from trustyard.cli.common import (
     store_name,
 )
 from trustyard.config import Settings, create_data_dir
+from trustyard.logs import configure_logging
 from trustyard.metadata.sqlite_backup import (
     SnapshotContents,
     SnapshotError,
@@ -43,27 +44,21 @@ from trustyard.metadata.sqlite_backup import (
 from trustyard.oci.digest import Digest
 from trustyard.registry import backup as bk
 from trustyard.storage.base import Storage
+from trustyard.wiring.backends import open_storage
 
 OnBytes = Callable[[int], None]
 _SNAPSHOT = ".metadata.db.snapshot"
 
 
 async def open_source_storage(settings: Settings) -> Storage:
-    """The running registry's blob storage (swap for the wiring module's opener at merge)."""
-    from trustyard.http.app import configure_logging, open_registry
-
+    """The running registry's blob storage."""
     configure_logging("warning")
-    registry = await open_registry(settings)
-    await registry.metadata.close()
-    await registry.cache.close()
-    return registry.storage
+    return open_storage(settings)
 
 
 def open_target_storage(settings: Settings) -> Storage:
-    """Files under the restored data dir (swap for the wiring module's opener at merge)."""
-    from trustyard.storage import open_storage
-
-    return open_storage(settings.storage_dir, fsync=settings.fsync, direct_io=False)
+    """Files under the restored data dir (page-cached writes: restore reads each blob back)."""
+    return open_storage(settings.model_copy(update={"direct_io": False}))
 
 
 @contextmanager

@@ -7,7 +7,7 @@ import asyncio
 import typer
 
 from trustyard.cli.common import ConfigOption, DataDirOption, settings_or_exit
-from trustyard.metadata import SchemaMismatch, upgrade_database
+from trustyard.wiring import SchemaMismatch, upgrade_database
 
 app = typer.Typer(help="Metadata database schema (Alembic migrations).", no_args_is_help=True)
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
-from trustyard.cache import LockBusy
+from trustyard.cache.base import LockBusy
 from trustyard.cli.common import (
     ConfigOption,
     DataDirOption,
@@ -18,8 +18,9 @@ from trustyard.cli.common import (
     store_name,
 )
 from trustyard.config import Settings
-from trustyard.http.app import configure_logging, open_registry, open_signature_store
+from trustyard.logs import configure_logging
 from trustyard.registry.gc import GcReport, collect_garbage
+from trustyard.wiring import open_services
 
 
 def _human(n: int) -> str:
@@ -33,29 +34,29 @@ def _human(n: int) -> str:
 
 async def _run(settings: Settings, dry_run: bool) -> tuple[GcReport, bool]:
     """The report, and whether the store holds any repository at all."""
-    registry = await open_registry(settings)
-    try:
-        has_repositories = bool(await registry.metadata.list_repositories(1, None))
-        # With Redis, one GC at a time across every machine; the metadata's write lock already
-        # keeps a pass atomic, this just avoids two passes queueing behind each other.
-        async with registry.cache.lock("gc", ttl_seconds=6 * 3600):
-            report = await collect_garbage(
-                registry.storage,
-                registry.metadata,
-                grace_seconds=settings.gc_grace_seconds,
-                upload_max_age_seconds=settings.upload_max_age_seconds,
-                dry_run=dry_run,
-                changed=registry.changed,
-                signatures=open_signature_store(registry),
+    async with await open_services(settings) as services:
+        registry = services.registry
+        assert registry is not None
+        try:
+            has_repositories = bool(await registry.metadata.list_repositories(1, None))
+            # With Redis, one GC at a time across every machine; the metadata's write lock
+            # already keeps a pass atomic, this just avoids two passes queueing behind each other.
+            async with registry.cache.lock("gc", ttl_seconds=6 * 3600):
+                report = await collect_garbage(
+                    registry.storage,
+                    registry.metadata,
+                    grace_seconds=settings.gc_grace_seconds,
+                    upload_max_age_seconds=settings.upload_max_age_seconds,
+                    dry_run=dry_run,
+                    changed=registry.changed,
+                    signatures=services.database.signatures,
+                )
+                return report, has_repositories
+        except LockBusy:
+            typer.echo(
+                "error: another garbage collection is running; try again when it ends", err=True
             )
-            return report, has_repositories
-    except LockBusy:
-        typer.echo("error: another garbage collection is running; try again when it ends", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        await registry.metadata.close()
-        await registry.storage.close()
-        await registry.cache.close()
+            raise typer.Exit(1) from None
 
 
 def gc(

@@ -18,40 +18,31 @@ from rich.progress import (
 
 from trustyard.cli.common import settings_or_exit
 from trustyard.config import Settings
-from trustyard.http.app import configure_logging, open_registry
-from trustyard.metadata import SchemaMismatch, SqlMetadataStore, upgrade_database
+from trustyard.logs import configure_logging
 from trustyard.oci.digest import Digest
-from trustyard.registry import Registry
 from trustyard.registry.migration import MigrationReport, migrate_registry
+from trustyard.storage.base import Storage
+from trustyard.wiring import SchemaMismatch, open_services, upgrade_database
 
 
 async def _run(source: Settings, target: Settings, progress: Progress) -> MigrationReport:
     await upgrade_database(target.metadata_target)
-    src, dst = await open_registry(source), await open_registry(target)
-    try:
-        assert isinstance(src.metadata, SqlMetadataStore) and isinstance(
-            dst.metadata, SqlMetadataStore
-        )
-        total = sum(
-            size for size in [await _size(src, d) for d in await src.metadata.blob_digests()]
-        )
+    async with await open_services(source) as src, await open_services(target) as dst:
+        assert src.storage is not None and dst.storage is not None
+        digests = await src.tables.blob_digests()
+        total = sum([await _size(src.storage, d) for d in digests])
         task = progress.add_task("blobs", total=total)
         return await migrate_registry(
             src.storage,
-            src.metadata,
+            src.tables,
             dst.storage,
-            dst.metadata,
+            dst.tables,
             on_bytes=lambda n: progress.advance(task, n),
         )
-    finally:
-        for registry in (src, dst):
-            await registry.metadata.close()
-            await registry.storage.close()
-            await registry.cache.close()
 
 
-async def _size(registry: Registry, digest_text: str) -> int:
-    st = await registry.storage.stat(Digest.parse(digest_text))
+async def _size(storage: Storage, digest_text: str) -> int:
+    st = await storage.stat(Digest.parse(digest_text))
     return st.size if st is not None else 0
 
 

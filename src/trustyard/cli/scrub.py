@@ -34,22 +34,12 @@ from trustyard.cli.common import (
     store_name,
 )
 from trustyard.config import Settings
+from trustyard.logs import configure_logging
 from trustyard.oci.digest import Digest
 from trustyard.oci.platforms import IndexPlatforms
-from trustyard.registry import Registry
 from trustyard.registry.scrub import MB, ScrubOptions, ScrubReport
 from trustyard.registry.scrub import scrub as run_scrub
-
-
-async def open_for_scrub(settings: Settings) -> Registry:
-    """The registry's storage and metadata (swap for the wiring module's opener at merge).
-
-    Logs go to stderr at warning level, so `--json` output on stdout stays clean.
-    """
-    from trustyard.http.app import configure_logging, open_registry
-
-    configure_logging("warning")
-    return await open_registry(settings)
+from trustyard.wiring import open_services
 
 
 class _Bar:
@@ -88,13 +78,12 @@ def _progress() -> Iterator[_Bar | None]:
 
 
 async def _run(settings: Settings, options: ScrubOptions, bar: _Bar | None) -> ScrubReport:
-    registry = await open_for_scrub(settings)
-    try:
+    # Logs at warning level on stderr, so `--json` output on stdout stays clean.
+    configure_logging("warning")
+    async with await open_services(settings) as services:
+        registry = services.registry
+        assert registry is not None
         return await run_scrub(registry.storage, registry.metadata, options, bar)
-    finally:
-        await registry.metadata.close()
-        await registry.storage.close()
-        await registry.cache.close()
 
 
 def _print(report: ScrubReport) -> None:

@@ -21,8 +21,9 @@ from trustyard.config import (
     create_data_dir,
     export_for_workers,
 )
-from trustyard.http.app import configure_logging, create_app
-from trustyard.metadata import SchemaMismatch, open_metadata
+from trustyard.http.app import create_app
+from trustyard.logs import configure_logging
+from trustyard.wiring import SchemaMismatch, open_database
 
 log = structlog.get_logger("trustyard")
 
@@ -103,9 +104,11 @@ def warn_open_permissions(settings: Settings) -> int:
     return found
 
 
-async def _prepare(database: Path | str) -> None:
-    store = await open_metadata(database, create=True)
-    await store.close()
+async def _prepare(target: Path | str) -> None:
+    """Create or upgrade the embedded database once, before the workers (which then find it
+    current); check a PostgreSQL schema."""
+    database = await open_database(target, create=True)
+    await database.close()
 
 
 async def _preflight(settings: Settings) -> None:
@@ -152,9 +155,6 @@ def serve(
     ] = None,
 ) -> None:
     """Run the registry (embedded default: filesystem blobs + SQLite, nothing else to start)."""
-    from granian import Granian
-    from granian.constants import Interfaces
-
     settings = settings_or_exit(
         config,
         host=host,
@@ -169,6 +169,20 @@ def serve(
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise typer.BadParameter("--tls-cert and --tls-key go together")
     configure_logging(settings.log_level)
+    _check_before_start(settings)
+    export_for_workers(settings)
+    log.info(
+        "starting",
+        address=f"{'https' if settings.tls_cert else 'http'}://{settings.host}:{settings.port}",
+        data_dir=str(settings.data_dir),
+        workers=settings.workers,
+        routes=sorted(settings.route_groups),
+    )
+    _run_granian(settings)
+
+
+def _check_before_start(settings: Settings) -> None:
+    """Warnings, the data dir, the schema and a preflight lifespan; exits 2 on a failure."""
     if not _is_loopback(settings.host) and settings.auth.mode == "none":
         log.warning(
             "listening_beyond_loopback",
@@ -188,14 +202,12 @@ def serve(
     except Exception as exc:  # the CLI's edge: any start-up failure becomes one clear line
         typer.echo(f"error: cannot start: {_reason(exc)}", err=True)
         raise typer.Exit(2) from None
-    export_for_workers(settings)
-    log.info(
-        "starting",
-        address=f"{'https' if settings.tls_cert else 'http'}://{settings.host}:{settings.port}",
-        data_dir=str(settings.data_dir),
-        workers=settings.workers,
-        routes=sorted(settings.route_groups),
-    )
+
+
+def _run_granian(settings: Settings) -> None:
+    from granian import Granian
+    from granian.constants import Interfaces
+
     Granian(
         target="trustyard.http.app:worker_app",
         factory=True,

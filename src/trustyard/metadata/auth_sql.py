@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -25,7 +23,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trustyard.metadata import schema
 from trustyard.metadata.auth_base import Account, AccountExists, AclRule
-from trustyard.metadata.sqlite import sqlite_engines
 
 accounts = Table(
     "auth_accounts",
@@ -190,34 +187,3 @@ class SqlAuthStore:
             AclRule(r.id, r.account, r.repository, tuple(a for a in r.actions.split(",") if a))
             for r in rows
         ]
-
-
-async def open_auth_store(target: Path | str) -> SqlAuthStore:
-    """The auth tables in the registry's database (SQLite path or PostgreSQL URL).
-
-    The tables come from the shared Alembic migrations: the embedded SQLite store is upgraded in
-    place (as `open_metadata(create=True)` does); PostgreSQL must already be at head.
-    """
-    from trustyard.metadata import migrate
-
-    if isinstance(target, str) and target.split(":", 1)[0].split("+", 1)[0] in (
-        "postgresql",
-        "postgres",
-    ):
-        from trustyard.metadata.postgres import postgres_engines
-
-        reader, writer = postgres_engines(target)
-        store = SqlAuthStore(reader, writer)
-        check: Awaitable[object] = migrate.check(reader)
-    else:
-        path = Path(target)
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        reader, writer = sqlite_engines(path)
-        store = SqlAuthStore(reader, writer)
-        check = migrate.upgrade(writer)
-    try:
-        await check
-    except BaseException:
-        await store.close()
-        raise
-    return store

@@ -71,3 +71,22 @@ async def manifest_rows(store: SqlMetadataStore) -> AsyncIterator[tuple[str, byt
         )
         async for row in result:
             yield row.digest, bytes(row.content), row.media_type
+
+
+class SqlTables:
+    """`registry.migration.Tables` over a SQL metadata store (built by the composition root)."""
+
+    def __init__(self, store: SqlMetadataStore) -> None:
+        self.store = store
+
+    async def blob_digests(self) -> set[str]:
+        return await self.store.blob_digests()
+
+    async def copy_to(self, target: SqlTables) -> dict[str, int]:
+        return await copy_tables(self.store, target.store)
+
+    async def row_counts(self) -> dict[str, int]:
+        return await row_counts(self.store)
+
+    def manifest_rows(self) -> AsyncIterator[tuple[str, bytes, str]]:
+        return manifest_rows(self.store)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from sqlalchemy import (
     Column,
@@ -32,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trustyard.metadata import schema as t
 from trustyard.metadata.schema import metadata
+from trustyard.metadata.signatures_base import ManifestMissing, StoredSignature
 from trustyard.oci.digest import Digest
 
 simple_signatures = Table(
@@ -44,17 +44,6 @@ simple_signatures = Table(
     Column("created_at", Float, nullable=False),
     Index("ix_simple_signatures_digest", "repo_id", "digest"),
 )
-
-
-@dataclass(frozen=True, slots=True)
-class StoredSignature:
-    name: str
-    content: bytes
-    created_at: float
-
-
-class ManifestMissing(LookupError):
-    """The manifest a signature was PUT for is not in the repository."""
 
 
 class SqlSignatureStore:

@@ -1,16 +1,16 @@
 """Cached manifest lookups (by tag and by digest), exact across workers and replicas.
 
 Manifest GET/HEAD is the hottest request a registry serves; this answers repeats from the cache
-without a database round trip. Validity comes from per-repository generation stamps (see
-trustyard.cache.generations): every manifest or tag write bumps the repository's stamp.
+without a database round trip. Validity comes from per-repository generation stamps (the
+`Generations` port of trustyard.cache.base): every manifest or tag write bumps the repository's
+stamp.
 """
 
 from __future__ import annotations
 
 import json
 
-from trustyard.cache.base import Cache
-from trustyard.cache.generations import Generations
+from trustyard.cache.base import Cache, Generations
 from trustyard.metadata.base import ManifestRecord
 from trustyard.oci.digest import Digest
 

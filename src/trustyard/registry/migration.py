@@ -9,13 +9,32 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Protocol, Self
 
-from trustyard.metadata.copy import copy_tables, manifest_rows, row_counts
-from trustyard.metadata.sql import SqlMetadataStore
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import RegistryError
 from trustyard.oci.manifest import parse_manifest
 from trustyard.storage.base import Storage
+
+
+class Tables(Protocol):
+    """What a migration needs of a metadata store beyond `MetadataStore`: whole tables.
+
+    Implemented for the SQL stores by `metadata.copy.SqlTables`; the composition root hands
+    one in for each side.
+    """
+
+    async def blob_digests(self) -> set[str]:
+        """Every blob digest the metadata knows (text form)."""
+
+    async def copy_to(self, target: Self) -> dict[str, int]:
+        """Copy every row into `target` (rows already there are skipped); the source counts."""
+
+    async def row_counts(self) -> dict[str, int]:
+        """Rows per table."""
+
+    def manifest_rows(self) -> AsyncIterator[tuple[str, bytes, str]]:
+        """(digest, exact bytes, media type) of every stored manifest, streamed."""
 
 
 @dataclass
@@ -29,9 +48,9 @@ class MigrationReport:
 
 async def migrate_registry(
     source_storage: Storage,
-    source_meta: SqlMetadataStore,
+    source_meta: Tables,
     target_storage: Storage,
-    target_meta: SqlMetadataStore,
+    target_meta: Tables,
     *,
     on_blob: Callable[[Digest, int], None] | None = None,
     on_bytes: Callable[[int], None] | None = None,
@@ -62,14 +81,14 @@ async def migrate_registry(
         # Metadata naming blobs the target lacks would be a broken registry: stop here.
         report.problems.append("metadata not copied: fix the blobs above, then run again")
         return report
-    report.rows = await copy_tables(source_meta, target_meta)
-    copied = await row_counts(target_meta)
+    report.rows = await source_meta.copy_to(target_meta)
+    copied = await target_meta.row_counts()
     for table, count in report.rows.items():
         if copied.get(table, 0) < count:
             report.problems.append(
                 f"table {table}: {count} rows in the source, {copied.get(table, 0)} in the target"
             )
-    for digest_text, content, media_type in [row async for row in manifest_rows(target_meta)]:
+    for digest_text, content, media_type in [row async for row in target_meta.manifest_rows()]:
         digest = Digest.parse(digest_text)
         try:
             parsed = parse_manifest(content, media_type, digest.algorithm)

@@ -12,8 +12,8 @@
 * Both check the signature's identity against the pulled repository (`match`, `hosts`:
   `IdentityRule`), so a signature made for repository A does not admit the digest in B.
 
-Both are registered with `policy.register_kind`; `http/app.py` imports this module and fills the
-`PolicyContext` readers they need (`get_tagged`, `referrers`, `simple_signatures`).
+Both are registered with `policy.register_kind`; `trustyard.wiring` imports this module and fills
+the `PolicyContext` readers they need (`get_tagged`, `referrers`, `simple_signatures`).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from trustyard.oci import jsonbounds
 from trustyard.metadata.base import ManifestRecord
+from trustyard.oci import jsonbounds
 from trustyard.oci import mediatypes as mt
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import RegistryError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trustyard.cache import Cache, MemoryCache
+from trustyard.cache.base import Cache
 from trustyard.metadata.base import ManifestRecord, MetadataStore
 from trustyard.oci import mediatypes as mt
 from trustyard.oci.digest import Digest
@@ -91,14 +91,14 @@ class Registry:
         storage: Storage,
         metadata: MetadataStore,
         options: RegistryOptions,
-        cache: Cache | None = None,
+        cache: Cache,
         lookups: ManifestLookups | None = None,
         policy: Policy | None = None,
     ) -> None:
         self.storage = storage
         self.metadata = metadata
         self.options = options
-        self.cache = cache or MemoryCache()
+        self.cache = cache  # in-process or shared (Redis): the composition root picks
         self.lookups = lookups
         self.policy = policy  # signature policy on pulls / protected tags (registry/policy.py)
         self.uploads = Uploads(storage, metadata, self.cache, max_blob_bytes=options.max_blob_bytes)

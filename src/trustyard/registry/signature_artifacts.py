@@ -13,8 +13,8 @@ import hashlib
 import json
 from typing import Any
 
-from trustyard.oci import jsonbounds
 from trustyard.metadata.base import ManifestRecord
+from trustyard.oci import jsonbounds
 from trustyard.oci import mediatypes as mt
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import RegistryError

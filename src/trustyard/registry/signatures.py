@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from trustyard.oci import jsonbounds
 from trustyard.metadata.base import MetadataStore
-from trustyard.metadata.signatures_sql import ManifestMissing, StoredSignature
+from trustyard.metadata.signatures_base import ManifestMissing, StoredSignature
+from trustyard.oci import jsonbounds
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.reference import validate_name
@@ -44,7 +44,7 @@ Vetters = Callable[[str], list[UploadVetter]]
 
 
 class SignatureStore(Protocol):
-    """Where simple signatures live (metadata.signatures_sql.SqlSignatureStore)."""
+    """Where simple signatures live (implemented on SQL by `metadata.signatures_sql`)."""
 
     async def list_signatures(self, repository: str, digest: Digest) -> list[StoredSignature]: ...
 

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from trustyard.cache import Cache, LockBusy
+from trustyard.cache.base import Cache, LockBusy
 from trustyard.metadata.base import MetadataStore
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError

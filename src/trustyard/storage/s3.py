@@ -22,7 +22,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from trustyard.oci.digest import Digest, Digester
 from trustyard.oci.errors import ErrorCode, RegistryError
@@ -34,19 +34,34 @@ _READ_CHUNK = 1 << 20
 _MAX_SINGLE_COPY = 5 * 1024**3
 
 
-@dataclass
-class S3Options:
-    bucket: str
-    endpoint_url: str | None = None
-    region: str = "us-east-1"
-    access_key: str | None = None
-    secret_key: str | None = None
-    prefix: str = ""
-    redirect: bool = True
-    presign_seconds: int = 1200
-    part_size: int = 8 * 1024 * 1024
-    sse: str | None = None  # "AES256" or "aws:kms"
-    kms_key_id: str | None = None
+class S3Options(Protocol):
+    """What the backend reads of its settings: `config.S3Settings` (defaults and validation are
+    there, once); tests may pass that model directly."""
+
+    @property
+    def bucket(self) -> str: ...
+    @property
+    def endpoint_url(self) -> str | None: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def access_key(self) -> str | None: ...
+    @property
+    def secret_key(self) -> str | None: ...
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def redirect(self) -> bool: ...
+    @property
+    def presign_seconds(self) -> int: ...
+    @property
+    def part_size(self) -> int: ...
+    @property
+    def sse(self) -> str | None:
+        """ "AES256" or "aws:kms"."""
+
+    @property
+    def kms_key_id(self) -> str | None: ...
 
 
 @dataclass

@@ -14,8 +14,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from trustyard.oci import jsonbounds
 from trustyard.crypto.notary_keys import KeyError_, PublicKey, b64, canonical_json, unb64, verify
+from trustyard.oci import jsonbounds
 
 ROOT, TARGETS, SNAPSHOT, TIMESTAMP = "root", "targets", "snapshot", "timestamp"
 BASE_ROLES = (ROOT, TARGETS, SNAPSHOT, TIMESTAMP)

@@ -92,3 +92,11 @@ class TrustStore(Protocol):
 
     async def audit_events(self, gun: str) -> list[tuple[float, AuditEvent]]:
         """Audit events for `gun`, oldest first."""
+
+
+class AuditSink(Protocol):
+    """Where audit events outside a trust write go (registry policy decisions,
+    `trust.policy_audit`); implemented by the trust store backends."""
+
+    async def record_audit(self, event: AuditEvent) -> None:
+        """Store one audit event in its own transaction (over-long fields are cut)."""
