@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from trustyard.metadata.outages import GuardedPool, guard
 from trustyard.metadata.sql import WRITE_LOCK_KEY
 
 
@@ -19,15 +20,32 @@ def _shared_write_lock(conn: Any) -> None:
     conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({WRITE_LOCK_KEY})")
 
 
+def postgres_outage(exc: BaseException) -> str | None:
+    """PostgreSQL-specific outages beyond `common_outage` (none yet)."""
+    return None
+
+
+class _PostgresPool(GuardedPool):
+    def classify(self, exc: BaseException) -> str | None:
+        return postgres_outage(exc)
+
+
 def postgres_engines(url: str, pool_size: int = 10) -> tuple[AsyncEngine, AsyncEngine]:
     """(reader, writer) over one pool; writer transactions take the shared write lock."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+asyncpg://" + url.split("://", 1)[1]
-    reader = create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
-    )
-    writer = create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    reader, writer = (
+        guard(
+            create_async_engine(
+                url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                poolclass=_PostgresPool,
+            ),
+            postgres_outage,
+        )
+        for _ in range(2)
     )
     event.listen(writer.sync_engine, "begin", _shared_write_lock)
     return reader, writer
