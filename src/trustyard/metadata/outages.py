@@ -50,13 +50,17 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 def outage_reason(exc: BaseException, classify: Classifier) -> str | None:
-    """The first verdict of `classify` (then `common_outage`) along `exc`'s chain."""
-    for link in _chain(exc):
+    """The backend's verdict (`classify`) on any link of `exc`'s chain, else the common one:
+    the backend's names the driver's own error (SQLSTATE, SQLite's message) for the log."""
+    links = list(_chain(exc))
+    for link in links:
         if isinstance(link, MetadataUnavailable):
             return link.reason
-        reason = classify(link) or common_outage(link)
-        if reason is not None:
-            return reason
+    for verdict in (classify, common_outage):
+        for link in links:
+            reason = verdict(link)
+            if reason is not None:
+                return reason
     return None
 
 
@@ -93,7 +97,7 @@ def guard(engine: AsyncEngine, classify: Classifier) -> AsyncEngine:
             return None  # a cancelled request (SQLAlchemy counts it as a disconnect) stays one
         if ctx.is_disconnect:
             return MetadataUnavailable("the database connection was lost")
-        for candidate in (ctx.sqlalchemy_exception, ctx.original_exception):
+        for candidate in (ctx.original_exception, ctx.sqlalchemy_exception):
             reason = None if candidate is None else outage_reason(candidate, classify)
             if reason is not None:
                 return MetadataUnavailable(reason)

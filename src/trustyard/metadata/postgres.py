@@ -7,6 +7,7 @@ flight (the same guarantee BEGIN IMMEDIATE gives on SQLite, without serialising 
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 from sqlalchemy import event
@@ -20,8 +21,27 @@ def _shared_write_lock(conn: Any) -> None:
     conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({WRITE_LOCK_KEY})")
 
 
+# SQLSTATEs that mean "not now" rather than "not this request": class 08 (connection
+# exception), 57P0x (operator intervention: admin/crash shutdown, cannot connect now while
+# starting up or shutting down, database dropped, idle session timeout) and 53300
+# (too many connections).
+_UNAVAILABLE_CLASSES = ("08", "57P0")
+_UNAVAILABLE_STATES = frozenset({"53300"})
+# Socket errors that are not ConnectionError subclasses but still mean "unreachable".
+_UNREACHABLE_ERRNOS = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT})
+
+
 def postgres_outage(exc: BaseException) -> str | None:
-    """PostgreSQL-specific outages beyond `common_outage` (none yet)."""
+    """PostgreSQL cannot answer right now: shutting down, starting up, restarting, out of
+    connections, unreachable. asyncpg's errors carry the SQLSTATE (`sqlstate`), and so do
+    SQLAlchemy's adapted errors that wrap them."""
+    state = getattr(exc, "sqlstate", None)
+    if isinstance(state, str) and (
+        state.startswith(_UNAVAILABLE_CLASSES) or state in _UNAVAILABLE_STATES
+    ):
+        return f"postgresql {state}: {str(exc)[:200]}"
+    if isinstance(exc, OSError) and exc.errno in _UNREACHABLE_ERRNOS:
+        return f"postgresql unreachable: {exc}"
     return None
 
 
