@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from trustyard.metadata import MetadataStore
+from trustyard.metadata.errors import MissingReference
 from trustyard.oci.digest import Digest
-from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.manifest import parse_manifest
 from trustyard.registry.gc_mark import mark
 from trustyard.wiring import open_database
@@ -62,9 +62,9 @@ async def link_image_blobs(meta: MetadataStore, repo: str) -> None:
 async def test_manifest_requires_linked_blobs(meta: MetadataStore) -> None:
     raw = manifest_bytes()
     m = parse_manifest(raw, None)
-    with pytest.raises(RegistryError) as err:
+    with pytest.raises(MissingReference) as err:
         await meta.put_manifest("r", m, raw, ["v1"])
-    assert err.value.code is ErrorCode.MANIFEST_BLOB_UNKNOWN
+    assert err.value.kind == "blob"
     assert await meta.get_manifest("r", "v1") is None
     await link_image_blobs(meta, "r")
     await meta.put_manifest("r", m, raw, ["v1"])
@@ -92,11 +92,10 @@ async def test_index_children_must_exist_unless_optional(meta: MetadataStore) ->
         }
     ).encode()
     index = parse_manifest(index_raw, None)
-    with pytest.raises(RegistryError) as err:
+    with pytest.raises(MissingReference) as err:
         await meta.put_manifest("ix", index, index_raw, ["multi"])
-    assert err.value.code is ErrorCode.MANIFEST_BLOB_UNKNOWN and err.value.status == 400
-    assert err.value.detail == {"digest": str(absent)}
-    with pytest.raises(RegistryError):
+    assert (err.value.kind, err.value.digest) == ("manifest", str(absent))
+    with pytest.raises(MissingReference):
         await meta.put_manifest(
             "ix", index, index_raw, ["multi"], optional_children=frozenset({child.digest})
         )

@@ -12,8 +12,8 @@ import pytest
 from tests.services.s3 import ACCESS_KEY, SECRET_KEY
 from trustyard.config import S3Settings
 from trustyard.oci.digest import Digest
-from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.storage import Storage
+from trustyard.storage.errors import DigestMismatch, OffsetMismatch, SizeExceeded, UploadNotFound
 from trustyard.storage.filesystem import FilesystemStorage
 from trustyard.storage.s3 import S3Storage
 
@@ -115,9 +115,9 @@ async def test_append_in_several_requests_rehashes_when_needed(
 async def test_wrong_offset_is_range_error(store: Storage) -> None:
     await store.create_upload("c" * 32)
     await store.append("c" * 32, chunks(b"abc"), offset=0, limit=0)
-    with pytest.raises(RegistryError) as err:
+    with pytest.raises(OffsetMismatch) as err:
         await store.append("c" * 32, chunks(b"def"), offset=10, limit=0)
-    assert err.value.code is ErrorCode.RANGE_INVALID
+    assert (err.value.offset, err.value.size) == (10, 3)
 
 
 async def test_failed_append_leaves_upload_as_before(store: Storage) -> None:
@@ -131,9 +131,8 @@ async def test_failed_append_leaves_upload_as_before(store: Storage) -> None:
 
 async def test_size_limit(store: Storage) -> None:
     await store.create_upload("e" * 32)
-    with pytest.raises(RegistryError) as err:
+    with pytest.raises(SizeExceeded, match="limit of 150 bytes"):
         await store.append("e" * 32, chunks(b"x" * 100, b"y" * 100), offset=0, limit=150)
-    assert err.value.code is ErrorCode.TOO_LARGE
     assert await store.upload_size("e" * 32) == 0
 
 
@@ -141,9 +140,9 @@ async def test_digest_mismatch_keeps_upload_and_publishes_nothing(store: Storage
     await store.create_upload("f" * 32)
     await store.append("f" * 32, chunks(b"data"), offset=0, limit=0)
     wrong = Digest.of(b"other")
-    with pytest.raises(RegistryError) as err:
+    with pytest.raises(DigestMismatch) as err:
         await store.commit("f" * 32, wrong)
-    assert err.value.code is ErrorCode.DIGEST_INVALID
+    assert (err.value.expected, err.value.actual) == (str(wrong), str(Digest.of(b"data")))
     assert await store.stat(wrong) is None and await store.stat(Digest.of(b"data")) is None
     assert await store.upload_size("f" * 32) == 4
 
@@ -151,10 +150,9 @@ async def test_digest_mismatch_keeps_upload_and_publishes_nothing(store: Storage
 async def test_unknown_and_malformed_upload_ids(store: Storage) -> None:
     assert await store.upload_size("0" * 32) is None
     for bad in ("../../etc", "A" * 32, ""):
-        with pytest.raises(RegistryError) as err:
+        with pytest.raises(UploadNotFound):
             await store.create_upload(bad)
-        assert err.value.code is ErrorCode.BLOB_UPLOAD_UNKNOWN
-    with pytest.raises(RegistryError):
+    with pytest.raises(UploadNotFound):
         await store.append("0" * 32, chunks(b"x"), offset=0, limit=0)
 
 

@@ -13,13 +13,14 @@ from starlette.applications import Starlette
 from tests.trust.helpers import GUN, Repo, close_service, open_service
 from trustyard.crypto.notary_keys import PublicKey
 from trustyard.http import trust_routes as trust_server
+from trustyard.http.errors import EXCEPTION_HANDLERS
 
 BASE = f"/v2/{GUN}/_trust"
 
 
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[Starlette]:
-    app = Starlette(routes=trust_server.routes())
+    app = Starlette(routes=trust_server.routes(), exception_handlers=EXCEPTION_HANDLERS)
     app.state.trust = await open_service(tmp_path)
     app.state.trust_max_upload_bytes = 64 * 1024
     yield app

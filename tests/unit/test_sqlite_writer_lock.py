@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy.exc import OperationalError
 
 from trustyard.metadata import sqlite as sqlite_engines
+from trustyard.metadata.errors import MetadataUnavailable
 from trustyard.metadata.sql import SqlMetadataStore
 from trustyard.wiring import open_database
 
@@ -54,8 +54,9 @@ async def test_a_writer_waits_for_the_lock_then_says_so(
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # another process's writer, mid-transaction
         started = time.monotonic()
-        with pytest.raises(OperationalError, match="database is locked"):
+        with pytest.raises(MetadataUnavailable) as err:
             await a.create_upload("a" * 32, "team/app")
+        assert "database is locked" in err.value.reason
         assert time.monotonic() - started >= 0.5
         fcntl.flock(fd, fcntl.LOCK_UN)
         await a.create_upload("a" * 32, "team/app")  # and goes ahead once it is free

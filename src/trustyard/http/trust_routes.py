@@ -1,7 +1,8 @@
 """Notary v1 server API routes (`/v2/{gun}/_trust/…`): parse, call `TrustService`, render.
 
-Errors use Notary's shape (distribution errcode, group notary.api.v1):
-`{"errors":[{"code","message","detail"?}]}`; every failure here becomes one of those.
+Failures are raised as the trust server's typed exceptions (`InvalidRequest`, `NotFound`,
+`ValidationFailure`); `http/errors.py` renders them in Notary's shape (distribution errcode,
+group notary.api.v1), and a backend outage as the same 503 the registry routes answer.
 """
 
 from __future__ import annotations
@@ -9,11 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any
 
-import structlog
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from trustyard.auth.keyring import TokenRejected
@@ -24,28 +22,9 @@ from trustyard.http.token_routes import parse_basic
 from trustyard.oci import jsonbounds
 from trustyard.trust import model as m
 from trustyard.trust.server.service import InvalidRequest, NotFound, TrustService
-from trustyard.trust.server.validation import ValidationFailure
-
-log = structlog.get_logger("trustyard.trust")
 
 CURRENT_CACHE = "public, max-age=300, s-maxage=300, must-revalidate"
 CONSISTENT_CACHE = "public, max-age=2592000, s-maxage=2592000"
-
-MESSAGES = {
-    "NO_FILENAME": ("No file/role name provided.", 400),
-    "INVALID_ROLE": ("The role you are attempting to operate on is invalid.", 400),
-    "MALFORMED_JSON": ("JSON sent by the client could not be parsed by the server", 400),
-    "UPDATING": ("An error has occurred while updating the TUF repository.", 500),
-    "VERSION": ("A newer version of metadata is already available.", 400),
-    "METADATA_NOT_FOUND": ("You have requested metadata that does not exist.", 404),
-    "INVALID_UPDATE": ("Update sent by the client is invalid.", 400),
-    "MALFORMED_UPLOAD": ("The body of your request is malformed.", 400),
-    "GENERIC_NOT_FOUND": ("You have requested a resource that does not exist.", 404),
-    "INVALID_GUN": ("The GUN you are attempting to operate on is invalid.", 400),
-    "INVALID_PARAMETERS": ("The parameters you provided are invalid.", 400),
-    "TOO_LARGE": ("The upload is larger than the server accepts.", 413),
-    "UNKNOWN": ("unknown error", 500),
-}
 
 _GUN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]*(/[A-Za-z0-9][A-Za-z0-9._:\-]*)*$")
 _ROLE = r"root|targets(?:/[^/\s]+)*|snapshot|timestamp"
@@ -55,14 +34,6 @@ _BY_HASH = re.compile(
 _BY_VERSION = re.compile(rf"^(\d{{1,9}})\.({_ROLE})\.json$")
 _CURRENT = re.compile(rf"^({_ROLE})\.json$")
 _KEY = re.compile(r"^(timestamp|snapshot)\.key$")
-
-
-def notary_error(code: str, detail: Any = None, message: str | None = None) -> Response:
-    default, status = MESSAGES.get(code, MESSAGES["UNKNOWN"])
-    err: dict[str, Any] = {"code": code, "message": message or default}
-    if detail is not None:
-        err["detail"] = detail
-    return JSONResponse({"errors": [err]}, status_code=status)
 
 
 def _service(request: Request) -> TrustService:
@@ -98,37 +69,10 @@ def _gun(request: Request) -> str:
     return gun
 
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def _notary_errors(handler: Handler) -> Handler:
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except InvalidRequest as exc:
-            log.info("trust_request_refused", code=exc.code, msg=exc.message[:300])
-            return notary_error(
-                exc.code, exc.detail, exc.message if exc.code != "VERSION" else None
-            )
-        except ValidationFailure as exc:
-            log.info("trust_update_rejected", kind=exc.kind, msg=exc.msg[:300])
-            return notary_error("INVALID_UPDATE", exc.to_detail())
-        except NotFound:
-            return notary_error("METADATA_NOT_FOUND")
-        except ClientDisconnect:
-            return Response(status_code=400)
-        except Exception:
-            log.exception("trust_error", method=request.method, path=request.url.path[:300])
-            return notary_error("UNKNOWN", message="internal server error; see the server log")
-
-    return wrapped
-
-
 def _last_modified(created_at: float) -> str:
     return email.utils.formatdate(created_at, usegmt=True)
 
 
-@_notary_errors
 async def tuf_get(request: Request) -> Response:
     gun = _gun(request)
     name = str(request.path_params["file"])
@@ -154,7 +98,6 @@ async def tuf_get(request: Request) -> Response:
     )
 
 
-@_notary_errors
 async def tuf_post(request: Request) -> Response:
     gun = _gun(request)
     name = str(request.path_params["file"])
@@ -168,7 +111,6 @@ async def tuf_post(request: Request) -> Response:
     return Response(b"", status_code=200)
 
 
-@_notary_errors
 async def tuf_delete(request: Request) -> Response:
     gun = _gun(request)
     if request.path_params["file"] != "":
@@ -184,7 +126,6 @@ def _key_role(request: Request) -> str:
     return role
 
 
-@_notary_errors
 async def key_get(request: Request) -> Response:
     """Notary's GetOrCreate key: needs push and pull (a read may create the one key a first
     publish needs, so a reader must be a writer)."""
@@ -193,7 +134,6 @@ async def key_get(request: Request) -> Response:
     return Response(key_response(key), media_type="application/json")
 
 
-@_notary_errors
 async def key_rotate(request: Request) -> Response:
     """A new server key: needs `*` on the GUN, as in notary-server."""
     gun = _gun(request)
@@ -229,7 +169,6 @@ def _int_param(params: dict[str, str], name: str) -> int | None:
         ) from None
 
 
-@_notary_errors
 async def changefeed(request: Request) -> Response:
     """`?change_id=&records=` (negative: newest first) or `?page_size=&reversed=`."""
     params = _feed_params(request)

@@ -7,6 +7,7 @@ from starlette.responses import JSONResponse, Response
 
 from trustyard.auth.scopes import CATALOG_RIGHTS, IDENTITY, GuardedRoute, on_repository
 from trustyard.http.bodies import BodyTooLarge, TrackedBody, drain, read_bounded
+from trustyard.http.errors import as_registry_error
 from trustyard.http.params import (
     APPROVED_UPLOAD,
     MAX_MOUNT_SOURCES,
@@ -20,6 +21,7 @@ from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.referrers import referrers_index
 from trustyard.registry import Registry
+from trustyard.storage.errors import StorageError
 
 
 def _registry(request: Request) -> Registry:
@@ -194,12 +196,18 @@ async def _mount_sources(registry: Registry, mount: str, params: UploadStart) ->
     return []
 
 
-async def _refused_after_drain(body: TrackedBody, exc: RegistryError) -> RegistryError:
+async def _refused_after_drain(
+    body: TrackedBody, exc: RegistryError | StorageError
+) -> RegistryError | StorageError:
     """A 4xx raised while the client may still be sending a blob: drop the rest of its body
-    (up to the bound) first, so it reads our answer instead of a broken pipe."""
-    if exc.status < 500 and not await drain(body):
-        exc.headers = {**exc.headers, "Connection": "close"}
-    return exc
+    (up to the bound) first, so it reads our answer instead of a broken pipe. A 5xx goes on
+    to the app's handlers as it is."""
+    err = as_registry_error(exc)
+    if err.status >= 500:
+        return exc
+    if not await drain(body):
+        err.headers = {**err.headers, "Connection": "close"}
+    return err
 
 
 async def upload_start(request: Request) -> Response:
@@ -219,8 +227,8 @@ async def upload_start(request: Request) -> Response:
             digest_obj, _ = await uploads.monolithic(
                 name, digest, body, request.headers.get("content-length")
             )
-        except RegistryError as exc:
-            raise await _refused_after_drain(body, exc) from None
+        except (RegistryError, StorageError) as exc:
+            raise await _refused_after_drain(body, exc) from exc.__cause__
         return _created(name, digest_obj)
     upload_id = await uploads.start(name)
     return Response(status_code=202, headers=_progress_headers(name, upload_id, 0))
@@ -243,8 +251,8 @@ async def upload_patch(request: Request) -> Response:
             request.headers.get("content-range"),
             request.headers.get("content-length"),
         )
-    except RegistryError as exc:
-        raise await _refused_after_drain(body, exc) from None
+    except (RegistryError, StorageError) as exc:
+        raise await _refused_after_drain(body, exc) from exc.__cause__
     return Response(status_code=202, headers=_progress_headers(name, upload_id, size))
 
 
@@ -260,8 +268,8 @@ async def upload_put(request: Request) -> Response:
             request.headers.get("content-range"),
             request.headers.get("content-length"),
         )
-    except RegistryError as exc:
-        raise await _refused_after_drain(body, exc) from None
+    except (RegistryError, StorageError) as exc:
+        raise await _refused_after_drain(body, exc) from exc.__cause__
     return _created(name, digest)
 
 

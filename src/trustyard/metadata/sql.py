@@ -29,8 +29,8 @@ from trustyard.metadata.base import (
     ManifestRecord,
     UploadRecord,
 )
+from trustyard.metadata.errors import MissingReference
 from trustyard.oci.digest import Digest
-from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.manifest import Descriptor, Manifest, stored_blobs
 
 # Advisory-lock key shared by every writer (shared mode) and GC (exclusive mode) on PostgreSQL.
@@ -189,21 +189,11 @@ class SqlMetadataStore:
             children = {str(c.digest) for c in manifest.children}
             missing = await self._missing(conn, t.repo_blobs, repo_id, wanted)
             if missing:
-                raise RegistryError(
-                    ErrorCode.MANIFEST_BLOB_UNKNOWN,
-                    f"manifest references blob {missing}, which is not in repository "
-                    f"{repository}; push the blob first",
-                    detail={"digest": missing},
-                )
+                raise MissingReference(repository, missing, "blob")
             required = children - {str(d) for d in optional_children}
             missing = await self._missing(conn, t.manifests, repo_id, required)
             if missing:
-                raise RegistryError(
-                    ErrorCode.MANIFEST_BLOB_UNKNOWN,
-                    f"index references manifest {missing}, which is not in repository "
-                    f"{repository}; push the child manifests first",
-                    detail={"digest": missing},
-                )
+                raise MissingReference(repository, missing, "manifest")
             await conn.execute(
                 self._insert(t.manifests)
                 .values(

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from trustyard.metadata.errors import MetadataUnavailable
+from trustyard.metadata.outages import GuardedPool, guard
 
 
 def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -42,12 +44,8 @@ def _begin_immediate(conn: Any) -> None:
     # up front: a transaction that reads, then writes, must not find its snapshot stale at the
     # first write (SQLITE_BUSY_SNAPSHOT) when another worker committed.
     if not conn.exec_driver_sql(_TAKE_WRITER_LOCK).scalar():
-        raise OperationalError(
-            _TAKE_WRITER_LOCK,
-            None,
-            sqlite3.OperationalError(
-                f"database is locked: another process kept writing for {WRITER_WAIT_SECONDS:.0f} s"
-            ),
+        raise MetadataUnavailable(
+            f"database is locked: another process kept writing for {WRITER_WAIT_SECONDS:.0f} s"
         )
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
@@ -113,13 +111,29 @@ def create_private(path: Path) -> None:
     os.close(fd)
 
 
+def sqlite_outage(exc: BaseException) -> str | None:
+    """SQLite cannot answer: the file cannot be opened or read, or it stayed locked past
+    busy_timeout (SQLite reports all of these as OperationalError)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return f"sqlite: {str(exc)[:200]}"
+    return None
+
+
+class _SqlitePool(GuardedPool):
+    def classify(self, exc: BaseException) -> str | None:
+        return sqlite_outage(exc)
+
+
 def sqlite_engines(path: Path) -> tuple[AsyncEngine, AsyncEngine]:
     """(reader, writer): readers share a small pool; one writer connection per process."""
     create_private(path)
     url = f"sqlite+aiosqlite:///{path}"
-    reader = create_async_engine(url, pool_size=4, max_overflow=4)
-    writer = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
+    reader = create_async_engine(url, pool_size=4, max_overflow=4, poolclass=_SqlitePool)
+    writer = create_async_engine(
+        url, pool_size=1, max_overflow=0, pool_timeout=60, poolclass=_SqlitePool
+    )
     for engine, begin in ((reader, _begin_deferred), (writer, _begin_immediate)):
+        guard(engine, sqlite_outage)
         event.listen(engine.sync_engine, "connect", _pragmas)
         event.listen(engine.sync_engine, "begin", begin)
     lock = _WriterLock(path.with_name(path.name + ".writer-lock"))

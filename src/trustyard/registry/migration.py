@@ -15,6 +15,7 @@ from trustyard.oci.digest import Digest
 from trustyard.oci.errors import RegistryError
 from trustyard.oci.manifest import parse_manifest
 from trustyard.storage.base import Storage
+from trustyard.storage.errors import StorageError, StorageUnavailable
 
 
 class Tables(Protocol):
@@ -70,7 +71,9 @@ async def migrate_registry(
         else:
             try:
                 await _copy_blob(source_storage, target_storage, digest, on_bytes)
-            except RegistryError as exc:
+            except StorageUnavailable:
+                raise
+            except (RegistryError, StorageError) as exc:
                 report.problems.append(f"blob {digest}: {exc.message}")
                 continue
             report.blobs_copied += 1

@@ -18,6 +18,7 @@ from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.reference import validate_name
 from trustyard.storage.base import Storage
+from trustyard.storage.errors import DigestMismatch, UploadBusy, UploadNotFound
 
 # A crashed holder's lock frees itself after this long.
 _LOCK_TTL = 900.0
@@ -210,12 +211,11 @@ class Uploads:
                 await self._append(name, upload_id, chunks, content_range, content_length)
             try:
                 size = await self.storage.commit(upload_id, digest)
-            except RegistryError as exc:
-                if exc.code is ErrorCode.DIGEST_INVALID:
-                    # Undo this request's bytes, so the session is exactly as before the failed
-                    # PUT (a backend that cannot rewind ends the session instead).
-                    with contextlib.suppress(RegistryError):
-                        await self.storage.truncate(upload_id, before)
+            except DigestMismatch:
+                # Undo this request's bytes, so the session is exactly as before the failed
+                # PUT (a backend that cannot rewind ends the session instead).
+                with contextlib.suppress(UploadNotFound, UploadBusy):
+                    await self.storage.truncate(upload_id, before)
                 raise
             await self.metadata.link_blob(name, digest, size, finished_upload=upload_id)
             self._known.pop(upload_id, None)

@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import structlog
 
 from trustyard.oci.digest import Digester
-from trustyard.oci.errors import ErrorCode, RegistryError
+from trustyard.storage.errors import SizeExceeded
 
 log = structlog.get_logger("trustyard.storage")
 
@@ -134,9 +134,7 @@ class Appender:
                 if not chunk:
                     continue
                 if limit and self.position + self._buffered() + len(chunk) > limit:
-                    raise RegistryError(
-                        ErrorCode.TOO_LARGE, f"blob exceeds the size limit of {limit} bytes"
-                    )
+                    raise SizeExceeded(limit)
                 await self._copy(memoryview(chunk))
             await self._flush()
             await self._wait()

@@ -1,7 +1,7 @@
 """Storage ports: where blob bytes and in-progress uploads live.
 
 Two small Protocols, as in Distribution's storage drivers: `BlobStore` for committed,
-content-addressed blobs and `UploadStore` for upload sessions. A backend implements both.
+content-addressed blobs and `UploadStore` for upload sessions. A backend implements both, and signals failures with the types in `storage/errors.py`.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class UploadStore(Protocol):
     async def commit(self, upload_id: str, expected: Digest) -> int:
         """Verify the upload against `expected` and make it visible as that blob, atomically.
 
-        Raises DIGEST_INVALID (upload kept) when the bytes do not match.
+        Raises `DigestMismatch` (upload kept) when the bytes do not match.
         """
 
     async def truncate(self, upload_id: str, size: int) -> None:

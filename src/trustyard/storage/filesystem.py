@@ -21,9 +21,16 @@ from typing import Any
 import anyio
 
 from trustyard.oci.digest import Digest, Digester
-from trustyard.oci.errors import ErrorCode, RegistryError
+from trustyard.oci.errors import RegistryError
 from trustyard.storage.appender import Appender
 from trustyard.storage.base import BlobLocation, BlobStat
+from trustyard.storage.errors import (
+    BlobNotFound,
+    DigestMismatch,
+    OffsetMismatch,
+    UploadBusy,
+    UploadNotFound,
+)
 
 _UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _READ_CHUNK = 1 << 20
@@ -80,7 +87,7 @@ class FilesystemStorage:
         try:
             fd = os.open(self.blob_path(digest), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            raise RegistryError(ErrorCode.BLOB_UNKNOWN, f"blob {digest} is not stored") from None
+            raise BlobNotFound(str(digest)) from None
         end = os.fstat(fd).st_size if length is None else offset + length
         loop = asyncio.get_running_loop()
         pending: asyncio.Future[bytes] | None = None
@@ -143,9 +150,7 @@ class FilesystemStorage:
     # -- uploads -----------------------------------------------------------------------------
     def _upload_path(self, upload_id: str) -> Path:
         if not _UPLOAD_ID_RE.match(upload_id):
-            raise RegistryError(
-                ErrorCode.BLOB_UPLOAD_UNKNOWN, "upload id is not one this registry issued"
-            )
+            raise UploadNotFound("upload id is not one this registry issued")
         return self._uploads / upload_id
 
     async def create_upload(self, upload_id: str) -> None:
@@ -165,19 +170,16 @@ class FilesystemStorage:
         try:
             f = open(path, mode)
         except FileNotFoundError:
-            raise RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, "upload not found") from None
+            raise UploadNotFound() from None
         try:
             try:
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
                 if exc.errno in (errno.EAGAIN, errno.EACCES):
-                    raise RegistryError(
-                        ErrorCode.RANGE_INVALID,
-                        "another request is writing to this upload; wait for it and retry",
-                    ) from None
+                    raise UploadBusy() from None
                 raise
             if not path.exists():  # committed or cancelled while we waited for the file
-                raise RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, "upload not found")
+                raise UploadNotFound()
             yield f
         finally:
             f.close()
@@ -188,11 +190,7 @@ class FilesystemStorage:
         with self._locked(upload_id, "r+b") as f:
             size = os.fstat(f.fileno()).st_size
             if size != offset:
-                raise RegistryError(
-                    ErrorCode.RANGE_INVALID,
-                    f"chunk starts at byte {offset} but the upload has {size} bytes",
-                    headers={"Range": f"0-{max(size - 1, 0)}"},
-                )
+                raise OffsetMismatch(offset, size)
             cached = self._digesters.get(upload_id)
             digester = cached if cached is not None and cached.size == size else None
             saved = digester.copy() if digester is not None else None
@@ -226,11 +224,7 @@ class FilesystemStorage:
                 digester = await anyio.to_thread.run_sync(_hash_file, f, expected.algorithm)
             actual = digester.digest()
             if actual != expected:
-                raise RegistryError(
-                    ErrorCode.DIGEST_INVALID,
-                    f"uploaded content has digest {actual}, not {expected}",
-                    detail={"expected": str(expected), "actual": str(actual)},
-                )
+                raise DigestMismatch(str(expected), str(actual))
             if self.fsync:
                 await anyio.to_thread.run_sync(os.fsync, f.fileno())
             target = self.blob_path(expected)

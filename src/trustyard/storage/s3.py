@@ -16,17 +16,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from trustyard.oci.digest import Digest, Digester
-from trustyard.oci.errors import ErrorCode, RegistryError
+from trustyard.oci.errors import RegistryError
 from trustyard.storage.base import BlobLocation, BlobStat
+from trustyard.storage.errors import (
+    DigestMismatch,
+    OffsetMismatch,
+    SizeExceeded,
+    StorageUnavailable,
+    UploadNotFound,
+)
 
 _UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _READ_CHUNK = 1 << 20
@@ -83,6 +91,62 @@ def _is_missing(exc: Exception) -> bool:
     response = getattr(exc, "response", None) or {}
     code = str(response.get("Error", {}).get("Code", ""))
     return code in ("404", "NoSuchKey", "NotFound", "NoSuchUpload")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when `exc` says the object store cannot answer (a 5xx after botocore's retries, no
+    answer at all, a dropped connection) rather than refusing this request (a 4xx).
+
+    Only botocore's errors count: a bare ConnectionError here may be the client's own request
+    body breaking off inside `append`, which is no storage outage."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(exc, ClientError):
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        return status >= 500 or status == 0
+    return isinstance(exc, BotoCoreError)
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _edge(
+    method: Callable[_P, Coroutine[Any, Any, _T]],
+) -> Callable[_P, Coroutine[Any, Any, _T]]:
+    """Convert an outage to `StorageUnavailable` where a port method returns to its caller."""
+
+    @functools.wraps(method)
+    async def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await method(*args, **kwargs)
+        except Exception as exc:
+            if is_outage(exc):
+                raise StorageUnavailable() from exc
+            raise
+
+    return guarded
+
+
+def _edge_stream(method: Callable[_P, AsyncIterator[_T]]) -> Callable[_P, AsyncIterator[_T]]:
+    """`_edge` for the streaming port methods; closes the inner stream when the caller stops."""
+
+    @functools.wraps(method)
+    async def guarded(*args: _P.args, **kwargs: _P.kwargs) -> AsyncIterator[_T]:
+        stream = method(*args, **kwargs)
+        try:
+            async for item in stream:
+                yield item
+        except Exception as exc:
+            if is_outage(exc):
+                raise StorageUnavailable() from exc
+            raise
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    return guarded
 
 
 class S3Storage:
@@ -144,12 +208,11 @@ class S3Storage:
 
     def _upload_key(self, upload_id: str, name: str) -> str:
         if not _UPLOAD_ID_RE.match(upload_id):
-            raise RegistryError(
-                ErrorCode.BLOB_UPLOAD_UNKNOWN, "upload id is not one this registry issued"
-            )
+            raise UploadNotFound("upload id is not one this registry issued")
         return f"{self._prefix}uploads/{upload_id}/{name}"
 
     # -- blobs ---------------------------------------------------------------------------------
+    @_edge
     async def stat(self, digest: Digest) -> BlobStat | None:
         s3 = await self._s3()
         try:
@@ -160,6 +223,7 @@ class S3Storage:
             raise
         return BlobStat(size=int(head["ContentLength"]), modified=head["LastModified"].timestamp())
 
+    @_edge
     async def locate(self, digest: Digest) -> BlobLocation | None:
         st = await self.stat(digest)
         if st is None:
@@ -174,6 +238,7 @@ class S3Storage:
         )
         return BlobLocation(size=st.size, url=url)
 
+    @_edge_stream
     async def read(
         self, digest: Digest, offset: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
@@ -193,6 +258,7 @@ class S3Storage:
             while chunk := await body.read(_READ_CHUNK):
                 yield chunk
 
+    @_edge
     async def delete(self, digest: Digest) -> bool:
         if await self.stat(digest) is None:
             return False
@@ -200,6 +266,7 @@ class S3Storage:
         await s3.delete_object(Bucket=self.options.bucket, Key=self.blob_key(digest))
         return True
 
+    @_edge
     async def quarantine(self, digest: Digest) -> bool:
         """Server-side copy to `quarantine/`, then delete: S3 has no rename."""
         st = await self.stat(digest)
@@ -211,6 +278,7 @@ class S3Storage:
         await s3.delete_object(Bucket=self.options.bucket, Key=self.blob_key(digest))
         return True
 
+    @_edge_stream
     async def walk(self) -> AsyncIterator[tuple[Digest, float]]:
         s3 = await self._s3()
         paginator = s3.get_paginator("list_objects_v2")
@@ -254,32 +322,31 @@ class S3Storage:
     async def _require(self, upload_id: str) -> _UploadState:
         state = await self._load(upload_id)
         if state is None:
-            raise RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, "upload not found")
+            raise UploadNotFound()
         return state
 
     # -- uploads -------------------------------------------------------------------------------
+    @_edge
     async def create_upload(self, upload_id: str) -> None:
         self._upload_key(upload_id, "state.json")
         await self._save(upload_id, _UploadState())
         self._digesters[upload_id] = Digester()
 
+    @_edge
     async def upload_size(self, upload_id: str) -> int | None:
         try:
             state = await self._load(upload_id)
-        except RegistryError:
+        except UploadNotFound:
             return None
         return None if state is None else state.size
 
+    @_edge
     async def append(
         self, upload_id: str, chunks: AsyncIterator[bytes], offset: int, limit: int
     ) -> int:
         state = await self._require(upload_id)
         if state.size != offset:
-            raise RegistryError(
-                ErrorCode.RANGE_INVALID,
-                f"chunk starts at byte {offset} but the upload has {state.size} bytes",
-                headers={"Range": f"0-{max(state.size - 1, 0)}"},
-            )
+            raise OffsetMismatch(offset, state.size)
         s3 = await self._s3()
         bucket, part_size = self.options.bucket, self.options.part_size
         cached = self._digesters.get(upload_id)
@@ -293,9 +360,7 @@ class S3Storage:
             async for chunk in chunks:
                 written += len(chunk)
                 if limit and written > limit:
-                    raise RegistryError(
-                        ErrorCode.TOO_LARGE, f"blob exceeds the size limit of {limit} bytes"
-                    )
+                    raise SizeExceeded(limit)
                 if digester is not None:
                     digester.update(chunk)
                 buffer += chunk
@@ -335,6 +400,7 @@ class S3Storage:
             self._digesters.pop(upload_id, None)
         return written
 
+    @_edge
     async def commit(self, upload_id: str, expected: Digest) -> int:
         state = await self._require(upload_id)
         s3 = await self._s3()
@@ -399,20 +465,14 @@ class S3Storage:
         if len(tail) != state.tail or (
             state.tail_sha256 and hashlib.sha256(tail).hexdigest() != state.tail_sha256
         ):
-            raise RegistryError(
-                ErrorCode.UNAVAILABLE,
-                "object storage returned different bytes than were stored for this upload; retry",
-                headers={"Retry-After": "5"},
+            raise StorageUnavailable(
+                "object storage returned different bytes than were stored for this upload; retry"
             )
         return tail
 
     @staticmethod
-    def _mismatch(expected: Digest, actual: Digest) -> RegistryError:
-        return RegistryError(
-            ErrorCode.DIGEST_INVALID,
-            f"uploaded content has digest {actual}, not {expected}",
-            detail={"expected": str(expected), "actual": str(actual)},
-        )
+    def _mismatch(expected: Digest, actual: Digest) -> DigestMismatch:
+        return DigestMismatch(str(expected), str(actual))
 
     async def _copy(self, source: str, target: str, size: int) -> None:
         """Server-side copy: the bytes never leave the object store."""
@@ -444,6 +504,7 @@ class S3Storage:
             await s3.abort_multipart_upload(Bucket=bucket, Key=target, UploadId=mpu)
             raise
 
+    @_edge
     async def truncate(self, upload_id: str, size: int) -> None:
         """Only the tail can be cut back here; past a part boundary the session is cancelled."""
         state = await self._require(upload_id)
@@ -455,11 +516,12 @@ class S3Storage:
         else:
             await self.cancel(upload_id)
 
+    @_edge
     async def cancel(self, upload_id: str) -> None:
         self._digesters.pop(upload_id, None)
         try:
             state = await self._load(upload_id)
-        except RegistryError:
+        except UploadNotFound:
             return
         await self._remove_upload_objects(upload_id, abort=state.mpu if state else None)
 
@@ -481,6 +543,7 @@ class S3Storage:
             },
         )
 
+    @_edge_stream
     async def uploads(self) -> AsyncIterator[tuple[str, float]]:
         s3 = await self._s3()
         paginator = s3.get_paginator("list_objects_v2")
