@@ -15,7 +15,8 @@ import pytest
 
 from tests.auth.integration import add_user, cli, fetch_token, token_server
 from tests.integration.server import ServerProcess
-from trustyard.auth.users import AccountError, Accounts, validate_account_name
+from trustyard.auth.users import AccountError, Accounts, LoginLimiter, validate_account_name
+from trustyard.cache.memory import MemoryCache
 from trustyard.metadata.auth_sql import SqlAuthStore
 from trustyard.wiring import open_database
 
@@ -50,7 +51,7 @@ def test_the_pattern_matches_whole_names_only(name: str) -> None:
 async def test_the_account_service_refuses_users_and_robots(tmp_path: Path) -> None:
     store: SqlAuthStore = (await open_database(tmp_path / "metadata.db", create=True)).auth
     try:
-        accounts = Accounts(store, bcrypt_cost=4)
+        accounts = Accounts(store, bcrypt_cost=4, limiter=LoginLimiter(cache=MemoryCache()))
         await accounts.add_user("alice", "pw")
         for name in BAD_NAMES:
             with pytest.raises(AccountError, match="invalid name"):

@@ -19,7 +19,6 @@ from starlette.routing import Match, Route
 
 from tests.auth.helpers import new_key
 from trustyard.auth.keyring import TrustedKeys
-from trustyard.auth.runtime import AuthRuntime
 from trustyard.auth.scopes import GuardedRoute
 from trustyard.auth.scopes import Scope as AccessScope
 from trustyard.auth.token_issuer import TokenIssuer
@@ -30,6 +29,7 @@ from trustyard.http import trust_routes as trust_server
 from trustyard.http.access import AccessControl, required_access
 from trustyard.http.app import create_app
 from trustyard.http.params import APPROVED_UPLOAD
+from trustyard.wiring.auth import AuthRuntime
 
 SERVICE, ISSUER = "reg", "iss"
 REPO = "alice/app"

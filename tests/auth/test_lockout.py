@@ -71,7 +71,9 @@ async def check_burst(workers: list[Accounts]) -> None:
 
 
 async def test_concurrent_wrong_passwords_in_process(store: SqlAuthStore) -> None:
-    accounts = Accounts(store, bcrypt_cost=COST, limiter=LoginLimiter(5, 1000, 300))
+    accounts = Accounts(
+        store, bcrypt_cost=COST, limiter=LoginLimiter(5, 1000, 300, cache=MemoryCache())
+    )
     await check_burst([accounts])
 
 
@@ -92,7 +94,9 @@ async def test_concurrent_wrong_passwords_over_redis(
 
 
 async def test_one_address_spraying_names_is_bounded_too(store: SqlAuthStore) -> None:
-    accounts = Accounts(store, bcrypt_cost=COST, limiter=LoginLimiter(5, 20, 300))
+    accounts = Accounts(
+        store, bcrypt_cost=COST, limiter=LoginLimiter(5, 20, 300, cache=MemoryCache())
+    )
 
     async def one(i: int) -> str:
         try:
@@ -108,13 +112,13 @@ async def test_one_address_spraying_names_is_bounded_too(store: SqlAuthStore) ->
 
 
 async def test_success_gives_back_its_attempt_and_clears_failures(store: SqlAuthStore) -> None:
-    accounts = Accounts(store, bcrypt_cost=4, limiter=LoginLimiter(3, 3, 300))
+    accounts = Accounts(store, bcrypt_cost=4, limiter=LoginLimiter(3, 3, 300, cache=MemoryCache()))
     await accounts.add_user("ci", "pw")
     # Successful logins do not use up the address's budget (a CI runner logs in often).
     for _ in range(10):
         assert (await accounts.authenticate("ci", "pw", "10.1.1.1")).name == "ci"
     # Two typos, a success, two more typos: the success cleared the account's failures.
-    limiter = LoginLimiter(3, 1000, 300)
+    limiter = LoginLimiter(3, 1000, 300, cache=MemoryCache())
     accounts = Accounts(store, bcrypt_cost=4, limiter=limiter)
     for _ in range(2):
         with pytest.raises(AuthFailed):
@@ -144,7 +148,7 @@ async def test_limits_with_a_fake_clock() -> None:
 async def test_old_cost_hash_is_upgraded_on_login(store: SqlAuthStore) -> None:
     old = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
     await store.create_account(Account("old", "user", old))
-    accounts = Accounts(store, bcrypt_cost=6, limiter=LoginLimiter(100, 100))
+    accounts = Accounts(store, bcrypt_cost=6, limiter=LoginLimiter(100, 100, cache=MemoryCache()))
     with pytest.raises(AuthFailed):
         await accounts.authenticate("old", "wrong", "c")
     stored = await store.get_account("old")
@@ -165,7 +169,7 @@ async def test_old_cost_hash_is_upgraded_on_login(store: SqlAuthStore) -> None:
 async def test_rehash_never_undoes_a_concurrent_password_change(store: SqlAuthStore) -> None:
     old = bcrypt.hashpw(b"leaked", bcrypt.gensalt(rounds=4)).decode()
     await store.create_account(Account("victim", "user", old))
-    accounts = Accounts(store, bcrypt_cost=6)
+    accounts = Accounts(store, bcrypt_cost=6, limiter=LoginLimiter(cache=MemoryCache()))
     before = await store.get_account("victim")
     assert before is not None
     await accounts.set_password("victim", "new-secret")  # while a login with the old one runs
@@ -179,7 +183,7 @@ async def test_long_secret_is_rehashed_as_checked(store: SqlAuthStore) -> None:
     secret = "é" * 50  # 100 bytes: bcrypt compares the first 72
     old = bcrypt.hashpw(secret.encode()[:72], bcrypt.gensalt(rounds=4)).decode()
     await store.create_account(Account("long", "user", old))
-    accounts = Accounts(store, bcrypt_cost=5)
+    accounts = Accounts(store, bcrypt_cost=5, limiter=LoginLimiter(cache=MemoryCache()))
     await accounts.authenticate("long", secret, "c")
     stored = await store.get_account("long")
     assert stored is not None and bcrypt_cost_of(stored.secret_hash) == 5
@@ -208,7 +212,12 @@ async def test_htpasswd_bad_name_cannot_log_in_in_token_mode(
     hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
     path = tmp_path / "htpasswd"
     path.write_text(f"a*:{hashed}\ncarol:{hashed}\n")
-    accounts = Accounts(store, bcrypt_cost=4, htpasswd=HtpasswdFile(path, strict_names=True))
+    accounts = Accounts(
+        store,
+        bcrypt_cost=4,
+        htpasswd=HtpasswdFile(path, strict_names=True),
+        limiter=LoginLimiter(cache=MemoryCache()),
+    )
     with pytest.raises(AuthFailed, match="unknown account"):
         await accounts.authenticate("a*", "pw", "c")
     assert (await accounts.authenticate("carol", "pw", "c")).name == "carol"

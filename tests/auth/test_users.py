@@ -31,7 +31,7 @@ async def store(tmp_path: Path) -> SqlAuthStore:
 
 
 async def test_users_authenticate_with_bcrypt(store: SqlAuthStore) -> None:
-    accounts = Accounts(store, bcrypt_cost=4)
+    accounts = Accounts(store, bcrypt_cost=4, limiter=LoginLimiter(cache=MemoryCache()))
     await accounts.add_user("alice", "s3cret")
     account = await store.get_account("alice")
     assert account is not None and account.secret_hash.startswith("$2b$04$")
@@ -45,7 +45,9 @@ async def test_users_authenticate_with_bcrypt(store: SqlAuthStore) -> None:
 
 
 async def test_unknown_account_costs_a_bcrypt_check_too(store: SqlAuthStore) -> None:
-    accounts = Accounts(store, bcrypt_cost=10, limiter=LoginLimiter(1000, 1000))
+    accounts = Accounts(
+        store, bcrypt_cost=10, limiter=LoginLimiter(1000, 1000, cache=MemoryCache())
+    )
     await accounts.add_user("alice", "s3cret")
 
     async def timed(name: str) -> float:
@@ -61,7 +63,7 @@ async def test_unknown_account_costs_a_bcrypt_check_too(store: SqlAuthStore) -> 
 
 async def test_rate_limit_per_account_and_per_client(store: SqlAuthStore) -> None:
     clock = [0.0]
-    limiter = LoginLimiter(3, 5, 60, clock=lambda: clock[0])
+    limiter = LoginLimiter(3, 5, 60, cache=MemoryCache(clock=lambda: clock[0]))
     accounts = Accounts(store, bcrypt_cost=4, limiter=limiter)
     await accounts.add_user("alice", "right")
     for _ in range(3):
@@ -107,7 +109,9 @@ async def test_shared_limiter_counts_across_workers(store: SqlAuthStore) -> None
 
 async def test_robots_expire_and_can_be_disabled(store: SqlAuthStore) -> None:
     clock = [1000.0]
-    accounts = Accounts(store, bcrypt_cost=4, clock=lambda: clock[0])
+    accounts = Accounts(
+        store, bcrypt_cost=4, clock=lambda: clock[0], limiter=LoginLimiter(cache=MemoryCache())
+    )
     await accounts.add_user("alice", "pw")
     robot, secret = await accounts.add_robot("alice", "ci", expires_in=3600)
     assert robot.name == "alice+ci" and robot.kind == "robot" and len(secret) >= 40
@@ -124,7 +128,7 @@ async def test_robots_expire_and_can_be_disabled(store: SqlAuthStore) -> None:
 
 
 async def test_password_change_revokes_refresh_binding(store: SqlAuthStore) -> None:
-    accounts = Accounts(store, bcrypt_cost=4)
+    accounts = Accounts(store, bcrypt_cost=4, limiter=LoginLimiter(cache=MemoryCache()))
     account = await accounts.add_user("alice", "one")
     old = binding_of(account)
     assert (await accounts.refresh("alice", old)).name == "alice"
@@ -134,7 +138,7 @@ async def test_password_change_revokes_refresh_binding(store: SqlAuthStore) -> N
 
 
 async def test_names_and_passwords_are_validated(store: SqlAuthStore) -> None:
-    accounts = Accounts(store, bcrypt_cost=4)
+    accounts = Accounts(store, bcrypt_cost=4, limiter=LoginLimiter(cache=MemoryCache()))
     for bad in ["Alice", "a*", "a/b", "../x", "", "a" * 65]:
         with pytest.raises(AccountError):
             await accounts.add_user(bad, "pw")
@@ -147,7 +151,9 @@ async def test_htpasswd_file_from_apache_htpasswd(store: SqlAuthStore, tmp_path:
     path = tmp_path / "htpasswd"
     subprocess.run([exe, "-B", "-b", "-c", str(path), "carol", "pa:ss"], check=True)
     assert path.read_text().startswith("carol:$2y$")
-    accounts = Accounts(store, bcrypt_cost=4, htpasswd=HtpasswdFile(path))
+    accounts = Accounts(
+        store, bcrypt_cost=4, htpasswd=HtpasswdFile(path), limiter=LoginLimiter(cache=MemoryCache())
+    )
     assert (await accounts.authenticate("carol", "pa:ss", "c")).name == "carol"
     with pytest.raises(AuthFailed):
         await accounts.authenticate("carol", "pa", "c")

@@ -23,7 +23,6 @@ import bcrypt
 import structlog
 
 from trustyard.cache.base import Cache
-from trustyard.cache.memory import MemoryCache
 from trustyard.metadata.auth_base import Account, AccountStore
 
 log = structlog.get_logger("trustyard.auth")
@@ -122,8 +121,8 @@ class LoginLimiter:
     address's reservation back. The attempt that fills a limit starts a full window: after it,
     even the right password is refused until the window passes.
 
-    Counters live in `cache`: in-process by default (each worker counts on its own, so the
-    effective limit is at most workers times the limit, see docs/auth.md), or the shared cache
+    Counters live in `cache`, which wiring picks: in-process (each worker counts on its own, so
+    the effective limit is at most workers times the limit, see docs/auth.md), or the shared cache
     (Redis), where every worker and replica counts against one limit. Keys are
     `login:account:<name>` and `login:ip:<address>`: never a secret.
     """
@@ -133,13 +132,13 @@ class LoginLimiter:
         max_failures: int = 5,
         max_failures_per_client: int = 20,
         window_seconds: float = 300.0,
-        clock: Callable[[], float] = time.monotonic,
-        cache: Cache | None = None,
+        *,
+        cache: Cache,
     ) -> None:
         self.max_failures = max_failures
         self.max_failures_per_client = max_failures_per_client
         self.window_seconds = window_seconds
-        self.cache: Cache = cache if cache is not None else MemoryCache(clock=clock)
+        self.cache = cache
 
     def _limit(self, key: str) -> int:
         return self.max_failures_per_client if key.startswith("ip:") else self.max_failures
@@ -216,14 +215,14 @@ class Accounts:
         self,
         store: AccountStore,
         *,
+        limiter: LoginLimiter,
         bcrypt_cost: int = 12,
-        limiter: LoginLimiter | None = None,
         htpasswd: HtpasswdFile | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.bcrypt_cost = bcrypt_cost
-        self.limiter = limiter or LoginLimiter()
+        self.limiter = limiter
         self.htpasswd = htpasswd
         self.clock = clock
         self._refresh_cache: dict[str, tuple[float, Account | None, Principal | None]] = {}

@@ -20,6 +20,7 @@ from trustyard.cli.common import (
 )
 from trustyard.metadata.auth_base import AccountExists, AuthStore
 from trustyard.wiring import open_database
+from trustyard.wiring.auth import login_limiter
 
 T = TypeVar("T")
 
@@ -62,7 +63,11 @@ def _run(
     async def go() -> T:
         database = await open_database(settings.metadata_target, create=True)
         try:
-            accounts = Accounts(database.auth, bcrypt_cost=settings.auth.bcrypt_cost)
+            accounts = Accounts(
+                database.auth,
+                limiter=login_limiter(settings.auth, None),
+                bcrypt_cost=settings.auth.bcrypt_cost,
+            )
             return await action(accounts, database.auth)
         finally:
             await database.close()

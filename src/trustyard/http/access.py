@@ -29,7 +29,6 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from trustyard.auth.keyring import TokenRejected
-from trustyard.auth.runtime import AuthRuntime
 from trustyard.auth.scopes import (
     CATALOG,
     IDENTITY,
@@ -50,6 +49,7 @@ from trustyard.http.params import (
 )
 from trustyard.http.token_routes import login_failed, parse_basic, rate_limited
 from trustyard.oci.errors import ErrorCode, RegistryError
+from trustyard.wiring.auth import AuthRuntime
 
 log = structlog.get_logger("trustyard.auth")
 

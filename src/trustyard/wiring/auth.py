@@ -4,13 +4,13 @@ verifier). The objects and their logic live in `trustyard.auth`; this only build
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
 from trustyard.auth.access import AccessPolicy, gun_prefixes
 from trustyard.auth.keyring import TrustedKeys
-from trustyard.auth.runtime import AuthRuntime
 from trustyard.auth.service import TokenService
 from trustyard.auth.token_issuer import TokenIssuer
 from trustyard.auth.token_keys import (
@@ -22,11 +22,30 @@ from trustyard.auth.token_keys import (
 from trustyard.auth.token_verifier import DEFAULT_ALGORITHMS, TokenVerifier
 from trustyard.auth.users import Accounts, HtpasswdFile, LoginLimiter
 from trustyard.cache.base import Cache
+from trustyard.cache.memory import MemoryCache
 from trustyard.config import AuthSettings, Settings
 from trustyard.crypto.keyid import load_certificates
 from trustyard.metadata.auth_base import AuthStore
 
 log = structlog.get_logger("trustyard.auth")
+
+
+@dataclass
+class AuthRuntime:
+    settings: AuthSettings
+    store: AuthStore
+    accounts: Accounts
+    policy: AccessPolicy
+    verifier: TokenVerifier | None
+    tokens: TokenService | None
+    cache: Cache | None = None
+
+    async def close(self) -> None:
+        """Close what this runtime was given (a server's `wiring.Services` closes the shared
+        database and cache itself instead)."""
+        await self.store.close()
+        if self.cache is not None:
+            await self.cache.close()
 
 
 def signing_key(settings: AuthSettings, data_dir: Path) -> SigningKey:
@@ -85,7 +104,7 @@ def login_limiter(settings: AuthSettings, cache: Cache | None) -> LoginLimiter:
         settings.max_failed_logins_per_client,
         settings.failed_login_window_seconds,
     )
-    return LoginLimiter(*limits, cache=cache)
+    return LoginLimiter(*limits, cache=cache if cache is not None else MemoryCache())
 
 
 def token_objects(

@@ -15,7 +15,6 @@ import secrets
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from trustyard.auth.runtime import AuthRuntime
 from trustyard.cache.base import Cache
 from trustyard.config import Settings, create_data_dir
 from trustyard.oci.platforms import IndexPlatforms
@@ -29,7 +28,7 @@ from trustyard.storage.base import Storage
 from trustyard.trust.policy_audit import PolicyAudit
 from trustyard.trust.server.hsm_keys import TokenKeyStore
 from trustyard.trust.server.service import NotFound, TrustOptions, TrustService
-from trustyard.wiring.auth import build_auth, gun_prefixes_of
+from trustyard.wiring.auth import AuthRuntime, build_auth, gun_prefixes_of
 from trustyard.wiring.backends import manifest_lookups, open_cache, open_storage
 from trustyard.wiring.database import Database, open_database
 
