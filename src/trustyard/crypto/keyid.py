@@ -145,9 +145,13 @@ def explain_kid(kid: str, certificates: list[x509.Certificate]) -> str | None:
     for cert in certificates:
         if kid == certificate_der_kid(cert):
             key = as_public_key(cert.public_key())
+            try:  # names parse lazily: a malformed one raises only now
+                subject = cert.subject.rfc4514_string()[:100] or "the certificate"
+            except ValueError:
+                subject = "the certificate"
             return (
                 f"kid {kid} is the libtrust form computed over the whole certificate DER of "
-                f"{cert.subject.rfc4514_string() or 'the certificate'}; a libtrust KeyID hashes "
+                f"{subject}; a libtrust KeyID hashes "
                 f"the public key (DER SubjectPublicKeyInfo) instead: use {libtrust_kid(key)} "
                 f"(or the RFC 7638 thumbprint {jwk_thumbprint(key)}); "
                 "`trustyard keyid CERT --all` prints both"

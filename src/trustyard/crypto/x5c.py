@@ -45,9 +45,14 @@ class ChainRejected(Exception):
         super().__init__(reason)
 
 
-def describe(cert: x509.Certificate) -> str:
-    """The subject, bounded in length (it comes from the client)."""
-    text = cert.subject.rfc4514_string() or "(empty subject)"
+def describe(cert: x509.Certificate, which: str = "subject") -> str:
+    """The subject (or issuer), bounded in length: it comes from the client, and cryptography
+    parses names lazily, so a malformed one raises here rather than at load time."""
+    try:
+        name = cert.subject if which == "subject" else cert.issuer
+        text = name.rfc4514_string() or f"(empty {which})"
+    except ValueError:
+        text = f"(unparseable {which})"
     return text if len(text) <= 100 else text[:97] + "..."
 
 
@@ -155,6 +160,6 @@ class ChainVerifier:
             raise ChainRejected(
                 f"x5c certificate {describe(leaf)} does not chain to any certificate in the "
                 f"trusted root bundle (auth.token.rootcertbundle, {self.root_count} "
-                f"certificates): {_explain(exc, leaf.issuer.rfc4514_string())}"
+                f"certificates): {_explain(exc, describe(leaf, 'issuer'))}"
             ) from None
         return path
