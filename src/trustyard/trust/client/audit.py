@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from trustyard import jsonbounds
 from trustyard.trust import model as m
+from trustyard.trust.client.errors import TrustError
+from trustyard.trust.client.fetch import fetch_delegations, top_files
 from trustyard.trust.client.pinning import (
     PinningError,
     TrustPinning,
@@ -37,16 +39,14 @@ def owner_of(gun: str) -> str:
 
 
 def list_guns(client: TrustClient, prefix: str) -> list[str]:
-    from trustyard.trust.client.repository import TrustError
-
     live: dict[str, bool] = {}
     change_id = 0
     while True:
-        r = client._request(
+        r = client.server.request(
             "GET", "/v2/_trust/changefeed", params={"change_id": change_id, "records": PAGE}
         )
         if r.status_code != 200:
-            raise client._fail(r, "cannot list collections (changefeed)")
+            raise client.server.fail(r, "cannot list collections (changefeed)")
         try:
             records = jsonbounds.loads(r.content, what="the changefeed").get("records") or []
         except ValueError:
@@ -81,14 +81,10 @@ def audit(client: TrustClient, prefix: str = "", *, soon_days: int = 30) -> dict
 
     roots_by_key: dict[str, set[str]] = {}
     for gun in list_guns(client, prefix):
-        files: dict[str, bytes] = {}
-        for role in (m.ROOT, m.TIMESTAMP, m.SNAPSHOT, m.TARGETS):
-            data = client.get_file(gun, role)
-            if data is not None:
-                files[role] = data
+        files = top_files(client.server, gun)
         if m.ROOT not in files:
             continue
-        client._fetch_delegations(gun, files)
+        fetch_delegations(client.server, gun, files)
         entry: dict[str, Any] = {"gun": gun, "owner": owner_of(gun)}
         collections.append(entry)
         try:
