@@ -17,11 +17,18 @@ clients here use it.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
+from typing import Any
 
 import httpx
 
-from trustyard.remote.bounded import ERROR_BODY, TOKEN_BODY, BodyError, buffered, loads_json
-from trustyard.remote.bounded import read_body as _read_body
+from trustyard.remote.bounded import (
+    ERROR_BODY,
+    TOKEN_BODY,
+    BodyError,
+    buffered,
+    loads_json,
+    read_body,
+)
 from trustyard.remote.credentials import Credentials, is_loopback, parse_challenge
 from trustyard.remote.errors import RemoteError
 
@@ -45,8 +52,14 @@ class TokenRefused(RemoteError):
 class TokenRequest(httpx.Request):
     """The GET to a challenge's realm, so that a driver can tell it from the request itself."""
 
-    def __init__(self, realm: str, **kwargs: object) -> None:
-        super().__init__("GET", realm, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        realm: str,
+        params: httpx.QueryParams,
+        headers: dict[str, str],
+        extensions: dict[str, Any],
+    ) -> None:
+        super().__init__("GET", realm, params=params, headers=headers, extensions=extensions)
         self.realm = realm
 
 
@@ -120,9 +133,7 @@ class TokenAuth(httpx.Auth):
             query = query.add("service", params["service"])
         headers = {"Authorization": self._basic(httpx.URL(realm), host)} if self.credentials else {}
         timeout = request.extensions.get("timeout")
-        return TokenRequest(
-            realm, params=query, headers=headers, extensions={"timeout": timeout} if timeout else {}
-        )
+        return TokenRequest(realm, query, headers, {"timeout": timeout} if timeout else {})
 
     def _token(self, answer: httpx.Response, realm: str, host: str) -> str:
         if answer.status_code in (401, 403):
@@ -147,7 +158,7 @@ def fetch_token_answer(http: httpx.Client, request: TokenRequest) -> httpx.Respo
         response = http.send(request, stream=True)
         try:
             ok = response.status_code == 200
-            body = _read_body(response, TOKEN_BODY if ok else ERROR_BODY, what, truncate=not ok)
+            body = read_body(response, TOKEN_BODY if ok else ERROR_BODY, what, truncate=not ok)
         finally:
             response.close()
     except httpx.HTTPError as exc:
