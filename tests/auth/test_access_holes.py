@@ -23,7 +23,7 @@ from tests.integration.images import push_blob, sha256
 from tests.integration.server import ServerProcess
 from trustyard.http import trust_routes as trust_server
 from trustyard.http.access import RouteTable, required_access
-from trustyard.trust.client.repository import TrustAuth
+from trustyard.trust.client.transport import trust_scope
 
 ADMIN = ("root", "root-pw")
 ALICE = ("alice", "alice-pw")
@@ -299,9 +299,9 @@ def test_without_auth_repeats_are_refused_and_mounts_need_no_from(
 def test_trust_client_asks_for_the_rights_each_route_needs(
     method: str, path: str, scope: str
 ) -> None:
-    """`trustyard trust` (trust.client.TrustAuth) asks the token server for the scopes the
+    """`trustyard trust` (trust.client.transport.trust_scope) asks the token server for the scopes the
     server's route table requires."""
-    assert TrustAuth._scope(httpx.Request(method, f"https://reg.example{path}")) == scope
+    assert trust_scope(httpx.Request(method, f"https://reg.example{path}")) == scope
     table = RouteTable(trust_server.routes())
     _, needed, _ = required_access(table, {"type": "http", "method": method, "path": path})
     assert [str(s) for s in needed] == [scope]

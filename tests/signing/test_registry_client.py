@@ -10,13 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from trustyard.remote.credentials import load_credentials, parse_challenge
 from trustyard.signing.errors import ReferenceNotFoundError, RemoteError
-from trustyard.signing.registry_client import (
-    RegistryClient,
-    RemoteRef,
-    load_credentials,
-    parse_challenge,
-)
+from trustyard.signing.registry_client import RegistryClient, RemoteRef
 
 MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                        "config": {"digest": "sha256:" + "a" * 64, "size": 2}, "layers": []}).encode()  # fmt: skip

@@ -9,13 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from trustyard.trust.client.config import ClientConfig
+from trustyard.trust.client.errors import TrustError
 from trustyard.trust.client.keys import KeyStore
-from trustyard.trust.client.repository import (
-    ClientConfig,
-    TrustClient,
-    TrustError,
-    trust_credentials,
-)
+from trustyard.trust.client.repository import TrustClient
+from trustyard.trust.client.transport import trust_credentials
 
 
 def basic(user: str, password: str) -> str:

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from tests.trust_client.certs import NOW, cert, key
 from trustyard.crypto.notary_keys import PrivateKey
 from trustyard.trust import model as m
+from trustyard.trust.client.documents import envelope
 from trustyard.trust.client.keys import FileSigner
 from trustyard.trust.client.pinning import (
     PinningError,
@@ -22,7 +23,6 @@ from trustyard.trust.client.pinning import (
     check_root,
     load_root_material,
 )
-from trustyard.trust.client.repository import envelope
 from trustyard.trust.client.verify import VerifyError, verify_collection, verify_root_update
 
 GUN = "registry.example/team/app"

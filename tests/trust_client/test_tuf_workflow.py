@@ -27,8 +27,10 @@ from tests.trust_client.evil import (
     x509_key,
 )
 from trustyard.crypto.notary_keys import PrivateKey
+from trustyard.trust.client.config import ClientConfig
+from trustyard.trust.client.errors import TrustError
 from trustyard.trust.client.keys import KeyStore
-from trustyard.trust.client.repository import ClientConfig, TrustClient, TrustError
+from trustyard.trust.client.repository import TrustClient
 
 GUN = "registry.example/team/app"
 

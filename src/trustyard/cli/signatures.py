@@ -25,9 +25,11 @@ from trustyard.signing.cosign_remote import ArtifactClient, find_and_verify, res
 from trustyard.signing.errors import SigningError
 from trustyard.signing.registry_client import RemoteRef
 from trustyard.signing.simplesign import inspect_atomic, verify_with_gpg
+from trustyard.trust.client.config import load_config
+from trustyard.trust.client.errors import TrustError
 from trustyard.trust.client.keys import KeyStore
 from trustyard.trust.client.lookup import ROOT_TRUST, NotaryTarget, image_targets
-from trustyard.trust.client.repository import TrustClient, TrustError, gun_of, load_config
+from trustyard.trust.client.repository import TrustClient, gun_of
 
 IRSIGN_SIGNATURE = "com.samsung.islet.image.signature"
 

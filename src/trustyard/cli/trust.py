@@ -22,17 +22,12 @@ from rich.table import Table
 from trustyard.signing.errors import SigningError
 from trustyard.signing.registry_client import RegistryClient, RemoteRef
 from trustyard.trust.client import audit as audit_mod
+from trustyard.trust.client.config import import_root_pin, load_config
+from trustyard.trust.client.delegations import generate_delegate_key, load_delegation_key
+from trustyard.trust.client.errors import TrustError
 from trustyard.trust.client.keys import KeyStore, KeyStoreError
 from trustyard.trust.client.pinning import canonical_key_id
-from trustyard.trust.client.repository import (
-    TrustClient,
-    TrustError,
-    generate_delegate_key,
-    gun_of,
-    import_root_pin,
-    load_config,
-    load_delegation_key,
-)
+from trustyard.trust.client.repository import TrustClient, gun_of
 
 app = typer.Typer(help="Sign tags in a Notary-compatible trust server.", no_args_is_help=True)
 delegation_app = typer.Typer(help="Delegate signing to other keys.", no_args_is_help=True)

@@ -54,8 +54,9 @@ class Pkcs11Uri:
     module: str | None = None
 
     @classmethod
-    def parse(cls, uri: str) -> Pkcs11Uri:
-        """Parse an RFC 7512 URI naming a private key; say exactly what is wrong."""
+    def parse(cls, uri: str, *, key: bool = True) -> Pkcs11Uri:
+        """Parse an RFC 7512 URI naming a private key (or, with `key=False`, a token, which
+        may still name a key: the caller decides); say exactly what is wrong."""
         if not uri.startswith(SCHEME):
             raise KeyFormatError(f"{uri!r} is not a pkcs11: URI")
         path, _, query = uri[len(SCHEME) :].partition("?")
@@ -75,7 +76,7 @@ class Pkcs11Uri:
                 raw[name] = value
         if "type" in raw and raw["type"] != "private":
             raise KeyFormatError(f"{_redact(uri)}: type={raw['type']}; a signing key is private")
-        if "object" not in raw and "id" not in raw:
+        if key and "object" not in raw and "id" not in raw:
             raise KeyFormatError(f"{_redact(uri)}: name the key with object=LABEL and/or id=%XX")
         if "pin-value" in raw and "pin-source" in raw:
             raise KeyFormatError(f"{_redact(uri)}: give pin-value or pin-source, not both")
@@ -152,30 +153,23 @@ def _import_pkcs11() -> Any:
     return pkcs11
 
 
-class Pkcs11Signer:
-    """A `Signer` whose private key never leaves the token.
-
-    A session is opened per operation (a CLI signs a handful of digests), so nothing stays
-    logged in after a call returns.
-    """
+class Pkcs11Token:
+    """One token in one PKCS#11 module, found by the URI's token attributes, logged into with
+    the URI's PIN: the module loading, token lookup and login that every token user shares
+    (the signing toolkit's `Pkcs11Signer`, the trust server's key store)."""
 
     def __init__(self, uri: Pkcs11Uri) -> None:
         self.uri = uri
-        self._pkcs11 = _import_pkcs11()
+        self.pkcs11 = _import_pkcs11()
         module = find_module(uri.module)
         try:
-            self._lib = self._pkcs11.lib(module)
+            self._lib = self.pkcs11.lib(module)
         except Exception as exc:  # python-pkcs11 raises bare RuntimeError/OSError subclasses
             raise TokenError(f"cannot load PKCS#11 module {module}: {exc}") from None
         self._token = self._find_token()
-        self._public: bytes | None = None
-
-    @classmethod
-    def from_uri(cls, uri: str) -> Pkcs11Signer:
-        return cls(Pkcs11Uri.parse(uri))
 
     def _find_token(self) -> Any:
-        p11 = self._pkcs11
+        p11 = self.pkcs11
         try:
             slots = self._lib.get_slots(token_present=True)
         except p11.PKCS11Error as exc:
@@ -203,14 +197,15 @@ class Pkcs11Signer:
         return found[0]
 
     @contextmanager
-    def _session(self) -> Iterator[Any]:
-        p11 = self._pkcs11
+    def session(self, *, rw: bool = False) -> Iterator[Any]:
+        """A logged-in session (read-write with `rw`), closed again on exit."""
+        p11 = self.pkcs11
         if self.uri.pin is None:
             raise TokenError(
                 f"{self.uri.describe()}: no PIN; add pin-value=… or pin-source=file:… to the URI"
             )
         try:
-            session = self._token.open(user_pin=self.uri.pin)
+            session = self._token.open(rw=rw, user_pin=self.uri.pin)
         except (p11.PinIncorrect, p11.PinLenRange, p11.PinInvalid):
             raise TokenError(f"{self.uri.describe()}: wrong PIN") from None
         except p11.PKCS11Error as exc:
@@ -219,6 +214,24 @@ class Pkcs11Signer:
             yield session
         finally:
             session.close()
+
+
+class Pkcs11Signer:
+    """A `Signer` whose private key never leaves the token.
+
+    A session is opened per operation (a CLI signs a handful of digests), so nothing stays
+    logged in after a call returns.
+    """
+
+    def __init__(self, uri: Pkcs11Uri) -> None:
+        self.uri = uri
+        self._token = Pkcs11Token(uri)
+        self._pkcs11 = self._token.pkcs11
+        self._public: bytes | None = None
+
+    @classmethod
+    def from_uri(cls, uri: str) -> Pkcs11Signer:
+        return cls(Pkcs11Uri.parse(uri))
 
     def _find(self, session: Any, object_class: Any) -> Any:
         p11 = self._pkcs11
@@ -248,7 +261,7 @@ class Pkcs11Signer:
     def public_key_der(self) -> bytes:
         if self._public is None:
             p11 = self._pkcs11
-            with self._session() as session:
+            with self._token.session() as session:
                 self._find(session, p11.ObjectClass.PRIVATE_KEY)  # name the missing key first
                 pub = self._find(session, p11.ObjectClass.PUBLIC_KEY)
                 der = p11.util.ec.encode_ec_public_key(pub)
@@ -260,7 +273,7 @@ class Pkcs11Signer:
     def sign_digest(self, digest: bytes) -> bytes:
         self.public_key_der()  # checks the curve before anything is signed
         p11 = self._pkcs11
-        with self._session() as session:
+        with self._token.session() as session:
             key = self._find(session, p11.ObjectClass.PRIVATE_KEY)
             try:
                 raw = bytes(key.sign(digest, mechanism=p11.Mechanism.ECDSA))

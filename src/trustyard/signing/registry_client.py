@@ -10,12 +10,7 @@ Layers are never requested.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import ipaddress
-import json
-import os
 import re
 import ssl
 import time
@@ -32,18 +27,17 @@ from trustyard.oci.reference import NAME_RE, is_valid_tag
 from trustyard.remote.bounded import (
     DEFAULT_DEADLINE,
     ERROR_BODY,
-    TOKEN_BODY,
     BodyError,
-    get_bounded,
     loads_json,
     read_body,
 )
+from trustyard.remote.credentials import load_credentials
+from trustyard.remote.token_auth import TokenAuth, drive
 from trustyard.signing.errors import ReferenceNotFoundError, RemoteError
 from trustyard.signing.layout import DIGEST_RE, MAX_JSON, Json, digest_of
 
 ACCEPT = ", ".join([mt.OCI_MANIFEST, mt.OCI_INDEX, mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST])
 _HOST_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
-_CHALLENGE_RE = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
 _CHUNK = 1 << 20
 _MAX_REDIRECTS = 10
 
@@ -87,12 +81,6 @@ class RemoteRef:
 
 
 @dataclass(frozen=True)
-class Credentials:
-    username: str
-    password: str
-
-
-@dataclass(frozen=True)
 class Fetched:
     """A manifest or index as the registry served it, checked against its digest."""
 
@@ -100,89 +88,6 @@ class Fetched:
     digest: str
     media_type: str
     doc: Json
-
-
-def _is_loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:].split("]")[0]
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def _auth_key(key: str) -> str:
-    """Normalise a config.json `auths` key (`https://host:port/v1/` → `host:port`)."""
-    for scheme in ("https://", "http://"):
-        if key.startswith(scheme):
-            key = key[len(scheme) :]
-    return key.split("/", 1)[0]
-
-
-def default_auth_file() -> Path:
-    """`$REGISTRY_AUTH_FILE`, else `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`."""
-    if os.environ.get("REGISTRY_AUTH_FILE"):
-        return Path(os.environ["REGISTRY_AUTH_FILE"])
-    if os.environ.get("DOCKER_CONFIG"):
-        return Path(os.environ["DOCKER_CONFIG"]) / "config.json"
-    return Path.home() / ".docker" / "config.json"
-
-
-def load_credentials(host: str, auth_file: Path | None) -> Credentials | None:
-    """The `auths` entry for `host` in a Docker config.json (`auth` = base64 user:password).
-
-    A missing default file means anonymous access; a file named explicitly must exist.
-    """
-    path = auth_file or default_auth_file()
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        if auth_file is not None:
-            raise RemoteError(f"auth file {path} does not exist") from None
-        return None
-    except OSError as exc:
-        raise RemoteError(f"cannot read auth file {path}: {exc.strerror or exc}") from None
-    try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RemoteError(f"auth file {path} is not valid JSON ({exc})") from None
-    auths = doc.get("auths") if isinstance(doc, dict) else None
-    if not isinstance(auths, dict):
-        return None
-    entry = next((v for k, v in auths.items() if _auth_key(k) == host), None)
-    if not isinstance(entry, dict):
-        return None
-    if isinstance(entry.get("auth"), str) and entry["auth"]:
-        try:
-            user, sep, password = (
-                base64.b64decode(entry["auth"], validate=True).decode().partition(":")
-            )
-        except (binascii.Error, UnicodeDecodeError):
-            raise RemoteError(f"auth file {path}: auths[{host!r}].auth is not base64") from None
-        if not sep:
-            raise RemoteError(f"auth file {path}: auths[{host!r}].auth is not user:password")
-        return Credentials(user, password)
-    if isinstance(entry.get("username"), str) and isinstance(entry.get("password"), str):
-        return Credentials(entry["username"], entry["password"])
-    return None
-
-
-def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
-    """`Bearer realm="…",service="…",scope="…"` → ('bearer', {realm, service, scope})."""
-    scheme, _, rest = header.strip().partition(" ")
-    params = {
-        m.group(1).lower(): (
-            m.group(2).replace('\\"', '"') if m.group(2) is not None else m.group(3)
-        )
-        for m in _CHALLENGE_RE.finditer(rest)
-    }
-    return scheme.lower(), params
-
-
-def _basic(creds: Credentials) -> str:
-    token = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
-    return f"Basic {token}"
 
 
 def _registry_error(response: httpx.Response, body: bytes | None = None) -> str:
@@ -215,8 +120,11 @@ class RegistryClient:
         self.actions = "pull,push" if push else "pull"
         self.insecure = insecure
         self.scheme = "http" if plain_http else "https"
-        self._credentials = load_credentials(host, auth_file)
-        self._auth: dict[str, str] = {}  # repository → Authorization header value
+        self._auth = TokenAuth(
+            load_credentials(host, auth_file),
+            insecure=insecure,
+            cleartext_hint="; use HTTPS (or --insecure)",
+        )
         verify: ssl.SSLContext | bool = True
         if insecure:
             verify = False
@@ -241,15 +149,6 @@ class RegistryClient:
     def _url(self, path: str) -> str:
         return f"{self.scheme}://{self.host}{path}"
 
-    def _check_cleartext(self, url: str) -> None:
-        """Never send credentials in clear text to a host that is not on this machine."""
-        u = httpx.URL(url)
-        if u.scheme != "https" and not self.insecure and not _is_loopback(u.netloc.decode()):
-            raise RemoteError(
-                f"refusing to send credentials over plain HTTP to {u.host}; use HTTPS "
-                "(or --insecure)"
-            )
-
     @contextmanager
     def _request(
         self,
@@ -260,41 +159,32 @@ class RegistryClient:
         headers: Mapping[str, str] | None = None,
         content: bytes | None = None,
     ) -> Iterator[httpx.Response]:
-        """A streamed response; one retry after answering a 401 challenge."""
-        for attempt in range(2):
-            hdrs = dict(headers or {})
-            if repo in self._auth:
-                hdrs["Authorization"] = self._auth[repo]
-            response = self._send(method, path, hdrs, content)
-            try:
-                if response.status_code == 401 and attempt == 0:
-                    challenge = response.headers.get("WWW-Authenticate", "")
-                    self._auth[repo] = self._authorize(repo, challenge)
-                    continue
-                yield response
-                return
-            finally:
-                response.close()
-        raise AssertionError("unreachable")  # pragma: no cover
+        """A streamed response; one retry after answering a 401 challenge (remote/token_auth)."""
+        request = self._http.build_request(
+            method, self._url(path), headers=headers, content=content
+        )
+        flow = self._auth.flow(request, f"repository:{repo}:{self.actions}")
+        response, _ = drive(flow, self._send, self._http)
+        try:
+            yield response
+        finally:
+            response.close()
 
-    def _send(
-        self, method: str, path: str, headers: dict[str, str], content: bytes | None
-    ) -> httpx.Response:
+    def _send(self, request: httpx.Request) -> httpx.Response:
         """Send once; with --insecure, an HTTPS handshake failure falls back to plain HTTP."""
         while True:
-            url = self._url(path)
-            request = self._http.build_request(method, url, headers=headers, content=content)
             try:
                 return self._follow(request)
             except httpx.ConnectError as exc:
                 tls_failed = self.scheme == "https" and "SSL" in str(exc)
                 if tls_failed and self.insecure:
                     self.scheme = "http"
+                    request.url = request.url.copy_with(scheme="http")
                     continue
                 hint = " (a plain-HTTP registry? pass --plain-http)" if tls_failed else ""
                 raise RemoteError(f"cannot reach {self.host}: {exc}{hint}") from None
             except httpx.HTTPError as exc:
-                raise RemoteError(f"{method} {url} failed: {exc}") from None
+                raise RemoteError(f"{request.method} {request.url} failed: {exc}") from None
 
     def _follow(self, request: httpx.Request) -> httpx.Response:
         """Send, following redirects ourselves: httpx would read each redirect's body whole
@@ -306,52 +196,6 @@ class RegistryClient:
             response.close()
             request = response.next_request
         raise RemoteError(f"{request.url.host} redirected more than {_MAX_REDIRECTS} times")
-
-    def _authorize(self, repo: str, challenge: str) -> str:
-        scheme, params = parse_challenge(challenge)
-        who = f"{self.host} asks for credentials"
-        if scheme == "basic":
-            if self._credentials is None:
-                raise RemoteError(f"{who} (Basic) and the auth file has none for {self.host}")
-            self._check_cleartext(self._url("/v2/"))
-            return _basic(self._credentials)
-        if scheme != "bearer" or not params.get("realm"):
-            raise RemoteError(f"{self.host} answered 401 with an unusable challenge {challenge!r}")
-        return f"Bearer {self._fetch_token(repo, params)}"
-
-    def _fetch_token(self, repo: str, params: dict[str, str]) -> str:
-        realm = params["realm"]
-        scopes = [f"repository:{repo}:{self.actions}"]
-        extra = params.get("scope")
-        if extra and extra not in scopes:
-            scopes.append(extra)
-        query = httpx.QueryParams([("scope", s) for s in scopes])
-        if params.get("service"):
-            query = query.add("service", params["service"])
-        headers = {}
-        if self._credentials is not None:
-            self._check_cleartext(realm)
-            headers["Authorization"] = _basic(self._credentials)
-        try:
-            r = get_bounded(
-                self._http, realm, TOKEN_BODY, f"token server {realm}'s answer",
-                params=query, headers=headers,
-            )  # fmt: skip
-        except httpx.HTTPError as exc:
-            raise RemoteError(f"token server {realm} failed: {exc}") from None
-        if r.status_code in (401, 403):
-            creds = "the credentials" if self._credentials else "anonymous access (no credentials)"
-            raise RemoteError(f"token server {realm} refused {creds} for {self.host}")
-        if r.status_code != 200:
-            raise RemoteError(f"token server {realm} answered HTTP {r.status_code}")
-        try:
-            body: Any = loads_json(r.content, f"token server {realm}'s answer")
-            token = body.get("token") or body.get("access_token")
-        except (BodyError, AttributeError):
-            token = None
-        if not isinstance(token, str) or not token:
-            raise RemoteError(f"token server {realm} answered without a token")
-        return token
 
     # -- API ---------------------------------------------------------------------------------
 

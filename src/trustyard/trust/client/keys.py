@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from trustyard.crypto.errors import SigningError
 from trustyard.crypto.notary_keys import PrivateKey, PublicKey
 from trustyard.crypto.pkcs11 import Pkcs11Signer, Pkcs11Uri
-from trustyard.signing.errors import SigningError
 from trustyard.trust.client.pinning import public_key_of
 
 PASSPHRASE_ENV = {

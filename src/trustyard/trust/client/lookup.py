@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trustyard.trust import model as m
+from trustyard.trust.client.errors import TrustError
 from trustyard.trust.client.pinning import canonical_key_id
-from trustyard.trust.client.repository import TrustClient, TrustError
+from trustyard.trust.client.repository import TrustClient
 from trustyard.trust.client.verify import Collection, TargetHit
 
 VERIFIED = "verified"

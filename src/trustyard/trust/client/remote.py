@@ -2,7 +2,7 @@
 
 Used for `server = URL` rules (a remote notary-server or another trustyard) and for the local
 trust store alike. A remote server is read like any other untrusted one: every file is streamed
-under a size cap and a deadline (`signing/bounded.py`), delegation files are fetched only under
+under a size cap and a deadline (`remote/bounded.py`), delegation files are fetched only under
 valid role names and at most `MAX_DELEGATIONS` of them, and the collection is verified by
 `verify_collection` (timestamp and snapshot required, hashes and lengths, thresholds by public
 key, delegation paths along the chain). The last verified copy of every role is kept in memory

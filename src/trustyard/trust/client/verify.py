@@ -183,6 +183,24 @@ def verify_collection(
     known = dict(trusted or {})
     if trusted_root is not None:
         known.setdefault(m.ROOT, trusted_root)
+    root, trust = _verify_root(gun, files, pinning, known, root_chain, now)
+    coll = Collection(gun, root, trust, warnings=list(trust.warnings), raw=dict(files))
+    coll.snapshot = _verify_snapshot(gun, files, root, known, now)
+    _verify_targets(coll, files, coll.snapshot, known, now)
+    return coll
+
+
+def _verify_root(
+    gun: str,
+    files: Mapping[str, bytes],
+    pinning: TrustPinning,
+    known: dict[str, bytes],
+    root_chain: Sequence[bytes],
+    now: dt.datetime,
+) -> tuple[m.Root, RootTrust]:
+    """The current root, reached from the trusted one through `root_chain` and accepted by the
+    pins. When the timestamp or snapshot keys rotated, their trusted copies are dropped from
+    `known` (their versions start anew)."""
     if m.ROOT not in files:
         raise VerifyError(f"no trust data for {gun} (root.json not found)")
     try:
@@ -218,9 +236,14 @@ def verify_collection(
     except PinningError as exc:
         raise VerifyError(str(exc)) from None
     _fresh(root.signed, now, gun)
-    coll = Collection(gun, root, trust, warnings=list(trust.warnings), raw=dict(files))
+    return root, trust
 
-    # Timestamp and snapshot are required: without them nothing says the rest is current.
+
+def _verify_snapshot(
+    gun: str, files: Mapping[str, bytes], root: m.Root, known: Mapping[str, bytes], now: dt.datetime
+) -> m.MetaMap:
+    """The timestamp, then the snapshot it names. Both are required: without them nothing
+    says the rest is current."""
     if m.TIMESTAMP not in files:
         raise VerifyError(
             f"{gun} has no timestamp metadata: cannot tell whether its trust data is current "
@@ -251,8 +274,19 @@ def verify_collection(
             )
     if m.ROOT in snapshot.meta and (why := snapshot.meta[m.ROOT].mismatch(files[m.ROOT])):
         raise VerifyError(f"root of {gun} does not match the snapshot: {why}")
-    coll.snapshot = snapshot
+    return snapshot
 
+
+def _verify_targets(
+    coll: Collection,
+    files: Mapping[str, bytes],
+    snapshot: m.MetaMap,
+    known: Mapping[str, bytes],
+    now: dt.datetime,
+) -> None:
+    """The top-level targets (signed by the root's targets keys, named by the snapshot), then
+    the delegations below it."""
+    gun, root = coll.gun, coll.root
     if m.TARGETS not in files:
         raise VerifyError(f"no targets metadata for {gun}")
     if m.TARGETS not in snapshot.meta:
@@ -276,7 +310,6 @@ def verify_collection(
     coll.keys[m.TARGETS] = root.role_keys(m.TARGETS)
     coll.chains[m.TARGETS] = ()
     _walk_delegations(coll, top, files, snapshot, known, now)
-    return coll
 
 
 def _meta_map(role: str, data: bytes, root: m.Root, now: dt.datetime, gun: str) -> m.MetaMap:

@@ -31,11 +31,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from trustyard.crypto.errors import KeyFormatError, TokenError
 from trustyard.crypto.notary_keys import KeyError_, PublicKey, Signer
-from trustyard.crypto.pkcs11 import Pkcs11Signer, Pkcs11Uri
+from trustyard.crypto.pkcs11 import Pkcs11Token, Pkcs11Uri
 
 REFERENCE_PREFIX = b"pkcs11:id="
 LABEL = "trustyard-trust"
-_PLACEHOLDER = "object=" + LABEL
 
 
 class KeyStoreError(Exception):
@@ -62,23 +61,15 @@ def is_token_reference(private: bytes) -> bool:
 
 
 def parse_store_uri(uri: str, pin: str | None = None) -> Pkcs11Uri:
-    """A `pkcs11:` URI naming a token (no key): parsed by signing.pkcs11's parser."""
-    path, sep, query = uri.partition("?")
-    if not path.startswith("pkcs11:"):
+    """A `pkcs11:` URI naming a token (no key), parsed by `crypto.pkcs11`'s parser."""
+    if not uri.startswith("pkcs11:"):
         raise KeyStoreError("trust.key_store must be a pkcs11: URI naming a token")
-    named = "object=" in path or ";id=" in path or path.startswith("pkcs11:id=")
     try:
-        parsed = Pkcs11Uri.parse(
-            path
-            + ("" if named else (";" if path != "pkcs11:" else "") + _PLACEHOLDER)
-            + sep
-            + query
-        )
+        parsed = Pkcs11Uri.parse(uri, key=False)
     except KeyFormatError as exc:
         raise KeyStoreError(f"trust.key_store: {exc}") from None
-    if named:
+    if parsed.object is not None or parsed.id is not None:
         raise KeyStoreError("trust.key_store names a token, not a key: drop object=/id=")
-    parsed = dataclasses.replace(parsed, object=None)
     if pin is not None:
         parsed = dataclasses.replace(parsed, pin=pin)
     if parsed.pin is None:
@@ -114,11 +105,11 @@ class TokenKeyStore:
     def __init__(self, uri: str, pin: str | None = None) -> None:
         parsed = parse_store_uri(uri, pin)
         try:
-            # Loads the module and finds the token, with signing.pkcs11's messages.
-            self._signer = Pkcs11Signer(parsed)
+            # Loads the module and finds the token, with crypto.pkcs11's messages.
+            self._token = Pkcs11Token(parsed)
         except TokenError as exc:
             raise KeyStoreError(f"trust.key_store: {exc}") from None
-        self._p11: Any = self._signer._pkcs11
+        self._p11: Any = self._token.pkcs11
         self._lock = threading.Lock()
         self.describe = parsed.describe()
         with self._session():
@@ -126,25 +117,13 @@ class TokenKeyStore:
 
     @contextmanager
     def _session(self, rw: bool = False) -> Iterator[Any]:
-        p11 = self._p11
+        """A logged-in session, one at a time (crypto.pkcs11's login and messages)."""
         with self._lock:
-            if not rw:
-                try:
-                    with self._signer._session() as session:
-                        yield session
-                except TokenError as exc:
-                    raise KeyStoreError(f"trust.key_store: {exc}") from None
-                return
             try:
-                session = self._signer._token.open(rw=True, user_pin=self._signer.uri.pin)
-            except (p11.PinIncorrect, p11.PinLenRange, p11.PinInvalid):
-                raise KeyStoreError(f"trust.key_store {self.describe}: wrong PIN") from None
-            except p11.PKCS11Error as exc:
-                raise KeyStoreError(f"trust.key_store {self.describe}: {exc!r}") from None
-            try:
-                yield session
-            finally:
-                session.close()
+                with self._token.session(rw=rw) as session:
+                    yield session
+            except TokenError as exc:
+                raise KeyStoreError(f"trust.key_store: {exc}") from None
 
     def _find(self, session: Any, object_class: Any, key_id: bytes) -> Any:
         p11 = self._p11
