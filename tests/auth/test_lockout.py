@@ -20,7 +20,7 @@ from trustyard.auth.users import (
     RateLimited,
     bcrypt_cost_of,
 )
-from trustyard.cache import Cache
+from trustyard.cache.base import Cache
 from trustyard.cache.memory import MemoryCache
 from trustyard.cache.redis import RedisCache
 from trustyard.metadata.auth_base import Account

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from trustyard.cache import Cache, LockBusy
+from trustyard.cache.base import Cache, LockBusy
 from trustyard.cache.memory import MemoryCache
 from trustyard.cache.redis import RedisCache
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from trustyard.metadata import MetadataStore
+from trustyard.metadata.base import MetadataStore
 from trustyard.metadata.errors import MissingReference
 from trustyard.oci.digest import Digest
 from trustyard.oci.manifest import parse_manifest

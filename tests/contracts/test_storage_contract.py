@@ -12,7 +12,7 @@ import pytest
 from tests.services.s3 import ACCESS_KEY, SECRET_KEY
 from trustyard.config import S3Settings
 from trustyard.oci.digest import Digest
-from trustyard.storage import Storage
+from trustyard.storage.base import Storage
 from trustyard.storage.errors import DigestMismatch, OffsetMismatch, SizeExceeded, UploadNotFound
 from trustyard.storage.filesystem import FilesystemStorage
 from trustyard.storage.s3 import S3Storage

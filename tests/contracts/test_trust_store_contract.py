@@ -93,7 +93,7 @@ async def test_concurrent_first_keys_from_two_instances_agree(
 async def test_an_audit_event_on_its_own_is_kept_and_cut_to_fit(
     stores: list[SqlTrustStore],
 ) -> None:
-    """`AuditSink.record_audit`: what the registry policy writes (trust/policy_audit.py)."""
+    """`AuditSink.record_audit`: what the registry policy writes (trust/server/policy_audit.py)."""
     long_gun = "example.com/" + "x" * 300
     detail = {"allowed": False, "digest": Digest("sha256", "a" * 64)}  # not JSON: str() it
     await stores[0].record_audit(AuditEvent("policy_pull", GUN, "registry-policy", detail))

@@ -24,7 +24,7 @@ from trustyard.registry.policy import (
     build_policy,
     register_kind,
 )
-from trustyard.trust.policy_audit import ACTOR, PolicyAudit
+from trustyard.trust.server.policy_audit import ACTOR, PolicyAudit
 from trustyard.wiring import open_database
 
 

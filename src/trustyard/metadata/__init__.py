@@ -1,9 +1,6 @@
 """Metadata: the `MetadataStore` port (base.py) and its SQL backends (SQLite, PostgreSQL).
 
-Only the ports are re-exported here; the database is opened (and its schema checked) by
+Import the ports from base.py (this package's `__init__` re-exports nothing, so importing a
+port never loads a backend); the database is opened (and its schema checked) by
 `trustyard.wiring`.
 """
-
-from trustyard.metadata.base import GcPlan, ManifestRecord, MetadataStore, UploadRecord
-
-__all__ = ["GcPlan", "ManifestRecord", "MetadataStore", "UploadRecord"]

@@ -31,8 +31,8 @@ from typing import Any
 import anyio
 
 from trustyard.oci.digest import Digest, Digester
-from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.storage.base import BlobStore, UploadStore
+from trustyard.storage.errors import DigestMismatch
 
 FORMAT = 1
 MANIFEST = "backup.json"
@@ -144,9 +144,7 @@ async def restore_blobs(
         try:
             size = await storage.append(upload_id, _file_chunks(path, on_bytes), 0, 0)
             await storage.commit(upload_id, digest)
-        except RegistryError as exc:
-            if exc.code is not ErrorCode.DIGEST_INVALID:
-                raise
+        except DigestMismatch:
             report.corrupt.append(digest)
             continue
         finally:

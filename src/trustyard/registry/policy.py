@@ -100,7 +100,7 @@ class PolicyContext:
     get_tagged: Callable[[str, str], Awaitable[ManifestRecord | None]] | None = None
     referrers: Callable[[str, Digest], Awaitable[list[Descriptor]]] | None = None
     simple_signatures: Callable[[str, Digest], Awaitable[list[bytes]]] | None = None
-    # Records every decision as an audit event (the trust audit table; trust/policy_audit.py).
+    # Records every decision as an audit event (the trust audit table; trust/server/policy_audit.py).
     audit: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
 
 

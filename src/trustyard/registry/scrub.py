@@ -26,10 +26,11 @@ from typing import Any, Protocol
 
 from trustyard.metadata.base import ManifestRecord, MetadataStore
 from trustyard.oci.digest import Digest, Digester
-from trustyard.oci.errors import ErrorCode, RegistryError
+from trustyard.oci.errors import RegistryError
 from trustyard.oci.manifest import Manifest, parse_manifest
 from trustyard.oci.platforms import ALL_PLATFORMS, IndexPlatforms
 from trustyard.storage.base import Storage
+from trustyard.storage.errors import BlobNotFound
 
 MB = 1_000_000
 _PAGE = 1000
@@ -313,10 +314,8 @@ async def _hash_blob(
             if progress is not None:
                 progress.advanced(len(chunk))
             await bucket.take(len(chunk))
-    except RegistryError as exc:
-        if exc.code is ErrorCode.BLOB_UNKNOWN:
-            return None
-        raise
+    except BlobNotFound:
+        return None
     except Exception:
         if await storage.stat(digest) is None:  # S3: a key deleted between stat and read
             return None

@@ -1,8 +1,5 @@
 """Blob storage: the `Storage` port (base.py) and its backends (filesystem.py, s3.py).
 
-Only the ports are re-exported here; the backends are opened by `trustyard.wiring`.
+Import the ports from base.py (this package's `__init__` re-exports nothing, so importing a
+port never loads a backend); the backends are opened by `trustyard.wiring`.
 """
-
-from trustyard.storage.base import BlobLocation, BlobStat, BlobStore, Storage, UploadStore
-
-__all__ = ["BlobLocation", "BlobStat", "BlobStore", "Storage", "UploadStore"]

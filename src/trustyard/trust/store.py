@@ -96,7 +96,7 @@ class TrustStore(Protocol):
 
 class AuditSink(Protocol):
     """Where audit events outside a trust write go (registry policy decisions,
-    `trust.policy_audit`); implemented by the trust store backends."""
+    `trust.server.policy_audit`); implemented by the trust store backends."""
 
     async def record_audit(self, event: AuditEvent) -> None:
         """Store one audit event in its own transaction (over-long fields are cut)."""

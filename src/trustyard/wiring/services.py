@@ -25,8 +25,8 @@ from trustyard.registry.policy_signatures import KINDS_REGISTERED  # noqa: F401 
 from trustyard.registry.policy_sources import RegistrySources
 from trustyard.registry.signatures import SignatureLimits, SimpleSignatures
 from trustyard.storage.base import Storage
-from trustyard.trust.policy_audit import PolicyAudit
 from trustyard.trust.server.hsm_keys import TokenKeyStore
+from trustyard.trust.server.policy_audit import PolicyAudit
 from trustyard.trust.server.service import NotFound, TrustOptions, TrustService
 from trustyard.wiring.auth import AuthRuntime, build_auth, gun_prefixes_of
 from trustyard.wiring.backends import manifest_lookups, open_cache, open_storage
