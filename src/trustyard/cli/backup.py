@@ -8,7 +8,6 @@ Exit codes: 0 done, 1 blobs missing or corrupt (the backup or restore is not com
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,15 +15,6 @@ from typing import Annotated, Any
 
 import anyio
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from trustyard.cli.common import (
     ConfigOption,
@@ -33,6 +23,7 @@ from trustyard.cli.common import (
     settings_or_exit,
     store_name,
 )
+from trustyard.cli.progress import byte_progress
 from trustyard.config import Settings, create_data_dir
 from trustyard.logs import configure_logging
 from trustyard.metadata.sqlite_backup import (
@@ -64,17 +55,10 @@ def open_target_storage(settings: Settings) -> Storage:
 @contextmanager
 def _bar(description: str, total: int) -> Iterator[OnBytes | None]:
     """Bytes copied against `total` on stderr when it is a terminal; nothing otherwise."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    with byte_progress() as progress:
+        if progress is None:
+            yield None
+            return
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
 

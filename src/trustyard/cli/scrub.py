@@ -9,22 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from rich.progress import Progress, TaskID
 
 from trustyard.cli.common import (
     ConfigOption,
@@ -33,6 +23,7 @@ from trustyard.cli.common import (
     settings_or_exit,
     store_name,
 )
+from trustyard.cli.progress import byte_progress
 from trustyard.config import Settings
 from trustyard.logs import configure_logging
 from trustyard.oci.digest import Digest
@@ -63,18 +54,8 @@ class _Bar:
 @contextmanager
 def _progress() -> Iterator[_Bar | None]:
     """A bar when stderr is a terminal; nothing otherwise (logs, CI)."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        yield _Bar(bar)
+    with byte_progress() as progress:
+        yield None if progress is None else _Bar(progress)
 
 
 async def _run(settings: Settings, options: ScrubOptions, bar: _Bar | None) -> ScrubReport:
