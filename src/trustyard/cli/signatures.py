@@ -19,7 +19,7 @@ import typer
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from trustyard.crypto import ecdsa as keys
-from trustyard.crypto.signer import open_signer
+from trustyard.crypto.pkcs11 import Pkcs11Signer
 from trustyard.signing import cosign, remote
 from trustyard.signing.cosign_remote import ArtifactClient, find_and_verify, resolve_digest, sign
 from trustyard.signing.errors import SigningError
@@ -53,9 +53,10 @@ class Connection:
 
 
 def open_cosign_signer(spec: str) -> cosign.CosignSigner:
-    """A cosign key file (password from COSIGN_PASSWORD), a PEM/DER EC key, or a pkcs11: URI."""
+    """A cosign key file (password from COSIGN_PASSWORD), a PEM/DER EC key, or a pkcs11: URI
+    (a P-256 or P-384 token key; the hash follows the curve, as for a key file)."""
     if spec.startswith("pkcs11:"):
-        return cosign.TokenSigner(open_signer(spec))
+        return cosign.TokenSigner(Pkcs11Signer.from_uri(spec))
     path = Path(spec)
     data = keys.read_key_file(path)
     password = os.environ.get("COSIGN_PASSWORD")

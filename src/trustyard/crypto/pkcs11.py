@@ -1,4 +1,4 @@
-"""P-384 keys held in a PKCS#11 token (an HSM, a smart card, SoftHSM2), via python-pkcs11.
+"""EC P-256 and P-384 keys held in a PKCS#11 token (an HSM, a smart card, SoftHSM2), via python-pkcs11.
 
 A key is named by an RFC 7512 URI wherever a private key file is accepted:
     pkcs11:token=vendor;object=vendor-key?pin-value=1234
@@ -9,25 +9,36 @@ Path attributes (`;`-separated): token, object, id, serial, manufacturer, model,
 pin-source and module-path are also accepted among the path attributes. The module is
 `module-path`, else `$PKCS11_MODULE`, else SoftHSM2's usual location.
 
-Signing uses CKM_ECDSA over a SHA-384 digest computed on the host; the token returns raw r‖s,
-which is re-encoded as the DER ECDSA-Sig-Value that openssl and ir-sign exchange. The public key
-(the bytes the root CA endorses) comes from the matching public key object, as SPKI DER.
+Curves: P-256 (secp256r1) and P-384 (secp384r1), the NIST curves every HSM, Notary and cosign
+share; any other key is refused naming these two. Signing uses CKM_ECDSA over a digest computed
+on the host (each format picks the hash: ir-sign SHA-384 and P-384 only, cosign the curve's hash,
+Notary SHA-256); the token returns raw r‖s, which is re-encoded as a DER ECDSA-Sig-Value. The
+public key comes from the matching public key object, as SPKI DER.
+
+Every call into the module is followed by clearing OpenSSL's error queue (`_clear_openssl_errors`):
+a module linked against the same libcrypto as Python's `ssl` (SoftHSM2 is) leaves errors there
+that `ssl` would otherwise report on the next unrelated TLS read (issue 19 item 4).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
-from collections.abc import Iterator
+import ssl
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from trustyard.crypto.ecdsa import load_public_key, public_key_to_der
+from trustyard.crypto.ecdsa import public_key_to_der
 from trustyard.crypto.errors import KeyFormatError, TokenError
 
 SCHEME = "pkcs11:"
@@ -37,6 +48,10 @@ DEFAULT_MODULES = (
     "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
     "/usr/local/lib/softhsm/libsofthsm2.so",
 )
+# The curves a token key may be on, with the hash that goes with each where a format lets the
+# curve decide (JWS ES256/ES384, cosign). Notary's `ecdsa` always hashes with SHA-256.
+CURVE_HASHES = {"secp256r1": "sha256", "secp384r1": "sha384"}
+SUPPORTED = "P-256 (secp256r1) or P-384 (secp384r1)"
 _PATH_ATTRS = {"token", "object", "id", "serial", "manufacturer", "model", "type", "slot-id"}
 _QUERY_ATTRS = {"pin-value", "pin-source", "module-path", "module-name"}
 
@@ -145,6 +160,54 @@ def find_module(explicit: str | None) -> str:
     )
 
 
+def _find_err_clear_error() -> Callable[[], None] | None:
+    """OpenSSL's `ERR_clear_error` from the libcrypto Python's `ssl` module uses, or None.
+
+    Looked up through the `_ssl` extension's own handle: dlsym on it searches `_ssl` and then
+    its dependencies, so this is the libcrypto whose (per-thread) error queue `ssl` reads, not
+    merely some libcrypto on the library path. If `_ssl` carries a static OpenSSL whose symbols
+    are hidden, nothing is found, and a module cannot share that queue anyway.
+    """
+    try:
+        func = ctypes.CDLL(ssl._ssl.__file__).ERR_clear_error  # type: ignore[attr-defined]
+    except (OSError, AttributeError):
+        return None
+    func.argtypes, func.restype = [], None
+    return func
+
+
+_ERR_CLEAR_ERROR = _find_err_clear_error()
+
+
+def _clear_openssl_errors() -> None:
+    """Drop whatever the PKCS#11 module left on this thread's OpenSSL error queue.
+
+    Why clearing and not a worker process for the module: the queue is per thread, and this runs
+    on the thread that called the module, right after the call and before control goes back to
+    code that may read a TLS socket, so a stale error can no longer be misread by `ssl` (OpenSSL's
+    SSL_get_error looks at the queue first, and a non-blocking read that merely wants more data
+    then looks like a protocol failure). It keeps the module in-process, where SoftHSM2 reads its
+    configuration and the PIN never crosses a pipe, at no measurable cost per call.
+    """
+    if _ERR_CLEAR_ERROR is not None:
+        _ERR_CLEAR_ERROR()
+
+
+def curve_of(spki_der: bytes, source: str) -> ec.EllipticCurvePublicKey:
+    """The token's public key, if it is on a supported curve; otherwise say which curves are."""
+    try:
+        key = serialization.load_der_public_key(spki_der)
+    except (ValueError, UnsupportedAlgorithm):
+        raise TokenError(f"{source}: the token's public key cannot be read") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise KeyFormatError(f"{source}: not an EC key; PKCS#11 keys must be {SUPPORTED}")
+    if key.curve.name not in CURVE_HASHES:
+        raise KeyFormatError(
+            f"{source}: key is on curve {key.curve.name}; PKCS#11 keys must be {SUPPORTED}"
+        )
+    return key
+
+
 def _import_pkcs11() -> Any:
     try:
         import pkcs11
@@ -166,7 +229,12 @@ class Pkcs11Token:
             self._lib = self.pkcs11.lib(module)
         except Exception as exc:  # python-pkcs11 raises bare RuntimeError/OSError subclasses
             raise TokenError(f"cannot load PKCS#11 module {module}: {exc}") from None
-        self._token = self._find_token()
+        finally:
+            _clear_openssl_errors()  # C_Initialize: SoftHSM2 sets up its OpenSSL here
+        try:
+            self._token = self._find_token()
+        finally:
+            _clear_openssl_errors()
 
     def _find_token(self) -> Any:
         p11 = self.pkcs11
@@ -198,7 +266,8 @@ class Pkcs11Token:
 
     @contextmanager
     def session(self, *, rw: bool = False) -> Iterator[Any]:
-        """A logged-in session (read-write with `rw`), closed again on exit."""
+        """A logged-in session (read-write with `rw`), closed again on exit. Every module call
+        belongs inside one: on exit OpenSSL's error queue is cleared (`_clear_openssl_errors`)."""
         p11 = self.pkcs11
         if self.uri.pin is None:
             raise TokenError(
@@ -210,14 +279,20 @@ class Pkcs11Token:
             raise TokenError(f"{self.uri.describe()}: wrong PIN") from None
         except p11.PKCS11Error as exc:
             raise TokenError(f"{self.uri.describe()}: cannot log in ({exc!r})") from None
+        finally:
+            _clear_openssl_errors()
         try:
             yield session
         finally:
-            session.close()
+            try:
+                session.close()
+            finally:
+                _clear_openssl_errors()
 
 
 class Pkcs11Signer:
-    """A `Signer` whose private key never leaves the token.
+    """A `Signer` whose private key never leaves the token: EC P-256 or P-384 (`curve`); the
+    caller hashes with what its format asks for.
 
     A session is opened per operation (a CLI signs a handful of digests), so nothing stays
     logged in after a call returns.
@@ -228,6 +303,7 @@ class Pkcs11Signer:
         self._token = Pkcs11Token(uri)
         self._pkcs11 = self._token.pkcs11
         self._public: bytes | None = None
+        self._key: ec.EllipticCurvePublicKey | None = None
 
     @classmethod
     def from_uri(cls, uri: str) -> Pkcs11Signer:
@@ -265,10 +341,20 @@ class Pkcs11Signer:
                 self._find(session, p11.ObjectClass.PRIVATE_KEY)  # name the missing key first
                 pub = self._find(session, p11.ObjectClass.PUBLIC_KEY)
                 der = p11.util.ec.encode_ec_public_key(pub)
-            # normalises the encoding and refuses other curves with the usual message
-            key = load_public_key(der, self.uri.describe())
-            self._public = public_key_to_der(key)
+            # normalises the encoding and refuses curves other than P-256 and P-384
+            self._key = curve_of(der, self.uri.describe())
+            self._public = public_key_to_der(self._key)
         return self._public
+
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        self.public_key_der()
+        assert self._key is not None
+        return self._key
+
+    @property
+    def curve(self) -> str:
+        """`secp256r1` or `secp384r1`."""
+        return str(self.public_key().curve.name)
 
     def sign_digest(self, digest: bytes) -> bytes:
         self.public_key_der()  # checks the curve before anything is signed

@@ -232,7 +232,8 @@ class DigestSigner(Protocol):
 
 
 class TokenSigner:
-    """Adapts a `keys.Signer` over precomputed digests (pkcs11.Pkcs11Signer, P-384)."""
+    """Adapts a signer over precomputed digests (pkcs11.Pkcs11Signer: P-256 signs SHA-256
+    digests, P-384 SHA-384 ones, as cosign and JWS ES256/ES384 pair them)."""
 
     def __init__(self, signer: DigestSigner) -> None:
         self._signer = signer

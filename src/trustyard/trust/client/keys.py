@@ -74,8 +74,9 @@ class FileSigner:
 
 
 class TokenSigner:
-    """A PKCS#11 EC key (trustyard.crypto.pkcs11): SHA-256 on the host, CKM_ECDSA in the token,
-    the token's r‖s kept raw as Notary wants it."""
+    """A PKCS#11 EC key, P-256 or P-384 (trustyard.crypto.pkcs11; Notary's own HSM roots are
+    P-256): SHA-256 on the host whatever the curve, as Notary's `ecdsa` signs and verifies,
+    CKM_ECDSA in the token, r‖s kept raw (two curve-size halves) as Notary wants it."""
 
     def __init__(self, uri: str | Pkcs11Uri) -> None:
         try:

@@ -2,14 +2,15 @@
 
 Selected by `[trust] key_store = "pkcs11:token=LABEL?pin-value=…&module-path=…"` (RFC 7512, the
 same URI syntax and session handling as `trustyard.crypto.pkcs11`; the PIN may also come from
-`key_store_pin`, the module from `$PKCS11_MODULE`). Keys are ECDSA P-256 key pairs generated
+`key_store_pin`, the module from `$PKCS11_MODULE`). New keys are ECDSA P-256 key pairs generated
 inside the token (CKM_EC_KEY_PAIR_GEN, private halves sensitive and never extractable); each gets
 a random 16-byte CKA_ID and the label `trustyard-trust`. The metadata store keeps, in the
 `private` column where a passphrase-encrypted PEM would otherwise be, only a reference
 `pkcs11:id=<hex>`: nothing secret leaves the token.
 
 Signing uses CKM_ECDSA over a SHA-256 digest computed on the host; the token returns raw r‖s,
-which is exactly Notary's ECDSA signature encoding.
+which is exactly Notary's ECDSA signature encoding. A stored key may also be P-384 (Notary's
+`ecdsa` takes both, with SHA-256); other curves are refused naming the supported two.
 
 Ed25519 is not used: SoftHSM2 2.6 implements CKM_EDDSA, but python-pkcs11 0.10 has no
 encoder for CKK_EC_EDWARDS public keys and Notary's ed25519 keytype is the raw 32-byte key, so
@@ -26,12 +27,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
-from trustyard.crypto.errors import KeyFormatError, TokenError
+from trustyard.crypto.ecdsa import public_key_to_der
+from trustyard.crypto.errors import KeyFormatError, SigningError, TokenError
 from trustyard.crypto.notary_keys import KeyError_, PublicKey, Signer
-from trustyard.crypto.pkcs11 import Pkcs11Token, Pkcs11Uri
+from trustyard.crypto.pkcs11 import Pkcs11Token, Pkcs11Uri, curve_of
 
 REFERENCE_PREFIX = b"pkcs11:id="
 LABEL = "trustyard-trust"
@@ -81,7 +80,7 @@ def parse_store_uri(uri: str, pin: str | None = None) -> Pkcs11Uri:
 
 
 class TokenKey:
-    """One ECDSA P-256 key in the token; signs like `keys.PrivateKey` (`public`, `method`,
+    """One ECDSA key (P-256 when made here) in the token; signs like `keys.PrivateKey` (`public`, `method`,
     `sign`)."""
 
     algorithm = "ecdsa"
@@ -145,15 +144,11 @@ class TokenKeyStore:
 
     def _public(self, pub: Any) -> PublicKey:
         der = self._p11.util.ec.encode_ec_public_key(pub)
-        key = serialization.load_der_public_key(der)
-        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
-            raise KeyStoreError(f"trust.key_store: key {pub.label!r} is not an ECDSA P-256 key")
-        return PublicKey(
-            "ecdsa",
-            key.public_bytes(
-                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-            ),
-        )
+        try:
+            key = curve_of(der, f"trust.key_store: key {pub.label!r}")
+        except SigningError as exc:
+            raise KeyStoreError(str(exc)) from None
+        return PublicKey("ecdsa", public_key_to_der(key))
 
     def generate(self) -> TokenKey:
         p11 = self._p11
@@ -210,6 +205,8 @@ class TokenKeyStore:
                 raise KeyStoreError(
                     f"trust.key_store {self.describe}: CKM_ECDSA failed ({exc!r})"
                 ) from None
-        if len(raw) != 64:
-            raise KeyError_(f"token returned a {len(raw)} byte P-256 signature")
+        if len(raw) not in (64, 96):
+            raise KeyError_(
+                f"token returned a {len(raw)} byte signature; expected P-256/P-384 r||s"
+            )
         return raw
