@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import os
+import subprocess
+import sys
 from pathlib import Path
-
-from typer.testing import CliRunner
 
 from tests.inprocess.conftest import make_settings, serve
 from tests.inprocess.helpers import Image, make_image, push_image
-from trustyard.cli.app import app
 from trustyard.oci.digest import Digest
 from trustyard.trust.store import AuditEvent, Change, TufFile
 from trustyard.wiring import open_database
@@ -54,12 +54,19 @@ async def publish_trust(data_dir: Path, gun: str, payload: bytes) -> None:
 
 
 def migrate(tmp_path: Path, *extra: str) -> tuple[int, str, str]:
+    """The real command in its own process (it configures logging process-wide)."""
     (tmp_path / "from.toml").write_text(f'data_dir = "{tmp_path / "source"}"\nfsync = false\n')
     (tmp_path / "to.toml").write_text(f'data_dir = "{tmp_path / "target"}"\nfsync = false\n')
-    args = ["migrate-storage", "--from", str(tmp_path / "from.toml")]
-    result = CliRunner().invoke(app, [*args, "--to", str(tmp_path / "to.toml"), *extra])
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result.exit_code, result.stdout, result.stderr
+    args = ["--from", str(tmp_path / "from.toml"), "--to", str(tmp_path / "to.toml"), *extra]
+    out = subprocess.run(
+        [sys.executable, "-m", "trustyard", "migrate-storage", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if not k.startswith("TRUSTYARD")},
+    )
+    assert "Traceback" not in out.stderr, out.stderr
+    return out.returncode, out.stdout, out.stderr
 
 
 async def snapshot(data_dir: Path) -> dict[str, object]:
