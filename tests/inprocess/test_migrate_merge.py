@@ -81,6 +81,23 @@ async def snapshot(data_dir: Path) -> dict[str, object]:
         }
 
 
+async def check_served(target: Path, mine_app: Image, mine_lib: Image) -> None:
+    """The merged source content, served by the target: manifests, blobs, signature, trust."""
+    async with serve(make_settings(target)) as c:
+        for repo, image in (("so/app", mine_app), ("so/lib", mine_lib)):
+            assert (await c.get(f"/v2/{repo}/manifests/{image.digest}")).content == (image.manifest)
+            for blob in image.blobs:
+                digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+                assert (await c.get(f"/v2/{repo}/blobs/{digest}")).content == blob
+        r = await c.get(f"/extensions/v2/so/app/signatures/{mine_app.digest}")
+        assert [base64.b64decode(s["content"]) for s in r.json()["signatures"]] == [
+            b"signature of " + mine_app.manifest
+        ]
+        for gun, body in (("so/app", b"source root"), ("other/one", b"target root")):
+            r = await c.get(f"/v2/{gun}/_trust/tuf/root.json")
+            assert r.status_code == 200 and body in r.content, (gun, r.status_code)
+
+
 def test_merge_into_a_populated_registry(tmp_path: Path) -> None:
     source, target = tmp_path / "source", tmp_path / "target"
     theirs_one, theirs_two = make_image("t1"), make_image("t2")
@@ -130,24 +147,7 @@ def test_merge_into_a_populated_registry(tmp_path: Path) -> None:
     assert "simple_signatures: 0 copied, 1 already there" in out
     assert "trust_files: 0 copied, 1 already there" in out
 
-    async def served() -> None:
-        async with serve(make_settings(target)) as c:
-            for repo, image in (("so/app", mine_app), ("so/lib", mine_lib)):
-                assert (await c.get(f"/v2/{repo}/manifests/{image.digest}")).content == (
-                    image.manifest
-                )
-                for blob in image.blobs:
-                    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
-                    assert (await c.get(f"/v2/{repo}/blobs/{digest}")).content == blob
-            r = await c.get(f"/extensions/v2/so/app/signatures/{mine_app.digest}")
-            assert [base64.b64decode(s["content"]) for s in r.json()["signatures"]] == [
-                b"signature of " + mine_app.manifest
-            ]
-            for gun, body in (("so/app", b"source root"), ("other/one", b"target root")):
-                r = await c.get(f"/v2/{gun}/_trust/tuf/root.json")
-                assert r.status_code == 200 and body in r.content, (gun, r.status_code)
-
-    asyncio.run(served())
+    asyncio.run(check_served(target, mine_app, mine_lib))
 
 
 def test_a_diverging_trust_history_is_refused(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.images import OCI_INDEX, make_image, make_index, push_image, sha256
+from tests.integration.images import OCI_INDEX, Image, make_image, make_index, push_image, sha256
 from tests.integration.server import ServerProcess
 from tests.services.s3 import ACCESS_KEY, SECRET_KEY, S3Server
 from trustyard.oci.digest import Digest
@@ -216,7 +216,15 @@ def test_into_a_populated_postgres_and_s3(
     assert "copied 0 blobs" in again.stdout and "tags: 0 copied, 2 already there" in again.stdout
     assert "trust_files: 0 copied, 1 already there" in again.stdout
 
-    target = ServerProcess(tmp_path / "t", extra_args=["--config", str(target_cfg)]).start()
+    check_target(tmp_path / "t", target_cfg, before, mine)
+
+
+def check_target(
+    data_dir: Path, config: Path, before: dict[str, dict[str, str]], mine: dict[str, Image]
+) -> None:
+    """Tags on the right repositories, blobs, the signature and both GUNs served by the target."""
+    app_digest = sha256(mine["so/app"].manifest)
+    target = ServerProcess(data_dir, extra_args=["--config", str(config)]).start()
     try:
         assert tags_of(target.url) == {
             "other/one": before["other/one"],

@@ -89,6 +89,14 @@ def migrate_storage(
             err=True,
         )
         raise typer.Exit(1)
+    _print_report(report)
+    if report.problems:
+        raise typer.Exit(1)
+    typer.echo("verified: every source tag resolves to the same digest on the target")
+
+
+def _print_report(report: MigrationReport) -> None:
+    """Per kind of row: copied, already there, overwritten; then notes and problems."""
     typer.echo(
         f"copied {report.blobs_copied} blobs ({report.bytes_copied} bytes), "
         f"{report.blobs_skipped} already there"
@@ -100,6 +108,3 @@ def migrate_storage(
         typer.echo(f"note: {note}", err=True)
     for problem in report.problems:
         typer.echo(f"problem: {problem}", err=True)
-    if report.problems:
-        raise typer.Exit(1)
-    typer.echo("verified: every source tag resolves to the same digest on the target")
