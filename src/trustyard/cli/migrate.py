@@ -25,7 +25,9 @@ from trustyard.storage.base import Storage
 from trustyard.wiring import SchemaMismatch, open_services, upgrade_database
 
 
-async def _run(source: Settings, target: Settings, progress: Progress) -> MigrationReport:
+async def _run(
+    source: Settings, target: Settings, progress: Progress, overwrite_tags: bool
+) -> MigrationReport:
     await upgrade_database(target.metadata_target)
     async with await open_services(source) as src, await open_services(target) as dst:
         assert src.storage is not None and dst.storage is not None
@@ -37,6 +39,7 @@ async def _run(source: Settings, target: Settings, progress: Progress) -> Migrat
             src.tables,
             dst.storage,
             dst.tables,
+            overwrite_tags=overwrite_tags,
             on_bytes=lambda n: progress.advance(task, n),
         )
 
@@ -49,8 +52,19 @@ async def _size(storage: Storage, digest_text: str) -> int:
 def migrate_storage(
     source: Annotated[Path, typer.Option("--from", help="Config (TOML) of the registry to read.")],
     target: Annotated[Path, typer.Option("--to", help="Config (TOML) of the registry to fill.")],
+    overwrite_tags: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite-tags",
+            help="A tag on both sides with different digests takes the source's (default: refuse).",
+        ),
+    ] = False,
 ) -> None:
-    """Copy every blob (digest-verified) and all metadata to other backends; safe to re-run."""
+    """Copy every blob (digest-verified) and merge all metadata into the target; safe to re-run.
+
+    Exit 0 only when everything was copied and verified; 1 on conflicts (nothing written) or
+    problems; 2 when a database schema is not current.
+    """
     src, dst = settings_or_exit(source), settings_or_exit(target)
     configure_logging("warning")
     progress = Progress(
@@ -62,16 +76,35 @@ def migrate_storage(
     )
     try:
         with progress:
-            report = asyncio.run(_run(src, dst, progress))
+            report = asyncio.run(_run(src, dst, progress, overwrite_tags))
     except SchemaMismatch as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(
-        f"copied {report.blobs_copied} blobs ({report.bytes_copied} bytes), "
-        f"{report.blobs_skipped} already there; "
-        + ", ".join(f"{table} {n}" for table, n in report.rows.items() if n)
-    )
-    for problem in report.problems:
-        typer.echo(f"problem: {problem}", err=True)
+    if report.conflicts:
+        for conflict in report.conflicts:
+            typer.echo(f"conflict: {conflict}", err=True)
+        typer.echo(
+            f"refused: {len(report.conflicts)} conflicts, nothing written "
+            "(--overwrite-tags takes the source's tags; trust data must be reconciled by hand)",
+            err=True,
+        )
+        raise typer.Exit(1)
+    _print_report(report)
     if report.problems:
         raise typer.Exit(1)
+    typer.echo("verified: every source tag resolves to the same digest on the target")
+
+
+def _print_report(report: MigrationReport) -> None:
+    """Per kind of row: copied, already there, overwritten; then notes and problems."""
+    typer.echo(
+        f"copied {report.blobs_copied} blobs ({report.bytes_copied} bytes), "
+        f"{report.blobs_skipped} already there"
+    )
+    for kind, tally in report.rows.items():
+        overwritten = f", {tally.overwritten} overwritten" if tally.overwritten else ""
+        typer.echo(f"{kind}: {tally.copied} copied, {tally.present} already there{overwritten}")
+    for note in report.notes:
+        typer.echo(f"note: {note}", err=True)
+    for problem in report.problems:
+        typer.echo(f"problem: {problem}", err=True)

@@ -1,7 +1,11 @@
 """Move a registry between backends (files + SQLite → S3 + PostgreSQL), verifying every byte.
 
-Blobs first (each streamed through an upload on the target, whose commit re-checks the digest),
-then metadata. Resumable: blobs already in the target and rows already copied are skipped.
+The target may already hold a registry: the metadata is merged by natural keys. Conflicts (a tag
+on both sides with different digests, a GUN with a different trust history) are found first and
+refused before anything is written, unless `overwrite_tags` takes the source's tags. Then blobs
+(each streamed through an upload on the target, whose commit re-checks the digest), then
+metadata, then a verification that every source tag resolves to the same digest on the target.
+Resumable and idempotent: what is already there is skipped.
 """
 
 from __future__ import annotations
@@ -18,21 +22,47 @@ from trustyard.storage.base import Storage
 from trustyard.storage.errors import StorageError, StorageUnavailable
 
 
-class Tables(Protocol):
-    """What a migration needs of a metadata store beyond `MetadataStore`: whole tables.
+@dataclass
+class Tally:
+    """One kind of row on its way over: how many were new, already there, replaced."""
 
-    Implemented for the SQL stores by `metadata.copy.SqlTables`; the composition root hands
-    one in for each side.
+    copied: int = 0
+    present: int = 0
+    overwritten: int = 0
+
+
+@dataclass
+class CopyResult:
+    """What `Tables.copy_to` did: per kind of row, notes (kept target rows), problems."""
+
+    tallies: dict[str, Tally] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def tally(self, kind: str) -> Tally:
+        return self.tallies.setdefault(kind, Tally())
+
+
+class Tables(Protocol):
+    """What a migration needs of a metadata store beyond `MetadataStore`: a merge by natural keys.
+
+    Rows are matched by what they mean (repository name, manifest digest, tag name, GUN + role +
+    version, account name), never by numeric ids, so the target may already hold content.
+    Implemented for the SQL stores by `metadata.copy.SqlTables`; the composition root hands one
+    in for each side.
     """
 
     async def blob_digests(self) -> set[str]:
         """Every blob digest the metadata knows (text form)."""
 
-    async def copy_to(self, target: Self) -> dict[str, int]:
-        """Copy every row into `target` (rows already there are skipped); the source counts."""
+    async def conflicts(self, target: Self, *, overwrite_tags: bool) -> list[str]:
+        """What the merge would have to decide (a tag or trust data differing on both sides)."""
 
-    async def row_counts(self) -> dict[str, int]:
-        """Rows per table."""
+    async def copy_to(self, target: Self, *, overwrite_tags: bool) -> CopyResult:
+        """Merge every row into `target`, one transaction per repository and per GUN."""
+
+    async def verify(self, target: Self) -> list[str]:
+        """Problems: source rows (tags, manifests, signatures, trust files) the target lacks."""
 
     def manifest_rows(self) -> AsyncIterator[tuple[str, bytes, str]]:
         """(digest, exact bytes, media type) of every stored manifest, streamed."""
@@ -43,7 +73,9 @@ class MigrationReport:
     blobs_copied: int = 0
     blobs_skipped: int = 0
     bytes_copied: int = 0
-    rows: dict[str, int] = field(default_factory=dict)
+    rows: dict[str, Tally] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
 
@@ -53,11 +85,49 @@ async def migrate_registry(
     target_storage: Storage,
     target_meta: Tables,
     *,
+    overwrite_tags: bool = False,
     on_blob: Callable[[Digest, int], None] | None = None,
     on_bytes: Callable[[int], None] | None = None,
 ) -> MigrationReport:
+    """Conflicts first (refused before anything is written), then blobs, metadata, verification."""
     report = MigrationReport()
-    for digest_text in sorted(await source_meta.blob_digests()):
+    report.conflicts = await source_meta.conflicts(target_meta, overwrite_tags=overwrite_tags)
+    if report.conflicts:
+        return report
+    digests = sorted(await source_meta.blob_digests())
+    await _copy_blobs(source_storage, target_storage, digests, report, on_blob, on_bytes)
+    if report.problems:
+        # Metadata naming blobs the target lacks would be a broken registry: stop here.
+        report.problems.append("metadata not copied: fix the blobs above, then run again")
+        return report
+    copied = await source_meta.copy_to(target_meta, overwrite_tags=overwrite_tags)
+    report.rows, report.notes = copied.tallies, copied.notes
+    report.problems.extend(copied.problems)
+    report.problems.extend(await source_meta.verify(target_meta))
+    for digest_text in digests:
+        if await target_storage.stat(Digest.parse(digest_text)) is None:
+            report.problems.append(f"blob {digest_text} is missing from the target storage")
+    async for digest_text, content, media_type in target_meta.manifest_rows():
+        digest = Digest.parse(digest_text)
+        try:
+            parsed = parse_manifest(content, media_type, digest.algorithm)
+        except RegistryError as exc:
+            report.problems.append(f"manifest {digest}: {exc.message}")
+            continue
+        if parsed.digest != digest:
+            report.problems.append(f"manifest {digest} hashes to {parsed.digest} in the target")
+    return report
+
+
+async def _copy_blobs(
+    source_storage: Storage,
+    target_storage: Storage,
+    digests: list[str],
+    report: MigrationReport,
+    on_blob: Callable[[Digest, int], None] | None,
+    on_bytes: Callable[[int], None] | None,
+) -> None:
+    for digest_text in digests:
         digest = Digest.parse(digest_text)
         source = await source_storage.stat(digest)
         if source is None:
@@ -80,27 +150,6 @@ async def migrate_registry(
             report.bytes_copied += source.size
         if on_blob is not None:
             on_blob(digest, source.size)
-    if report.problems:
-        # Metadata naming blobs the target lacks would be a broken registry: stop here.
-        report.problems.append("metadata not copied: fix the blobs above, then run again")
-        return report
-    report.rows = await source_meta.copy_to(target_meta)
-    copied = await target_meta.row_counts()
-    for table, count in report.rows.items():
-        if copied.get(table, 0) < count:
-            report.problems.append(
-                f"table {table}: {count} rows in the source, {copied.get(table, 0)} in the target"
-            )
-    for digest_text, content, media_type in [row async for row in target_meta.manifest_rows()]:
-        digest = Digest.parse(digest_text)
-        try:
-            parsed = parse_manifest(content, media_type, digest.algorithm)
-        except RegistryError as exc:
-            report.problems.append(f"manifest {digest}: {exc.message}")
-            continue
-        if parsed.digest != digest:
-            report.problems.append(f"manifest {digest} hashes to {parsed.digest} in the target")
-    return report
 
 
 async def _copy_blob(
