@@ -150,3 +150,14 @@ def test_database_url_is_named_without_its_password(tmp_path: Path) -> None:
     assert "store: postgresql://ty:***@127.0.0.1:1/registry" in out.stderr
     assert "cannot open the store" in out.stderr
     assert "s3cret-pw" not in out.stderr + out.stdout and "Traceback" not in out.stderr
+
+
+def test_an_unreachable_database_is_one_line_in_every_store_command(tmp_path: Path) -> None:
+    """Commands that do not word it themselves (admin, scrub) still end in one line, exit 1
+    or 2, never a traceback (cli.main turns the backends' own errors into `error: ...`)."""
+    url = "postgresql://ty:s3cret-pw@127.0.0.1:1/registry"
+    for args in (("admin", "user", "list"), ("admin", "acl", "list"), ("scrub",)):
+        out = trustyard(tmp_path, *args, TRUSTYARD_DATABASE_URL=url)
+        assert out.returncode in (1, 2), (args, out.stderr)
+        assert "database is unavailable" in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stderr and "s3cret-pw" not in out.stderr + out.stdout

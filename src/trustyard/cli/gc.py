@@ -19,7 +19,9 @@ from trustyard.cli.common import (
 )
 from trustyard.config import Settings
 from trustyard.logs import configure_logging
+from trustyard.metadata.errors import MetadataError
 from trustyard.registry.gc import GcReport, collect_garbage
+from trustyard.storage.errors import StorageError
 from trustyard.wiring import open_services
 
 
@@ -79,7 +81,7 @@ def gc(
     open_store_or_exit(settings, "gc")
     try:
         report, has_repositories = asyncio.run(_run(settings, dry_run))
-    except (OSError, SQLAlchemyError) as exc:
+    except (OSError, SQLAlchemyError, MetadataError, StorageError) as exc:
         typer.echo(f"error: cannot open the store at {store_name(settings)}: {exc}", err=True)
         raise typer.Exit(1) from None
     if not has_repositories:
