@@ -115,6 +115,23 @@ async def test_tags_are_paginated_lexically(meta: MetadataStore) -> None:
     assert await meta.list_tags("nope", 10, None) == []
 
 
+async def test_manifests_of_a_repository_are_listed_tagged_or_not(meta: MetadataStore) -> None:
+    await link_image_blobs(meta, "m")
+    await link_image_blobs(meta, "other")
+    digests = []
+    for seed, tags in (("one", ["v1"]), ("two", []), ("three", [])):
+        raw = manifest_bytes(seed)
+        m = parse_manifest(raw, None)
+        await meta.put_manifest("m", m, raw, tags)
+        digests.append(str(m.digest))
+    raw = manifest_bytes("elsewhere")
+    await meta.put_manifest("other", parse_manifest(raw, None), raw, [])
+    ordered = sorted(digests)
+    assert await meta.list_manifests("m", 10, None) == ordered
+    assert await meta.list_manifests("m", 1, ordered[0]) == ordered[1:2]
+    assert await meta.list_manifests("nope", 10, None) == []
+
+
 async def test_catalog_lists_only_repositories_with_manifests(meta: MetadataStore) -> None:
     for repo in ("z", "a/b", "m"):
         await link_image_blobs(meta, repo)

@@ -144,6 +144,29 @@ async def test_index_children_referrers_and_corrupt_manifest(
     assert "stored bytes have digest" in report.corrupt_manifests[0].reason
 
 
+async def test_an_untagged_manifest_is_reread_too(
+    app: Starlette, client: httpx.AsyncClient, settings: Settings
+) -> None:
+    """Pushed by digest, never tagged: still pullable by digest until GC, so scrub checks it."""
+    image = make_image("untagged", n_layers=1)
+    await push_image(client, "loose/app", image, image.digest)
+    report = await _scrub(app)
+    assert report.ok and report.manifests_checked == 1, report
+
+    with sqlite3.connect(settings.database_path) as db:
+        db.execute(
+            "UPDATE manifests SET content = ? WHERE digest = ?",
+            (image.manifest + b" ", image.digest),
+        )
+    report = await _scrub(app)
+    assert [(m.repository, str(m.digest)) for m in report.corrupt_manifests] == [
+        ("loose/app", image.digest)
+    ]
+    _flip(_blob_file(settings, sha256(image.layers[0])))
+    report = await _scrub(app)
+    assert [str(b.digest) for b in report.corrupt_blobs] == [sha256(image.layers[0])]
+
+
 async def test_scrub_on_s3_storage(
     tmp_path: Path, migrated_database: Path, s3_server: S3Server, s3_bucket: str
 ) -> None:

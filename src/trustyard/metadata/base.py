@@ -154,6 +154,10 @@ class CatalogIndex(Protocol):
     async def list_repositories(self, limit: int, last: str | None) -> list[str]:
         """Up to `limit` repositories holding manifests, after `last`, lexically ordered."""
 
+    async def list_manifests(self, repository: str, limit: int, last: str | None) -> list[str]:
+        """Up to `limit` digests of the repository's manifests (tagged or not) after `last`,
+        lexically ordered: what a scrub re-reads."""
+
 
 class UploadIndex(Protocol):
     async def create_upload(self, upload_id: str, repository: str) -> None: ...

@@ -343,6 +343,17 @@ class SqlMetadataStore:
         async with self.reader.connect() as conn:
             return list((await conn.execute(query)).scalars())
 
+    async def list_manifests(self, repository: str, limit: int, last: str | None) -> list[str]:
+        digest = t.manifests.c.digest
+        repo_id = (
+            select(t.repositories.c.id).where(t.repositories.c.name == repository).scalar_subquery()
+        )
+        query = select(digest).where(t.manifests.c.repo_id == repo_id).order_by(digest).limit(limit)
+        if last is not None:
+            query = query.where(digest > last)
+        async with self.reader.connect() as conn:
+            return list((await conn.execute(query)).scalars())
+
     async def list_repositories(self, limit: int, last: str | None) -> list[str]:
         r = t.repositories
         name = r.c.name

@@ -8,8 +8,8 @@ bytes again, which heals it. Manifests live in the metadata; a corrupt one is re
 
 Only the ports are used (`Storage`, `MetadataStore`), so the same scrub runs on files and S3,
 SQLite and PostgreSQL, beside live traffic: blobs stream through the hash in chunks, paced by a
-token bucket. Manifests are those reachable from tags, index children and referrers (what a
-client can pull); an untagged unreachable manifest is GC's business, not scrub's.
+token bucket. Every stored manifest is re-read, tagged or not (a client may pull any of them by
+digest until GC removes it), with its index children and referrers.
 
 A push of the right bytes between our read and the quarantine would have its fresh copy moved
 aside too; the blob then reads as missing and the client's next push uploads it again.
@@ -221,11 +221,11 @@ async def _repositories(metadata: MetadataStore) -> AsyncIterator[str]:
             return
 
 
-async def _tags(metadata: MetadataStore, name: str) -> AsyncIterator[str]:
+async def _manifests(metadata: MetadataStore, name: str) -> AsyncIterator[str]:
     last: str | None = None
-    while page := await metadata.list_tags(name, _PAGE, last):
-        for tag in page:
-            yield tag
+    while page := await metadata.list_manifests(name, _PAGE, last):
+        for digest in page:
+            yield digest
         last = page[-1]
         if len(page) < _PAGE:
             return
@@ -238,10 +238,10 @@ async def _check_repository(
     report: ScrubReport,
     referenced: dict[Digest, list[tuple[str, Digest]]],
 ) -> None:
-    """Every manifest reachable from the repository's tags: digest, parse and references."""
+    """Every manifest of the repository, tagged or not: digest, parse and references."""
     queue: list[ManifestRecord] = []
-    async for tag in _tags(metadata, name):
-        record = await metadata.get_manifest(name, tag)
+    async for digest in _manifests(metadata, name):
+        record = await metadata.get_manifest(name, Digest.parse(digest))
         if record is not None:
             queue.append(record)
     seen: set[Digest] = set()
