@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trustyard.metadata import schema as t
+from trustyard.metadata.copy_base import CopyResult, Tally
 from trustyard.metadata.copy_trust import (
     copy_auth,
     copy_trust,
@@ -27,7 +28,6 @@ from trustyard.metadata.copy_trust import (
 )
 from trustyard.metadata.signatures_sql import simple_signatures
 from trustyard.metadata.sql import SqlMetadataStore
-from trustyard.registry.migration import CopyResult, Tally
 
 _BATCH = 500
 
@@ -281,7 +281,7 @@ async def manifest_rows(store: SqlMetadataStore) -> AsyncIterator[tuple[str, byt
 
 
 class SqlTables:
-    """`registry.migration.Tables` over a SQL metadata store (built by the composition root)."""
+    """`metadata.copy_base.Tables` (the port `registry.migration` uses) over a SQL metadata store (built by the composition root)."""
 
     def __init__(self, store: SqlMetadataStore) -> None:
         self.store = store

@@ -16,8 +16,8 @@ from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trustyard.metadata.auth_sql import accounts, acl_rules, group_members
+from trustyard.metadata.copy_base import CopyResult
 from trustyard.metadata.trust_sql import trust_audit, tuf_changes, tuf_files, tuf_server_keys
-from trustyard.registry.migration import CopyResult
 
 _CHANGE_KEY = ("version", "sha256", "category")
 _AUDIT_KEY = ("created_at", "action", "actor", "detail")

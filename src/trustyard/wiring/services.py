@@ -17,9 +17,9 @@ from types import TracebackType
 
 from trustyard.cache.base import Cache
 from trustyard.config import Settings, create_data_dir
+from trustyard.metadata.copy_base import Tables
 from trustyard.oci.platforms import IndexPlatforms
 from trustyard.registry import Registry, RegistryOptions
-from trustyard.registry.migration import Tables
 from trustyard.registry.policy import Policy, build_policy
 from trustyard.registry.policy_signatures import KINDS_REGISTERED  # noqa: F401 (registers them)
 from trustyard.registry.policy_sources import RegistrySources
