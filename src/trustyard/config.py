@@ -217,6 +217,13 @@ class Settings(BaseModel):
     gc_grace_seconds: float = Field(3600.0, ge=0)
     upload_max_age_seconds: float = Field(86400.0, ge=0)
     upload_purge_interval_seconds: float = Field(3600.0, ge=0, description="0 disables")
+    # Scheduled scrub inside the server (docs/backup.md): re-hash blobs and manifests, quarantine
+    # corrupt blobs. Off by default (`trustyard scrub` from cron does the same); with Redis, one
+    # replica at a time.
+    scrub_interval_seconds: float = Field(0.0, ge=0, description="0 disables")
+    scrub_rate_mbps: float = Field(
+        50.0, ge=0, description="MB/s a scheduled scrub reads; 0: no cap"
+    )
     # Authentication and authorization (docs/auth.md)
     auth: AuthSettings = Field(default_factory=lambda: AuthSettings())
     # Notary-compatible trust server (docs/trust.md)

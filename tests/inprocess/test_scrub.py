@@ -6,13 +6,14 @@ BLOB_UNKNOWN, so a client uploads the right bytes again); a re-push heals it.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
 import httpx
 from starlette.applications import Starlette
 
-from tests.inprocess.conftest import BASE_URL, fresh_data_dir, make_settings
+from tests.inprocess.conftest import BASE_URL, fresh_data_dir, make_settings, serve
 from tests.inprocess.helpers import (
     OCI_INDEX,
     OCI_MANIFEST,
@@ -165,6 +166,28 @@ async def test_an_untagged_manifest_is_reread_too(
     _flip(_blob_file(settings, sha256(image.layers[0])))
     report = await _scrub(app)
     assert [str(b.digest) for b in report.corrupt_blobs] == [sha256(image.layers[0])]
+
+
+async def test_the_server_scrubs_on_a_timer(tmp_path: Path, migrated_database: Path) -> None:
+    """`scrub_interval_seconds`: the server's own scheduled scrub quarantines a flipped blob,
+    so a pull answers 404 instead of wrong bytes without anyone running `trustyard scrub`."""
+    data = fresh_data_dir(tmp_path / "data", migrated_database)
+    settings = make_settings(data, scrub_interval_seconds=0.2, scrub_rate_mbps=0)
+    image = make_image("timer", n_layers=1)
+    layer = sha256(image.layers[0])
+    async with serve(settings) as client:
+        await push_image(client, "timed/app", image, "v1")
+        url = f"/v2/timed/app/blobs/{layer}"
+        assert (await client.get(url)).status_code == 200
+        _flip(_blob_file(settings, layer))
+        status = 200
+        for _ in range(100):  # up to ~10 s on a loaded machine; one pass takes milliseconds
+            await asyncio.sleep(0.1)
+            status = (await client.get(url)).status_code
+            if status == 404:
+                break
+        assert status == 404
+        assert (settings.storage_dir / "quarantine" / "sha256" / layer.split(":")[1]).exists()
 
 
 async def test_scrub_on_s3_storage(

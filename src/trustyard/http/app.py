@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from trustyard.cache.base import LockBusy
 from trustyard.config import Settings, settings_for_worker
 from trustyard.http import extensions, v2
 from trustyard.http import token_routes as auth_server
@@ -18,24 +19,60 @@ from trustyard.http.access import AccessControl
 from trustyard.http.errors import EXCEPTION_HANDLERS
 from trustyard.http.middleware import RegistryHeaders
 from trustyard.logs import configure_logging
+from trustyard.oci.platforms import IndexPlatforms
 from trustyard.registry import Registry
 from trustyard.registry.gc import expire_uploads
+from trustyard.registry.scrub import MB, ScrubOptions, scrub
 from trustyard.wiring import open_services
 
 log = structlog.get_logger("trustyard")
 
 
-async def _purge_uploads_forever(registry: Registry, settings: Settings) -> None:
+async def _every(seconds: float, job: Callable[[], Awaitable[None]], failed: str) -> None:
+    """Run `job` every `seconds` until cancelled; a failure is logged and the loop goes on."""
     while True:
-        await asyncio.sleep(settings.upload_purge_interval_seconds)
+        await asyncio.sleep(seconds)
         try:
-            expired = await expire_uploads(
-                registry.storage, registry.metadata, settings.upload_max_age_seconds
-            )
-            if expired:
-                log.info("uploads_expired", count=len(expired))
+            await job()
         except Exception:
-            log.exception("upload_purge_failed")
+            log.exception(failed)
+
+
+def _upload_purge(registry: Registry, settings: Settings) -> Callable[[], Awaitable[None]]:
+    async def purge() -> None:
+        expired = await expire_uploads(
+            registry.storage, registry.metadata, settings.upload_max_age_seconds
+        )
+        if expired:
+            log.info("uploads_expired", count=len(expired))
+
+    return purge
+
+
+def _scheduled_scrub(registry: Registry, settings: Settings) -> Callable[[], Awaitable[None]]:
+    """`trustyard scrub` on a timer, under the cache's `scrub` lock: with Redis one replica
+    scrubs at a time; a worker that finds the lock taken skips its turn."""
+    options = ScrubOptions(
+        rate=settings.scrub_rate_mbps * MB,
+        index_platforms=IndexPlatforms.parse(settings.index_platforms),
+    )
+
+    async def run() -> None:
+        try:
+            async with registry.cache.lock("scrub", ttl_seconds=6 * 3600):
+                report = await scrub(registry.storage, registry.metadata, options)
+        except LockBusy:
+            return
+        summary = report.to_json()
+        if report.ok:
+            log.info("scrub_finished", **{k: summary[k] for k in _SCRUB_COUNTS})
+        else:
+            log.warning("scrub_found_damage", **summary)
+
+    return run
+
+
+_SCRUB_COUNTS = ("repositories", "manifests_checked", "blobs_checked", "bytes_checked")
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -63,14 +100,20 @@ def create_app(settings: Settings) -> Starlette:
             app.state.simple_signatures = services.simple_signatures
             app.state.trust_max_upload_bytes = settings.trust.max_upload_bytes
         app.state.auth = services.auth
-        purger = None
+        tasks = []
         if registry is not None and settings.upload_purge_interval_seconds > 0:
-            purger = asyncio.create_task(_purge_uploads_forever(registry, settings))
+            purge = _upload_purge(registry, settings)
+            every = settings.upload_purge_interval_seconds
+            tasks.append(asyncio.create_task(_every(every, purge, "upload_purge_failed")))
+        if registry is not None and settings.scrub_interval_seconds > 0:
+            run = _scheduled_scrub(registry, settings)
+            every = settings.scrub_interval_seconds
+            tasks.append(asyncio.create_task(_every(every, run, "scheduled_scrub_failed")))
         try:
             yield
         finally:
-            if purger is not None:
-                purger.cancel()
+            for task in tasks:
+                task.cancel()
             await services.close()
 
     issuing = settings.auth.mode == "token" and settings.auth.token.issue
