@@ -212,7 +212,8 @@ def test_verify_cosign_stops_reading_an_endless_manifest(tmp_path: Path, srv: Ev
     srv.routes[path] = Stream(endless(b"x", OFFERED), status=302, headers={"Location": "/m"})
     srv.routes["/m"] = Stream(endless(b"[", OFFERED))
     stopped_early(verify_cosign(tmp_path, srv), srv, "/m", "byte limit")
-    assert srv.sent[path] < 256 << 20
+    # nothing recorded when the client left before the first chunk was written (a broken pipe)
+    assert srv.sent.get(path, 0) < 256 << 20
 
 
 def test_verify_cosign_endless_or_deep_referrers(tmp_path: Path, srv: EvilServer) -> None:
