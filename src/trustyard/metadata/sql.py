@@ -331,26 +331,25 @@ class SqlMetadataStore:
             return await self._repo_id(conn, repository) is not None
 
     async def list_tags(self, repository: str, limit: int, last: str | None) -> list[str]:
-        name = t.tags.c.name
-        # The repository id by subquery, not a join: the planner then walks the (repo_id, name)
-        # primary key in order and stops after `limit` rows, whatever the repository's size.
-        repo_id = (
-            select(t.repositories.c.id).where(t.repositories.c.name == repository).scalar_subquery()
-        )
-        query = select(name).where(t.tags.c.repo_id == repo_id).order_by(name).limit(limit)
-        if last is not None:
-            query = query.where(name > last)
-        async with self.reader.connect() as conn:
-            return list((await conn.execute(query)).scalars())
+        return await self._page_of(t.tags.c.repo_id, t.tags.c.name, repository, limit, last)
 
     async def list_manifests(self, repository: str, limit: int, last: str | None) -> list[str]:
-        digest = t.manifests.c.digest
+        return await self._page_of(
+            t.manifests.c.repo_id, t.manifests.c.digest, repository, limit, last
+        )
+
+    async def _page_of(
+        self, repo_col: Any, key: Any, repository: str, limit: int, last: str | None
+    ) -> list[str]:
+        """One repository's keys after `last`, in order. The repository id by subquery, not a
+        join: the planner then walks the (repo_id, key) index in order and stops after `limit`
+        rows, whatever the repository's size."""
         repo_id = (
             select(t.repositories.c.id).where(t.repositories.c.name == repository).scalar_subquery()
         )
-        query = select(digest).where(t.manifests.c.repo_id == repo_id).order_by(digest).limit(limit)
+        query = select(key).where(repo_col == repo_id).order_by(key).limit(limit)
         if last is not None:
-            query = query.where(digest > last)
+            query = query.where(key > last)
         async with self.reader.connect() as conn:
             return list((await conn.execute(query)).scalars())
 
