@@ -94,6 +94,9 @@ class EvilServer:
     def handle(self, req: BaseHTTPRequestHandler) -> None:
         path = req.path.split("?", 1)[0]
         self.requests.append(path)
+        # counted from the request on: a client that hangs up before the first chunk
+        # is written (a 401 whose body it never reads) has been sent 0 bytes, not none
+        self.sent.setdefault(path, 0)
         if req.command == "POST":
             self.posted.append(req.rfile.read(int(req.headers.get("Content-Length") or 0)))
         answer = self.routes.get(path)
