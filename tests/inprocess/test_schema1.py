@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.inprocess.conftest import fresh_data_dir, make_settings, serve
 from tests.inprocess.helpers import code, message, push_blob, put_manifest
@@ -19,6 +20,7 @@ from trustyard.oci import mediatypes as mt
 from trustyard.oci import schema1
 from trustyard.registry.gc import collect_garbage
 from trustyard.registry.scrub import ScrubOptions, scrub
+from trustyard.signing.cosign import public_pem
 from trustyard.wiring import open_services
 
 NAME = "team/old"
@@ -133,3 +135,31 @@ async def test_gc_keeps_layers_and_scrub_accepts(tmp_path: Path, migrated_databa
         )
     finally:
         await services.close()
+
+
+async def test_referrers_and_signature_policy(tmp_path: Path, migrated_database: Path) -> None:
+    """Readers built for schema 2 meet a schema 1 manifest: clear answers, never a 500."""
+    pub = tmp_path / "cosign.pub"
+    pub.write_bytes(public_pem(ec.generate_private_key(ec.SECP256R1()).public_key()))
+    policy = {
+        "rules": [
+            {
+                "name": "signed",
+                "repositories": ["team/*"],
+                "require": {"kind": "cosign", "keys": [str(pub)]},
+            },
+        ]
+    }
+    data = fresh_data_dir(tmp_path / "data", migrated_database)
+    settings = make_settings(data, schema1="verify", policy=policy)
+    async with serve(settings, raise_app_exceptions=False) as c:
+        raw, digest = await push_signed(c)
+        assert (
+            await put_manifest(c, NAME, digest, raw, mt.DOCKER_SCHEMA1_SIGNED)
+        ).status_code == 201
+        r = await c.get(f"/v2/{NAME}/referrers/{digest}")
+        assert r.status_code == 200 and r.json()["manifests"] == []
+        r = await c.get(
+            f"/v2/{NAME}/manifests/{digest}", headers={"Accept": mt.DOCKER_SCHEMA1_SIGNED}
+        )
+        assert r.status_code == 403 and "no cosign signature" in message(r), r.text
