@@ -17,6 +17,7 @@ DEBIAN_PACKAGES=(
   nodejs                   # sigstore-js checks of our bundles (npm: below, tests/signatures)
   uidmap fuse-overlayfs    # podman's storage helpers
   postgresql redis-server haproxy   # scale-out backends and the load balancer in front of replicas
+  prometheus               # scrapes /metrics in the operations test
   python3-venv             # Debian's python3 makes the project venv (.venv) only with it
 )
 

@@ -227,6 +227,9 @@ class Settings(BaseModel):
     scrub_rate_mbps: float = Field(
         50.0, ge=0, description="MB/s a scheduled scrub reads; 0: no cap"
     )
+    # Operator endpoints (docs/operations.md): /healthz and /readyz always; /metrics (Prometheus
+    # text format, every worker counted) unless this is off
+    metrics: bool = True
     # Authentication and authorization (docs/auth.md)
     auth: AuthSettings = Field(default_factory=lambda: AuthSettings())
     # Notary-compatible trust server (docs/trust.md)

@@ -28,7 +28,7 @@ frontend registry
     default_backend replicas
 backend replicas
     balance roundrobin
-    option httpchk GET /v2/
+    option httpchk GET /readyz
 {servers}
 """
 

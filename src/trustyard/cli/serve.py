@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import ctypes
 import ipaddress
+import os
 import shlex
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -169,6 +173,8 @@ def serve(
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise typer.BadParameter("--tls-cert and --tls-key go together")
     configure_logging(settings.log_level)
+    if settings.metrics:
+        _metrics_dir()
     _check_before_start(settings)
     export_for_workers(settings)
     log.info(
@@ -202,6 +208,17 @@ def _check_before_start(settings: Settings) -> None:
     except Exception as exc:  # the CLI's edge: any start-up failure becomes one clear line
         typer.echo(f"error: cannot start: {_reason(exc)}", err=True)
         raise typer.Exit(2) from None
+
+
+def _metrics_dir() -> None:
+    """A fresh directory for prometheus-client's multiprocess mode, made before any worker
+    starts (the library reads the variable at import) and removed when the server stops.
+    An operator's own `PROMETHEUS_MULTIPROC_DIR` is used as it is (they wipe it between runs)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    path = tempfile.mkdtemp(prefix="trustyard-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    atexit.register(shutil.rmtree, path, True)
 
 
 def _run_granian(settings: Settings) -> None:

@@ -12,11 +12,12 @@ from starlette.middleware import Middleware
 
 from trustyard.cache.base import LockBusy
 from trustyard.config import Settings, settings_for_worker
-from trustyard.http import extensions, v2
+from trustyard.http import extensions, operations, v2
 from trustyard.http import token_routes as auth_server
 from trustyard.http import trust_routes as trust_server
 from trustyard.http.access import AccessControl
 from trustyard.http.errors import EXCEPTION_HANDLERS
+from trustyard.http.metrics import RequestMetrics
 from trustyard.http.middleware import RegistryHeaders
 from trustyard.logs import configure_logging
 from trustyard.oci.platforms import IndexPlatforms
@@ -24,6 +25,7 @@ from trustyard.registry import Registry
 from trustyard.registry.gc import expire_uploads
 from trustyard.registry.scrub import MB, ScrubOptions, scrub
 from trustyard.wiring import open_services
+from trustyard.wiring.health import probes
 
 log = structlog.get_logger("trustyard")
 
@@ -100,6 +102,7 @@ def create_app(settings: Settings) -> Starlette:
             app.state.simple_signatures = services.simple_signatures
             app.state.trust_max_upload_bytes = settings.trust.max_upload_bytes
         app.state.auth = services.auth
+        app.state.probes = probes(services)
         tasks = []
         if registry is not None and settings.upload_purge_interval_seconds > 0:
             purge = _upload_purge(registry, settings)
@@ -122,8 +125,10 @@ def create_app(settings: Settings) -> Starlette:
     registry_routes = [*v2.routes(), *extensions.routes()] if "registry" in groups else []
     # The issuer's few routes go last: /v2 requests (nearly all traffic) should not walk them,
     # and no /v2 or /extensions pattern can match /auth/..., so the order changes nothing else.
-    routes = [*trust_routes, *registry_routes, *token_routes]
+    routes = [*trust_routes, *registry_routes, *token_routes, *operations.routes(settings.metrics)]
     middleware = [Middleware(RegistryHeaders)]
+    if settings.metrics:
+        middleware.append(Middleware(RequestMetrics))
     if serves_repositories:
         # The access check reads each route's declared rights from this very list.
         middleware.append(Middleware(AccessControl, routes=routes))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trustyard.metadata import migrate
@@ -42,6 +43,11 @@ class Database:
         self.trust = SqlTrustStore(reader, writer)
         self.signatures = SqlSignatureStore(reader, writer)
         self.tables = SqlTables(self.metadata)
+
+    async def ping(self) -> None:
+        """One round trip on the reader pool (readiness probes)."""
+        async with self.reader.connect() as conn:
+            await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
         await self.reader.dispose()
