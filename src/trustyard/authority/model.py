@@ -20,7 +20,9 @@ KeyType = Literal["pkix", "openpgp"]
 class GrantedKey:
     """A public key the authority linked to `user`, and the namespaces `user` may sign for."""
 
-    key_id: str  # libtrust KeyID for pkix keys ("ABCD:EFGH:…"); OpenPGP v4 fingerprint (40 hex, upper)
+    key_id: (
+        str  # libtrust KeyID for pkix keys ("ABCD:EFGH:…"); OpenPGP v4 fingerprint (40 hex, upper)
+    )
     key_type: KeyType
     public: bytes  # PEM SubjectPublicKeyInfo, or an ASCII-armored OpenPGP public key
     user: str
@@ -44,11 +46,24 @@ class Refusal:
 
 
 @dataclass(frozen=True)
+class Revocation:
+    """A valid revocation: of one statement (`revokes_statement`) or of a key (`revokes_key`)."""
+
+    statement: str
+    reason: str
+    issued: datetime
+    authority: str
+    revokes_statement: str | None = None
+    revokes_key: str | None = None
+
+
+@dataclass(frozen=True)
 class Graph:
     """What a set of statements, checked against chosen roots at one moment, grants."""
 
     grants: tuple[GrantedKey, ...] = ()
     refused: tuple[Refusal, ...] = field(default=())
+    revocations: tuple[Revocation, ...] = ()
 
     def keys_for(self, repository: str) -> list[GrantedKey]:
         """Granted keys whose user may sign for `repository`."""
