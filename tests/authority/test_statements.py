@@ -305,3 +305,26 @@ def test_roots_directory(pki: Pki, user_key: ec.EllipticCurvePrivateKey, tmp_pat
     (d / "junk.pem").write_bytes(b"nope")
     with pytest.raises(rootsdir.RootsError, match="no PEM certificate"):
         rootsdir.load_roots(d)
+
+
+def test_deeply_nested_json_is_refused(pki: Pki) -> None:
+    deep = base64.urlsafe_b64encode(b"[" * 20000 + b"]" * 20000).rstrip(b"=")
+    with pytest.raises(StatementError, match=r"nested \d+ levels deep"):
+        parse(deep + b".e30.AAAA")
+
+
+def test_an_id_that_is_a_path_is_refused(pki: Pki, user_key: ec.EllipticCurvePrivateKey) -> None:
+    from trustyard.authority import statements
+
+    good = parse(_grant(pki, user_key))
+    payload = {
+        "id": "../../evil",
+        "type": "revoke",
+        "issued": "2026-01-01T00:00:00Z",
+        "expires": None,
+        "revokes": {"statement": good.id},
+        "reason": "x",
+    }
+    signed = statements._sign(pki.signer(), pki.chain, payload)
+    with pytest.raises(StatementError, match=r"id '\.\./\.\./evil' must be"):
+        parse(signed)
