@@ -4,6 +4,7 @@ client chose; the API refuses garbage, pages with `Link` and revalidates with `E
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.auth.integration import add_user, token_server
 from tests.auth.pki import Cert, make_cert
 from tests.integration.server import ServerProcess
 from trustyard.authority.statements import KeySigner, issue_grant, parse
@@ -219,3 +221,50 @@ def test_pages_etags_and_the_client(server: ServerProcess, tmp_path: Path) -> No
 
     with AuthorityClient(server.host, plain_http=True) as client:
         assert sorted(client.fetch_statements(page_size=2)) == sorted(posted)
+
+
+def _authfile(path: Path, host: str, user: str, password: str) -> Path:
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    path.write_text(json.dumps({"auths": {host: {"auth": auth}}}))
+    return path
+
+
+def test_token_auth_admin_posts_anyone_reads(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    add_user(data, "root", "root-pw", admin=True)
+    add_user(data, "bob", "bob-pw")
+    server = token_server(data).start()
+    try:
+        authority = Authority(tmp_path / "authority")
+        user_pub = tmp_path / "bob.pub"
+        user_pub.write_bytes(_public_pem(ec.generate_private_key(ec.SECP256R1())))
+        grant: list[str | Path] = [
+            "grant",
+            *authority.args(),
+            "--key",
+            user_pub,
+            "--user",
+            "bob",
+            "--namespace",
+            "bob/*",
+            "--registry",
+            server.url,
+        ]
+        bob = _authfile(tmp_path / "bob.json", server.host, "bob", "bob-pw")
+        denied = trustyard(*grant, "--authfile", bob)
+        assert denied.returncode == 1
+        assert "cannot store the statement: denied by" in denied.stderr
+        assert "Traceback" not in denied.stderr
+
+        root = _authfile(tmp_path / "root.json", server.host, "root", "root-pw")
+        stored = trustyard(*grant, "--authfile", root)
+        assert stored.returncode == 0, stored.stderr
+
+        out = tmp_path / "fetched"
+        fetched = trustyard("fetch", "--registry", server.url, "--out", out, "--authfile", bob)
+        assert fetched.returncode == 0, fetched.stderr
+        assert [p.stem for p in out.glob("*.jws")] == [stored.stdout.strip()]
+        anonymous = httpx.get(server.url + API)
+        assert anonymous.status_code == 401
+    finally:
+        server.stop()
