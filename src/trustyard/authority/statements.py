@@ -313,6 +313,8 @@ def issue_revocation(
     """A statement revoking one statement (by id) or every earlier grant of a key (by key id)."""
     if (statement_id is None) == (key_id is None):
         raise StatementError("a revocation names either a statement id or a key id")
+    if statement_id is not None and not _ID.match(statement_id):
+        raise StatementError(f"{statement_id[:40]!r} is not a statement id")
     target = statement_id if statement_id is not None else key_id
     assert target is not None
     _check_name(target, "the revoked id")
