@@ -557,7 +557,7 @@ def evaluate(statements: Iterable[bytes], roots: Sequence[Root], now: datetime) 
         if problem is None and statement.id in valid:
             problem = "another valid statement carries the same id"
         if problem is not None:
-            refused.append(Refusal(statement.id, problem, statement.subject_key))
+            refused.append(Refusal(statement.id, problem, statement.key_id))
             continue
         valid[statement.id] = statement
     revocations = sorted(
