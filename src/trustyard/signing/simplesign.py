@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from trustyard.oci import jsonbounds
-from trustyard.signing.errors import SignatureFormatError, VerificationError
+from trustyard.signing.errors import SignatureFormatError, SigningError, VerificationError
 from trustyard.signing.openpgp import parse_signed_message
 
 ATOMIC_TYPE = "atomic container signature"
@@ -142,6 +142,16 @@ def inspect_atomic(content: bytes) -> AtomicSignature:
     message = parse_signed_message(content, limit=MAX_PAYLOAD)
     payload = parse_payload(message.literal, ATOMIC_TYPE)
     return AtomicSignature(payload, message.key_ids, message.fingerprints)
+
+
+def claimed_key_ids(content: bytes) -> list[str]:
+    """The 16-hex key IDs a simple signature names as its signers (unverified claims)."""
+    try:
+        message = inspect_atomic(content)
+    except SigningError:
+        return []
+    ids = [f[-16:] for f in message.fingerprints] + message.key_ids
+    return list(dict.fromkeys(ids))
 
 
 def verify_with_gpg(content: bytes, public_keys: list[Path]) -> str:
