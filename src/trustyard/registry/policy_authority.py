@@ -1,0 +1,208 @@
+"""Policy kind `authority` (issue 20 part 2): a signature of any kind counts only when the
+namespace authority granted its key for the repository.
+
+`require = {kind = "authority", roots = ["/etc/trustyard/authority-root.pem", …]}`. The
+statements the registry stores (`PolicyContext.authority_statements`) are evaluated against
+the rule's roots (`authority/statements.evaluate`) into a `Graph`; every signature found on the
+manifest (JWS schema 1 signers, ir-sign annotations, cosign in all its shapes, simple signatures)
+is judged by `signing/authority_match.py`, the module `trustyard verify` uses too.
+
+The evaluated Graph is cached for `GRAPH_TTL` seconds per rule: statements change rarely and
+evaluating them checks every x509 chain and JWS signature. A grant or revocation therefore takes
+effect within that time on every replica; a grant's own expiry is checked on every decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from trustyard.authority.model import Graph
+from trustyard.authority.statements import Root, evaluate
+from trustyard.crypto.jws import JwsError, verify_schema1
+from trustyard.metadata.base import ManifestRecord
+from trustyard.oci import jsonbounds
+from trustyard.oci import mediatypes as mt
+from trustyard.oci.digest import Digest
+from trustyard.oci.errors import RegistryError
+from trustyard.registry.policy import (
+    MAX_CONFIG,
+    Decision,
+    PolicyConfigError,
+    PolicyContext,
+    register_kind,
+)
+from trustyard.registry.policy_signatures import cosign_entries
+from trustyard.registry.signature_artifacts import signature_artifact_problem
+from trustyard.signing import annotations as ann
+from trustyard.signing.authority_match import (
+    GrantedKeys,
+    Verdict,
+    judge_annotations,
+    judge_cosign,
+    judge_jws,
+    judge_simple,
+    summarize,
+)
+
+GRAPH_TTL = 30.0  # seconds an evaluated Graph is reused (see the module docstring)
+MAX_SIMPLE = 64  # simple signatures judged per decision (gpg runs only for granted keys)
+
+
+def load_roots(paths: list[str]) -> list[Root]:
+    """Every certificate of the rule's PEM files, as enabled roots; a clear error otherwise."""
+    roots = []
+    for path in paths:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise PolicyConfigError(
+                f"authority: cannot read root {path}: {exc.strerror}"
+            ) from None
+        try:
+            certs = x509.load_pem_x509_certificates(data)
+        except ValueError:
+            raise PolicyConfigError(
+                f"authority: root {path} holds no PEM certificate"
+            ) from None
+        roots += [Root(f"{path}#{i}" if i else path, cert) for i, cert in enumerate(certs)]
+    return roots
+
+
+class GraphCache:
+    """The last evaluated Graph, reused for `ttl` seconds; one evaluation at a time."""
+
+    def __init__(
+        self,
+        load: Callable[[], Awaitable[Graph]],
+        ttl: float = GRAPH_TTL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.load, self.ttl, self.clock = load, ttl, clock
+        self._graph: tuple[float, Graph, GrantedKeys] | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> GrantedKeys:
+        async with self._lock:
+            if self._graph is None or self.clock() - self._graph[0] >= self.ttl:
+                graph = await self.load()
+                self._graph = (self.clock(), graph, GrantedKeys(graph))
+            return self._graph[2]
+
+
+class AuthorityCheck:
+    """At least one signature on the manifest is by a key the authority granted for the
+    repository's namespace, and verifies with that key."""
+
+    kind = "authority"
+
+    def __init__(self, spec: dict[str, Any], ctx: PolicyContext) -> None:
+        paths = spec.get("roots")
+        if isinstance(paths, str):
+            paths = [paths]
+        if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
+            raise PolicyConfigError("authority: roots must be a non-empty list of PEM files")
+        self.roots = load_roots(paths)
+        if ctx.authority_statements is None:
+            raise PolicyConfigError("authority: this registry serves no authority statements")
+        if ctx.get_tagged is None or ctx.referrers is None or ctx.simple_signatures is None:
+            raise PolicyConfigError("authority: this registry gives policies no signature readers")
+        self.ctx = ctx
+        self.graphs = GraphCache(self._evaluate)
+
+    async def _evaluate(self) -> Graph:
+        assert self.ctx.authority_statements is not None
+        statements = await self.ctx.authority_statements()
+        return await asyncio.to_thread(evaluate, statements, self.roots, datetime.now(UTC))
+
+    async def verify(self, repository: str, record: ManifestRecord, tag: str | None) -> Decision:
+        if await signature_artifact_problem(self.ctx, record) is None:
+            return Decision(True, "a cosign signature artifact (exempt)")
+        return await self.decide(repository, record, await self.graphs.get())
+
+    async def decide(
+        self, repository: str, record: ManifestRecord, keys: GrantedKeys
+    ) -> Decision:
+        """Judge every signature kind in turn, cheapest first, until one is authorized."""
+        verdicts: list[Verdict] = []
+        for kind in (self._jws, self._annotations, self._cosign, self._simple):
+            verdicts += await kind(repository, record, keys)
+            if any(v.authorized for v in verdicts):
+                break
+        ok, reason, signer = summarize(verdicts)
+        return Decision(ok, reason, signer)
+
+    async def _jws(self, repository: str, record: ManifestRecord, keys: GrantedKeys) -> list[Verdict]:
+        if record.media_type not in mt.SCHEMA1:
+            return []
+        where = "schema 1 manifest"
+        try:
+            signers = verify_schema1(record.content)
+        except JwsError as exc:
+            return [Verdict("jws", where, None, False, f"JWS signature: {exc}")]
+        return judge_jws(keys, signers, repository, where)
+
+    async def _annotations(
+        self, repository: str, record: ManifestRecord, keys: GrantedKeys
+    ) -> list[Verdict]:
+        try:
+            doc = jsonbounds.loads(record.content, what="manifest")
+        except jsonbounds.JSONBoundsError:
+            return []
+        notes = doc.get("annotations") if isinstance(doc, dict) else None
+        if not isinstance(notes, dict) or not ann.slots(notes):
+            return []
+        config = doc.get("config") if isinstance(doc.get("config"), dict) else {}
+        sha384 = None
+        try:
+            digest = Digest.parse(str(config.get("digest")))
+            data = await self.ctx.read_blob(digest, MAX_CONFIG)
+        except RegistryError:
+            data = None
+        if (
+            data is not None
+            and hashlib.new(digest.algorithm, data).hexdigest() == digest.hex
+            and len(data) == config.get("size")
+        ):
+            sha384 = hashlib.sha384(data).digest()
+        return judge_annotations(keys, notes, sha384, repository, "manifest annotations")
+
+    async def _cosign(
+        self, repository: str, record: ManifestRecord, keys: GrantedKeys
+    ) -> list[Verdict]:
+        failures: list[str] = []
+        out = []
+        entries = cosign_entries(self.ctx, repository, record, keys.ec_keys(), None, failures)
+        async for entry in entries:
+            verdict = judge_cosign(keys, entry.check, entry.where, repository)
+            out.append(verdict)
+            if verdict.authorized:
+                await entries.aclose()
+                break
+        return out
+
+    async def _simple(
+        self, repository: str, record: ManifestRecord, keys: GrantedKeys
+    ) -> list[Verdict]:
+        assert self.ctx.simple_signatures is not None
+        signatures = await self.ctx.simple_signatures(repository, record.digest)
+        out = []
+        for i, content in enumerate(signatures[:MAX_SIMPLE]):
+            where = f"simple signature {i + 1}"
+            verdict = await asyncio.to_thread(
+                judge_simple, keys, content, str(record.digest), repository, where
+            )
+            out.append(verdict)
+            if verdict.authorized:
+                break
+        return out
+
+
+register_kind("authority", AuthorityCheck)
