@@ -46,11 +46,24 @@ class Refusal:
 
 
 @dataclass(frozen=True)
+class Revocation:
+    """A valid revocation: of one statement (`revokes_statement`) or of a key (`revokes_key`)."""
+
+    statement: str
+    reason: str
+    issued: datetime
+    authority: str
+    revokes_statement: str | None = None
+    revokes_key: str | None = None
+
+
+@dataclass(frozen=True)
 class Graph:
     """What a set of statements, checked against chosen roots at one moment, grants."""
 
     grants: tuple[GrantedKey, ...] = ()
     refused: tuple[Refusal, ...] = field(default=())
+    revocations: tuple[Revocation, ...] = ()
 
     def keys_for(self, repository: str) -> list[GrantedKey]:
         """Granted keys whose user may sign for `repository`."""
