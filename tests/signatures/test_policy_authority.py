@@ -83,9 +83,7 @@ def check(tmp_path: Path) -> tuple[FakeRegistry, AuthorityCheck]:
     return reg, policy.rules[0].check
 
 
-def decide(
-    check: AuthorityCheck, graph: Graph, rec: ManifestRecord, repo: str = REPO
-) -> Decision:
+def decide(check: AuthorityCheck, graph: Graph, rec: ManifestRecord, repo: str = REPO) -> Decision:
     return asyncio.run(check.decide(repo, rec, GrantedKeys(graph)))
 
 
@@ -103,12 +101,12 @@ def test_configuration_errors_name_the_rule_and_the_file(tmp_path: Path) -> None
         build_policy([{"name": "r", "require": {"kind": "authority", **spec}}], ctx)
 
     ctx.authority_statements = statements
-    with pytest.raises(PolicyConfigError, match="'r'.*roots must be a non-empty list"):
+    with pytest.raises(PolicyConfigError, match=r"'r'.*roots must be a non-empty list"):
         build({})
-    with pytest.raises(PolicyConfigError, match="cannot read root /nonexistent.pem"):
+    with pytest.raises(PolicyConfigError, match=r"cannot read root /nonexistent\.pem"):
         build({"roots": ["/nonexistent.pem"]})
     (tmp_path / "junk.pem").write_text("not a certificate")
-    with pytest.raises(PolicyConfigError, match="junk.pem holds no PEM certificate"):
+    with pytest.raises(PolicyConfigError, match=r"junk\.pem holds no PEM certificate"):
         build({"roots": [str(tmp_path / "junk.pem")]})
     ctx.authority_statements = None
     with pytest.raises(PolicyConfigError, match="serves no authority statements"):
@@ -208,9 +206,7 @@ def test_no_signatures(check: tuple[FakeRegistry, AuthorityCheck]) -> None:
 def irsign_image(reg: FakeRegistry, vendor: ec.EllipticCurvePrivateKey, config: bytes) -> bytes:
     """An image whose config is signed by `vendor` in the ir-sign slot (endorsement unused)."""
     reg.blobs["sha256:" + hashlib.sha256(config).hexdigest()] = config
-    signature = vendor.sign(
-        hashlib.sha384(config).digest(), ec.ECDSA(Prehashed(hashes.SHA384()))
-    )
+    signature = vendor.sign(hashlib.sha384(config).digest(), ec.ECDSA(Prehashed(hashes.SHA384())))
     doc = json.loads(IMAGE)
     doc["config"] = {
         "mediaType": cosign.OCI_CONFIG,
@@ -259,7 +255,13 @@ def test_simple_signature_by_a_granted_openpgp_key(
     digest = str(image.digest)
     reg.simple[digest] = [gpg_key.sign(atomic_payload(f"r/{REPO}:v1", digest))]
     granted = GrantedKey(
-        gpg_key.fingerprint, "openpgp", gpg_key.public.read_bytes(), "bob", ("team/*",), "st-9", "CN=a"
+        gpg_key.fingerprint,
+        "openpgp",
+        gpg_key.public.read_bytes(),
+        "bob",
+        ("team/*",),
+        "st-9",
+        "CN=a",
     )
     got = decide(kind, Graph((granted,)), image)
     assert got == Decision(

@@ -22,10 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-
 from trustyard.authority.model import Graph
-from trustyard.authority.statements import Root, evaluate
+from trustyard.authority.statements import evaluate
 from trustyard.crypto.jws import JwsError, verify_schema1
 from trustyard.metadata.base import ManifestRecord
 from trustyard.oci import jsonbounds
@@ -44,36 +42,18 @@ from trustyard.registry.signature_artifacts import signature_artifact_problem
 from trustyard.signing import annotations as ann
 from trustyard.signing.authority_match import (
     GrantedKeys,
+    RootsError,
     Verdict,
     judge_annotations,
     judge_cosign,
     judge_jws,
     judge_simple,
+    load_roots,
     summarize,
 )
 
 GRAPH_TTL = 30.0  # seconds an evaluated Graph is reused (see the module docstring)
 MAX_SIMPLE = 64  # simple signatures judged per decision (gpg runs only for granted keys)
-
-
-def load_roots(paths: list[str]) -> list[Root]:
-    """Every certificate of the rule's PEM files, as enabled roots; a clear error otherwise."""
-    roots = []
-    for path in paths:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            raise PolicyConfigError(
-                f"authority: cannot read root {path}: {exc.strerror}"
-            ) from None
-        try:
-            certs = x509.load_pem_x509_certificates(data)
-        except ValueError:
-            raise PolicyConfigError(
-                f"authority: root {path} holds no PEM certificate"
-            ) from None
-        roots += [Root(f"{path}#{i}" if i else path, cert) for i, cert in enumerate(certs)]
-    return roots
 
 
 class GraphCache:
@@ -109,7 +89,10 @@ class AuthorityCheck:
             paths = [paths]
         if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
             raise PolicyConfigError("authority: roots must be a non-empty list of PEM files")
-        self.roots = load_roots(paths)
+        try:
+            self.roots = load_roots(Path(p) for p in paths)
+        except RootsError as exc:
+            raise PolicyConfigError(f"authority: {exc}") from None
         if ctx.authority_statements is None:
             raise PolicyConfigError("authority: this registry serves no authority statements")
         if ctx.get_tagged is None or ctx.referrers is None or ctx.simple_signatures is None:
@@ -127,9 +110,7 @@ class AuthorityCheck:
             return Decision(True, "a cosign signature artifact (exempt)")
         return await self.decide(repository, record, await self.graphs.get())
 
-    async def decide(
-        self, repository: str, record: ManifestRecord, keys: GrantedKeys
-    ) -> Decision:
+    async def decide(self, repository: str, record: ManifestRecord, keys: GrantedKeys) -> Decision:
         """Judge every signature kind in turn, cheapest first, until one is authorized."""
         verdicts: list[Verdict] = []
         for kind in (self._jws, self._annotations, self._cosign, self._simple):
@@ -139,7 +120,9 @@ class AuthorityCheck:
         ok, reason, signer = summarize(verdicts)
         return Decision(ok, reason, signer)
 
-    async def _jws(self, repository: str, record: ManifestRecord, keys: GrantedKeys) -> list[Verdict]:
+    async def _jws(
+        self, repository: str, record: ManifestRecord, keys: GrantedKeys
+    ) -> list[Verdict]:
         if record.media_type not in mt.SCHEMA1:
             return []
         where = "schema 1 manifest"
