@@ -199,6 +199,9 @@ class Settings(BaseModel):
     # (Distribution's validation.manifests.indexes.platforms; trustyard.oci.platforms)
     index_platforms: str = "all"
     max_blob_bytes: int = Field(64 * 1024 * MiB, ge=0, description="0 means no limit")
+    # Docker schema 1 manifests (docs/schema1.md): "refuse" them with a clear message, or
+    # "verify" every JWS signature and accept them (TRUSTYARD_SCHEMA1=verify)
+    schema1: Literal["refuse", "verify"] = "refuse"
     fsync: bool = True
     # Upload bytes bypass the page cache (O_DIRECT) where the filesystem allows it
     direct_io: bool = True
@@ -276,7 +279,7 @@ class Settings(BaseModel):
             return str(IndexPlatforms.parse(value))
         return value
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "schema1", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value

@@ -35,22 +35,27 @@ def make_image(
     arch: str = "amd64",
     extra: dict[str, Any] | None = None,
     layer_size: int = 64,
+    history: bool = False,
 ) -> Image:
-    """An OCI image whose layers are real tar.gz files with seed-dependent content."""
+    """An OCI image whose layers are real tar.gz files with seed-dependent content.
+
+    `history`: one config history entry per layer, which converting to schema 1 needs."""
     layers = [
         layer_tar({f"file-{seed}-{i}.txt": (f"{seed}-{i}-".encode() + os.urandom(layer_size))})
         for i in range(n_layers)
     ]
     diff_ids = [sha256(gzip.decompress(layer)) for layer in layers]
-    config = json.dumps(
-        {
-            "architecture": arch,
-            "os": "linux",
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-            "config": {"Cmd": ["/bin/sh"]},
-        },
-        sort_keys=True,
-    ).encode()
+    config_body: dict[str, Any] = {
+        "architecture": arch,
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "config": {"Cmd": ["/bin/sh"]},
+    }
+    if history:
+        config_body["history"] = [
+            {"created": "2026-01-01T00:00:00Z", "created_by": f"layer {i}"} for i in range(n_layers)
+        ]
+    config = json.dumps(config_body, sort_keys=True).encode()
     body: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,

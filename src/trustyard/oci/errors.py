@@ -22,6 +22,8 @@ class ErrorCode(Enum):
         "manifest references a manifest or blob unknown to registry",
     )
     MANIFEST_INVALID = ("MANIFEST_INVALID", 400, "manifest invalid")
+    # Docker's: a schema 1 manifest whose JWS signatures do not verify
+    MANIFEST_UNVERIFIED = ("MANIFEST_UNVERIFIED", 400, "manifest failed signature verification")
     MANIFEST_UNKNOWN = ("MANIFEST_UNKNOWN", 404, "manifest unknown to registry")
     NAME_INVALID = ("NAME_INVALID", 400, "invalid repository name")
     NAME_UNKNOWN = ("NAME_UNKNOWN", 404, "repository name not known to registry")

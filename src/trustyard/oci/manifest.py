@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from trustyard.oci import jsonbounds
+from trustyard.oci import jsonbounds, schema1
 from trustyard.oci import mediatypes as mt
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
@@ -110,6 +110,26 @@ def _is_str_map(value: Any) -> bool:
     )
 
 
+SCHEMA1_REFUSED = (
+    "Docker image manifest schema 1 is deprecated and not accepted by this registry (its "
+    "schema1 setting is 'refuse'); convert the image with 'skopeo copy --format v2s2' or push it "
+    "with a current client"
+)
+
+
+def _ctype(content_type: str | None) -> str | None:
+    return (content_type or "").split(";", 1)[0].strip().lower() or None
+
+
+def is_schema1(body: dict[str, Any], content_type: str | None) -> bool:
+    """A schema 1 document by its version, its mediaType or the Content-Type it came with."""
+    return (
+        body.get("schemaVersion") == 1
+        or body.get("mediaType") in mt.SCHEMA1
+        or _ctype(content_type) in mt.SCHEMA1
+    )
+
+
 def resolve_media_type(body: dict[str, Any], content_type: str | None) -> str:
     """The manifest's media type from its body and the request's Content-Type.
 
@@ -117,14 +137,11 @@ def resolve_media_type(body: dict[str, Any], content_type: str | None) -> str:
     fall back to Content-Type, then to the shape of the document.
     """
     declared = body.get("mediaType")
-    ctype = (content_type or "").split(";", 1)[0].strip().lower() or None
+    ctype = _ctype(content_type)
     if declared is not None and not isinstance(declared, str):
         raise _invalid("mediaType must be a string")
-    if body.get("schemaVersion") == 1 or declared in mt.SCHEMA1 or ctype in mt.SCHEMA1:
-        raise _invalid(
-            "Docker image manifest schema 1 is deprecated and not supported; convert the image "
-            "with 'skopeo copy --format v2s2' or push it with a current client"
-        )
+    if is_schema1(body, content_type):
+        raise _invalid(SCHEMA1_REFUSED)
     if (
         declared
         and ctype
@@ -147,14 +164,23 @@ def resolve_media_type(body: dict[str, Any], content_type: str | None) -> str:
     return media_type
 
 
-def parse_manifest(data: bytes, content_type: str | None, algorithm: str = "sha256") -> Manifest:
-    """Validate `data` as a manifest and extract its references."""
+def parse_manifest(
+    data: bytes, content_type: str | None, algorithm: str = "sha256", *, schema1_ok: bool = False
+) -> Manifest:
+    """Validate `data` as a manifest and extract its references.
+
+    Schema 1 documents are refused with a clear message unless `schema1_ok` (the `schema1 =
+    "verify"` setting on push, and always for bytes already stored); their signatures are
+    checked by the caller (crypto/jws.py), not here.
+    """
     try:
         body = jsonbounds.loads(data, what="manifest")
     except jsonbounds.JSONBoundsError as exc:
         raise _invalid(str(exc)) from None
     if not isinstance(body, dict):
         raise _invalid("manifest must be a JSON object")
+    if schema1_ok and is_schema1(body, content_type):
+        return _schema1_manifest(data, algorithm)
     media_type = resolve_media_type(body, content_type)
     if body.get("schemaVersion") != 2:
         raise _invalid("manifest schemaVersion must be 2")
@@ -202,6 +228,23 @@ def parse_manifest(data: bytes, content_type: str | None, algorithm: str = "sha2
         artifact_type=artifact_type,
         annotations=annotations,
     )
+
+
+def _schema1_manifest(data: bytes, algorithm: str) -> Manifest:
+    """A schema 1 manifest as the registry sees it: its fsLayers are its blobs (GC keeps them),
+    its digest is Distribution's (over the signed payload), its type says whether it is signed."""
+    parsed = schema1.parse(data, algorithm)
+    media_type = mt.DOCKER_SCHEMA1_SIGNED if parsed.signatures else mt.DOCKER_SCHEMA1
+    # Schema 1 does not record layer sizes; 0 stands for "unknown" (only digests are stored).
+    blobs = tuple(Descriptor(schema1.LAYER_MEDIA_TYPE, d, 0) for d in parsed.blob_sums)
+    return Manifest(media_type=media_type, digest=parsed.digest, size=len(data), blobs=blobs)
+
+
+def content_digest(data: bytes, media_type: str, algorithm: str = "sha256") -> Digest:
+    """The digest stored bytes must have: over the bytes, or Distribution's for schema 1."""
+    if media_type in mt.SCHEMA1:
+        return schema1.manifest_digest(data, algorithm)
+    return Digest.of(data, algorithm)
 
 
 def stored_blobs(manifest: Manifest) -> list[Digest]:

@@ -64,7 +64,7 @@ async def migrate_registry(
     async for digest_text, content, media_type in target_meta.manifest_rows():
         digest = Digest.parse(digest_text)
         try:
-            parsed = parse_manifest(content, media_type, digest.algorithm)
+            parsed = parse_manifest(content, media_type, digest.algorithm, schema1_ok=True)
         except RegistryError as exc:
             report.problems.append(f"manifest {digest}: {exc.message}")
             continue

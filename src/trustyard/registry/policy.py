@@ -238,7 +238,7 @@ class NotaryCheck:
                 ):
                     continue
                 try:
-                    index = parse_manifest(parent.content, parent.media_type)
+                    index = parse_manifest(parent.content, parent.media_type, schema1_ok=True)
                 except RegistryError:
                     continue
                 if any(c.digest == record.digest for c in index.children):

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from trustyard.metadata.base import ManifestRecord, MetadataStore
 from trustyard.oci.digest import Digest, Digester
 from trustyard.oci.errors import RegistryError
-from trustyard.oci.manifest import Manifest, parse_manifest
+from trustyard.oci.manifest import Manifest, content_digest, parse_manifest
 from trustyard.oci.platforms import ALL_PLATFORMS, IndexPlatforms
 from trustyard.storage.base import Storage
 from trustyard.storage.errors import BlobNotFound
@@ -275,13 +275,14 @@ async def _check_repository(
 def _verify_manifest(record: ManifestRecord, report: ScrubReport) -> Manifest | None:
     """The parsed manifest, or None (and a report entry) when its stored bytes are wrong."""
     try:
-        digester = Digester(record.digest.algorithm)
-        digester.update(record.content)
-        actual = digester.digest()
+        # schema 1 manifests are named by their signed payload's digest, not their bytes'
+        actual = content_digest(record.content, record.media_type, record.digest.algorithm)
         if actual != record.digest:
             reason = f"stored bytes have digest {actual}"
         else:
-            return parse_manifest(record.content, record.media_type, record.digest.algorithm)
+            return parse_manifest(
+                record.content, record.media_type, record.digest.algorithm, schema1_ok=True
+            )
     except RegistryError as exc:
         reason = f"stored bytes do not parse: {exc.message}"
     report.corrupt_manifests.append(CorruptManifest(record.repository, record.digest, reason))

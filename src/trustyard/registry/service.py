@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trustyard.cache.base import Cache
+from trustyard.crypto.jws import JwsError, verify_schema1
 from trustyard.metadata.base import ManifestRecord, MetadataStore
 from trustyard.oci import mediatypes as mt
+from trustyard.oci import schema1
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.manifest import Descriptor, Manifest, parse_manifest
@@ -28,6 +30,8 @@ class RegistryOptions:
     max_blob_bytes: int = 0
     # Which children of a pushed index must already exist (Distribution's indexes.platforms)
     index_platforms: IndexPlatforms = ALL_PLATFORMS
+    # Docker schema 1 pushes: "refuse" them, or "verify" their JWS signatures and accept them
+    schema1: str = "refuse"
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +198,9 @@ class Registry:
                 ErrorCode.MANIFEST_UNKNOWN,
                 f"manifest is {record.media_type}, which the client's Accept header does not include",
             )
-        parsed = parse_manifest(record.content, record.media_type, record.digest.algorithm)
+        parsed = parse_manifest(
+            record.content, record.media_type, record.digest.algorithm, schema1_ok=True
+        )
         for child in parsed.children:
             platform = child.platform or {}
             if (
@@ -227,7 +233,11 @@ class Registry:
                 f"manifest is larger than the limit of {self.options.max_manifest_bytes} bytes",
             )
         algorithm = ref.algorithm if isinstance(ref, Digest) else "sha256"
-        manifest = parse_manifest(body, content_type, algorithm)
+        manifest = parse_manifest(
+            body, content_type, algorithm, schema1_ok=self.options.schema1 == "verify"
+        )
+        if manifest.media_type in mt.SCHEMA1:
+            _check_schema1(name, body)
         if isinstance(ref, Digest) and manifest.digest != ref:
             raise RegistryError(
                 ErrorCode.DIGEST_INVALID,
@@ -301,7 +311,7 @@ class Registry:
         )
         if fallback is not None and fallback.media_type in mt.INDEXES:
             try:
-                index = parse_manifest(fallback.content, fallback.media_type)
+                index = parse_manifest(fallback.content, fallback.media_type, schema1_ok=True)
             except RegistryError:
                 index = None
             for child in index.children if index else ():
@@ -312,6 +322,24 @@ class Registry:
         if not found and fallback is None and not await self.metadata.repository_exists(name):
             raise _unknown_repository(name)
         return Referrers(found, filtered=artifact_type is not None)
+
+
+def _check_schema1(name: str, body: bytes) -> None:
+    """Distribution 2.x's checks of a schema 1 push, in its order: the name it was signed for,
+    then every signature (its blobs are checked with the other manifests' on store). The `tag`
+    member is not compared with the URL's, as Distribution 2.3+ did not."""
+    signed_for = schema1.parse(body).name
+    if signed_for != name:
+        raise RegistryError(
+            ErrorCode.NAME_INVALID,
+            f"schema 1 manifest is for repository {signed_for[:150]!r}, not {name}: its name is "
+            "signed, so it cannot be pushed under another one",
+            detail={"name": signed_for[:150]},
+        )
+    try:
+        verify_schema1(body)
+    except JwsError as exc:
+        raise RegistryError(ErrorCode.MANIFEST_UNVERIFIED, exc.reason) from None
 
 
 def _unknown_repository(name: str) -> RegistryError:

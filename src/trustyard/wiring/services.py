@@ -112,6 +112,7 @@ def _open_repositories(services: Services, server: bool) -> None:
         max_manifest_bytes=settings.max_manifest_bytes,
         max_blob_bytes=settings.max_blob_bytes,
         index_platforms=IndexPlatforms.parse(settings.index_platforms),
+        schema1=settings.schema1,
     )
     registry = Registry(
         storage, database.metadata, options, cache, manifest_lookups(settings, cache)
