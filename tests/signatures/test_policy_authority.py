@@ -83,8 +83,15 @@ def check(tmp_path: Path) -> tuple[FakeRegistry, AuthorityCheck]:
     return reg, policy.rules[0].check
 
 
-def decide(check: AuthorityCheck, graph: Graph, rec: ManifestRecord, repo: str = REPO) -> Decision:
-    return asyncio.run(check.decide(repo, rec, GrantedKeys(graph)))
+def decide(
+    check: AuthorityCheck,
+    graph: Graph,
+    rec: ManifestRecord,
+    repo: str = REPO,
+    known: tuple[GrantedKey, ...] = (),
+) -> Decision:
+    keys = GrantedKeys(graph, [(g.key_type, g.key_id, g.public) for g in known])
+    return asyncio.run(check.decide(repo, rec, keys))
 
 
 def sign_tag(reg: FakeRegistry, key: ec.EllipticCurvePrivateKey, rec: ManifestRecord) -> None:
@@ -156,9 +163,10 @@ def test_expired_revoked_and_ungranted_keys_say_why(
     stale = grant(key, expires=NOW - dt.timedelta(seconds=1))
     got = decide(kind, Graph((stale,)), image)
     assert not got.ok and "expired" in got.reason
-    # Refused at evaluation (revoked): the refusal's reason is the reason.
+    # Refused at evaluation (revoked): the refusal's reason is the reason. The key is known
+    # from the statement (to name the signer), never granted.
     revoked = Graph((), (Refusal("st-1", "revoked by st-2 (key lost)", kid),))
-    got = decide(kind, revoked, image)
+    got = decide(kind, revoked, image, known=(grant(key),))
     assert not got.ok and "statement st-1: revoked by st-2 (key lost)" in got.reason
     # A key the authority never heard of: the cosign signature is made by no granted key.
     other = ec.generate_private_key(ec.SECP256R1())

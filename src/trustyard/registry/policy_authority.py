@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from trustyard.authority.model import Graph
 from trustyard.authority.statements import evaluate
 from trustyard.crypto.jws import JwsError, verify_schema1
 from trustyard.metadata.base import ManifestRecord
@@ -49,6 +48,7 @@ from trustyard.signing.authority_match import (
     judge_jws,
     judge_simple,
     load_roots,
+    statement_keys,
     summarize,
 )
 
@@ -57,24 +57,23 @@ MAX_SIMPLE = 64  # simple signatures judged per decision (gpg runs only for gran
 
 
 class GraphCache:
-    """The last evaluated Graph, reused for `ttl` seconds; one evaluation at a time."""
+    """The last evaluated Graph (as GrantedKeys), reused for `ttl` seconds; one evaluation at a time."""
 
     def __init__(
         self,
-        load: Callable[[], Awaitable[Graph]],
+        load: Callable[[], Awaitable[GrantedKeys]],
         ttl: float = GRAPH_TTL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.load, self.ttl, self.clock = load, ttl, clock
-        self._graph: tuple[float, Graph, GrantedKeys] | None = None
+        self._keys: tuple[float, GrantedKeys] | None = None
         self._lock = asyncio.Lock()
 
     async def get(self) -> GrantedKeys:
         async with self._lock:
-            if self._graph is None or self.clock() - self._graph[0] >= self.ttl:
-                graph = await self.load()
-                self._graph = (self.clock(), graph, GrantedKeys(graph))
-            return self._graph[2]
+            if self._keys is None or self.clock() - self._keys[0] >= self.ttl:
+                self._keys = (self.clock(), await self.load())
+            return self._keys[1]
 
 
 class AuthorityCheck:
@@ -100,10 +99,15 @@ class AuthorityCheck:
         self.ctx = ctx
         self.graphs = GraphCache(self._evaluate)
 
-    async def _evaluate(self) -> Graph:
+    async def _evaluate(self) -> GrantedKeys:
         assert self.ctx.authority_statements is not None
         statements = await self.ctx.authority_statements()
-        return await asyncio.to_thread(evaluate, statements, self.roots, datetime.now(UTC))
+
+        def evaluated() -> GrantedKeys:
+            graph = evaluate(statements, self.roots, datetime.now(UTC))
+            return GrantedKeys(graph, statement_keys(statements))
+
+        return await asyncio.to_thread(evaluated)
 
     async def verify(self, repository: str, record: ManifestRecord, tag: str | None) -> Decision:
         if await signature_artifact_problem(self.ctx, record) is None:

@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from trustyard.authority.model import GrantedKey, Graph
-from trustyard.authority.statements import Root
+from trustyard.authority.statements import Root, StatementError
+from trustyard.authority.statements import parse as parse_statement
 from trustyard.crypto.ecdsa import verify_digest
 from trustyard.crypto.keyid import PublicKey, libtrust_kid, spki_der
 from trustyard.signing import annotations as ann
@@ -115,21 +116,31 @@ def _spki_of(grant: GrantedKey) -> bytes | None:
 class GrantedKeys:
     """The keys of one `Graph`, in the forms each kind verifies with (parsed once per Graph)."""
 
-    def __init__(self, graph: Graph, now: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        known: Iterable[tuple[str, str, bytes]] = (),
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
+        """`known`: (key type, key ID, public) of keys that statements name without granting
+        them now (revoked, expired, other roots): tried after the granted ones only so that a
+        refusal can name the signer and say why its key does not count."""
         self.graph = graph
         self._now = now or (lambda: datetime.now(UTC))
         self._spki: dict[str, bytes | None] = {}
         # cosign names keys by sha256 of the SPKI; the authority by libtrust KeyID.
         self.ec: dict[str, tuple[ec.EllipticCurvePublicKey, str]] = {}
         self.openpgp = [g for g in graph.grants if g.key_type == "openpgp"]
-        for g in graph.grants:
-            if g.key_type != "pkix":
-                continue
+        pkix = [(g.key_id, g.public) for g in graph.grants if g.key_type == "pkix"]
+        pkix += [(kid, public) for kind, kid, public in known if kind == "pkix"]
+        for kid, public in pkix:
             try:
-                key = cosign.load_public_key(g.public, f"granted key {g.key_id}")
+                key = cosign.load_public_key(public, f"key {kid}")
             except SigningError:
                 continue  # RSA or another curve: cosign signatures cannot be made with it
-            self.ec.setdefault(cosign.key_id(key), (key, g.key_id))
+            self.ec.setdefault(cosign.key_id(key), (key, kid))
+        self.key_ids = {g.key_id for g in graph.grants} | {k for _, k, _ in known}
+        self.key_ids |= {r.key_id for r in graph.refused if r.key_id}
 
     def ec_keys(self) -> list[ec.EllipticCurvePublicKey]:
         return [key for key, _ in self.ec.values()]
@@ -191,7 +202,9 @@ def judge_simple(
     claimed = claimed_key_ids(content)
     candidates = [g for g in keys.openpgp if g.key_id.upper()[-16:] in claimed]
     if not candidates:
-        shown = claimed[0] if claimed else None
+        # Name the key by the full fingerprint when a statement knows it.
+        full = [k for k in sorted(keys.key_ids) if k.upper()[-16:] in claimed]
+        shown = next(iter(full or claimed), None)
         why = keys.graph.why_not(shown, repository) if shown else "names no signing key"
         return Verdict(kind, where, shown, False, f"simple signature: {why}")
     failures = []
@@ -254,6 +267,20 @@ def judge_jws(
     for s in signers:
         public: PublicKey = s.public_key
         out.append(keys.judge("jws", where, s.key_id, repository, spki_der(public)))
+    return out
+
+
+def statement_keys(statements: Iterable[bytes]) -> list[tuple[str, str, bytes]]:
+    """(key type, key ID, public) of every key the statements name (their own signature
+    checked, no trust decided): the `known` keys of `GrantedKeys`."""
+    out: list[tuple[str, str, bytes]] = []
+    for data in statements:
+        try:
+            st = parse_statement(data)
+        except StatementError:
+            continue
+        if st.type == "grant" and st.key_type is not None and st.key_id is not None:
+            out.append((st.key_type, st.key_id, st.key_public))
     return out
 
 

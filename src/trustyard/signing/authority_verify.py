@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
-from trustyard.authority.model import Graph
 from trustyard.authority.statements import Root, evaluate
 from trustyard.crypto.jws import JwsError, verify_schema1
 from trustyard.oci import mediatypes as mt
@@ -29,6 +28,7 @@ from trustyard.signing.authority_match import (
     judge_jws,
     judge_simple,
     load_roots,
+    statement_keys,
 )
 from trustyard.signing.cosign_remote import ArtifactClient, find_and_verify
 from trustyard.signing.errors import RemoteError, SigningError
@@ -98,8 +98,12 @@ class AuthorityClient(ArtifactClient):
         raise RemoteError(f"authority statements: more than {MAX_STATEMENT_PAGES} pages")
 
 
-def graph_of(statements: list[bytes], roots: list[Root], now: datetime | None = None) -> Graph:
-    return evaluate(statements, roots, now or datetime.now(UTC))
+def granted_keys(
+    statements: list[bytes], roots: list[Root], now: datetime | None = None
+) -> GrantedKeys:
+    """The statements evaluated against `roots` at `now`, ready to judge signatures with."""
+    graph = evaluate(statements, roots, now or datetime.now(UTC))
+    return GrantedKeys(graph, statement_keys(statements))
 
 
 def judge_remote(
