@@ -68,6 +68,9 @@ def read_statements(directory: Path) -> list[bytes]:
 class AuthorityClient(ArtifactClient):
     """An artifact client that also reads the registry's authority statements."""
 
+    def __enter__(self) -> AuthorityClient:
+        return self
+
     def statements(self, repo: str) -> list[bytes]:
         """Every statement the registry serves (`GET /extensions/v2/_authority/statements`,
         following `Link: <…>; rel="next"` pages); `repo` scopes the pull token."""

@@ -1,0 +1,93 @@
+"""`trustyard verify REF --authority-roots DIR`: which signatures of an image the namespace
+authority authorizes (issue 20 part 2), judged with roots the user chose.
+
+Every signature found (cosign, simple signing, JWS schema 1, ir-sign annotations) is printed
+with its kind, key ID, and the user and namespace grant that authorizes it, or why none does.
+Exit status: 0 when at least one signature is authorized, 1 when none is, 2 when the check
+could not be made (unreadable roots or statements, unreachable registry).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trustyard.cli.signatures import Connection
+from trustyard.signing.authority_match import RootsError, summarize
+from trustyard.signing.authority_verify import (
+    AuthorityClient,
+    granted_keys,
+    judge_remote,
+    read_statements,
+    roots_in,
+)
+from trustyard.signing.errors import SigningError
+from trustyard.signing.registry_client import RemoteRef
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def verify(
+    ref: Annotated[str, typer.Argument(help="HOST[:PORT]/REPO:TAG or …@DIGEST")],
+    authority_roots: Annotated[
+        Path,
+        typer.Option(
+            "--authority-roots",
+            help="Directory of trusted authority root certificates (*.pem, *.crt).",
+        ),
+    ],
+    statements: Annotated[
+        Path | None,
+        typer.Option(
+            "--statements",
+            help="Read statements from this directory (offline) instead of the registry.",
+        ),
+    ] = None,
+    plain_http: Annotated[bool, typer.Option("--plain-http")] = False,
+    insecure: Annotated[bool, typer.Option("--insecure")] = False,
+    tls_ca: Annotated[Path | None, typer.Option("--tls-ca")] = None,
+    authfile: Annotated[Path | None, typer.Option("--authfile")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """Print every signature of an image and the authority grant that authorizes it (or why
+    none does); exit non-zero when no signature is authorized."""
+    conn = Connection(plain_http, insecure, tls_ca, authfile)
+    try:
+        remote = RemoteRef.parse(ref)
+        roots = roots_in(authority_roots)
+        with AuthorityClient(
+            remote.host,
+            plain_http=conn.plain_http,
+            insecure=conn.insecure,
+            ca_file=conn.tls_ca,
+            auth_file=conn.authfile,
+        ) as client:
+            if statements is not None:
+                found = read_statements(statements)
+            else:
+                found = client.statements(remote.repository)
+            keys = granted_keys(found, roots)
+            digest, verdicts = judge_remote(client, remote, keys)
+    except (SigningError, RootsError, ValueError) as exc:
+        raise _fail(str(exc), 2) from None
+    ok, reason, _ = summarize(verdicts)
+    if as_json:
+        typer.echo(json.dumps([v.to_json() for v in verdicts], indent=2))
+    else:
+        authorized = sum(v.authorized for v in verdicts)
+        typer.echo(
+            f"{ref} ({digest}): {len(verdicts)} signature(s), {authorized} authorized "
+            f"({len(keys.graph.grants)} grant(s) from {len(found)} statement(s))"
+        )
+        for v in verdicts:
+            status = "authorized" if v.authorized else "not authorized"
+            typer.echo(f"{v.kind:<15} {status:<15} {v.key_id or '-'}  {v.where}")
+            typer.echo(f"    {v.reason}")
+    if not ok:
+        raise _fail(f"{ref}: {reason}", 1)
