@@ -281,3 +281,27 @@ def test_openpgp_key_fingerprint(pki: Pki, tmp_path: Path) -> None:
         assert grant.public.startswith(b"-----BEGIN PGP PUBLIC KEY BLOCK-----")
     finally:
         stop_agent(gpg_key)
+
+
+def test_roots_directory(pki: Pki, user_key: ec.EllipticCurvePrivateKey, tmp_path: Path) -> None:
+    from trustyard.authority import roots as rootsdir
+
+    src = tmp_path / "corp-root.pem"
+    src.write_bytes(pki.root.pem)
+    d = tmp_path / "roots"
+    rootsdir.add_root(d, src)
+    with pytest.raises(rootsdir.RootsError, match="already exists"):
+        rootsdir.add_root(d, src)
+    statement = _grant(pki, user_key)
+    assert len(evaluate([statement], rootsdir.load_roots(d), now()).grants) == 1
+    rootsdir.set_enabled(d, "corp-root", False)
+    assert (d / "corp-root.pem.disabled").exists()
+    graph = evaluate([statement], rootsdir.load_roots(d), now())
+    assert _reasons(graph) == ["chain ends at root corp-root.pem, which is disabled"]
+    rootsdir.set_enabled(d, "corp-root.pem", True)
+    assert len(evaluate([statement], rootsdir.load_roots(d), now()).grants) == 1
+    rootsdir.remove_root(d, "corp-root.pem")
+    assert rootsdir.load_roots(d) == []
+    (d / "junk.pem").write_bytes(b"nope")
+    with pytest.raises(rootsdir.RootsError, match="no PEM certificate"):
+        rootsdir.load_roots(d)

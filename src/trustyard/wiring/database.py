@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trustyard.metadata import migrate
 from trustyard.metadata.auth_sql import SqlAuthStore
+from trustyard.metadata.authority_sql import SqlAuthorityStore
 from trustyard.metadata.copy import SqlTables
 from trustyard.metadata.migrate import SchemaMismatch
 from trustyard.metadata.postgres import postgres_engines
@@ -41,6 +42,7 @@ class Database:
         self.auth = SqlAuthStore(reader, writer)
         self.trust = SqlTrustStore(reader, writer)
         self.signatures = SqlSignatureStore(reader, writer)
+        self.authority = SqlAuthorityStore(reader, writer)
         self.tables = SqlTables(self.metadata)
 
     async def close(self) -> None:
