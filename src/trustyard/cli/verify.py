@@ -15,14 +15,14 @@ from typing import Annotated
 
 import typer
 
+from trustyard.authority.roots import RootsError, load_roots
 from trustyard.cli.signatures import Connection
-from trustyard.signing.authority_match import RootsError, summarize
+from trustyard.signing.authority_match import summarize
 from trustyard.signing.authority_verify import (
     AuthorityClient,
     granted_keys,
     judge_remote,
     read_statements,
-    roots_in,
 )
 from trustyard.signing.errors import SigningError
 from trustyard.signing.registry_client import RemoteRef
@@ -39,7 +39,7 @@ def verify(
         Path,
         typer.Option(
             "--authority-roots",
-            help="Directory of trusted authority root certificates (*.pem, *.crt).",
+            help="Directory of authority roots (NAME.pem; NAME.pem.disabled is switched off).",
         ),
     ],
     statements: Annotated[
@@ -60,7 +60,9 @@ def verify(
     conn = Connection(plain_http, insecure, tls_ca, authfile)
     try:
         remote = RemoteRef.parse(ref)
-        roots = roots_in(authority_roots)
+        roots = load_roots(authority_roots)
+        if not any(r.enabled for r in roots):
+            raise RootsError(f"{authority_roots} holds no enabled root (NAME.pem)")
         with AuthorityClient(
             remote.host,
             plain_http=conn.plain_http,

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from trustyard.authority.roots import RootsError, load_root_files
 from trustyard.authority.statements import evaluate
 from trustyard.crypto.jws import JwsError, verify_schema1
 from trustyard.metadata.base import ManifestRecord
@@ -41,13 +42,11 @@ from trustyard.registry.signature_artifacts import signature_artifact_problem
 from trustyard.signing import annotations as ann
 from trustyard.signing.authority_match import (
     GrantedKeys,
-    RootsError,
     Verdict,
     judge_annotations,
     judge_cosign,
     judge_jws,
     judge_simple,
-    load_roots,
     statement_keys,
     summarize,
 )
@@ -89,7 +88,7 @@ class AuthorityCheck:
         if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
             raise PolicyConfigError("authority: roots must be a non-empty list of PEM files")
         try:
-            self.roots = load_roots(Path(p) for p in paths)
+            self.roots = load_root_files([Path(p) for p in paths])
         except RootsError as exc:
             raise PolicyConfigError(f"authority: {exc}") from None
         if ctx.authority_statements is None:

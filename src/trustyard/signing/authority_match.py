@@ -20,12 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from trustyard.authority.model import GrantedKey, Graph
-from trustyard.authority.statements import Root, StatementError
+from trustyard.authority.statements import StatementError
 from trustyard.authority.statements import parse as parse_statement
 from trustyard.crypto.ecdsa import verify_digest
 from trustyard.crypto.keyid import PublicKey, libtrust_kid, spki_der
@@ -40,26 +39,6 @@ from trustyard.signing.simplesign import (
 )
 
 MAX_GPG_CANDIDATES = 8  # granted OpenPGP keys tried per simple signature (each one a gpg run)
-
-
-class RootsError(ValueError):
-    """The chosen roots cannot be read; the message names the file."""
-
-
-def load_roots(paths: Iterable[Path]) -> list[Root]:
-    """Every certificate in these PEM files, as enabled roots."""
-    roots = []
-    for path in paths:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise RootsError(f"cannot read root {path}: {exc.strerror}") from None
-        try:
-            certs = x509.load_pem_x509_certificates(data)
-        except ValueError:
-            raise RootsError(f"root {path} holds no PEM certificate") from None
-        roots += [Root(f"{path}#{i}" if i else str(path), c) for i, c in enumerate(certs)]
-    return roots
 
 
 @dataclass(frozen=True)

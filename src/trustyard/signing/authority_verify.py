@@ -21,13 +21,11 @@ from trustyard.remote.bounded import BodyError, loads_json, read_body
 from trustyard.signing import annotations as ann
 from trustyard.signing.authority_match import (
     GrantedKeys,
-    RootsError,
     Verdict,
     judge_annotations,
     judge_cosign,
     judge_jws,
     judge_simple,
-    load_roots,
     statement_keys,
 )
 from trustyard.signing.cosign_remote import ArtifactClient, find_and_verify
@@ -39,17 +37,6 @@ MAX_STATEMENT_PAGES = 1000  # pages followed through Link headers before giving 
 MAX_PAGE = 16 * 1024 * 1024
 MAX_STATEMENT_FILE = 64 * 1024 * 1024
 _NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
-
-
-def roots_in(directory: Path) -> list[Root]:
-    """The roots of `--authority-roots DIR`: every `*.pem` / `*.crt` file in it (a root is
-    disabled by renaming it to anything else, removed by deleting it)."""
-    if not directory.is_dir():
-        raise RootsError(f"{directory} is not a directory")
-    files = sorted(p for p in directory.iterdir() if p.suffix in (".pem", ".crt") and p.is_file())
-    if not files:
-        raise RootsError(f"{directory} holds no root certificate (*.pem, *.crt)")
-    return load_roots(files)
 
 
 def read_statements(directory: Path) -> list[bytes]:
