@@ -310,22 +310,28 @@ def test_composes_with_all_of_and_any_of(tmp_path: Path) -> None:
     assert loads, "the authority check evaluated the registry's statements"
 
 
-def test_graph_cache_reuses_within_the_ttl() -> None:
-    now = [0.0]
-    loads: list[Graph] = []
+def test_graph_cache_follows_the_generation_and_the_ttl() -> None:
+    now, generation = [0.0], [1]
+    loads: list[GrantedKeys] = []
 
-    async def load() -> Graph:
-        loads.append(Graph())
+    async def load() -> GrantedKeys:
+        loads.append(GrantedKeys(Graph()))
         return loads[-1]
 
-    cache = GraphCache(load, ttl=30, clock=lambda: now[0])
+    async def gen() -> int:
+        return generation[0]
+
+    cache = GraphCache(load, gen, ttl=60, clock=lambda: now[0])
 
     async def run() -> None:
         first = await cache.get()
-        now[0] = 29.0
+        now[0] = 59.0
         assert await cache.get() is first
-        now[0] = 30.0
-        assert await cache.get() is not first
+        generation[0] = 2  # a statement was added: evaluated again at once
+        second = await cache.get()
+        assert second is not first
+        now[0] = 119.0
+        assert await cache.get() is not second  # too old
 
     asyncio.run(run())
-    assert len(loads) == 2
+    assert len(loads) == 3

@@ -106,6 +106,9 @@ class PolicyContext:
     # The namespace authority's statements as the registry stores them (kind `authority`,
     # registry/policy_authority.py): raw JWS bytes, evaluated by the check against its roots.
     authority_statements: Callable[[], Awaitable[list[bytes]]] | None = None
+    # A number that changes whenever a statement is added (the store is append-only: its count);
+    # lets the kind re-evaluate at once instead of waiting for its cache to age out.
+    authority_generation: Callable[[], Awaitable[int]] | None = None
 
 
 CheckFactory = Callable[[dict[str, Any], PolicyContext], SignatureCheck]

@@ -7,9 +7,11 @@ the rule's roots (`authority/statements.evaluate`) into a `Graph`; every signatu
 manifest (JWS schema 1 signers, ir-sign annotations, cosign in all its shapes, simple signatures)
 is judged by `signing/authority_match.py`, the module `trustyard verify` uses too.
 
-The evaluated Graph is cached for `GRAPH_TTL` seconds per rule: statements change rarely and
-evaluating them checks every x509 chain and JWS signature. A grant or revocation therefore takes
-effect within that time on every replica; a grant's own expiry is checked on every decision.
+The evaluated Graph is cached per rule: statements change rarely and evaluating them checks
+every x509 chain and JWS signature. It is evaluated again when the store's generation (its
+statement count: the store is append-only) changes, so a new grant or revocation takes effect on
+the next pull on every replica, and at least every `GRAPH_TTL` seconds, for certificates that
+expire with time alone; a grant's own expiry is checked on every decision.
 """
 
 from __future__ import annotations
@@ -51,28 +53,33 @@ from trustyard.signing.authority_match import (
     summarize,
 )
 
-GRAPH_TTL = 30.0  # seconds an evaluated Graph is reused (see the module docstring)
+GRAPH_TTL = 60.0  # seconds an evaluated Graph is reused at most (see the module docstring)
 MAX_SIMPLE = 64  # simple signatures judged per decision (gpg runs only for granted keys)
 
 
 class GraphCache:
-    """The last evaluated Graph (as GrantedKeys), reused for `ttl` seconds; one evaluation at a time."""
+    """The last evaluated Graph (as GrantedKeys), reused until the statements' generation
+    changes or it is `ttl` seconds old (certificates and grants expire with time alone);
+    one evaluation at a time."""
 
     def __init__(
         self,
         load: Callable[[], Awaitable[GrantedKeys]],
+        generation: Callable[[], Awaitable[int]] | None = None,
         ttl: float = GRAPH_TTL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.load, self.ttl, self.clock = load, ttl, clock
-        self._keys: tuple[float, GrantedKeys] | None = None
+        self.load, self.generation, self.ttl, self.clock = load, generation, ttl, clock
+        self._keys: tuple[float, int | None, GrantedKeys] | None = None
         self._lock = asyncio.Lock()
 
     async def get(self) -> GrantedKeys:
         async with self._lock:
-            if self._keys is None or self.clock() - self._keys[0] >= self.ttl:
-                self._keys = (self.clock(), await self.load())
-            return self._keys[1]
+            gen = await self.generation() if self.generation is not None else None
+            cached = self._keys
+            if cached is None or cached[1] != gen or self.clock() - cached[0] >= self.ttl:
+                cached = self._keys = (self.clock(), gen, await self.load())
+            return cached[2]
 
 
 class AuthorityCheck:
@@ -96,7 +103,7 @@ class AuthorityCheck:
         if ctx.get_tagged is None or ctx.referrers is None or ctx.simple_signatures is None:
             raise PolicyConfigError("authority: this registry gives policies no signature readers")
         self.ctx = ctx
-        self.graphs = GraphCache(self._evaluate)
+        self.graphs = GraphCache(self._evaluate, ctx.authority_generation)
 
     async def _evaluate(self) -> GrantedKeys:
         assert self.ctx.authority_statements is not None

@@ -68,6 +68,11 @@ class RegistrySources:
                 return out
             last = page[-1].id
 
+    async def authority_generation(self) -> int:
+        """The statement count: the store is append-only, so it changes with every addition."""
+        assert self.authority is not None
+        return await self.authority.count_statements()
+
     def context(self, trust_files: TrustFiles | None, audit: Audit | None) -> PolicyContext:
         ctx = PolicyContext(
             self.read_blob,
@@ -80,4 +85,5 @@ class RegistrySources:
         ctx.audit = audit
         if self.authority is not None:
             ctx.authority_statements = self.authority_statements
+            ctx.authority_generation = self.authority_generation
         return ctx
