@@ -183,6 +183,10 @@ CASES = [
     Case("GET", f"/extensions/v2/{REPO}/signatures/<manifest>", "pull", 200),
     Case("PUT", f"/extensions/v2/{REPO}/signatures/<manifest>", "push", 400, b"{}"),
     Case("DELETE", f"/extensions/v2/{REPO}/signatures/<manifest>", "delete", 202),
+    # the namespace authority's statements: anyone may read, only the admin right posts
+    Case("GET", "/extensions/v2/_authority/statements", "identity", 200),
+    Case("GET", "/extensions/v2/_authority/statements/nope", "identity", 404),
+    Case("POST", "/extensions/v2/_authority/statements", "catalog", 400, b"garbage"),
 ]
 
 

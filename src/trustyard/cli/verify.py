@@ -16,14 +16,10 @@ from typing import Annotated
 import typer
 
 from trustyard.authority.roots import RootsError, load_roots
+from trustyard.cli.authority import CliError, read_statements
 from trustyard.cli.signatures import Connection
 from trustyard.signing.authority_match import summarize
-from trustyard.signing.authority_verify import (
-    AuthorityClient,
-    granted_keys,
-    judge_remote,
-    read_statements,
-)
+from trustyard.signing.authority_verify import VerifyClient, granted_keys, judge_remote
 from trustyard.signing.errors import SigningError
 from trustyard.signing.registry_client import RemoteRef
 
@@ -46,7 +42,8 @@ def verify(
         Path | None,
         typer.Option(
             "--statements",
-            help="Read statements from this directory (offline) instead of the registry.",
+            help="Statements saved by `trustyard authority fetch` (a directory of *.jws, or "
+            "a file), for offline use, instead of the registry's.",
         ),
     ] = None,
     plain_http: Annotated[bool, typer.Option("--plain-http")] = False,
@@ -63,7 +60,7 @@ def verify(
         roots = load_roots(authority_roots)
         if not any(r.enabled for r in roots):
             raise RootsError(f"{authority_roots} holds no enabled root (NAME.pem)")
-        with AuthorityClient(
+        with VerifyClient(
             remote.host,
             plain_http=conn.plain_http,
             insecure=conn.insecure,
@@ -71,12 +68,12 @@ def verify(
             auth_file=conn.authfile,
         ) as client:
             if statements is not None:
-                found = read_statements(statements)
+                found = read_statements([statements])
             else:
-                found = client.statements(remote.repository)
+                found = client.fetch_statements()
             keys = granted_keys(found, roots)
             digest, verdicts = judge_remote(client, remote, keys)
-    except (SigningError, RootsError, ValueError) as exc:
+    except (SigningError, RootsError, CliError, ValueError) as exc:
         raise _fail(str(exc), 2) from None
     ok, reason, _ = summarize(verdicts)
     if as_json:

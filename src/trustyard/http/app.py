@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 
 from trustyard.cache.base import LockBusy
 from trustyard.config import Settings, settings_for_worker
-from trustyard.http import extensions, v2
+from trustyard.http import authority_routes, extensions, v2
 from trustyard.http import token_routes as auth_server
 from trustyard.http import trust_routes as trust_server
 from trustyard.http.access import AccessControl
@@ -98,6 +98,7 @@ def create_app(settings: Settings) -> Starlette:
             app.state.registry = registry
             app.state.trust = services.trust
             app.state.simple_signatures = services.simple_signatures
+            app.state.authority = services.authority
             app.state.trust_max_upload_bytes = settings.trust.max_upload_bytes
         app.state.auth = services.auth
         tasks = []
@@ -119,7 +120,11 @@ def create_app(settings: Settings) -> Starlette:
     issuing = settings.auth.mode == "token" and settings.auth.token.issue
     token_routes = auth_server.routes() if issuing and "token" in groups else []
     trust_routes = trust_server.routes() if settings.trust.enabled and "trust" in groups else []
-    registry_routes = [*v2.routes(), *extensions.routes()] if "registry" in groups else []
+    registry_routes = (
+        [*v2.routes(), *authority_routes.routes(), *extensions.routes()]
+        if "registry" in groups
+        else []
+    )
     # The issuer's few routes go last: /v2 requests (nearly all traffic) should not walk them,
     # and no /v2 or /extensions pattern can match /auth/..., so the order changes nothing else.
     routes = [*trust_routes, *registry_routes, *token_routes]

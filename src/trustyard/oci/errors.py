@@ -39,6 +39,10 @@ class ErrorCode(Enum):
     # The token endpoint's malformed form (OAuth2's invalid_request), not a /v2/ error.
     TOKEN_REQUEST_INVALID = ("INVALID_REQUEST", 400, "malformed token request")
     UNKNOWN = ("UNKNOWN", 500, "unknown error")
+    # The namespace authority's statements (extensions API, docs/authority.md); ours, not OCI's.
+    STATEMENT_INVALID = ("STATEMENT_INVALID", 400, "authority statement invalid")
+    STATEMENT_UNKNOWN = ("STATEMENT_UNKNOWN", 404, "authority statement unknown")
+    STATEMENT_CONFLICT = ("STATEMENT_CONFLICT", 409, "another statement has this id")
     # A query parameter the handler reads once was repeated (or is malformed): 400, not 405.
     PARAMETER_INVALID = ("UNSUPPORTED", 400, "invalid query parameter")
 

@@ -9,16 +9,13 @@ the judging is `signing/authority_match.py`, shared with the registry's policy k
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
-from pathlib import Path
-from urllib.parse import urljoin, urlsplit
 
 from trustyard.authority.statements import Root, evaluate
 from trustyard.crypto.jws import JwsError, verify_schema1
 from trustyard.oci import mediatypes as mt
-from trustyard.remote.bounded import BodyError, loads_json, read_body
 from trustyard.signing import annotations as ann
+from trustyard.signing.authority_client import AuthorityClient
 from trustyard.signing.authority_match import (
     GrantedKeys,
     Verdict,
@@ -29,63 +26,15 @@ from trustyard.signing.authority_match import (
     statement_keys,
 )
 from trustyard.signing.cosign_remote import ArtifactClient, find_and_verify
-from trustyard.signing.errors import RemoteError, SigningError
+from trustyard.signing.errors import RemoteError
 from trustyard.signing.registry_client import RemoteRef
 
-STATEMENTS_PATH = "/extensions/v2/_authority/statements"
-MAX_STATEMENT_PAGES = 1000  # pages followed through Link headers before giving up
-MAX_PAGE = 16 * 1024 * 1024
-MAX_STATEMENT_FILE = 64 * 1024 * 1024
-_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 
+class VerifyClient(ArtifactClient, AuthorityClient):
+    """Reads an image's signatures and the registry's authority statements."""
 
-def read_statements(directory: Path) -> list[bytes]:
-    """Statements saved for offline use: every line of every file in `directory` that is not
-    blank (compact JWS are one line each, so files may hold one or many)."""
-    if not directory.is_dir():
-        raise SigningError(f"statements: {directory} is not a directory")
-    out = []
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        if path.stat().st_size > MAX_STATEMENT_FILE:
-            raise SigningError(f"statements: {path} is over {MAX_STATEMENT_FILE} bytes")
-        out += [line.strip() for line in path.read_bytes().splitlines() if line.strip()]
-    return out
-
-
-class AuthorityClient(ArtifactClient):
-    """An artifact client that also reads the registry's authority statements."""
-
-    def __enter__(self) -> AuthorityClient:
+    def __enter__(self) -> VerifyClient:
         return self
-
-    def statements(self, repo: str) -> list[bytes]:
-        """Every statement the registry serves (`GET /extensions/v2/_authority/statements`,
-        following `Link: <…>; rel="next"` pages); `repo` scopes the pull token."""
-        out: list[bytes] = []
-        path: str | None = f"{STATEMENTS_PATH}?n=1000"
-        for _ in range(MAX_STATEMENT_PAGES):
-            if path is None:
-                return out
-            with self._request("GET", repo, path) as r:
-                if r.status_code == 404:
-                    raise RemoteError(f"{self.host} serves no authority statements")
-                if r.status_code != 200:
-                    raise self._fail(r, "cannot list authority statements")
-                data = read_body(r, MAX_PAGE, "authority statements")
-                link = _NEXT.search(r.headers.get("Link", ""))
-            try:
-                doc = loads_json(data, "authority statements")
-            except BodyError as exc:
-                raise RemoteError(str(exc)) from None
-            entries = doc.get("statements") if isinstance(doc, dict) else None
-            if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
-                raise RemoteError("authority statements: the answer has no list of statements")
-            out += [e.encode() for e in entries]
-            path = None
-            if link is not None:
-                target = urlsplit(urljoin(STATEMENTS_PATH, link.group(1)))
-                path = target.path + (f"?{target.query}" if target.query else "")
-        raise RemoteError(f"authority statements: more than {MAX_STATEMENT_PAGES} pages")
 
 
 def granted_keys(

@@ -158,12 +158,16 @@ class RegistryClient:
         *,
         headers: Mapping[str, str] | None = None,
         content: bytes | None = None,
+        scope: str | None = None,
     ) -> Iterator[httpx.Response]:
-        """A streamed response; one retry after answering a 401 challenge (remote/token_auth)."""
+        """A streamed response; one retry after answering a 401 challenge (remote/token_auth).
+
+        The token scope is `repository:REPO:ACTIONS` unless `scope` names another ("": none)."""
         request = self._http.build_request(
             method, self._url(path), headers=headers, content=content
         )
-        flow = self._auth.flow(request, f"repository:{repo}:{self.actions}")
+        default = f"repository:{repo}:{self.actions}"
+        flow = self._auth.flow(request, default if scope is None else scope)
         response, _ = drive(flow, self._send, self._http)
         try:
             yield response

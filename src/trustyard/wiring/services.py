@@ -20,6 +20,7 @@ from trustyard.config import Settings, create_data_dir
 from trustyard.metadata.copy_base import Tables
 from trustyard.oci.platforms import IndexPlatforms
 from trustyard.registry import Registry, RegistryOptions
+from trustyard.registry.authority import AuthorityStatements
 from trustyard.registry.policy import Policy, build_policy
 from trustyard.registry.policy_authority import AuthorityCheck  # noqa: F401 (registers it)
 from trustyard.registry.policy_signatures import KINDS_REGISTERED  # noqa: F401 (registers them)
@@ -45,6 +46,7 @@ class Services:
     registry: Registry | None = None
     trust: TrustService | None = None
     simple_signatures: SimpleSignatures | None = None
+    authority: AuthorityStatements | None = None
     auth: AuthRuntime | None = None
     _closing: contextlib.AsyncExitStack = field(
         default_factory=contextlib.AsyncExitStack, init=False, repr=False
@@ -125,6 +127,7 @@ def _open_repositories(services: Services, server: bool) -> None:
         registry.policy = open_policy(settings, services)
     if server:
         services.simple_signatures = open_simple_signatures(settings, services)
+        services.authority = AuthorityStatements(database.authority)
 
 
 class _TrustFiles:
