@@ -1,0 +1,223 @@
+"""Policy kind `authority` and `trustyard verify --authority-roots` against a real server: grants
+issued and stored with `trustyard authority grant|revoke`, cosign signatures made with
+`trustyard sign cosign`, pulls with skopeo and podman.
+
+As in test_policy_signatures.py, one enforcing server (the public endpoint) and one without rules
+on the same data directory (the signer's endpoint: an enforcing rule hides unsigned manifests
+from the signing tool too).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.auth.pki import make_cert
+from tests.integration.images import make_image, push_image
+from tests.integration.server import ServerProcess
+from tests.integration.test_policy_pull import podman_pull, skopeo
+from trustyard.signing import cosign
+
+pytestmark = [pytest.mark.needs_skopeo, pytest.mark.needs_podman, pytest.mark.slow]
+USERS = ("alice", "bob", "carol", "dave")
+
+
+@dataclass
+class Setup:
+    root: Path
+    public: ServerProcess  # enforcing
+    signer: ServerProcess  # same data, no rules
+    roots: Path  # the client's roots directory
+
+    def key(self, user: str) -> Path:
+        return self.root / f"{user}.key"
+
+    def pub(self, user: str) -> Path:
+        return self.root / f"{user}.pub"
+
+    def authority(self, *args: str) -> str:
+        """`trustyard authority …` as the authority, storing in the registry; the stdout."""
+        out = trustyard(
+            "authority", *args, "--authority-key", str(self.root / "authority.key"),
+            "--authority-cert", str(self.root / "authority.pem"),
+            "--registry", self.signer.url,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip().splitlines()[-1]
+
+    def grant(self, user: str, namespace: str, *extra: str) -> str:
+        """Grant `user`'s cosign key for `namespace`; the statement id."""
+        args = ["grant", "--key", str(self.pub(user)), "--user", user, "--namespace", namespace]
+        return self.authority(*args, *extra)
+
+    def push_signed(self, repo: str, user: str | None) -> str:
+        with httpx.Client(base_url=self.signer.url, timeout=30) as c:
+            digest = push_image(c, repo, make_image(1, seed=f"authz-{repo}"), "v1")
+        if user is not None:
+            signed = trustyard(
+                "sign", "cosign", f"{self.signer.host}/{repo}:v1", "--key", str(self.key(user)),
+                "--mode", "tag", "--plain-http", env={"COSIGN_PASSWORD": "pw"},
+            )  # fmt: skip
+            assert signed.returncode == 0, signed.stderr
+        return digest
+
+    def verify(self, ref: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return trustyard(
+            "verify", f"{self.signer.host}/{ref}", "--authority-roots", str(self.roots),
+            "--plain-http", *extra,
+        )  # fmt: skip
+
+
+def trustyard(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "trustyard", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    root = tmp_path_factory.mktemp("authz")
+    ca = make_cert("Authority Root", ca=True)
+    inter = ca.issue("Authority Intermediate", ca=True)
+    leaf = inter.issue("Authority Statements")
+    (root / "authority.key").write_bytes(leaf.key_pem())
+    (root / "authority.pem").write_bytes(leaf.pem + inter.pem)
+    roots = root / "roots"
+    roots.mkdir()
+    (roots / "corp.pem").write_bytes(ca.pem)
+    for user in USERS:
+        key = ec.generate_private_key(ec.SECP256R1())
+        (root / f"{user}.key").write_bytes(cosign.encrypt_cosign_key(key, b"pw"))
+        (root / f"{user}.pub").write_bytes(cosign.public_pem(key.public_key()))
+    require = {"kind": "authority", "roots": [str(roots / "corp.pem")]}
+    rules = [{"name": "authorized", "repositories": ["team/*"], "require": require}]
+    data = root / "data"
+    public = ServerProcess(data, extra_env={"TRUSTYARD_POLICY__RULES": json.dumps(rules)}).start()
+    signer = ServerProcess(data).start()
+    try:
+        yield Setup(root, public, signer, roots)
+    finally:
+        public.stop()
+        signer.stop()
+
+
+def test_authorized_pull_passes_and_others_are_refused_with_the_reason(setup: Setup) -> None:
+    s = setup
+    alice = s.grant("alice", "team/*")
+    s.grant("bob", "other/*")
+    digest = s.push_signed("team/app", "alice")
+    assert json.loads(skopeo(s.public, "team/app:v1", ok=True))["schemaVersion"] == 2
+    skopeo(s.public, f"team/app@{digest}", ok=True)
+    podman_pull(s.public, "team/app:v1", ok=True)
+
+    s.push_signed("team/bobs", "bob")
+    out = skopeo(s.public, "team/bobs:v1", ok=False)
+    assert "'authorized' (requires authority)" in out
+    assert "is granted to bob for other/*, not for team/bobs" in out
+    podman_pull(s.public, "team/bobs:v1", ok=False)
+
+    s.push_signed("team/unsigned", None)
+    assert "(requires authority): no signatures" in skopeo(s.public, "team/unsigned:v1", ok=False)
+
+    # The decision names the signer and the grant.
+    log = s.public.log_path
+    assert log is not None
+    allowed = [
+        json.loads(line)
+        for line in log.read_text(errors="replace").splitlines()
+        if '"policy_decision"' in line and '"team/app"' in line
+    ]
+    assert allowed[-1]["allowed"] is True
+    assert f"granted to alice for team/* by statement {alice}" in allowed[-1]["reason"]
+
+
+def test_revoked_grant_is_refused_at_once(setup: Setup) -> None:
+    s = setup
+    carol = s.grant("carol", "team/*")
+    s.push_signed("team/revoked", "carol")
+    skopeo(s.public, "team/revoked:v1", ok=True)
+    s.authority("revoke", "--statement", carol, "--reason", "laptop stolen")
+    out = skopeo(s.public, "team/revoked:v1", ok=False)
+    assert f"statement {carol}" in out and "laptop stolen" in out
+
+
+def test_expired_grant_is_refused(setup: Setup) -> None:
+    s = setup
+    s.push_signed("team/expiring", "dave")
+    # Granted last and briefly (the CLI takes seconds to start on a busy machine).
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=12)
+    dave = s.grant("dave", "team/*", "--expires", soon.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    if dt.datetime.now(dt.UTC) < soon - dt.timedelta(seconds=2):
+        skopeo(s.public, "team/expiring:v1", ok=True)
+    time.sleep(max(0.0, (soon - dt.datetime.now(dt.UTC)).total_seconds()) + 1.5)
+    out = skopeo(s.public, "team/expiring:v1", ok=False)
+    assert dave in out and "expired" in out
+
+
+def test_verify_prints_every_signature_and_exits_by_authorization(
+    setup: Setup, tmp_path: Path
+) -> None:
+    s = setup
+    s.grant("alice", "team/*")
+    s.grant("bob", "other/*")
+    s.push_signed("team/verify", "alice")
+    # bob signs too: two signatures, one authorized.
+    extra = trustyard(
+        "sign", "cosign", f"{s.signer.host}/team/verify:v1", "--key", str(s.key("bob")),
+        "--mode", "referrers", "--plain-http", env={"COSIGN_PASSWORD": "pw"},
+    )  # fmt: skip
+    assert extra.returncode == 0, extra.stderr
+    out = s.verify("team/verify:v1")
+    assert out.returncode == 0, out.stderr
+    assert "2 signature(s), 1 authorized" in out.stdout
+    assert "granted to alice for team/*" in out.stdout
+    assert "granted to bob for other/*, not for team/verify" in out.stdout
+
+    got = s.verify("team/verify:v1", "--json")
+    assert got.returncode == 0, got.stderr
+    rows = json.loads(got.stdout)
+    fields = {"kind", "key_id", "verified", "authorized", "user", "namespaces", "statement"}
+    assert all(fields | {"reason"} <= set(r) for r in rows)
+    authorized = [r for r in rows if r["authorized"]]
+    assert [(r["kind"], r["user"], r["namespaces"]) for r in authorized] == [
+        ("cosign", "alice", ["team/*"])
+    ]
+    assert all(r["verified"] for r in rows)
+
+    # Only bob's signature: refused, non-zero, one line saying why.
+    s.push_signed("team/bob-only", "bob")
+    out = s.verify("team/bob-only:v1")
+    assert out.returncode == 1
+    assert out.stderr.strip().count("\n") == 0 and "no signature is authorized" in out.stderr
+
+    # Offline: the statements as `trustyard authority fetch` saved them.
+    saved = tmp_path / "statements"
+    fetched = trustyard("authority", "fetch", "--registry", s.signer.url, "--out", str(saved))
+    assert fetched.returncode == 0, fetched.stderr
+    assert s.verify("team/verify:v1", "--statements", str(saved)).returncode == 0
+
+    # A disabled root trusts nothing.
+    disabled = tmp_path / "roots"
+    disabled.mkdir()
+    (disabled / "corp.pem.disabled").write_bytes((s.roots / "corp.pem").read_bytes())
+    out = trustyard(
+        "verify", f"{s.signer.host}/team/verify:v1", "--authority-roots", str(disabled),
+        "--plain-http",
+    )  # fmt: skip
+    assert out.returncode == 2 and "holds no enabled root" in out.stderr
