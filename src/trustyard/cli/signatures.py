@@ -3,7 +3,8 @@
 Every signature kind known for an image, with who signed it and whether it verifies against the
 keys given: Notary targets (from the trust server, verified as `trustyard trust verify` does),
 simple signing (OpenPGP, through the registry's extension API), cosign tag-scheme and referrer
-signatures, sigstore bundles, and ir-sign annotations.
+signatures, sigstore bundles, ir-sign annotations, and the JWS signatures inside a Docker
+schema 1 manifest (by libtrust key ID).
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ import typer
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from trustyard.crypto import ecdsa as keys
+from trustyard.crypto.jws import JwsError, verify_schema1
 from trustyard.crypto.pkcs11 import Pkcs11Signer
+from trustyard.crypto.x5c import describe
+from trustyard.oci import mediatypes as mt
 from trustyard.signing import cosign, remote
 from trustyard.signing.cosign_remote import ArtifactClient, find_and_verify, resolve_digest, sign
 from trustyard.signing.errors import SigningError
@@ -157,6 +161,8 @@ def list_signatures(
         digest, _ = resolve_digest(client, ref)
         manifest = client.get_manifest(ref.repository, digest)
         rows += notary_rows(ref, digest, len(manifest.data), notary or NotaryOptions(), conn)
+        if manifest.media_type in mt.SCHEMA1 or manifest.doc.get("schemaVersion") == 1:
+            rows += jws_rows(manifest.data, digest)
         for content in client.extension_signatures(ref.repository, digest) or []:
             rows.append(_simple_row(content, digest, gpg_keys))
         for f in find_and_verify(client, ref.repository, digest, trusted, hash_override):
@@ -166,6 +172,23 @@ def list_signatures(
         if isinstance(annotations, dict) and IRSIGN_SIGNATURE in annotations:
             rows.append(_irsign_row(client, ref, digest, ca_pub))
     return digest, rows
+
+
+def jws_rows(data: bytes, digest: str) -> list[Row]:
+    """The JWS signatures of a schema 1 manifest. Each names its own key (`jwk` or `x5c`), so
+    "verified" means the manifest is what that key signed; whether the key is trusted for the
+    repository is the authority policy's question."""
+    try:
+        signers = verify_schema1(data)
+    except JwsError as exc:
+        return [Row("jws", "failed", "unknown", digest, exc.reason)]
+    rows = []
+    for s in signers:
+        subject = describe(s.chain[0]) if s.chain else None
+        source = f"x5c subject {subject}" if subject else "key from its jwk header"
+        extra = {"jws": {"key_id": s.key_id, "alg": s.alg, "x5c_subject": subject}}
+        rows.append(Row("jws", "verified", s.key_id, digest, f"{s.alg}; {source}", extra))
+    return rows
 
 
 def _simple_row(content: bytes, digest: str, gpg_keys: list[Path]) -> Row:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import Algorithm, ECAlgorithm, RSAAlgorithm, RSAPSSAlgorithm
 from jwt.exceptions import InvalidKeyError
@@ -107,7 +107,12 @@ def _signing_key(
     """The key from `x5c` (leaf first, as libtrust prefers it) or else from `jwk`."""
     if "x5c" in header:
         chain = _chain(header["x5c"], where)
-        key = chain[0].public_key()
+        try:
+            key = chain[0].public_key()
+        except (ValueError, UnsupportedAlgorithm):
+            raise JwsError(
+                f"{where}: x5c leaf {describe(chain[0])} has an unreadable key"
+            ) from None
         if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
             raise JwsError(f"{where}: x5c leaf {describe(chain[0])} holds no EC or RSA key")
         return key, chain
@@ -161,7 +166,7 @@ def _chain(value: Any, where: str) -> tuple[x509.Certificate, ...]:
     for child, issuer in itertools.pairwise(certs):
         try:
             child.verify_directly_issued_by(issuer)
-        except (ValueError, TypeError, InvalidSignature):
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
             raise JwsError(
                 f"{where}: x5c certificate {describe(child)} is not issued by the next one, "
                 f"{describe(issuer)}"

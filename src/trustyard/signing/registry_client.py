@@ -23,6 +23,8 @@ from typing import Any
 import httpx
 
 from trustyard.oci import mediatypes as mt
+from trustyard.oci import schema1
+from trustyard.oci.errors import RegistryError
 from trustyard.oci.reference import NAME_RE, is_valid_tag
 from trustyard.remote.bounded import (
     DEFAULT_DEADLINE,
@@ -36,7 +38,17 @@ from trustyard.remote.token_auth import TokenAuth, drive
 from trustyard.signing.errors import ReferenceNotFoundError, RemoteError
 from trustyard.signing.layout import DIGEST_RE, MAX_JSON, Json, digest_of
 
-ACCEPT = ", ".join([mt.OCI_MANIFEST, mt.OCI_INDEX, mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST])
+# Schema 1 last: accepted so its JWS signatures can be listed, never preferred.
+ACCEPT = ", ".join(
+    [
+        mt.OCI_MANIFEST,
+        mt.OCI_INDEX,
+        mt.DOCKER_MANIFEST,
+        mt.DOCKER_MANIFEST_LIST,
+        mt.DOCKER_SCHEMA1_SIGNED,
+        mt.DOCKER_SCHEMA1,
+    ]
+)
 _HOST_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
 _CHUNK = 1 << 20
 _MAX_REDIRECTS = 10
@@ -99,6 +111,18 @@ def _registry_error(response: httpx.Response, body: bytes | None = None) -> str:
         return f"{first.get('code')}: {first.get('message')}"
     except (ValueError, AttributeError, IndexError, KeyError, TypeError, BodyError):
         return f"HTTP {response.status_code} {response.reason_phrase}".strip()
+
+
+def _manifest_digest(
+    data: bytes, doc: dict[str, Any], media_type: object, algorithm: str, what: str
+) -> str:
+    """The digest a registry names these bytes by: schema 1 is named by its signed payload."""
+    if doc.get("schemaVersion") == 1 or media_type in mt.SCHEMA1:
+        try:
+            return str(schema1.manifest_digest(data, algorithm))
+        except RegistryError as exc:
+            raise RemoteError(f"manifest {what}: {exc.message}") from None
+    return digest_of(data, algorithm)
 
 
 class RegistryClient:
@@ -228,19 +252,19 @@ class RegistryClient:
             data = read_body(r, MAX_JSON, f"manifest {what}")
             media_type = r.headers.get("Content-Type", "").split(";")[0].strip()
             header_digest = r.headers.get("Docker-Content-Digest")
+        doc = loads_json(data, f"manifest {what}")
+        if not isinstance(doc, dict):
+            raise RemoteError(f"manifest {what} is not a JSON object")
+        media_type = doc.get("mediaType") or media_type
         expected = reference if DIGEST_RE.match(reference) else header_digest
         if expected and DIGEST_RE.match(expected):
-            digest = digest_of(data, expected.partition(":")[0])
+            digest = _manifest_digest(data, doc, media_type, expected.partition(":")[0], what)
             if digest != expected:
                 raise RemoteError(
                     f"manifest {what} does not match its digest {expected} (got {digest})"
                 )
         else:
-            digest = digest_of(data)
-        doc = loads_json(data, f"manifest {what}")
-        if not isinstance(doc, dict):
-            raise RemoteError(f"manifest {what} is not a JSON object")
-        media_type = doc.get("mediaType") or media_type
+            digest = _manifest_digest(data, doc, media_type, "sha256", what)
         return Fetched(data, digest, str(media_type), doc)
 
     def hash_blob(self, repo: str, desc: Json, also: str) -> bytes:
