@@ -7,7 +7,9 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.x509.oid import NameOID
 
-from tests.signatures.gpg import GpgKey, atomic_payload, make_key, stop_agent
+from tests.signatures.gpg import GpgKey, atomic_payload, gpg, make_key, stop_agent
 from tests.signatures.test_policy_kinds import IMAGE, REPO, FakeRegistry, record, subject_of
 from trustyard.authority.model import GrantedKey, Graph, Refusal
 from trustyard.crypto.keyid import libtrust_kid, spki_der
@@ -335,3 +337,36 @@ def test_graph_cache_follows_the_generation_and_the_ttl() -> None:
 
     asyncio.run(run())
     assert len(loads) == 3
+
+
+def test_simple_signature_by_a_subkey_of_a_granted_key(
+    check: tuple[FakeRegistry, AuthorityCheck], tmp_path: Path
+) -> None:
+    """Grants name the primary key; a signature made with its signing subkey counts."""
+    reg, kind = check
+    key = make_key(tmp_path / "k", "subkeys")
+    try:
+        env = {**os.environ, **key.env}
+        gpg_run = [gpg(), "--batch", "--passphrase", ""]
+        subprocess.run([*gpg_run, "--quick-add-key", key.fingerprint, "ed25519", "sign", "never"],
+                       env=env, capture_output=True, timeout=120, check=True)  # fmt: skip
+        listing = subprocess.run([gpg(), "--with-colons", "--list-keys", key.fingerprint],
+                                 env=env, capture_output=True, text=True, check=True).stdout  # fmt: skip
+        sub = [ln.split(":")[9] for ln in listing.splitlines() if ln.startswith("fpr")][1]
+        exported = subprocess.run([gpg(), "--export", key.fingerprint], env=env,
+                                  capture_output=True, check=True).stdout  # fmt: skip
+        image = record(IMAGE)
+        digest = str(image.digest)
+        signed = subprocess.run(
+            [gpg(), "--batch", "--local-user", f"{sub}!", "--sign"],
+            input=atomic_payload(f"r/{REPO}:v1", digest), env=env, capture_output=True,
+            timeout=60, check=True,
+        ).stdout  # fmt: skip
+        reg.simple[digest] = [signed]
+        granted = GrantedKey(
+            key.fingerprint, "openpgp", exported, "carol", ("team/*",), "st-5", "CN=a"
+        )
+        got = decide(kind, Graph((granted,)), image)
+        assert got.ok and got.signer == key.fingerprint, got
+    finally:
+        stop_agent(key)

@@ -21,11 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import os
 import re
-import shutil
-import subprocess
-import tempfile
 from collections import OrderedDict
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
@@ -55,6 +51,7 @@ from trustyard.signing.simplesign import (
     claimed_key_ids,
     inspect_atomic,
     parse_payload,
+    show_fingerprints,
     verify_with_gpg,
 )
 
@@ -277,28 +274,14 @@ class CosignCheck:
 
 def keyring_fingerprints(paths: list[Path]) -> frozenset[str]:
     """Fingerprints of every key and subkey in exported keyrings (`gpg --show-keys`)."""
-    gpg = shutil.which("gpg")
-    if gpg is None:
-        raise PolicyConfigError("simple-signing: gpg is not installed")
     found: set[str] = set()
-    with tempfile.TemporaryDirectory(prefix="ty-gpg-") as home:
-        for path in paths:
-            shown = subprocess.run(
-                [gpg, "--batch", "--with-colons", "--show-keys", str(path)],
-                capture_output=True,
-                text=True,
-                env={**os.environ, "GNUPGHOME": home},
-                timeout=60,
-                check=False,
-            )
-            fprs = [
-                line.split(":")[9].upper()
-                for line in shown.stdout.splitlines()
-                if line.startswith("fpr:")
-            ]
-            if shown.returncode != 0 or not fprs:
-                raise PolicyConfigError(f"simple-signing: {path} holds no OpenPGP public key")
-            found.update(fprs)
+    for path in paths:
+        try:
+            found.update(show_fingerprints(path.read_bytes()))
+        except OSError as exc:
+            raise PolicyConfigError(f"simple-signing: cannot read {path}: {exc.strerror}") from None
+        except SigningError as exc:
+            raise PolicyConfigError(f"simple-signing: {path}: {exc}") from None
     return frozenset(found)
 
 

@@ -35,6 +35,7 @@ from trustyard.signing.simplesign import (
     check_matches,
     claimed_key_ids,
     inspect_atomic,
+    show_fingerprints,
     verify_with_gpg,
 )
 
@@ -107,6 +108,7 @@ class GrantedKeys:
         self.graph = graph
         self._now = now or (lambda: datetime.now(UTC))
         self._spki: dict[str, bytes | None] = {}
+        self._pgp_ids: dict[bytes, set[str]] = {}
         # cosign names keys by sha256 of the SPKI; the authority by libtrust KeyID.
         self.ec: dict[str, tuple[ec.EllipticCurvePublicKey, str]] = {}
         self.openpgp = [g for g in graph.grants if g.key_type == "openpgp"]
@@ -120,6 +122,17 @@ class GrantedKeys:
             self.ec.setdefault(cosign.key_id(key), (key, kid))
         self.key_ids = {g.key_id for g in graph.grants} | {k for _, k, _ in known}
         self.key_ids |= {r.key_id for r in graph.refused if r.key_id}
+
+    def openpgp_ids(self, grant: GrantedKey) -> set[str]:
+        """The 16-hex key IDs of a granted OpenPGP key and its subkeys (what signatures name);
+        read once per Graph with `gpg --show-keys`."""
+        if grant.public not in self._pgp_ids:
+            try:
+                fprs = show_fingerprints(grant.public)
+            except SigningError:
+                fprs = [grant.key_id]
+            self._pgp_ids[grant.public] = {f.upper()[-16:] for f in [grant.key_id, *fprs]}
+        return self._pgp_ids[grant.public]
 
     def ec_keys(self) -> list[ec.EllipticCurvePublicKey]:
         return [key for key, _ in self.ec.values()]
@@ -179,7 +192,8 @@ def judge_simple(
     except SigningError as exc:
         return Verdict(kind, where, None, False, f"simple signature: {exc}")
     claimed = claimed_key_ids(content)
-    candidates = [g for g in keys.openpgp if g.key_id.upper()[-16:] in claimed]
+    by_primary = [g for g in keys.openpgp if g.key_id.upper()[-16:] in claimed]
+    candidates = by_primary or [g for g in keys.openpgp if keys.openpgp_ids(g) & set(claimed)]
     if not candidates:
         # Name the key by the full fingerprint when a statement knows it.
         full = [k for k in sorted(keys.key_ids) if k.upper()[-16:] in claimed]
@@ -193,11 +207,13 @@ def judge_simple(
             path = Path(tmp) / f"key{i}.asc"
             path.write_bytes(public)
             try:
-                fingerprint = verify_with_gpg(content, [path]).upper()
+                verify_with_gpg(content, [path])
             except SigningError as exc:
                 failures.append(str(exc))
                 continue
-            return keys.judge(kind, where, fingerprint, repository)
+            # Verified with this key alone: made by it (or one of its subkeys).
+            granted = next(g for g in candidates if g.public == public)
+            return keys.judge(kind, where, granted.key_id, repository)
     return Verdict(
         kind, where, claimed[0], False, f"simple signature: does not verify ({failures[0]})"
     )

@@ -154,6 +154,32 @@ def claimed_key_ids(content: bytes) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
+def show_fingerprints(public_key: bytes) -> list[str]:
+    """Fingerprints (upper-case hex) of the key and subkeys in an exported OpenPGP public key
+    (`gpg --show-keys`: the key is read, never imported)."""
+    gpg = shutil.which("gpg")
+    if gpg is None:
+        raise VerificationError("gpg is not installed")
+    with tempfile.TemporaryDirectory(prefix="ty-gpg-") as home:
+        os.chmod(home, 0o700)
+        path = Path(home) / "key"
+        path.write_bytes(public_key)
+        shown = subprocess.run(
+            [gpg, "--batch", "--with-colons", "--show-keys", str(path)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "GNUPGHOME": home},
+            timeout=60,
+            check=False,
+        )
+    fprs = [
+        line.split(":")[9].upper() for line in shown.stdout.splitlines() if line.startswith("fpr:")
+    ]
+    if shown.returncode != 0 or not fprs:
+        raise VerificationError("holds no OpenPGP public key")
+    return fprs
+
+
 def verify_with_gpg(content: bytes, public_keys: list[Path]) -> str:
     """Verify an OpenPGP signed message against exported public keys; return the fingerprint.
 
