@@ -12,8 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,12 +23,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.auth.pki import make_cert
-from tests.integration.images import make_image, push_image
+from tests.integration.clienttools import run
+from tests.integration.conftest import require
+from tests.integration.images import make_image, push_image, write_layout
 from tests.integration.server import ServerProcess
 from tests.integration.test_policy_pull import podman_pull, skopeo
+from tests.signatures.gpg import make_key, stop_agent
+from trustyard.crypto.jws import verify_schema1
+from trustyard.oci import mediatypes as mt
 from trustyard.signing import cosign
 
 pytestmark = [pytest.mark.needs_skopeo, pytest.mark.needs_podman, pytest.mark.slow]
@@ -106,10 +114,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         (root / f"{user}.key").write_bytes(cosign.encrypt_cosign_key(key, b"pw"))
         (root / f"{user}.pub").write_bytes(cosign.public_pem(key.public_key()))
     require = {"kind": "authority", "roots": [str(roots / "corp.pem")]}
-    rules = [{"name": "authorized", "repositories": ["team/*"], "require": require}]
+    rules = [{"name": "authorized", "repositories": ["team/*", "old/*"], "require": require}]
     data = root / "data"
-    public = ServerProcess(data, extra_env={"TRUSTYARD_POLICY__RULES": json.dumps(rules)}).start()
-    signer = ServerProcess(data).start()
+    env = {"TRUSTYARD_SCHEMA1": "verify"}
+    rules_env = {"TRUSTYARD_POLICY__RULES": json.dumps(rules)}
+    public = ServerProcess(data, extra_env=env | rules_env).start()
+    signer = ServerProcess(data, extra_env=env).start()
     try:
         yield Setup(root, public, signer, roots)
     finally:
@@ -221,3 +231,56 @@ def test_verify_prints_every_signature_and_exits_by_authorization(
         "--plain-http",
     )  # fmt: skip
     assert out.returncode == 2 and "holds no enabled root" in out.stderr
+
+
+def test_jws_schema1_signer_granted(setup: Setup, tmp_path: Path) -> None:
+    """skopeo --format v2s1 signs with a key it generates: its libtrust key ID is refused until
+    the authority grants that key."""
+    s = setup
+    src = write_layout(tmp_path / "src", {"v1": make_image(2, seed="authz-s1", history=True)})
+    run(require("skopeo"), "copy", "--dest-tls-verify=false", "--format", "v2s1",
+        f"oci:{src}:v1", f"docker://{s.signer.host}/old/app:v1")  # fmt: skip
+    raw = httpx.get(
+        f"{s.signer.url}/v2/old/app/manifests/v1",
+        headers={"Accept": mt.DOCKER_SCHEMA1_SIGNED},
+        timeout=30,
+    ).content
+    [signer] = verify_schema1(raw)
+    out = skopeo(s.public, "old/app:v1", ok=False)
+    assert f"jws signature by {signer.key_id}: no statement grants key {signer.key_id}" in out
+    pub = tmp_path / "jws.pub"
+    pub.write_bytes(
+        signer.public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    s.authority("grant", "--key", str(pub), "--user", "builder", "--namespace", "old/*")
+    skopeo(s.public, "old/app:v1", ok=True)
+    got = s.verify("old/app:v1", "--json")
+    assert got.returncode == 0, got.stderr
+    [row] = json.loads(got.stdout)
+    assert (row["kind"], row["key_id"], row["user"]) == ("jws", signer.key_id, "builder")
+
+
+def test_simple_signature_by_a_granted_gpg_key(setup: Setup, tmp_path: Path) -> None:
+    s = setup
+    gpg_root = Path(tempfile.mkdtemp(prefix="ty-gpg-"))
+    key = make_key(gpg_root / "k", "erin")
+    try:
+        src = write_layout(tmp_path / "src", {"v1": make_image(1, seed="authz-gpg")})
+        permissive = tmp_path / "any.json"
+        permissive.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
+        home = tmp_path / "home"
+        home.mkdir()
+        run(require("skopeo"), "copy", "--policy", permissive, "--dest-tls-verify=false",
+            "--sign-by", key.fingerprint, f"oci:{src}:v1",
+            f"docker://{s.signer.host}/team/gpg:v1",
+            env={"HOME": str(home), **key.env})  # fmt: skip
+        out = skopeo(s.public, "team/gpg:v1", ok=False)
+        assert f"no statement grants key {key.fingerprint[-16:]}" in out
+        s.authority("grant", "--key", str(key.public), "--user", "erin", "--namespace", "team/*")
+        skopeo(s.public, "team/gpg:v1", ok=True)
+        podman_pull(s.public, "team/gpg:v1", ok=True)
+    finally:
+        stop_agent(key)
+        shutil.rmtree(gpg_root, ignore_errors=True)
