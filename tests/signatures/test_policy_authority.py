@@ -4,6 +4,7 @@ issued): which signature counts, and the reasons when none does."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import hashlib
 import json
@@ -24,8 +25,11 @@ from cryptography.x509.oid import NameOID
 
 from tests.signatures.gpg import GpgKey, atomic_payload, gpg, make_key, stop_agent
 from tests.signatures.test_policy_kinds import IMAGE, REPO, FakeRegistry, record, subject_of
+from tests.trust_client.evil import Collection as TufCollection
+from tests.trust_client.evil import Delegate
 from trustyard.authority.model import GrantedKey, Graph, Refusal
 from trustyard.crypto.keyid import libtrust_kid, spki_der
+from trustyard.crypto.notary_keys import PrivateKey
 from trustyard.metadata.base import ManifestRecord
 from trustyard.registry.policy import Decision, PolicyConfigError, build_policy
 from trustyard.registry.policy_authority import AuthorityCheck, GraphCache
@@ -370,3 +374,46 @@ def test_simple_signature_by_a_subkey_of_a_granted_key(
         assert got.ok and got.signer == key.fingerprint, got
     finally:
         stop_agent(key)
+
+
+class DictFiles:
+    """A trust store holding one collection's files."""
+
+    def __init__(self, gun: str, files: dict[str, bytes]) -> None:
+        self.gun, self.files = gun, files
+
+    async def get(self, gun: str, role: str) -> bytes | None:
+        return self.files.get(role) if gun == self.gun else None
+
+
+def test_notary_delegation_key_granted(check: tuple[FakeRegistry, AuthorityCheck]) -> None:
+    """The key of the delegation role that signs the tag counts when granted; the collection
+    is verified as a whole first."""
+    _, kind = check
+    image = record(IMAGE)
+    signs = {
+        "hashes": {"sha256": base64.b64encode(bytes.fromhex(image.digest.hex)).decode()},
+        "length": image.size,
+    }
+    coll = TufCollection(REPO)
+    alice = PrivateKey.generate("ecdsa")
+    releases = Delegate("targets/releases", [alice], [""])
+    delegated = {
+        "targets/releases": coll.targets({"v1": signs}, signers=[(alice.public.key_id, alice)])
+    }
+    files = coll.files(1, {}, delegated=delegated, delegations=[releases])
+    kind.ctx.trust_files = DictFiles(REPO, files)
+    key = alice.key
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    kid = libtrust_kid(key.public_key())
+
+    got = asyncio.run(kind.decide(REPO, image, GrantedKeys(Graph((grant(key),))), "v1"))
+    assert got.ok and got.reason.startswith(f"notary signature by {kid}, granted to alice"), got
+    got = asyncio.run(kind.decide(REPO, image, GrantedKeys(Graph()), "v1"))
+    assert not got.ok and f"notary {REPO}:v1 (targets/releases): notary signature" in got.reason
+    # By digest: the target carrying this digest.
+    assert asyncio.run(kind.decide(REPO, image, GrantedKeys(Graph((grant(key),))))).ok
+    # Trust data that does not verify is a reason, not a pass.
+    kind.ctx.trust_files = DictFiles(REPO, {**files, "snapshot": b"{}"})
+    got = asyncio.run(kind.decide(REPO, image, GrantedKeys(Graph((grant(key),))), "v1"))
+    assert not got.ok and "notary trust data:" in got.reason

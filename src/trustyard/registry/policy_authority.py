@@ -24,9 +24,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
 from trustyard.authority.roots import RootsError, load_root_files
 from trustyard.authority.statements import evaluate
 from trustyard.crypto.jws import JwsError, verify_schema1
+from trustyard.crypto.keyid import libtrust_kid, spki_der
+from trustyard.crypto.notary_keys import KeyError_ as NotaryKeyError
 from trustyard.metadata.base import ManifestRecord
 from trustyard.oci import jsonbounds
 from trustyard.oci import mediatypes as mt
@@ -52,6 +56,9 @@ from trustyard.signing.authority_match import (
     statement_keys,
     summarize,
 )
+from trustyard.trust.client.pinning import TrustPinning
+from trustyard.trust.client.remote import TrustServerUnreachable, fetch_verified
+from trustyard.trust.client.verify import VerifyError
 
 GRAPH_TTL = 60.0  # seconds an evaluated Graph is reused at most (see the module docstring)
 MAX_SIMPLE = 64  # simple signatures judged per decision (gpg runs only for granted keys)
@@ -104,6 +111,13 @@ class AuthorityCheck:
             raise PolicyConfigError("authority: this registry gives policies no signature readers")
         self.ctx = ctx
         self.graphs = GraphCache(self._evaluate, ctx.authority_generation)
+        gun_prefix = spec.get("gun_prefix", "")
+        if not isinstance(gun_prefix, str):
+            raise PolicyConfigError("authority: gun_prefix must be a string")
+        self.gun_prefix = gun_prefix
+        # Notary: our own trust store, trusted as the `notary` kind trusts it (first use); which
+        # delegation keys count is the authority's decision, not a pin's.
+        self.pinning = TrustPinning(certs={}, ca={}, disable_tofu=False)
 
     async def _evaluate(self) -> GrantedKeys:
         assert self.ctx.authority_statements is not None
@@ -118,20 +132,22 @@ class AuthorityCheck:
     async def verify(self, repository: str, record: ManifestRecord, tag: str | None) -> Decision:
         if await signature_artifact_problem(self.ctx, record) is None:
             return Decision(True, "a cosign signature artifact (exempt)")
-        return await self.decide(repository, record, await self.graphs.get())
+        return await self.decide(repository, record, await self.graphs.get(), tag)
 
-    async def decide(self, repository: str, record: ManifestRecord, keys: GrantedKeys) -> Decision:
+    async def decide(
+        self, repository: str, record: ManifestRecord, keys: GrantedKeys, tag: str | None = None
+    ) -> Decision:
         """Judge every signature kind in turn, cheapest first, until one is authorized."""
         verdicts: list[Verdict] = []
-        for kind in (self._jws, self._annotations, self._cosign, self._simple):
-            verdicts += await kind(repository, record, keys)
+        for kind in (self._jws, self._annotations, self._cosign, self._simple, self._notary):
+            verdicts += await kind(repository, record, keys, tag)
             if any(v.authorized for v in verdicts):
                 break
         ok, reason, signer = summarize(verdicts)
         return Decision(ok, reason, signer)
 
     async def _jws(
-        self, repository: str, record: ManifestRecord, keys: GrantedKeys
+        self, repository: str, record: ManifestRecord, keys: GrantedKeys, tag: str | None
     ) -> list[Verdict]:
         if record.media_type not in mt.SCHEMA1:
             return []
@@ -143,7 +159,7 @@ class AuthorityCheck:
         return judge_jws(keys, signers, repository, where)
 
     async def _annotations(
-        self, repository: str, record: ManifestRecord, keys: GrantedKeys
+        self, repository: str, record: ManifestRecord, keys: GrantedKeys, tag: str | None
     ) -> list[Verdict]:
         try:
             doc = jsonbounds.loads(record.content, what="manifest")
@@ -168,7 +184,7 @@ class AuthorityCheck:
         return judge_annotations(keys, notes, sha384, repository, "manifest annotations")
 
     async def _cosign(
-        self, repository: str, record: ManifestRecord, keys: GrantedKeys
+        self, repository: str, record: ManifestRecord, keys: GrantedKeys, tag: str | None
     ) -> list[Verdict]:
         failures: list[str] = []
         out = []
@@ -182,7 +198,7 @@ class AuthorityCheck:
         return out
 
     async def _simple(
-        self, repository: str, record: ManifestRecord, keys: GrantedKeys
+        self, repository: str, record: ManifestRecord, keys: GrantedKeys, tag: str | None
     ) -> list[Verdict]:
         assert self.ctx.simple_signatures is not None
         signatures = await self.ctx.simple_signatures(repository, record.digest)
@@ -195,6 +211,47 @@ class AuthorityCheck:
             out.append(verdict)
             if verdict.authorized:
                 break
+        return out
+
+    async def _notary(
+        self, repository: str, record: ManifestRecord, keys: GrantedKeys, tag: str | None
+    ) -> list[Verdict]:
+        """The keys of each Notary role that signs this manifest (the tag's target, or a target
+        with this digest when pulled by digest) in GUN `gun_prefix + repository`; the trust
+        data verified as a whole first. Nothing when the store holds no trust data for it."""
+        files = self.ctx.trust_files
+        gun = self.gun_prefix + repository
+        if files is None or record.digest.algorithm != "sha256":
+            return []
+        if await files.get(gun, "root") is None:
+            return []
+        try:
+            coll = await fetch_verified(files, gun, self.pinning)
+        except (VerifyError, TrustServerUnreachable) as exc:
+            return [Verdict("notary", gun, None, False, f"notary trust data: {exc}")]
+        if tag is not None:
+            hits = [(tag, h) for h in coll.lookup(tag)]
+        else:
+            hits = coll.by_digest(record.digest.hex)
+        out = []
+        for name, hit in hits:
+            where = f"notary {gun}:{name} ({hit.role})"
+            if hit.sha256 != record.digest.hex or hit.meta.length != record.size:
+                why = f"signs sha256:{hit.sha256}, not {record.digest} (the tag moved)"
+                out.append(Verdict("notary", where, None, False, why))
+                continue
+            for signer in hit.signers:
+                public = coll.keys.get(hit.role, {}).get(signer)
+                try:
+                    key = public.crypto_key() if public is not None else None
+                except NotaryKeyError:
+                    key = None
+                if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+                    why = f"role key {signer[:16]} is no EC or RSA key"
+                    out.append(Verdict("notary", where, None, True, why))
+                    continue
+                kid = libtrust_kid(key)
+                out.append(keys.judge("notary", where, kid, repository, spki_der(key)))
         return out
 
 
