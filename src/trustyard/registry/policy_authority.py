@@ -43,7 +43,7 @@ from trustyard.registry.policy import (
     PolicyContext,
     register_kind,
 )
-from trustyard.registry.policy_signatures import cosign_entries
+from trustyard.registry.policy_signatures import MAX_COSIGN_ENTRIES, cosign_entries
 from trustyard.registry.signature_artifacts import signature_artifact_problem
 from trustyard.signing import annotations as ann
 from trustyard.signing.authority_match import (
@@ -61,6 +61,8 @@ from trustyard.trust.client.remote import TrustServerUnreachable, fetch_verified
 from trustyard.trust.client.verify import VerifyError
 
 GRAPH_TTL = 60.0  # seconds an evaluated Graph is reused at most (see the module docstring)
+MAX_KEY_CHECKS = 65536  # cosign signature checks (entries x keys) per decision
+MIN_COSIGN_ENTRIES = 64  # cosign entries looked at however many keys there are
 MAX_SIMPLE = 64  # simple signatures judged per decision (gpg runs only for granted keys)
 
 
@@ -188,13 +190,19 @@ class AuthorityCheck:
     ) -> list[Verdict]:
         failures: list[str] = []
         out = []
-        entries = cosign_entries(self.ctx, repository, record, keys.ec_keys(), None, failures)
+        ec_keys = keys.ec_keys()
+        # Each entry is tried with every key the statements name: bound the verifications.
+        limit = min(
+            MAX_COSIGN_ENTRIES, max(MIN_COSIGN_ENTRIES, MAX_KEY_CHECKS // len(ec_keys or [0]))
+        )
+        entries = cosign_entries(self.ctx, repository, record, ec_keys, None, failures, limit)
         async for entry in entries:
             verdict = judge_cosign(keys, entry.check, entry.where, repository)
             out.append(verdict)
             if verdict.authorized:
                 await entries.aclose()
                 break
+        out += [Verdict("cosign", "cosign signatures", None, False, f) for f in failures[:2]]
         return out
 
     async def _simple(

@@ -102,9 +102,9 @@ class CosignEntry:
 class _Budget:
     """Work left in one decision, and the payload blobs already read (by digest)."""
 
-    def __init__(self, ctx: PolicyContext) -> None:
+    def __init__(self, ctx: PolicyContext, entries: int = MAX_COSIGN_ENTRIES) -> None:
         self.ctx = ctx
-        self.entries = MAX_COSIGN_ENTRIES
+        self.limit = self.entries = entries
         self.blobs: dict[str, bytes | None] = {}
 
     async def blob(self, desc: dict[str, Any], limit: int) -> bytes | None:
@@ -142,7 +142,7 @@ async def _layer_entries(
             continue
         seen.add(key)
         if budget.entries <= 0:
-            failures.append(f"stopped after {MAX_COSIGN_ENTRIES} signatures")
+            failures.append(f"stopped after {budget.limit} signatures")
             return
         budget.entries -= 1
         if media_type == cosign.SIMPLESIGNING:
@@ -167,13 +167,15 @@ async def cosign_entries(
     keys: list[ec.EllipticCurvePublicKey],
     override: str | None,
     failures: list[str],
+    max_entries: int = MAX_COSIGN_ENTRIES,
 ) -> AsyncGenerator[CosignEntry, None]:
     """Every cosign signature entry of `record` (tag scheme, then referrers and bundles), each
-    checked against `keys`, within this module's bounds; what could not be looked at is
-    appended to `failures`. Shared by `cosign` and `authority` (policy_authority.py)."""
+    checked against `keys`, within this module's bounds (at most `max_entries` entries); what
+    could not be looked at is appended to `failures`. Shared by `cosign` and `authority`
+    (policy_authority.py)."""
     assert ctx.get_tagged is not None and ctx.referrers is not None
     digest = str(record.digest)
-    budget = _Budget(ctx)
+    budget = _Budget(ctx, max_entries)
     sig_tag = f"{record.digest.algorithm}-{record.digest.hex}.sig"
     sig = await ctx.get_tagged(repository, sig_tag)
     if sig is not None and len(sig.content) <= MAX_SIG_MANIFEST:
