@@ -32,6 +32,7 @@ from tests.integration.conftest import require
 from tests.integration.images import make_image, push_image, write_layout
 from tests.integration.server import ServerProcess
 from tests.integration.test_policy_pull import podman_pull, skopeo
+from tests.integration.trusttools import trust
 from tests.signatures.gpg import make_key, stop_agent
 from trustyard.crypto.jws import verify_schema1
 from trustyard.oci import mediatypes as mt
@@ -39,6 +40,7 @@ from trustyard.signing import cosign
 
 pytestmark = [pytest.mark.needs_skopeo, pytest.mark.needs_podman, pytest.mark.slow]
 USERS = ("alice", "bob", "carol", "dave")
+GUNS = "registry.test/"  # the Notary GUN of repository R is GUNS + R
 
 
 @dataclass
@@ -113,7 +115,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         key = ec.generate_private_key(ec.SECP256R1())
         (root / f"{user}.key").write_bytes(cosign.encrypt_cosign_key(key, b"pw"))
         (root / f"{user}.pub").write_bytes(cosign.public_pem(key.public_key()))
-    require = {"kind": "authority", "roots": [str(roots / "corp.pem")]}
+    require = {"kind": "authority", "roots": [str(roots / "corp.pem")], "gun_prefix": GUNS}
     rules = [{"name": "authorized", "repositories": ["team/*", "old/*"], "require": require}]
     data = root / "data"
     env = {"TRUSTYARD_SCHEMA1": "verify"}
@@ -284,3 +286,30 @@ def test_simple_signature_by_a_granted_gpg_key(setup: Setup, tmp_path: Path) -> 
     finally:
         stop_agent(key)
         shutil.rmtree(gpg_root, ignore_errors=True)
+
+
+def test_notary_delegation_key_granted(setup: Setup, tmp_path: Path) -> None:
+    """A tag signed in targets/releases counts once the delegation's key (a certificate made
+    by `trustyard trust key generate`) is granted."""
+    s = setup
+    repo, gun = "team/notary", f"{GUNS}team/notary"
+    digest = s.push_signed(repo, None)
+    size = len(httpx.get(f"{s.signer.url}/v2/{repo}/manifests/v1", timeout=30).content)
+    owner, rel = tmp_path / "owner", tmp_path / "rel"
+    trust(s.signer, owner, "init", gun, "--server-managed-snapshot")
+    trust(s.signer, rel, "key", "generate", "rel", "-o", str(tmp_path))
+    trust(s.signer, owner, "delegation", "add", gun, "releases", "--all-paths",
+          "--key", str(tmp_path / "rel.crt"))  # fmt: skip
+    trust(s.signer, rel, "sign", f"{gun}:v1", "--digest", digest, "--size", str(size))
+    out = skopeo(s.public, f"{repo}:v1", ok=False)
+    assert f"notary {gun}:v1 (targets/releases): notary signature by " in out
+    assert "no statement grants key" in out
+    s.authority("grant", "--key", str(tmp_path / "rel.crt"), "--user", "releaser",
+                "--namespace", "team/notary")  # fmt: skip
+    skopeo(s.public, f"{repo}:v1", ok=True)
+
+    got = s.verify(f"{repo}:v1", "--json", "--trust-server", s.signer.url, "--gun", gun,
+                   "--trust-dir", str(tmp_path / "client"))  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    rows = [r for r in json.loads(got.stdout) if r["authorized"]]
+    assert [(r["kind"], r["user"]) for r in rows] == [("notary", "releaser")]

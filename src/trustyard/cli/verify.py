@@ -17,11 +17,38 @@ import typer
 
 from trustyard.authority.roots import RootsError, load_roots
 from trustyard.cli.authority import CliError, read_statements
-from trustyard.cli.signatures import Connection
-from trustyard.signing.authority_match import summarize
+from trustyard.cli.signatures import Connection, NotaryOptions, open_trust_client
+from trustyard.registry.policy_authority import notary_verdicts
+from trustyard.signing.authority_match import GrantedKeys, Verdict, summarize
 from trustyard.signing.authority_verify import VerifyClient, granted_keys, judge_remote
 from trustyard.signing.errors import SigningError
 from trustyard.signing.registry_client import RemoteRef
+from trustyard.trust.client.errors import TrustError
+from trustyard.trust.client.repository import gun_of
+from trustyard.trust.model import ROOT
+
+
+def notary_verdicts_remote(
+    ref: RemoteRef,
+    digest: str,
+    size: int,
+    keys: GrantedKeys,
+    opts: NotaryOptions,
+    conn: Connection,
+) -> list[Verdict]:
+    """The Notary role keys that sign this manifest, judged; none without trust data."""
+    algorithm, _, hex_ = digest.partition(":")
+    gun = opts.gun or gun_of(ref.host, ref.repository)
+    if algorithm != "sha256":
+        return []
+    try:
+        with open_trust_client(ref, opts, conn) as client:
+            if client.get_file(gun, ROOT) is None:
+                return []
+            coll = client.fetch(gun)
+    except TrustError as exc:
+        return [Verdict("notary", gun, None, False, f"notary trust data: {exc}")]
+    return notary_verdicts(coll, gun, ref.repository, hex_, size, ref.tag, keys)
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -50,11 +77,25 @@ def verify(
     insecure: Annotated[bool, typer.Option("--insecure")] = False,
     tls_ca: Annotated[Path | None, typer.Option("--tls-ca")] = None,
     authfile: Annotated[Path | None, typer.Option("--authfile")] = None,
+    trust_server: Annotated[
+        str | None,
+        typer.Option("--trust-server", help="Also judge Notary role keys from this server."),
+    ] = None,
+    gun: Annotated[
+        str | None, typer.Option("--gun", help="Notary GUN (default: HOST[:PORT]/REPO).")
+    ] = None,
+    trust_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--trust-dir", help="Trust client dir: cached roots, pins (~/.trustyard/trust)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
 ) -> None:
     """Print every signature of an image and the authority grant that authorizes it (or why
     none does); exit non-zero when no signature is authorized."""
     conn = Connection(plain_http, insecure, tls_ca, authfile)
+    notary = NotaryOptions(gun, trust_server, trust_dir, None, trust_server is not None)
     try:
         remote = RemoteRef.parse(ref)
         roots = load_roots(authority_roots)
@@ -72,7 +113,9 @@ def verify(
             else:
                 found = client.fetch_statements()
             keys = granted_keys(found, roots)
-            digest, verdicts = judge_remote(client, remote, keys)
+            digest, size, verdicts = judge_remote(client, remote, keys)
+        if notary.enabled:
+            verdicts += notary_verdicts_remote(remote, digest, size, keys, notary, conn)
     except (SigningError, RootsError, CliError, ValueError) as exc:
         raise _fail(str(exc), 2) from None
     ok, reason, _ = summarize(verdicts)

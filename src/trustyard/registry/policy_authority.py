@@ -58,7 +58,7 @@ from trustyard.signing.authority_match import (
 )
 from trustyard.trust.client.pinning import TrustPinning
 from trustyard.trust.client.remote import TrustServerUnreachable, fetch_verified
-from trustyard.trust.client.verify import VerifyError
+from trustyard.trust.client.verify import Collection, VerifyError
 
 GRAPH_TTL = 60.0  # seconds an evaluated Graph is reused at most (see the module docstring)
 MAX_KEY_CHECKS = 65536  # cosign signature checks (entries x keys) per decision
@@ -237,30 +237,45 @@ class AuthorityCheck:
             coll = await fetch_verified(files, gun, self.pinning)
         except (VerifyError, TrustServerUnreachable) as exc:
             return [Verdict("notary", gun, None, False, f"notary trust data: {exc}")]
-        if tag is not None:
-            hits = [(tag, h) for h in coll.lookup(tag)]
-        else:
-            hits = coll.by_digest(record.digest.hex)
-        out = []
-        for name, hit in hits:
-            where = f"notary {gun}:{name} ({hit.role})"
-            if hit.sha256 != record.digest.hex or hit.meta.length != record.size:
-                why = f"signs sha256:{hit.sha256}, not {record.digest} (the tag moved)"
-                out.append(Verdict("notary", where, None, False, why))
+        return notary_verdicts(coll, gun, repository, record.digest.hex, record.size, tag, keys)
+
+
+def notary_verdicts(
+    coll: Collection,
+    gun: str,
+    repository: str,
+    sha256_hex: str,
+    size: int,
+    tag: str | None,
+    keys: GrantedKeys,
+) -> list[Verdict]:
+    """A verified Notary collection's roles that sign this manifest (the tag's target, or any
+    target with the digest when `tag` is None), each signing key judged. Shared with
+    `trustyard verify` (the signing row cannot read trust.client, hence here)."""
+    if tag is not None:
+        hits = [(tag, h) for h in coll.lookup(tag)]
+    else:
+        hits = coll.by_digest(sha256_hex)
+    out = []
+    for name, hit in hits:
+        where = f"notary {gun}:{name} ({hit.role})"
+        if hit.sha256 != sha256_hex or hit.meta.length != size:
+            why = f"signs sha256:{hit.sha256} ({hit.meta.length} bytes), not this manifest"
+            out.append(Verdict("notary", where, None, False, why))
+            continue
+        for signer in hit.signers:
+            public = coll.keys.get(hit.role, {}).get(signer)
+            try:
+                key = public.crypto_key() if public is not None else None
+            except NotaryKeyError:
+                key = None
+            if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+                why = f"role key {signer[:16]} is no EC or RSA key"
+                out.append(Verdict("notary", where, None, True, why))
                 continue
-            for signer in hit.signers:
-                public = coll.keys.get(hit.role, {}).get(signer)
-                try:
-                    key = public.crypto_key() if public is not None else None
-                except NotaryKeyError:
-                    key = None
-                if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
-                    why = f"role key {signer[:16]} is no EC or RSA key"
-                    out.append(Verdict("notary", where, None, True, why))
-                    continue
-                kid = libtrust_kid(key)
-                out.append(keys.judge("notary", where, kid, repository, spki_der(key)))
-        return out
+            kid = libtrust_kid(key)
+            out.append(keys.judge("notary", where, kid, repository, spki_der(key)))
+    return out
 
 
 register_kind("authority", AuthorityCheck)

@@ -49,8 +49,8 @@ def judge_remote(
     client: ArtifactClient,
     ref: RemoteRef,
     keys: GrantedKeys,
-) -> tuple[str, list[Verdict]]:
-    """(manifest digest, a verdict for every signature found on it)."""
+) -> tuple[str, int, list[Verdict]]:
+    """(manifest digest, its size, a verdict for every signature found on it but Notary's)."""
     repo = ref.repository
     fetched = client.get_manifest(repo, ref.digest or str(ref.tag))
     if ref.digest and fetched.digest != ref.digest:
@@ -74,4 +74,4 @@ def judge_remote(
         verdicts.append(judge_cosign(keys, found.check, f"{found.kind} {found.artifact}", repo))
     for i, content in enumerate(client.extension_signatures(repo, digest) or []):
         verdicts.append(judge_simple(keys, content, digest, repo, f"simple signature {i + 1}"))
-    return digest, verdicts
+    return digest, len(fetched.data), verdicts
