@@ -6,9 +6,10 @@ their own way (the registry through its `PolicyContext`, the client over HTTP) a
 them here, so the two can never disagree about a signature.
 
 A signature counts only when it verifies with the *granted* public key: cosign signatures name
-no key, so they are checked against every granted EC key; simple signatures (OpenPGP) against
-the granted keys whose fingerprint they name; JWS and ir-sign signatures carry their key, which
-must be byte-for-byte (SPKI) the granted one.
+no key, so they are checked against every EC key the statements name; simple signatures
+(OpenPGP) against the granted keys whose fingerprint (or a subkey's) they name; JWS, ir-sign and
+Notary signatures carry or name their key, which must be byte-for-byte (SPKI) the granted one.
+Keys that statements name but do not grant now only serve to name the signer in a refusal.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -27,7 +28,8 @@ from trustyard.authority.model import GrantedKey, Graph
 from trustyard.authority.statements import StatementError
 from trustyard.authority.statements import parse as parse_statement
 from trustyard.crypto.ecdsa import verify_digest
-from trustyard.crypto.keyid import PublicKey, libtrust_kid, spki_der
+from trustyard.crypto.jws import JwsSigner
+from trustyard.crypto.keyid import libtrust_kid, spki_der
 from trustyard.signing import annotations as ann
 from trustyard.signing import cosign
 from trustyard.signing.errors import SigningError
@@ -71,16 +73,6 @@ class Verdict:
             "statement": g.statement if g else None,
             "reason": self.reason,
         }
-
-
-class JwsSignerLike(Protocol):
-    """What `crypto/jws.verify_schema1` reports per signer (already verified)."""
-
-    @property
-    def key_id(self) -> str: ...
-
-    @property
-    def public_key(self) -> Any: ...
 
 
 def _spki_of(grant: GrantedKey) -> bytes | None:
@@ -255,14 +247,11 @@ def judge_annotations(
 
 
 def judge_jws(
-    keys: GrantedKeys, signers: Iterable[JwsSignerLike], repository: str, where: str
+    keys: GrantedKeys, signers: Iterable[JwsSigner], repository: str, where: str
 ) -> list[Verdict]:
-    """Schema 1 signers, each already verified with the key its header carries."""
-    out = []
-    for s in signers:
-        public: PublicKey = s.public_key
-        out.append(keys.judge("jws", where, s.key_id, repository, spki_der(public)))
-    return out
+    """Schema 1 signers (`verify_schema1`), each already verified with the key its header
+    carries: that key must be the granted one."""
+    return [keys.judge("jws", where, s.key_id, repository, spki_der(s.public_key)) for s in signers]
 
 
 def statement_keys(statements: Iterable[bytes]) -> list[tuple[str, str, bytes]]:
