@@ -31,6 +31,7 @@ from trustyard.authority.model import GrantedKey, Graph, Refusal
 from trustyard.crypto.keyid import libtrust_kid, spki_der
 from trustyard.crypto.notary_keys import PrivateKey
 from trustyard.metadata.base import ManifestRecord
+from trustyard.oci import mediatypes as mt
 from trustyard.registry.policy import Decision, PolicyConfigError, build_policy
 from trustyard.registry.policy_authority import AuthorityCheck, GraphCache
 from trustyard.signing import annotations as ann
@@ -417,3 +418,26 @@ def test_notary_delegation_key_granted(check: tuple[FakeRegistry, AuthorityCheck
     kind.ctx.trust_files = DictFiles(REPO, {**files, "snapshot": b"{}"})
     got = asyncio.run(kind.decide(REPO, image, GrantedKeys(Graph((grant(key),))), "v1"))
     assert not got.ok and "notary trust data:" in got.reason
+
+
+def test_hostile_signatures_are_reasons_not_errors(
+    check: tuple[FakeRegistry, AuthorityCheck],
+) -> None:
+    _, kind = check
+    key = ec.generate_private_key(ec.SECP384R1())
+    graph = Graph((grant(key),))
+    # ir-sign annotations that are not hex, and a vendor key that is no key.
+    doc = json.loads(IMAGE)
+    doc["annotations"] = {ann.SIGNATURE: "zz", ann.VENDORPUB: "00", ann.VENDORPUB_SIGNATURE: "00"}
+    got = decide(kind, graph, record(json.dumps(doc).encode()))
+    assert not got.ok and "malformed signature" in got.reason
+    # A schema 1 manifest whose JWS is garbage.
+    schema1 = json.dumps({"schemaVersion": 1, "name": REPO, "tag": "v1", "signatures": []})
+    rec = record(schema1.encode())
+    rec = ManifestRecord(
+        rec.repository, rec.digest, mt.DOCKER_SCHEMA1_SIGNED, rec.size, rec.content
+    )
+    got = decide(kind, graph, rec)
+    assert not got.ok and got.reason.startswith(
+        "no signature is authorized: schema 1 manifest: JWS"
+    )

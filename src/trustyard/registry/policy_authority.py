@@ -4,8 +4,8 @@ namespace authority granted its key for the repository.
 `require = {kind = "authority", roots = ["/etc/trustyard/authority-root.pem", …]}`. The
 statements the registry stores (`PolicyContext.authority_statements`) are evaluated against
 the rule's roots (`authority/statements.evaluate`) into a `Graph`; every signature found on the
-manifest (JWS schema 1 signers, ir-sign annotations, cosign in all its shapes, simple signatures)
-is judged by `signing/authority_match.py`, the module `trustyard verify` uses too.
+manifest (JWS schema 1 signers, ir-sign annotations, cosign in all its shapes, simple signatures,
+the keys of the Notary roles that sign it in our trust store) is judged by `signing/authority_match.py`, the module `trustyard verify` uses too.
 
 The evaluated Graph is cached per rule: statements change rarely and evaluating them checks
 every x509 chain and JWS signature. It is evaluated again when the store's generation (its
