@@ -305,3 +305,62 @@ def test_roots_directory(pki: Pki, user_key: ec.EllipticCurvePrivateKey, tmp_pat
     (d / "junk.pem").write_bytes(b"nope")
     with pytest.raises(rootsdir.RootsError, match="no PEM certificate"):
         rootsdir.load_roots(d)
+
+
+def test_deeply_nested_json_is_refused(pki: Pki) -> None:
+    deep = base64.urlsafe_b64encode(b"[" * 20000 + b"]" * 20000).rstrip(b"=")
+    with pytest.raises(StatementError, match=r"nested \d+ levels deep"):
+        parse(deep + b".e30.AAAA")
+
+
+def test_an_id_that_is_a_path_is_refused(pki: Pki, user_key: ec.EllipticCurvePrivateKey) -> None:
+    from trustyard.authority import statements
+
+    good = parse(_grant(pki, user_key))
+    payload = {
+        "id": "../../evil",
+        "type": "revoke",
+        "issued": "2026-01-01T00:00:00Z",
+        "expires": None,
+        "revokes": {"statement": good.id},
+        "reason": "x",
+    }
+    signed = statements._sign(pki.signer(), pki.chain, payload)
+    with pytest.raises(StatementError, match=r"id '\.\./\.\./evil' must be"):
+        parse(signed)
+
+
+def test_an_rsa_authority_rs256(user_key: ec.EllipticCurvePrivateKey) -> None:
+    """Statements are issued with EC keys; an RSA authority's RS256 statements verify too."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    from trustyard.authority import statements
+
+    root = make_cert("RSA Root", ca=True)
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    leaf = root.issue("RSA Authority", key=rsa_key)
+    kind, kid, public = statements.describe_key(_pem(user_key))
+    payload = {
+        "id": "rsa-1",
+        "type": "grant",
+        "issued": "2026-01-01T00:00:00Z",
+        "expires": None,
+        "key": {"type": kind, "id": kid, "public": public.decode()},
+        "user": "erin",
+        "namespaces": ["erin/*"],
+    }
+    header = {"alg": "RS256", "typ": statements.TYP, "x5c": [leaf.der_b64]}
+
+    def b64(doc: object) -> bytes:
+        return base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=")
+
+    signing_input = b64(header) + b"." + b64(payload)
+    signature = rsa_key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+    jws = signing_input + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")
+    graph = evaluate([jws], [Root("rsa.pem", root.cert)], now())
+    assert [g.user for g in graph.grants] == ["erin"], graph.refused
+    header["alg"] = "ES256"  # alg and key disagree
+    forged = b64(header) + b"." + b64(payload) + b"." + jws.split(b".")[2]
+    with pytest.raises(StatementError, match="alg ES256 does not match the key"):
+        parse(forged)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tests.inprocess.conftest import make_settings, serve
 from tests.inprocess.helpers import Image, make_image, push_image
+from trustyard.metadata.authority_base import StoredStatement
 from trustyard.oci.digest import Digest
 from trustyard.trust.store import AuditEvent, Change, TufFile
 from trustyard.wiring import open_database
@@ -35,6 +36,8 @@ async def populate(data_dir: Path, images: dict[str, tuple[Image, str]], signed:
             content = b"signature of " + image.manifest
             digest = Digest.parse(image.digest)
             assert await db.signatures.add_signature(signed, digest, name, content, lambda _: None)
+            statement = StoredStatement("st-1", "grant", "KEY", 1.0, b"statement bytes")
+            assert await db.authority.add_statement(statement)
         finally:
             await db.close()
 
@@ -131,6 +134,7 @@ def test_merge_into_a_populated_registry(tmp_path: Path) -> None:
     assert code == 0, out + err
     assert "tags: 1 copied, 0 already there, 1 overwritten" in out
     assert "repositories: 1 copied, 1 already there" in out
+    assert "authority_statements: 1 copied, 0 already there" in out
     assert "verified:" in out
     after = asyncio.run(snapshot(target))
     assert after == {
@@ -145,6 +149,7 @@ def test_merge_into_a_populated_registry(tmp_path: Path) -> None:
     assert "copied 0 blobs" in out
     assert "tags: 0 copied, 2 already there" in out
     assert "simple_signatures: 0 copied, 1 already there" in out
+    assert "authority_statements: 0 copied, 1 already there" in out
     assert "trust_files: 0 copied, 1 already there" in out
 
     asyncio.run(check_served(target, mine_app, mine_lib))

@@ -27,6 +27,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from trustyard.authority.model import GrantedKey, Graph, KeyType, Refusal, Revoc
 from trustyard.crypto import openpgp_key
 from trustyard.crypto.keyid import KeyFileError, libtrust_kid, load_key_material
 from trustyard.crypto.x5c import CA_POLICY, LEAF_POLICY, describe, signing_problem
+from trustyard.oci import jsonbounds
 
 TYP = "trustyard-authority+jws"
 MAX_STATEMENT_BYTES = 64 * 1024
@@ -58,6 +60,8 @@ MAX_NAME = 255
 CLOCK_SKEW = timedelta(minutes=5)
 
 StatementType = Literal["grant", "revoke"]
+# Ids become file names (`fetch` writes ID.jws) and URL path segments: no '/', no leading dot.
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 _EC_ALGS: dict[str, tuple[str, hashes.HashAlgorithm]] = {
     "ES256": ("secp256r1", hashes.SHA256()),
@@ -309,6 +313,8 @@ def issue_revocation(
     """A statement revoking one statement (by id) or every earlier grant of a key (by key id)."""
     if (statement_id is None) == (key_id is None):
         raise StatementError("a revocation names either a statement id or a key id")
+    if statement_id is not None and not _ID.match(statement_id):
+        raise StatementError(f"{statement_id[:40]!r} is not a statement id")
     target = statement_id if statement_id is not None else key_id
     assert target is not None
     _check_name(target, "the revoked id")
@@ -325,9 +331,9 @@ def issue_revocation(
 # -- parsing --------------------------------------------------------------------------------
 def _json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise StatementError(f"{what} is not JSON") from None
+        value = jsonbounds.loads(data, what=what, max_depth=8)
+    except jsonbounds.JSONBoundsError as exc:
+        raise StatementError(str(exc)) from None
     if not isinstance(value, dict):
         raise StatementError(f"{what} is not a JSON object")
     return value
@@ -421,7 +427,9 @@ def parse(data: bytes) -> Statement:
 def _statement(
     raw: bytes, payload: dict[str, Any], chain: tuple[x509.Certificate, ...]
 ) -> Statement:
-    sid = _check_name(_string(payload, "id"), "id")
+    sid = _string(payload, "id")
+    if not _ID.match(sid):
+        raise StatementError(f"id {sid[:40]!r} must be 1-128 letters, digits, '.', '_' or '-'")
     kind = payload.get("type")
     issued = _parse_time(payload.get("issued"), "issued")
     expires_raw = payload.get("expires")
@@ -549,7 +557,7 @@ def evaluate(statements: Iterable[bytes], roots: Sequence[Root], now: datetime) 
         if problem is None and statement.id in valid:
             problem = "another valid statement carries the same id"
         if problem is not None:
-            refused.append(Refusal(statement.id, problem, statement.subject_key))
+            refused.append(Refusal(statement.id, problem, statement.key_id))
             continue
         valid[statement.id] = statement
     revocations = sorted(

@@ -2,7 +2,7 @@
 
 Numeric ids never cross: a repository is matched by name (the target's id is used, or a new
 one is made), manifests by (repository, digest), tags by (repository, name), blobs by digest,
-simple signatures by (repository, digest, content). One transaction per repository, so a
+simple signatures by (repository, digest, content), authority statements by id. One transaction per repository, so a
 repository is either fully merged or not at all. Trust and auth rows: `metadata.copy_trust`.
 Upload sessions are not copied: their bytes live in the source storage's upload area.
 Idempotent: a second run finds everything already there.
@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trustyard.metadata import schema as t
+from trustyard.metadata.authority_sql import authority_statements
 from trustyard.metadata.copy_base import CopyResult, Tally
 from trustyard.metadata.copy_trust import (
     copy_auth,
@@ -198,21 +199,24 @@ async def _copy_repository(
         )
 
 
-async def _copy_blob_rows(source: SqlMetadataStore, target: SqlMetadataStore, tally: Tally) -> None:
-    """Blob records are global (keyed by digest): copied before the repositories that link them."""
+async def _copy_global_rows(
+    source: SqlMetadataStore, target: SqlMetadataStore, table: Table, tally: Tally
+) -> None:
+    """Rows keyed by content, not repository (blob records by digest, authority statements by
+    id): what the target lacks is added; blobs go before the repositories that link them."""
     insert = insert_for(target.writer)
     async with target.reader.connect() as dst:
-        before = await _count(dst, t.blobs)
+        before = await _count(dst, table)
     total = 0
     async with source.reader.connect() as src:
-        result = await src.stream(select(t.blobs))
+        result = await src.stream(select(table))
         async for batch in result.partitions(_BATCH):
             rows = [dict(row._mapping) for row in batch]
             total += len(rows)
             async with target.writer.begin() as dst:
-                await dst.execute(insert(t.blobs).on_conflict_do_nothing(), rows)
+                await dst.execute(insert(table).on_conflict_do_nothing(), rows)
     async with target.reader.connect() as dst:
-        tally.copied += await _count(dst, t.blobs) - before
+        tally.copied += await _count(dst, table) - before
     tally.present += total - tally.copied
 
 
@@ -221,7 +225,7 @@ async def merge_tables(
 ) -> CopyResult:
     """Blobs, then each repository (one transaction each), then trust data and auth."""
     result = CopyResult()
-    await _copy_blob_rows(source, target, result.tally("blobs"))
+    await _copy_global_rows(source, target, t.blobs, result.tally("blobs"))
     async with source.reader.connect() as src:
         repositories = await _repositories(src)
     for repository in repositories:
@@ -231,6 +235,8 @@ async def merge_tables(
             result.problems.append(f"repository {repository[1]} not copied: {exc}")
     await copy_trust(source.reader, target.writer, result)
     await copy_auth(source.reader, target.writer, result)
+    statements = result.tally("authority_statements")
+    await _copy_global_rows(source, target, authority_statements, statements)
     return result
 
 
