@@ -1,8 +1,8 @@
 """`trustyard verify REF --authority-roots DIR`: which signatures of an image the namespace
 authority authorizes (issue 20 part 2), judged with roots the user chose.
 
-Every signature found (cosign, simple signing, JWS schema 1, ir-sign annotations) is printed
-with its kind, key ID, and the user and namespace grant that authorizes it, or why none does.
+Every signature found (cosign, simple signing, JWS schema 1, ir-sign annotations, and the Notary
+role keys with `--trust-server`) is printed with its kind, key ID, and the user and namespace grant that authorizes it, or why none does.
 Exit status: 0 when at least one signature is authorized, 1 when none is, 2 when the check
 could not be made (unreadable roots or statements, unreachable registry).
 """
