@@ -5,7 +5,19 @@ from typing import Annotated
 import typer
 
 from trustyard import __version__
-from trustyard.cli import admin, authority, db, gc, keyid, migrate, serve, sign, signatures, trust
+from trustyard.cli import (
+    admin,
+    authority,
+    db,
+    gc,
+    keyid,
+    migrate,
+    serve,
+    sign,
+    signatures,
+    trust,
+    verify,
+)
 from trustyard.cli.backup import backup as backup_command
 from trustyard.cli.backup import restore as restore_command
 from trustyard.cli.scrub import scrub as scrub_command
@@ -23,6 +35,7 @@ app.command("restore")(restore_command)
 app.command("migrate-storage")(migrate.migrate_storage)
 app.command("keyid")(keyid.keyid)
 app.command("signatures")(signatures.signatures)
+app.command("verify")(verify.verify)
 app.add_typer(admin.app, name="admin")
 app.add_typer(authority.app, name="authority")
 app.add_typer(db.app, name="db")
