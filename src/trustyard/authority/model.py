@@ -20,7 +20,9 @@ KeyType = Literal["pkix", "openpgp"]
 class GrantedKey:
     """A public key the authority linked to `user`, and the namespaces `user` may sign for."""
 
-    key_id: str  # libtrust KeyID for pkix keys ("ABCD:EFGH:…"); OpenPGP v4 fingerprint (40 hex, upper)
+    key_id: (
+        str  # libtrust KeyID for pkix keys ("ABCD:EFGH:…"); OpenPGP v4 fingerprint (40 hex, upper)
+    )
     key_type: KeyType
     public: bytes  # PEM SubjectPublicKeyInfo, or an ASCII-armored OpenPGP public key
     user: str
