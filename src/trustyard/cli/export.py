@@ -116,13 +116,13 @@ def static(
         open_store_or_exit(settings, "export")
     except typer.Exit:
         raise typer.Exit(2) from None
+    if dest.exists() and not dest.is_dir():
+        raise _fail(f"{dest} is not a directory", 2)
     try:
         check_target(dest, settings.data_dir)
         read_state(dest)
     except ExportError as exc:
         raise _fail(str(exc), 2) from None
-    if dest.exists() and not dest.is_dir():
-        raise _fail(f"{dest} is not a directory", 2)
     try:
         plan, summary = asyncio.run(
             _run(settings, dest, repository or [], signatures, listen, base_url)

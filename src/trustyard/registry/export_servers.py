@@ -69,7 +69,7 @@ def nginx_conf(plan: ExportPlan, root: Path, listen: str) -> str:
         "    location ~ ^/v2/.+/_trust/tuf/[^/]+\\.json$ { default_type application/json; "
         + v
         + " }",
-        f"    location ~ ^/v2/.+/blobs/({_DIGEST})$ {{",
+        f'    location ~ "^/v2/.+/blobs/({_DIGEST})$" {{',
         f"        {v}",
         "        add_header Docker-Content-Digest $1;",
         "        error_page 404 = @blob_unknown;",
@@ -79,7 +79,7 @@ def nginx_conf(plan: ExportPlan, root: Path, listen: str) -> str:
         f"        {v}",
         "        error_page 404 = @name_unknown;",
         "    }",
-        f"    location ~ ^/v2/.+/referrers/{_DIGEST}$ {{",
+        f'    location ~ "^/v2/.+/referrers/{_DIGEST}$" {{',
         f"        default_type {mt.OCI_INDEX};",
         f"        {v}",
         "    }",
@@ -109,7 +109,7 @@ def nginx_conf(plan: ExportPlan, root: Path, listen: str) -> str:
     for path, media_type, digest in _manifest_rules(plan):
         lines.append(
             f"    location = {path} {{ default_type {media_type}; "
-            f"add_header Docker-Content-Digest {digest} always; {v} }}"
+            f"add_header Docker-Content-Digest {digest}; {v} }}"
         )
     lines.append("}")
     return "\n".join(lines) + "\n"

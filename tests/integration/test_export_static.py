@@ -1,0 +1,299 @@
+"""`trustyard export static`: Debian's nginx serves the export with the generated config, and
+skopeo and podman pull from it by tag and by digest; re-exports are incremental; tampering is
+caught by the clients; hostile targets are refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.clienttools import ALL_MANIFESTS, run
+from tests.integration.conftest import require
+from tests.integration.exporttools import Nginx, export, exported, start_nginx
+from tests.integration.images import Image, make_image, make_index, push_blob, push_image, sha256
+from tests.integration.server import ServerProcess
+
+pytestmark = [pytest.mark.needs_skopeo, pytest.mark.slow]
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def _push_index(client: httpx.Client, repo: str, images: list[tuple[Image, str]], tag: str) -> str:
+    for image, _ in images:
+        push_image(client, repo, image)
+    index = make_index(images)
+    r = client.put(
+        f"/v2/{repo}/manifests/{tag}", content=index, headers={"Content-Type": OCI_INDEX}
+    )
+    assert r.status_code == 201, r.text
+    return sha256(index)
+
+
+def _push_referrer(client: httpx.Client, repo: str, subject: Image) -> str:
+    """An artifact (empty config) whose subject is `subject`."""
+    empty = push_blob(client, repo, b"{}")
+    body = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": "application/vnd.example.sbom",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty,
+                       "size": 2},
+            "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty,
+                        "size": 2}],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": subject.digest,
+                        "size": len(subject.manifest)},
+        }
+    ).encode()  # fmt: skip
+    digest = sha256(body)
+    r = client.put(
+        f"/v2/{repo}/manifests/{digest}", content=body, headers={"Content-Type": OCI_MANIFEST}
+    )
+    assert r.status_code == 201, r.text
+    return digest
+
+
+class Served:
+    def __init__(self, srv: ServerProcess, dest: Path, nginx: Nginx, images: dict[str, Image],
+                 index: str, referrer: str) -> None:  # fmt: skip
+        self.srv, self.dest, self.nginx, self.images = srv, dest, nginx, images
+        self.index, self.referrer = index, referrer
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    root = tmp_path_factory.mktemp("export")
+    srv = ServerProcess(root / "data").start()
+    nginx = None
+    try:
+        images = {"v1": make_image(2, seed="exp-v1"), "v2": make_image(1, seed="exp-v2")}
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            for tag, image in images.items():
+                push_image(c, "team/app", image, tag)
+            arm = make_image(1, seed="exp-arm", arch="arm64")
+            index = _push_index(c, "team/multi", [(images["v1"], "amd64"), (arm, "arm64")],
+                                "latest")  # fmt: skip
+            referrer = _push_referrer(c, "team/app", images["v1"])
+        dest = root / "site"
+        port_probe = Nginx(dest, root / "nginx", 0)
+        from tests.integration.server import free_port
+
+        port_probe.port = free_port()
+        exported(dest, srv.data_dir, "--listen", f"127.0.0.1:{port_probe.port}")
+        nginx = port_probe.start()
+        yield Served(srv, dest, nginx, images, index, referrer)
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        srv.stop()
+
+
+def test_nginx_answers_like_a_registry(served: Served) -> None:
+    base, app = served.nginx.url, served.images["v1"]
+    with httpx.Client(base_url=base, timeout=30) as c:
+        r = c.get("/v2/")
+        assert r.status_code == 200
+        assert r.headers["docker-distribution-api-version"] == "registry/2.0"
+        for ref in ("v1", app.digest):
+            for method in ("GET", "HEAD"):
+                r = c.request(method, f"/v2/team/app/manifests/{ref}")
+                assert r.status_code == 200, (method, ref)
+                assert r.headers["content-type"] == OCI_MANIFEST
+                assert r.headers["docker-content-digest"] == app.digest
+                assert int(r.headers["content-length"]) == len(app.manifest)
+        r = c.get("/v2/team/multi/manifests/latest")
+        assert r.headers["content-type"] == OCI_INDEX
+        assert r.headers["docker-content-digest"] == served.index == sha256(r.content)
+        blob = app.blobs[1]
+        r = c.get(f"/v2/team/app/blobs/{sha256(blob)}")
+        assert r.status_code == 200 and r.content == blob
+        assert r.headers["content-type"] == "application/octet-stream"
+        assert r.headers["docker-content-digest"] == sha256(blob)
+        tags = c.get("/v2/team/app/tags/list")
+        assert tags.headers["content-type"] == "application/json"
+        subject_tag = "sha256-" + app.digest.split(":")[1]
+        assert tags.json() == {"name": "team/app", "tags": sorted(["v1", "v2", subject_tag])}
+        assert c.get("/v2/_catalog").json() == {"repositories": ["team/app", "team/multi"]}
+        # Referrers: the tag-schema index and the API path, both naming the artifact.
+        for path in (f"/v2/team/app/manifests/{subject_tag}", f"/v2/team/app/referrers/{app.digest}"):
+            r = c.get(path)
+            assert r.status_code == 200 and r.headers["content-type"] == OCI_INDEX
+            [found] = r.json()["manifests"]
+            assert found["digest"] == served.referrer
+            assert found["artifactType"] == "application/vnd.example.sbom"
+        # Unknown paths and our own files: 404 with an OCI error body.
+        for path, code in [
+            ("/v2/team/app/manifests/nope", "MANIFEST_UNKNOWN"),
+            (f"/v2/team/app/blobs/sha256:{'0' * 64}", "BLOB_UNKNOWN"),
+            ("/v2/nobody/tags/list", "NAME_UNKNOWN"),
+            ("/nginx.conf", "NOT_FOUND"),
+            ("/.trustyard-export.json", "NOT_FOUND"),
+        ]:
+            r = c.get(path)
+            assert r.status_code == 404, path
+            assert r.json()["errors"][0]["code"] == code, path
+    # Blobs are the store's files, linked, not copies.
+    store = served.srv.data_dir / "storage" / "blobs" / "sha256" / sha256(blob).split(":")[1][:2]
+    linked = served.dest / "v2" / "team" / "app" / "blobs" / sha256(blob)
+    assert linked.stat().st_ino == (store / sha256(blob).split(":")[1]).stat().st_ino
+
+
+def test_skopeo_copies_by_tag_and_by_digest(served: Served, tmp_path: Path) -> None:
+    skopeo, host, app = require("skopeo"), served.nginx.host, served.images["v1"]
+    inspect = json.loads(
+        run(skopeo, "inspect", "--tls-verify=false", f"docker://{host}/team/app:v1").stdout
+    )
+    assert inspect["Digest"] == app.digest
+    for n, ref in enumerate([f"team/app:v1", f"team/app@{app.digest}"]):
+        out = tmp_path / f"copy{n}"
+        run(skopeo, "copy", "--src-tls-verify=false", f"docker://{host}/{ref}", f"dir:{out}")
+        assert (out / "manifest.json").read_bytes() == app.manifest
+    out = tmp_path / "multi"
+    run(skopeo, "copy", "--all", "--src-tls-verify=false",
+        f"docker://{host}/team/multi:latest", f"oci:{out}:latest")  # fmt: skip
+    assert json.loads((out / "index.json").read_text())["manifests"][0]["digest"] == served.index
+
+
+@pytest.mark.needs_podman
+def test_podman_pulls_by_tag_and_by_digest(served: Served, tmp_path: Path) -> None:
+    exe, host, app = require("podman"), served.nginx.host, served.images["v1"]
+    runroot = Path(tempfile.mkdtemp(prefix="ty-podman-"))
+    conf = tmp_path / "registries.conf"
+    conf.write_text(
+        f'unqualified-search-registries = []\n\n[[registry]]\nlocation = "{host}"\ninsecure = true\n'
+    )
+    env = {"CONTAINERS_REGISTRIES_CONF": str(conf), "TMPDIR": str(tmp_path)}
+    base = ["--root", str(tmp_path / "root"), "--runroot", str(runroot), "--storage-driver", "vfs",
+            "--cgroup-manager", "cgroupfs", "--events-backend", "file"]  # fmt: skip
+    try:
+        config_hex = sha256(app.config).split(":")[1]
+        for ref in (f"{host}/team/app:v1", f"{host}/team/app@{app.digest}"):
+            run(exe, *base, "pull", ref, env=env)
+            image_id = run(exe, *base, "image", "inspect", "--format", "{{.Id}}", ref, env=env)
+            assert image_id.stdout.strip() == config_hex
+    finally:
+        shutil.rmtree(runroot, ignore_errors=True)
+
+
+def _summary(out: str) -> dict[str, int]:
+    """'… 3 written, 2 linked, 0 copied, 9 unchanged, 1 removed' as numbers."""
+    tail = out.rsplit(":", 1)[1]
+    return {part.split()[1]: int(part.split()[0]) for part in tail.strip().split(", ")}
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Tamper the way an attacker on the host would: a new file at the name. (Writing into a
+    linked blob would change the store's own file too; scrub finds that one.)"""
+    tmp = path.with_name(path.name + ".evil")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def test_reexport_is_incremental_keeps_foreign_files_and_tampering_is_caught(
+    server: ServerProcess, client: httpx.Client, tmp_path: Path
+) -> None:
+    skopeo = require("skopeo")
+    one, two = make_image(2, seed="inc-1"), make_image(1, seed="inc-2")
+    push_image(client, "inc/app", one, "one")
+    push_image(client, "inc/app", two, "two")
+    dest = tmp_path / "site"
+    (dest / "v2").mkdir(parents=True)
+    (dest / "index.html").write_text("mine")
+    (dest / "v2" / "README").write_text("mine too")
+    nginx = Nginx(dest, tmp_path / "nginx", 0)
+    from tests.integration.server import free_port
+
+    nginx.port = free_port()
+    listen = ("--listen", f"127.0.0.1:{nginx.port}")
+    first = _summary(exported(dest, server.data_dir, *listen))
+    assert first["linked"] == 5 and first["removed"] == 0
+    again = _summary(exported(dest, server.data_dir, *listen))
+    assert again["written"] == again["linked"] == again["removed"] == 0
+    nginx.start()
+    try:
+        host = nginx.host
+        # Delete a tag (and its manifest) in the registry: the re-export removes them.
+        assert client.delete(f"/v2/inc/app/manifests/{two.digest}").status_code == 202
+        removed = _summary(exported(dest, server.data_dir, *listen))
+        # by tag, by digest, and its config and layer (no manifest exported names them now)
+        assert removed["removed"] == 4 and removed["linked"] == 0
+        assert not (dest / "v2/inc/app/manifests/two").exists()
+        assert not any((dest / "v2/inc/app/blobs" / sha256(b)).exists() for b in two.blobs)
+        nginx.reload()
+        assert httpx.get(f"{nginx.url}/v2/inc/app/tags/list").json()["tags"] == ["one"]
+        gone = run(skopeo, "inspect", "--tls-verify=false", f"docker://{host}/inc/app:two",
+                   check=False)  # fmt: skip
+        assert gone.returncode != 0 and "manifest unknown" in gone.stderr.lower()
+        # A new push: only its files are added.
+        three = make_image(2, seed="inc-3")
+        push_image(client, "inc/app", three, "three")
+        added = _summary(exported(dest, server.data_dir, *listen))
+        assert added["linked"] == 3 and added["removed"] == 0
+        # manifest by tag and by digest, tags/list, nginx.conf, Caddyfile
+        assert added["written"] == 5
+        nginx.reload()
+        inspect = run(skopeo, "inspect", "--tls-verify=false", f"docker://{host}/inc/app:three")
+        assert json.loads(inspect.stdout)["Digest"] == three.digest
+        assert (dest / "index.html").read_text() == "mine"
+        assert (dest / "v2" / "README").read_text() == "mine too"
+
+        # Tampered blob: skopeo refuses it.
+        layer = dest / "v2/inc/app/blobs" / sha256(one.blobs[1])
+        _replace(layer, b"x" * len(one.blobs[1]))
+        bad = run(skopeo, "copy", "--src-tls-verify=false", f"docker://{host}/inc/app:one",
+                  f"dir:{tmp_path / 'bad'}", check=False)  # fmt: skip
+        assert bad.returncode != 0 and "digest" in bad.stderr.lower(), bad.stderr
+        # Tampered manifest by digest: refused too.
+        by_digest = dest / "v2/inc/app/manifests" / one.digest
+        _replace(by_digest, one.manifest + b"\n")
+        bad = run(skopeo, "inspect", "--tls-verify=false", f"docker://{host}/inc/app@{one.digest}",
+                  check=False)  # fmt: skip
+        assert bad.returncode != 0 and "digest" in bad.stderr.lower(), bad.stderr
+        # The store is untouched, and the next export repairs both files.
+        repaired = _summary(exported(dest, server.data_dir, *listen))
+        assert repaired["linked"] == 1 and repaired["written"] == 1
+        run(skopeo, "copy", "--src-tls-verify=false", f"docker://{host}/inc/app@{one.digest}",
+            f"dir:{tmp_path / 'good'}")  # fmt: skip
+    finally:
+        nginx.stop()
+
+
+def test_repository_patterns_select_and_unselect(
+    server: ServerProcess, client: httpx.Client, tmp_path: Path
+) -> None:
+    push_image(client, "keep/app", make_image(1, seed="pat-1"), "v1")
+    push_image(client, "drop/app", make_image(1, seed="pat-2"), "v1")
+    dest = tmp_path / "site"
+    exported(dest, server.data_dir)
+    assert (dest / "v2/drop/app/tags/list").exists()
+    out = _summary(exported(dest, server.data_dir, "--repository", "keep/*"))
+    assert out["removed"] >= 4
+    assert not (dest / "v2/drop").exists()
+    assert json.loads((dest / "v2/_catalog").read_text()) == {"repositories": ["keep/app"]}
+
+
+def test_hostile_targets_are_refused(server: ServerProcess, client: httpx.Client,
+                                     tmp_path: Path) -> None:  # fmt: skip
+    push_image(client, "h/app", make_image(1, seed="hostile"), "v1")
+    inside = export(server.data_dir / "public", server.data_dir)
+    assert inside.returncode == 2 and "inside the data dir" in inside.stderr
+    assert not (server.data_dir / "public").exists()
+    around = export(server.data_dir.parent, server.data_dir)
+    assert around.returncode == 2 and "would publish its keys" in around.stderr
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert export(a_file, server.data_dir).returncode == 2
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / ".trustyard-export.json").write_text("not json")
+    refused = export(odd, server.data_dir)
+    assert refused.returncode == 2 and "not an export record" in refused.stderr
+    assert (odd / ".trustyard-export.json").read_text() == "not json"
