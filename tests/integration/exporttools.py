@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 
 from tests.integration.conftest import require
-from tests.integration.server import free_port
 from tests.integration.test_scrub import trustyard
 
 
@@ -89,7 +88,3 @@ class Nginx:
         if self.proc is not None:
             self.proc.terminate()
             self.proc.wait(15)
-
-
-def start_nginx(export_dir: Path, work: Path) -> Nginx:
-    return Nginx(export_dir, work, free_port()).start()

@@ -14,11 +14,22 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.clienttools import ALL_MANIFESTS, run
+from tests.integration.clienttools import run
 from tests.integration.conftest import require
-from tests.integration.exporttools import Nginx, export, exported, start_nginx
-from tests.integration.images import Image, make_image, make_index, push_blob, push_image, sha256
-from tests.integration.server import ServerProcess
+from tests.integration.exporttools import Nginx, export, exported
+from tests.integration.images import (
+    Image,
+    make_image,
+    make_index,
+    push_blob,
+    push_image,
+    sha256,
+    write_layout,
+)
+from tests.integration.server import ServerProcess, free_port
+from tests.integration.test_signatures_simple import accept_all, client_env
+from tests.integration.trusttools import notary, trust
+from tests.signatures.gpg import make_key, stop_agent
 
 pytestmark = [pytest.mark.needs_skopeo, pytest.mark.slow]
 
@@ -83,12 +94,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                                 "latest")  # fmt: skip
             referrer = _push_referrer(c, "team/app", images["v1"])
         dest = root / "site"
-        port_probe = Nginx(dest, root / "nginx", 0)
-        from tests.integration.server import free_port
-
-        port_probe.port = free_port()
-        exported(dest, srv.data_dir, "--listen", f"127.0.0.1:{port_probe.port}")
-        nginx = port_probe.start()
+        unstarted = Nginx(dest, root / "nginx", free_port())
+        exported(dest, srv.data_dir, "--listen", f"127.0.0.1:{unstarted.port}")
+        nginx = unstarted.start()
         yield Served(srv, dest, nginx, images, index, referrer)
     finally:
         if nginx is not None:
@@ -123,7 +131,10 @@ def test_nginx_answers_like_a_registry(served: Served) -> None:
         assert tags.json() == {"name": "team/app", "tags": sorted(["v1", "v2", subject_tag])}
         assert c.get("/v2/_catalog").json() == {"repositories": ["team/app", "team/multi"]}
         # Referrers: the tag-schema index and the API path, both naming the artifact.
-        for path in (f"/v2/team/app/manifests/{subject_tag}", f"/v2/team/app/referrers/{app.digest}"):
+        for path in (
+            f"/v2/team/app/manifests/{subject_tag}",
+            f"/v2/team/app/referrers/{app.digest}",
+        ):
             r = c.get(path)
             assert r.status_code == 200 and r.headers["content-type"] == OCI_INDEX
             [found] = r.json()["manifests"]
@@ -152,7 +163,7 @@ def test_skopeo_copies_by_tag_and_by_digest(served: Served, tmp_path: Path) -> N
         run(skopeo, "inspect", "--tls-verify=false", f"docker://{host}/team/app:v1").stdout
     )
     assert inspect["Digest"] == app.digest
-    for n, ref in enumerate([f"team/app:v1", f"team/app@{app.digest}"]):
+    for n, ref in enumerate(["team/app:v1", f"team/app@{app.digest}"]):
         out = tmp_path / f"copy{n}"
         run(skopeo, "copy", "--src-tls-verify=false", f"docker://{host}/{ref}", f"dir:{out}")
         assert (out / "manifest.json").read_bytes() == app.manifest
@@ -208,10 +219,7 @@ def test_reexport_is_incremental_keeps_foreign_files_and_tampering_is_caught(
     (dest / "v2").mkdir(parents=True)
     (dest / "index.html").write_text("mine")
     (dest / "v2" / "README").write_text("mine too")
-    nginx = Nginx(dest, tmp_path / "nginx", 0)
-    from tests.integration.server import free_port
-
-    nginx.port = free_port()
+    nginx = Nginx(dest, tmp_path / "nginx", free_port())
     listen = ("--listen", f"127.0.0.1:{nginx.port}")
     first = _summary(exported(dest, server.data_dir, *listen))
     assert first["linked"] == 5 and first["removed"] == 0
@@ -297,3 +305,76 @@ def test_hostile_targets_are_refused(server: ServerProcess, client: httpx.Client
     refused = export(odd, server.data_dir)
     assert refused.returncode == 2 and "not an export record" in refused.stderr
     assert (odd / ".trustyard-export.json").read_text() == "not json"
+
+
+@pytest.mark.needs_notary
+def test_signatures_verify_offline_through_the_export(tmp_path: Path) -> None:
+    """Simple signatures through the lookaside and registries.d snippet; Notary TUF files at
+    the Notary API paths for `trustyard trust verify` and the notary client. The GUN names the
+    static host, where clients pull from."""
+    skopeo = require("skopeo")
+    srv = ServerProcess(tmp_path / "data").start()
+    dest, port = tmp_path / "site", free_port()
+    nginx = Nginx(dest, tmp_path / "nginx", port)
+    static = ServerProcess(tmp_path / "unused", port=port)  # the static host, for the trust tools
+    key = make_key(Path(tempfile.mkdtemp(prefix="ty-gpg-")), "signer")
+    args = ("--listen", f"127.0.0.1:{port}", "--signatures", "--base-url", nginx.url)
+    try:
+        env = client_env(tmp_path, key)
+        image = make_image(1, seed="exp-signed")
+        src = tmp_path / "src"
+        write_layout(src, {"v1": image})
+        run(skopeo, "copy", "--policy", accept_all(tmp_path / "any.json"),
+            "--dest-tls-verify=false", "--sign-by", key.fingerprint, f"oci:{src}:v1",
+            f"docker://{srv.host}/sig/app:v1", env=env)  # fmt: skip
+        exported(dest, srv.data_dir, *args)
+        sig = dest / f"sigstore/sig/app@sha256={image.digest.split(':')[1]}/signature-1"
+        assert sig.exists()
+        snippet = (dest / "registries.d/trustyard.yaml").read_text()
+        assert f"{nginx.host}:" in snippet and f"lookaside: {nginx.url}/sigstore" in snippet
+        nginx.start()
+
+        # The signature names the registry it was pushed to; the export is a mirror of it.
+        strict = tmp_path / "strict.json"
+        requirement = {"type": "signedBy", "keyType": "GPGKeys", "keyPath": str(key.public),
+                       "signedIdentity": {"type": "remapIdentity", "prefix": nginx.host,
+                                          "signedPrefix": srv.host}}  # fmt: skip
+        strict.write_text(json.dumps({
+            "default": [{"type": "reject"}],
+            "transports": {"docker": {f"{nginx.host}/sig": [requirement]},
+                           "dir": {"": [{"type": "insecureAcceptAnything"}]}},
+        }))  # fmt: skip
+        pull = (skopeo, "copy", "--policy", strict, "--registries.d", dest / "registries.d",
+                "--src-tls-verify=false", f"docker://{nginx.host}/sig/app:v1")  # fmt: skip
+        run(*pull, f"dir:{tmp_path / 'ok'}", env=env)
+        assert (tmp_path / "ok" / "manifest.json").read_bytes() == image.manifest
+
+        # Notary: sign the tag the static host serves, under the static host's GUN.
+        gun, owner = f"{nginx.host}/sig/app", tmp_path / "owner"
+        trust(srv, owner, "init", gun)
+        assert image.digest in trust(srv, owner, "sign", f"{gun}:v1")
+        done = exported(dest, srv.data_dir, *args)
+        assert "1 trust GUNs" in done
+        tuf = dest / "v2" / gun / "_trust" / "tuf"
+        assert {"root.json", "targets.json", "snapshot.json", "timestamp.json", "1.root.json"} <= {
+            p.name for p in tuf.iterdir()
+        }
+        nginx.reload()
+        out = trust(static, tmp_path / "reader", "verify", f"{gun}:v1")
+        assert image.digest in out
+        listed = notary(static, tmp_path / "notary", "list", gun)
+        assert image.digest.split(":")[1] in listed
+
+        # Tampered files are refused by each verifier.
+        _replace(sig, sig.read_bytes()[:-8] + b"\x00" * 8)
+        refused = run(*pull, f"dir:{tmp_path / 'no'}", env=env, check=False)
+        assert refused.returncode != 0 and "rejected" in refused.stderr, refused.stderr
+        for targets in tuf.glob("targets*.json"):  # by name and by hash (what notary reads)
+            _replace(targets, targets.read_bytes().replace(b'"v1"', b'"v9"'))
+        out = trust(static, tmp_path / "reader2", "verify", f"{gun}:v1", ok=False)
+        notary(static, tmp_path / "notary2", "list", gun, ok=False)
+    finally:
+        nginx.stop()
+        srv.stop()
+        stop_agent(key)
+        shutil.rmtree(key.home.parent, ignore_errors=True)
