@@ -129,7 +129,7 @@ def static(
         )
     except ExportError as exc:
         raise _fail(str(exc), 1) from None
-    except OSError as exc:  # a full disk, a permission: one line, no traceback
+    except Exception as exc:  # a full disk, the object store, the database: one line
         raise _fail(f"export failed: {exc}", 1) from None
     for warning in plan.warnings:
         typer.echo(f"warning: {warning}", err=True)

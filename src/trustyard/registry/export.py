@@ -372,9 +372,13 @@ def _tmp(path: Path) -> Path:
 def _atomic_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp(path)
-    tmp.write_bytes(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _same_bytes(path: Path, entry: Entry) -> bool:
@@ -421,15 +425,18 @@ async def _stream_blob(path: Path, blob: Digest, blobs: BlobStore) -> None:
     await anyio.to_thread.run_sync(lambda: path.parent.mkdir(parents=True, exist_ok=True))
     tmp = _tmp(path)
     digester = hashlib.sha256()
-    async with await anyio.open_file(tmp, "wb") as out:
-        async for chunk in blobs.read(blob):
-            digester.update(chunk)
-            await out.write(chunk)
-    if digester.hexdigest() != blob.hex:
-        await anyio.Path(tmp).unlink()
-        raise ExportError(
-            f"blob {blob} in the store does not match its digest; run `trustyard scrub`"
-        )
+    try:
+        async with await anyio.open_file(tmp, "wb") as out:
+            async for chunk in blobs.read(blob):
+                digester.update(chunk)
+                await out.write(chunk)
+        if digester.hexdigest() != blob.hex:
+            raise ExportError(
+                f"blob {blob} in the store does not match its digest; run `trustyard scrub`"
+            )
+    except BaseException:
+        await anyio.Path(tmp).unlink(missing_ok=True)  # nothing half-written stays behind
+        raise
     await anyio.to_thread.run_sync(os.chmod, tmp, 0o644)
     await anyio.to_thread.run_sync(os.replace, tmp, path)
 
