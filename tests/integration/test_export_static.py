@@ -351,17 +351,23 @@ def test_signatures_verify_offline_through_the_export(tmp_path: Path) -> None:
 
         # Notary: sign the tag the static host serves, under the static host's GUN.
         gun, owner = f"{nginx.host}/sig/app", tmp_path / "owner"
-        trust(srv, owner, "init", gun)
-        assert image.digest in trust(srv, owner, "sign", f"{gun}:v1")
+        trust(srv, owner, "init", gun, "--server-managed-snapshot")
+        # A delegation signs the tag: its file lives at targets/releases.json, one level down.
+        alice = tmp_path / "alice"
+        trust(srv, alice, "key", "generate", "alice", "-o", str(tmp_path))
+        trust(srv, owner, "delegation", "add", gun, "releases", "--all-paths",
+              "--key", str(tmp_path / "alice.crt"))  # fmt: skip
+        assert "targets/releases" in trust(srv, alice, "sign", f"{gun}:v1")
         done = exported(dest, srv.data_dir, *args)
         assert "1 trust GUNs" in done
         tuf = dest / "v2" / gun / "_trust" / "tuf"
         assert {"root.json", "targets.json", "snapshot.json", "timestamp.json", "1.root.json"} <= {
             p.name for p in tuf.iterdir()
         }
+        assert (tuf / "targets" / "releases.json").exists()
         nginx.reload()
         out = trust(static, tmp_path / "reader", "verify", f"{gun}:v1")
-        assert image.digest in out
+        assert image.digest in out and "targets/releases" in out
         listed = notary(static, tmp_path / "notary", "list", gun)
         assert image.digest.split(":")[1] in listed
 
@@ -369,7 +375,7 @@ def test_signatures_verify_offline_through_the_export(tmp_path: Path) -> None:
         _replace(sig, sig.read_bytes()[:-8] + b"\x00" * 8)
         refused = run(*pull, f"dir:{tmp_path / 'no'}", env=env, check=False)
         assert refused.returncode != 0 and "rejected" in refused.stderr, refused.stderr
-        for targets in tuf.glob("targets*.json"):  # by name and by hash (what notary reads)
+        for targets in tuf.glob("targets/releases*.json"):  # by name and by hash (notary's)
             _replace(targets, targets.read_bytes().replace(b'"v1"', b'"v9"'))
         out = trust(static, tmp_path / "reader2", "verify", f"{gun}:v1", ok=False)
         notary(static, tmp_path / "notary2", "list", gun, ok=False)

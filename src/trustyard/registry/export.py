@@ -453,16 +453,16 @@ def _prune(dest: Path, path: Path) -> None:
 
 
 def _order(entry: Entry) -> int:
-    """Blobs, then manifests by digest and other files, then tags, then the lists."""
+    """Blobs; manifests by digest and other files; then tags and TUF snapshots; then lists and
+    TUF timestamps: whatever a file names is in place before it."""
+    name = entry.path.rsplit("/", 1)[-1]
     if entry.blob is not None:
         return 0
     if entry.path.endswith("/tags/list") or entry.path == "v2/_catalog":
         return 3
-    if (
-        entry.digest_header
-        and "/manifests/" in entry.path
-        and ":" not in entry.path.rsplit("/", 1)[1]
-    ):
+    if "/_trust/tuf/" in entry.path and "/" not in entry.path.split("/_trust/tuf/", 1)[1]:
+        return {"snapshot": 2, "timestamp": 3}.get(name.split(".")[0], 1)
+    if entry.digest_header and "/manifests/" in entry.path and ":" not in name:
         return 2
     return 1
 

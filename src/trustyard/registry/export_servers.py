@@ -66,9 +66,7 @@ def nginx_conf(plan: ExportPlan, root: Path, listen: str) -> str:
         "    }",
         "    location = /v2/_catalog { default_type application/json; " + v + " }",
         "    location = /v2/_authority/statements { default_type application/json; " + v + " }",
-        "    location ~ ^/v2/.+/_trust/tuf/[^/]+\\.json$ { default_type application/json; "
-        + v
-        + " }",
+        "    location ~ ^/v2/.+/_trust/tuf/.+\\.json$ { default_type application/json; " + v + " }",
         f'    location ~ "^/v2/.+/blobs/({_DIGEST})$" {{',
         f"        {v}",
         "        add_header Docker-Content-Digest $1;",
@@ -130,7 +128,7 @@ def caddyfile(plan: ExportPlan, root: Path, listen: str) -> str:
         "\trewrite /v2/ /v2/index.json",
         "\t@json path /v2/index.json /v2/_catalog /v2/_authority/statements",
         "\theader @json Content-Type application/json",
-        "\t@lists path_regexp lists ^/v2/.+/(tags/list|_trust/tuf/[^/]+\\.json)$",
+        "\t@lists path_regexp lists ^/v2/.+/(tags/list|_trust/tuf/.+\\.json)$",
         "\theader @lists Content-Type application/json",
         f"\t@blobs path_regexp blob ^/v2/.+/blobs/({_DIGEST})$",
         "\theader @blobs Content-Type application/octet-stream",

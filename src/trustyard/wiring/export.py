@@ -47,7 +47,8 @@ def export_sources(services: Services, *, signatures: bool) -> ExportSources:
     assert services.registry is not None
     if not signatures:
         return ExportSources(services.registry.metadata, services.registry.storage)
-    trust = ServiceTrustFiles(services.trust) if services.trust is not None else None
+    enabled = services.trust is not None and services.settings.trust.enabled
+    trust = ServiceTrustFiles(services.trust) if enabled and services.trust else None
     return ExportSources(
         services.registry.metadata,
         services.registry.storage,
