@@ -27,8 +27,10 @@ from tests.integration.images import (
     write_layout,
 )
 from tests.integration.server import ServerProcess, free_port
+from tests.integration.test_scrub import trustyard
 from tests.integration.test_signatures_simple import accept_all, client_env
 from tests.integration.trusttools import notary, trust
+from tests.services.s3 import ACCESS_KEY, SECRET_KEY, S3Server
 from tests.signatures.gpg import make_key, stop_agent
 
 pytestmark = [pytest.mark.needs_skopeo, pytest.mark.slow]
@@ -384,3 +386,30 @@ def test_signatures_verify_offline_through_the_export(tmp_path: Path) -> None:
         srv.stop()
         stop_agent(key)
         shutil.rmtree(key.home.parent, ignore_errors=True)
+
+
+def test_blobs_in_s3_are_streamed_into_the_export(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str
+) -> None:
+    config = tmp_path / "s3.toml"
+    config.write_text(
+        f'data_dir = "{tmp_path / "data"}"\nstorage_backend = "s3"\n[s3]\n'
+        f'bucket = "{s3_bucket}"\nendpoint_url = "{s3_server.endpoint}"\n'
+        f'access_key = "{ACCESS_KEY}"\nsecret_key = "{SECRET_KEY}"\nredirect = false\n'
+    )
+    srv = ServerProcess(tmp_path / "data", extra_args=["--config", str(config)]).start()
+    try:
+        image = make_image(2, seed="s3-export")
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            push_image(c, "s3/app", image, "v1")
+        dest = tmp_path / "site"
+        out = trustyard("export", "static", str(dest), "--config", str(config))
+        assert out.returncode == 0, out.stderr
+        first = _summary(out.stdout)
+        assert first["copied"] == 3 and first["linked"] == 0
+        for blob in image.blobs:
+            assert (dest / "v2/s3/app/blobs" / sha256(blob)).read_bytes() == blob
+        again = _summary(trustyard("export", "static", str(dest), "--config", str(config)).stdout)
+        assert again["copied"] == again["written"] == 0
+    finally:
+        srv.stop()
