@@ -153,6 +153,7 @@ async def _plan_repository(
     base = f"v2/{name}"
     digests = await _all(lambda n, last: meta.list_manifests(name, n, last))
     subjects: set[Digest] = set()
+    exported = 0
     for text in digests:
         record = await meta.get_manifest(name, Digest.parse(text))
         if record is None:
@@ -165,6 +166,7 @@ async def _plan_repository(
         for digest in stored_blobs(manifest):
             await _plan_blob(sources.storage, plan, name, digest)
         plan.add(Entry.of(f"{base}/manifests/{text}", record.content, record.media_type, text))
+        exported += 1
         if record.subject is not None:
             subjects.add(record.subject)
         if signatures and sources.signatures is not None:
@@ -185,7 +187,7 @@ async def _plan_repository(
         listed += _plan_referrers(
             plan, base, subject, await meta.referrers(name, subject, None), set(tags)
         )
-    if not listed and not any(p.startswith(f"{base}/manifests/") for p in plan.entries):
+    if not exported:
         return False
     plan.add(Entry.of(f"{base}/tags/list", _json({"name": name, "tags": sorted(listed)}), JSON))
     return True
