@@ -16,16 +16,8 @@ import typer
 from trustyard.cli.common import ConfigOption, DataDirOption, open_store_or_exit, settings_or_exit
 from trustyard.config import Settings
 from trustyard.logs import configure_logging
-from trustyard.registry.export import (
-    Entry,
-    ExportError,
-    ExportPlan,
-    ExportSummary,
-    apply_export,
-    check_target,
-    plan_export,
-    read_state,
-)
+from trustyard.registry.export import Entry, ExportError, ExportPlan, plan_export
+from trustyard.registry.export_apply import ExportSummary, apply_export, check_target, read_state
 from trustyard.registry.export_servers import caddyfile, nginx_conf
 from trustyard.wiring import open_services
 from trustyard.wiring.export import export_sources
