@@ -15,15 +15,8 @@ from trustyard.metadata.base import ManifestRecord
 from trustyard.metadata.signatures_base import StoredSignature
 from trustyard.oci.digest import Digest
 from trustyard.oci.manifest import Descriptor
-from trustyard.registry.export import (
-    Entry,
-    ExportError,
-    ExportPlan,
-    ExportSources,
-    apply_export,
-    check_target,
-    plan_export,
-)
+from trustyard.registry.export import Entry, ExportError, ExportPlan, ExportSources, plan_export
+from trustyard.registry.export_apply import apply_export, check_target
 from trustyard.registry.export_servers import caddyfile, nginx_conf
 from trustyard.storage.base import BlobStat
 
