@@ -125,8 +125,9 @@ def caddyfile(plan: ExportPlan, root: Path, listen: str) -> str:
         "\t@served path_regexp served ^/(v2/|sigstore/)",
         "\t@hidden not path_regexp hidden ^/(v2/|sigstore/)",
         f"\trespond @hidden `{_error('NOT_FOUND', 'not in this static export')}` 404",
+        # `header` runs before `rewrite` in Caddy's directive order: match `/v2/` itself.
         "\trewrite /v2/ /v2/index.json",
-        "\t@json path /v2/index.json /v2/_catalog /v2/_authority/statements",
+        "\t@json path /v2/ /v2/_catalog /v2/_authority/statements",
         "\theader @json Content-Type application/json",
         "\t@lists path_regexp lists ^/v2/.+/(tags/list|_trust/tuf/.+\\.json)$",
         "\theader @lists Content-Type application/json",
