@@ -275,3 +275,18 @@ def test_server_configs_give_each_manifest_its_type_and_digest(tmp_path: Path) -
     bad.add(Entry.of("v2/a/manifests/v1", b"{}", "text/html; x=1", "sha256:" + "0" * 64))
     with pytest.raises(ExportError):
         nginx_conf(bad, tmp_path, "80")
+
+
+def test_options_written_into_configs_are_checked(tmp_path: Path) -> None:
+    from trustyard.cli.export import check_base_url
+    from trustyard.registry.export_servers import check_options
+
+    check_options(tmp_path / "www", "127.0.0.1:8080")
+    check_base_url("http://mirror.example.com:8080/base")
+    for root, listen in [(tmp_path, "80; include /etc/x"), (Path("/srv/a b"), "80"),
+                         (Path('/srv/a";'), "80")]:  # fmt: skip
+        with pytest.raises(ExportError):
+            check_options(root, listen)
+    for url in ("ftp://x", "http://a b", "http://x/\n  lookaside: evil", "http://x?q=1"):
+        with pytest.raises(ExportError):
+            check_base_url(url)

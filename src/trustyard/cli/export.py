@@ -7,6 +7,7 @@ configuration errors (a directory in the data dir, an unreadable export record).
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -18,12 +19,21 @@ from trustyard.config import Settings
 from trustyard.logs import configure_logging
 from trustyard.registry.export import Entry, ExportError, ExportPlan, plan_export
 from trustyard.registry.export_apply import ExportSummary, apply_export, check_target, read_state
-from trustyard.registry.export_servers import caddyfile, nginx_conf
+from trustyard.registry.export_servers import caddyfile, check_options, nginx_conf
 from trustyard.wiring import open_services
 from trustyard.wiring.export import export_sources
 
 app = typer.Typer(help="Export the registry for other hosts.", no_args_is_help=True)
 _PLACEHOLDER = "REPLACE-WITH-HOST:PORT"
+
+
+_BASE_URL = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~/-]*)?$")
+
+
+def check_base_url(base_url: str | None) -> None:
+    """It goes into the registries.d YAML verbatim: a plain http(s)://host[:port][/path]."""
+    if base_url is not None and not _BASE_URL.match(base_url):
+        raise ExportError(f"--base-url {base_url[:100]!r} is not http(s)://host[:port][/path]")
 
 
 def registries_d(base_url: str | None) -> bytes:
@@ -112,6 +122,8 @@ def static(
         raise _fail(f"{dest} is not a directory", 2)
     try:
         check_target(dest, settings.data_dir)
+        check_options(dest.resolve(), listen)
+        check_base_url(base_url)
         read_state(dest)
     except ExportError as exc:
         raise _fail(str(exc), 2) from None
