@@ -76,13 +76,18 @@ class Nginx:
                 time.sleep(0.1)
         raise RuntimeError(f"nginx did not answer: {(w / 'error.log').read_text()}")
 
-    def reload(self) -> None:
-        """Pick up a regenerated config (new manifests have new rules)."""
+    def reload(self, probe: str = "/v2/") -> None:
+        """Pick up a regenerated config (new manifests have new rules); wait until `probe`
+        answers 200 (reload is asynchronous)."""
         assert self.proc is not None
         exe = require("nginx")
         conf = self.work / "nginx.conf"
         subprocess.run([exe, "-c", str(conf), "-p", str(self.work), "-s", "reload"], check=True)
-        time.sleep(1.0)
+        deadline = time.monotonic() + 15
+        time.sleep(0.3)
+        while httpx.head(self.url + probe, timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, f"nginx never served {probe} after reload"
+            time.sleep(0.2)
 
     def stop(self) -> None:
         if self.proc is not None:

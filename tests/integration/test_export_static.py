@@ -249,7 +249,7 @@ def test_reexport_is_incremental_keeps_foreign_files_and_tampering_is_caught(
         assert added["linked"] == 3 and added["removed"] == 0
         # manifest by tag and by digest, tags/list, nginx.conf, Caddyfile
         assert added["written"] == 5
-        nginx.reload()
+        nginx.reload("/v2/inc/app/manifests/three")
         inspect = run(skopeo, "inspect", "--tls-verify=false", f"docker://{host}/inc/app:three")
         assert json.loads(inspect.stdout)["Digest"] == three.digest
         assert (dest / "index.html").read_text() == "mine"
@@ -307,6 +307,9 @@ def test_hostile_targets_are_refused(server: ServerProcess, client: httpx.Client
     refused = export(odd, server.data_dir)
     assert refused.returncode == 2 and "not an export record" in refused.stderr
     assert (odd / ".trustyard-export.json").read_text() == "not json"
+    evil = export(tmp_path / "www", server.data_dir, "--listen", "80; include /etc/shadow")
+    assert evil.returncode == 2 and "is not [host:]port" in evil.stderr
+    assert not (tmp_path / "www").exists()
 
 
 @pytest.mark.needs_notary
