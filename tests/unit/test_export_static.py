@@ -290,3 +290,17 @@ def test_options_written_into_configs_are_checked(tmp_path: Path) -> None:
     for url in ("ftp://x", "http://a b", "http://x/\n  lookaside: evil", "http://x?q=1"):
         with pytest.raises(ExportError):
             check_base_url(url)
+
+
+def test_an_edited_record_cannot_make_the_export_delete_elsewhere(tmp_path: Path) -> None:
+    from trustyard.registry.export_apply import read_state
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    out = tmp_path / "out"
+    out.mkdir()
+    for record in ('{"format": 1, "files": {"../victim": "x"}}', "[1]", '{"format": 9}'):
+        (out / ".trustyard-export.json").write_text(record)
+        with pytest.raises(ExportError):
+            read_state(out)
+    assert victim.read_text() == "keep"

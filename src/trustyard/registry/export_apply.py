@@ -66,17 +66,25 @@ def _target(dest: Path, relative: str) -> Path:
 
 
 def read_state(dest: Path) -> dict[str, str]:
+    """What an earlier export wrote here (path -> identity); {} for a new directory."""
+    record = dest / STATE
     try:
-        raw = json.loads((dest / STATE).read_bytes())
+        raw = json.loads(record.read_bytes())
     except FileNotFoundError:
         return {}
-    except ValueError:
+    except (OSError, ValueError):
         raise ExportError(
-            f"{dest / STATE} is not an export record; remove it or choose another directory"
+            f"{record} is not an export record; remove it or choose another directory"
         ) from None
     files = raw.get("files") if isinstance(raw, dict) else None
-    if raw.get("format") != _STATE_FORMAT or not isinstance(files, dict):
-        raise ExportError(f"{dest / STATE} is not an export record of this version")
+    if (
+        not isinstance(raw, dict)
+        or raw.get("format") != _STATE_FORMAT
+        or not isinstance(files, dict)
+    ):
+        raise ExportError(f"{record} is not an export record of this version")
+    for relative in files:
+        _target(dest, str(relative))  # an edited record must not make us delete elsewhere
     return {str(k): str(v) for k, v in files.items()}
 
 
