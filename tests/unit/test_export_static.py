@@ -230,7 +230,7 @@ def test_signatures_lookaside_layout_and_statements(tmp_path: Path) -> None:
     base = out / f"sigstore/team/app@sha256={image.hex}"
     assert (base / "signature-1").read_bytes() == b"sig-one"
     assert (base / "signature-2").read_bytes() == b"sig-two"
-    assert (out / "v2/_authority/statements").read_bytes() == b'{"statements":[]}'
+    assert (out / "extensions/v2/_authority/statements").read_bytes() == b'{"statements":[]}'
 
 
 def test_clashing_paths_are_left_out_with_a_warning(tmp_path: Path) -> None:

@@ -130,7 +130,7 @@ async def plan_export(
     if signatures and sources.trust is not None:
         await _plan_trust(sources.trust, plan, patterns)
     if signatures and sources.statements is not None:
-        plan.add(Entry.of("v2/_authority/statements", await sources.statements(), JSON))
+        plan.add(Entry.of("extensions/v2/_authority/statements", await sources.statements(), JSON))
     _drop_clashes(plan)
     return plan
 
@@ -148,7 +148,7 @@ async def _plan_repository(
         if record is None:
             continue  # deleted while we export
         try:
-            manifest = parse_manifest(record.content, record.media_type)
+            manifest = parse_manifest(record.content, record.media_type, schema1_ok=True)
         except RegistryError as exc:
             plan.warnings.append(f"{name}@{text}: not exported ({exc.message})")
             continue

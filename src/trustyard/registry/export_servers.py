@@ -80,7 +80,9 @@ def nginx_conf(plan: ExportPlan, root: Path, listen: str) -> str:
         "        try_files /v2/index.json =404;",
         "    }",
         "    location = /v2/_catalog { default_type application/json; " + v + " }",
-        "    location = /v2/_authority/statements { default_type application/json; " + v + " }",
+        "    location = /extensions/v2/_authority/statements { default_type application/json; "
+        + v
+        + " }",
         "    location ~ ^/v2/.+/_trust/tuf/.+\\.json$ { default_type application/json; " + v + " }",
         f'    location ~ "^/v2/.+/blobs/({_DIGEST})$" {{',
         f"        {v}",
@@ -138,12 +140,12 @@ def caddyfile(plan: ExportPlan, root: Path, listen: str) -> str:
         f"http://{address} {{",
         f"\troot * {root}",
         f"\theader Docker-Distribution-API-Version {API_VERSION}",
-        "\t@served path_regexp served ^/(v2/|sigstore/)",
-        "\t@hidden not path_regexp hidden ^/(v2/|sigstore/)",
+        "\t@served path_regexp served ^/(v2/|sigstore/|extensions/v2/_authority/)",
+        "\t@hidden not path_regexp hidden ^/(v2/|sigstore/|extensions/v2/_authority/)",
         f"\trespond @hidden `{_error('NOT_FOUND', 'not in this static export')}` 404",
         # `header` runs before `rewrite` in Caddy's directive order: match `/v2/` itself.
         "\trewrite /v2/ /v2/index.json",
-        "\t@json path /v2/ /v2/_catalog /v2/_authority/statements",
+        "\t@json path /v2/ /v2/_catalog /extensions/v2/_authority/statements",
         "\theader @json Content-Type application/json",
         "\t@lists path_regexp lists ^/v2/.+/(tags/list|_trust/tuf/.+\\.json)$",
         "\theader @lists Content-Type application/json",

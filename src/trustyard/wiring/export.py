@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from trustyard.registry.export import ExportSources, Statements
 from trustyard.trust.server.service import NotFound, TrustService
 from trustyard.wiring.services import Services
@@ -34,13 +36,22 @@ class ServiceTrustFiles:
             return None
 
 
-def authority_statements(services: Services) -> Statements | None:
-    """The authority statements to export (`v2/_authority/statements`), as the API serves them.
+def authority_statements(services: Services) -> Statements:
+    """The authority statements to export (`extensions/v2/_authority/statements`): every stored
+    statement in issue order, in the JSON the API serves (one page: a static host has no `n`)."""
+    store = services.database.authority
 
-    Hook for the statement store of issue 20 part 2: return a callable giving that JSON once the
-    store is wired into `Services`; None exports no statements.
-    """
-    return None
+    async def everything() -> bytes:
+        found: list[str] = []
+        last: str | None = None
+        while True:
+            page = await store.list_statements(_FEED_PAGE, last)
+            found += [item.content.decode() for item in page]
+            if len(page) < _FEED_PAGE:
+                return json.dumps({"statements": found}, separators=(",", ":")).encode()
+            last = page[-1].id
+
+    return everything
 
 
 def export_sources(services: Services, *, signatures: bool) -> ExportSources:
