@@ -130,7 +130,10 @@ def create_app(settings: Settings) -> Starlette:
     )
     # The issuer's few routes go last: /v2 requests (nearly all traffic) should not walk them,
     # and no /v2 or /extensions pattern can match /auth/..., so the order changes nothing else.
-    routes = [*trust_routes, *registry_routes, *token_routes, *operations.routes(settings.metrics)]
+    # The probes are three exact paths, matched after /v2 (which never matches them) and before
+    # the issuer's routes, which stay last.
+    ops_routes = operations.routes(settings.metrics)
+    routes = [*trust_routes, *registry_routes, *ops_routes, *token_routes]
     middleware = [Middleware(RegistryHeaders)]
     if settings.metrics:
         middleware.append(Middleware(RequestMetrics))
