@@ -6,6 +6,7 @@ import typer
 
 from trustyard import __version__
 from trustyard.cli import admin, authority, db, gc, keyid, migrate, serve, sign, signatures, trust
+from trustyard.cli.audit import audit as audit_command
 from trustyard.cli.backup import backup as backup_command
 from trustyard.cli.backup import restore as restore_command
 from trustyard.cli.scrub import scrub as scrub_command
@@ -18,6 +19,7 @@ app = typer.Typer(
 app.command("serve")(serve.serve)
 app.command("gc")(gc.gc)
 app.command("scrub")(scrub_command)
+app.command("audit")(audit_command)
 app.command("backup")(backup_command)
 app.command("restore")(restore_command)
 app.command("migrate-storage")(migrate.migrate_storage)
