@@ -272,3 +272,46 @@ async def test_policy_decisions_carry_the_requester(
         assert await database.audit.query(AuditQuery(action="trust")) == []
     finally:
         await database.close()
+
+
+async def test_oauth2_password_grant_and_refused_refresh_token(
+    served: tuple[Starlette, httpx.AsyncClient],
+) -> None:
+    app, client = served
+    form = {"grant_type": "password", "service": "trustyard", "client_id": "t"}
+    r = await client.post("/auth/token", data={**form, "username": "alice", "password": "x"})
+    assert r.status_code == 401
+    scope = f"repository:{REPO}:pull"
+    r = await client.post(
+        "/auth/token", data={**form, "username": "alice", "password": "alice-pw", "scope": scope}
+    )
+    assert r.status_code == 200, r.text
+    r = await client.post(
+        "/auth/token",
+        data={"grant_type": "refresh_token", "service": "trustyard", "refresh_token": "forged"},
+    )
+    assert r.status_code == 401
+    got = await entries(app)
+    assert [(e.action, e.actor, e.outcome) for e in got] == [
+        ("login", "alice", "failure"),
+        ("login", "alice", "success"),
+        ("token", "alice", "success"),
+        ("login", "anonymous", "failure"),
+    ]
+    assert got[2].detail == {"grant": "password", "scopes": [scope]}
+    assert got[3].detail["via"] == "refresh_token"
+
+
+@pytest.mark.parametrize(
+    ("audit", "message"),
+    [
+        ({"pull": "sometimes"}, 'audit.pull must be "off", "all" or "sample:N"'),
+        ({"pull": "sample:0"}, 'audit.pull must be "off", "all" or "sample:N"'),
+        ({"trusted_proxies": ["10.0.0.0/33"]}, "is not an address or CIDR"),
+    ],
+)
+def test_bad_audit_settings_are_refused_clearly(audit: dict[str, Any], message: str) -> None:
+    from trustyard.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match=message):
+        load_settings(None, audit=audit)
