@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Select
 
 from trustyard.metadata.audit_base import AuditEntry, AuditQuery
+from trustyard.metadata.copy_base import CopyResult
 from trustyard.metadata.schema import metadata
 from trustyard.metadata.trust_sql import trust_audit
 
@@ -164,3 +165,27 @@ class SqlAuditStore:
                 )
             )
         return int(own.rowcount or 0) + int(policy.rowcount or 0)
+
+
+_COPY_BATCH = 500
+
+
+async def copy_audit(source: AsyncEngine, target: AsyncEngine, result: CopyResult) -> None:
+    """`trustyard migrate-storage`: entries the target lacks (equal in every column but the
+    id), oldest first, in one target transaction; a second run copies nothing."""
+    columns = [c for c in audit_log.c if c.name != "id"]
+    tally = result.tally("audit_log")
+    async with source.connect() as src, target.begin() as dst:
+        there = {tuple(row) for row in await dst.execute(select(*columns))}
+        batch: list[dict[str, Any]] = []
+        for row in await src.execute(select(*columns).order_by(audit_log.c.id)):
+            if tuple(row) in there:
+                tally.present += 1
+                continue
+            batch.append(dict(row._mapping))
+            tally.copied += 1
+            if len(batch) >= _COPY_BATCH:
+                await dst.execute(insert(audit_log), batch)
+                batch = []
+        if batch:
+            await dst.execute(insert(audit_log), batch)
