@@ -50,12 +50,14 @@ async def test_append_and_query_with_filters(database: Database) -> None:
 
 async def test_overlong_fields_are_cut_not_refused(database: Database) -> None:
     long = AuditEntry("login", NOW, actor="x" * 1000, client="c" * 100, repository="r" * 1000,
-                      tag="t" * 500, outcome="failure")  # fmt: skip
+                      tag="t" * 500, outcome="failure",
+                      detail={"scopes": ["repository:a:pull"] * 1000})  # fmt: skip
     await database.audit.append([long])
     [got] = await database.audit.query(AuditQuery())
     assert (len(got.actor), len(got.client), len(got.repository), len(got.tag)) == (
         255, 64, 255, 128,
     )  # fmt: skip
+    assert set(got.detail) == {"truncated"} and len(got.detail["truncated"]) < 8192
 
 
 async def test_trust_rows_are_bridged_and_purge_keeps_trust_history(database: Database) -> None:

@@ -15,8 +15,9 @@ from starlette.applications import Starlette
 
 from tests.inprocess.conftest import BASE_URL, fresh_data_dir, make_settings
 from tests.inprocess.helpers import make_image, push_image
+from tests.trust_client.test_policy_audit import Fixed
 from trustyard.auth.users import Accounts
-from trustyard.config import AuthSettings, Settings
+from trustyard.config import AuthSettings, PolicySettings, Settings
 from trustyard.http.app import create_app
 from trustyard.metadata.audit_base import (
     AuditEntry,
@@ -24,6 +25,7 @@ from trustyard.metadata.audit_base import (
     RequestContext,
     current_request,
 )
+from trustyard.registry.policy import KINDS, register_kind
 from trustyard.trust.server.policy_audit import PolicyAudit
 from trustyard.trust.store import AuditEvent
 from trustyard.wiring import open_database
@@ -315,3 +317,30 @@ def test_bad_audit_settings_are_refused_clearly(audit: dict[str, Any], message: 
 
     with pytest.raises(ConfigError, match=message):
         load_settings(None, audit=audit)
+
+
+async def test_a_policy_refusal_is_one_policy_entry_with_the_requester(
+    tmp_path: Path, migrated_database: Path
+) -> None:
+    rule = {"name": "signed-only", "repositories": ["alice/*"], "require": {"kind": "fixed"}}
+    settings = token_settings(fresh_data_dir(tmp_path / "data", migrated_database))
+    settings = settings.model_copy(update={"policy": PolicySettings(rules=(rule,))})
+    await add_user(settings, "alice", "alice-pw")
+    register_kind("fixed", Fixed)
+    try:
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+                tok = await token(client, f"repository:{REPO}:pull,push", ("alice", "alice-pw"))
+                client.headers["Authorization"] = f"Bearer {tok}"
+                digest = await push_image(client, REPO, make_image("p"), "v1")
+                assert (await client.get(f"/v2/{REPO}/manifests/v1")).status_code == 403
+                got = await entries(app, repository=REPO)
+    finally:
+        del KINDS["fixed"]
+    assert [fields(e) for e in got] == [
+        ("push", "alice", PEER, REPO, "v1", digest, "success"),
+        ("policy", "alice", PEER, REPO, "v1", digest, "denied"),
+    ]
+    assert got[1].detail["policy"] == "signed-only" and got[1].detail["event"] == "policy_pull"

@@ -51,8 +51,19 @@ def _row(entry: AuditEntry) -> dict[str, Any]:
         "digest": entry.digest[:160],
         "tag": entry.tag[:128],
         "outcome": entry.outcome[:16],
-        "detail": json.dumps(dict(entry.detail), sort_keys=True, default=str)[:8192],
+        "detail": _detail(entry),
     }
+
+
+MAX_DETAIL = 8192
+
+
+def _detail(entry: AuditEntry) -> str:
+    """The detail as JSON; an over-long one is kept as a cut string, still valid JSON."""
+    text = json.dumps(dict(entry.detail), sort_keys=True, default=str)
+    if len(text) <= MAX_DETAIL:
+        return text
+    return json.dumps({"truncated": text[: MAX_DETAIL - 100]})
 
 
 def _trust_entry(row: Any) -> AuditEntry:
