@@ -344,3 +344,39 @@ async def test_a_policy_refusal_is_one_policy_entry_with_the_requester(
         ("policy", "alice", PEER, REPO, "v1", digest, "denied"),
     ]
     assert got[1].detail["policy"] == "signed-only" and got[1].detail["event"] == "policy_pull"
+
+
+def _sample(text: str, line_start: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_login_outcomes_are_counted_in_metrics(
+    served: tuple[Starlette, httpx.AsyncClient],
+) -> None:
+    _, client = served
+    failed = 'trustyard_audit_entries_total{action="login",outcome="failure"}'
+    before = _sample((await client.get("/metrics")).text, failed)
+    r = await client.get("/auth/token", params={"service": "trustyard"}, auth=("alice", "no"))
+    assert r.status_code == 401
+    assert _sample((await client.get("/metrics")).text, failed) == before + 1
+
+
+async def test_a_failed_batch_write_is_logged_and_counted_not_raised(
+    served: tuple[Starlette, httpx.AsyncClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, client = served
+    auditor: Auditor = app.state.audit
+
+    async def down(entries: Any) -> None:
+        raise OSError("database down")
+
+    monkeypatch.setattr(auditor.store, "append", down)
+    lost = "trustyard_audit_write_failures_total"
+    before = _sample((await client.get("/metrics")).text, lost)
+    assert (await client.get("/v2/")).status_code == 401  # the registry still answers
+    await client.get("/auth/token", params={"service": "trustyard"})
+    await auditor.flush()
+    assert _sample((await client.get("/metrics")).text, lost) == before + 1

@@ -13,7 +13,9 @@ import asyncio
 import ipaddress
 import time
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -26,7 +28,38 @@ from trustyard.metadata.audit_base import (
     current_request,
 )
 
+if TYPE_CHECKING:
+    from prometheus_client import Counter
+
 log = structlog.get_logger("trustyard.audit")
+
+
+@dataclass(frozen=True)
+class AuditMetrics:
+    entries: Counter
+    write_failures: Counter
+
+
+@cache
+def audit_metrics() -> AuditMetrics:
+    """Made on first use, in the worker (prometheus-client must be imported after `trustyard
+    serve` set PROMETHEUS_MULTIPROC_DIR; http/metrics.py says why). Labels are the closed sets
+    of actions and outcomes: logins by outcome are the auth successes, failures and lockouts."""
+    from prometheus_client import Counter
+
+    return AuditMetrics(
+        entries=Counter(
+            "trustyard_audit_entries_total",
+            "Audit entries recorded, by action and outcome (login: auth successes, failures, "
+            "rate_limited lockouts).",
+            ["action", "outcome"],
+        ),
+        write_failures=Counter(
+            "trustyard_audit_write_failures_total",
+            "Audit entries lost because their batch could not be written.",
+        ),
+    )
+
 
 # A burst beyond this is written at once instead of waiting for the timer.
 FLUSH_AT = 500
@@ -89,6 +122,7 @@ class Auditor:
         actor: str | None = None,
     ) -> None:
         ctx = current_request.get() or RequestContext()
+        audit_metrics().entries.labels(action, outcome).inc()
         self._pending.append(
             AuditEntry(
                 action,
@@ -125,6 +159,7 @@ class Auditor:
             await self.store.append(batch)
         except Exception:
             log.exception("audit_write_failed", entries=len(batch))
+            audit_metrics().write_failures.inc(len(batch))
 
     async def _run(self) -> None:
         while True:
