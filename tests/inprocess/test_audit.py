@@ -15,6 +15,8 @@ from starlette.applications import Starlette
 
 from tests.inprocess.conftest import BASE_URL, fresh_data_dir, make_settings
 from tests.inprocess.helpers import make_image, push_image
+from tests.trust.helpers import GUN
+from tests.trust.test_server import initialise
 from tests.trust_client.test_policy_audit import Fixed
 from trustyard.auth.users import Accounts
 from trustyard.config import AuthSettings, PolicySettings, Settings
@@ -380,3 +382,28 @@ async def test_a_failed_batch_write_is_logged_and_counted_not_raised(
     await client.get("/auth/token", params={"service": "trustyard"})
     await auditor.flush()
     assert _sample((await client.get("/metrics")).text, lost) == before + 1
+
+
+async def test_a_trust_publish_is_read_as_a_trust_entry(
+    tmp_path: Path, migrated_database: Path
+) -> None:
+    settings = token_settings(fresh_data_dir(tmp_path / "data", migrated_database))
+    database = await open_database(settings.metadata_target, create=True)
+    try:
+        accounts = Accounts(
+            database.auth, limiter=login_limiter(AuthSettings(), None), bcrypt_cost=4
+        )
+        await accounts.add_user("root", "root-pw", admin=True)
+    finally:
+        await database.close()
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+            tok = await token(client, f"repository:{GUN}:*", ("root", "root-pw"))
+            client.headers["Authorization"] = f"Bearer {tok}"
+            await initialise(client)
+            got = await entries(app, action="trust")
+    assert [(e.action, e.actor, e.repository, e.detail["event"]) for e in got] == [
+        ("trust", "root", GUN, "publish")
+    ]
