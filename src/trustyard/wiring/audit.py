@@ -80,6 +80,7 @@ class Auditor:
             ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies
         )
         self._pending: list[AuditEntry] = []
+        self._children: dict[tuple[str, str], Any] = {}
         self._task: asyncio.Task[None] | None = None
         self._flushing: asyncio.Task[None] | None = None
 
@@ -122,7 +123,7 @@ class Auditor:
         actor: str | None = None,
     ) -> None:
         ctx = current_request.get() or RequestContext()
-        audit_metrics().entries.labels(action, outcome).inc()
+        self._counter(action, outcome).inc()
         self._pending.append(
             AuditEntry(
                 action,
@@ -139,6 +140,15 @@ class Auditor:
         if len(self._pending) >= FLUSH_AT and self._task is not None:
             if self._flushing is None or self._flushing.done():
                 self._flushing = asyncio.get_running_loop().create_task(self.flush())
+
+    def _counter(self, action: str, outcome: str) -> Any:
+        """The metric child of (action, outcome), looked up once (`labels` takes a lock)."""
+        child = self._children.get((action, outcome))
+        if child is None:
+            child = self._children[action, outcome] = audit_metrics().entries.labels(
+                action, outcome
+            )
+        return child
 
     def pulled(self, repository: str, digest: str, tag: str) -> None:
         if self._pull_every == 0:
