@@ -10,6 +10,7 @@ describe are already committed, so nothing half-done becomes visible.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import time
 from collections.abc import Mapping
@@ -167,6 +168,9 @@ class Auditor:
             return
         try:
             await self.store.append(batch)
+        except asyncio.CancelledError:  # shutting down mid-write: `close` writes it again
+            self._pending[:0] = batch
+            raise
         except Exception:
             log.exception("audit_write_failed", entries=len(batch))
             audit_metrics().write_failures.inc(len(batch))
@@ -184,6 +188,8 @@ class Auditor:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
             self._task = None
         if self._flushing is not None:
             await asyncio.gather(self._flushing, return_exceptions=True)
