@@ -3,6 +3,7 @@ the real issuer), plus pull sampling, proxies, retention and the policy / trust 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -407,3 +408,27 @@ async def test_a_trust_publish_is_read_as_a_trust_entry(
     assert [(e.action, e.actor, e.repository, e.detail["event"]) for e in got] == [
         ("trust", "root", GUN, "publish")
     ]
+
+
+async def test_a_write_cut_short_by_shutdown_is_written_on_close() -> None:
+    from trustyard.config import AuditSettings
+
+    written: list[AuditEntry] = []
+    started = asyncio.Event()
+
+    class SlowStore:
+        calls = 0
+
+        async def append(self, batch: list[AuditEntry]) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                started.set()
+                await asyncio.sleep(3600)  # cancelled here, mid-write
+            written.extend(batch)
+
+    auditor = Auditor(SlowStore(), AuditSettings(flush_interval_seconds=0.01))  # type: ignore[arg-type]
+    auditor.start()
+    auditor.record("push", repository="a/b")
+    await asyncio.wait_for(started.wait(), 5)
+    await auditor.close()
+    assert [(e.action, e.repository) for e in written] == [("push", "a/b")]
