@@ -6,6 +6,7 @@ config file (`--config` or `TRUSTYARD_CONFIG`), built-in defaults.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
@@ -164,6 +165,43 @@ class PolicySettings(BaseModel):
         return value
 
 
+class AuditSettings(BaseModel):
+    """`audit`: the audit log (docs/operations.md, "Audit log")."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    # Manifest GETs: "off", "all", or "sample:N" (one pull in N per worker is recorded).
+    pull: str = "sample:100"
+    retention_days: float = Field(default=90.0, ge=0, description="0 keeps everything")
+    purge_interval_seconds: float = Field(default=3600.0, gt=0)
+    # Networks (CIDR) of reverse proxies whose X-Forwarded-For is believed; empty: none is.
+    trusted_proxies: tuple[str, ...] = ()
+    flush_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+
+    @field_validator("pull")
+    @classmethod
+    def _pull(cls, value: str) -> str:
+        if value in ("off", "all"):
+            return value
+        kind, _, n = value.partition(":")
+        if kind != "sample" or not n.isdigit() or int(n) < 1:
+            raise ValueError('audit.pull must be "off", "all" or "sample:N" with N >= 1')
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for net in value:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"audit.trusted_proxies: {net!r} is not an address or CIDR"
+                ) from None
+        return value
+
+
 class S3Settings(BaseModel):
     """S3-compatible object storage for blobs (`storage_backend = "s3"`)."""
 
@@ -238,6 +276,8 @@ class Settings(BaseModel):
     policy: PolicySettings = Field(default_factory=lambda: PolicySettings())
     # Route groups this process serves (`trustyard serve --only token`); empty: all of them
     only: tuple[RouteGroup, ...] = ()
+    # Audit log (docs/operations.md)
+    audit: AuditSettings = Field(default_factory=lambda: AuditSettings())
 
     @field_validator("only", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tests.inprocess.conftest import make_settings, serve
 from tests.inprocess.helpers import Image, make_image, push_image
+from trustyard.metadata.audit_base import AuditQuery
 from trustyard.metadata.authority_base import StoredStatement
 from trustyard.oci.digest import Digest
 from trustyard.trust.store import AuditEvent, Change, TufFile
@@ -175,3 +176,23 @@ def test_an_empty_target_gets_everything(tmp_path: Path) -> None:
     assert asyncio.run(snapshot(tmp_path / "target")) == {
         repo: {tag: image.digest} for repo, (image, tag) in images.items()
     }
+
+
+def test_the_audit_log_is_merged_once(tmp_path: Path) -> None:
+    images = {"a/b": (make_image("a"), "v1")}
+    asyncio.run(populate(tmp_path / "source", images))
+    for _ in range(2):  # the second run finds the entries there
+        code, out, err = migrate(tmp_path)
+        assert code == 0, out + err
+
+    async def pushes(data_dir: Path) -> list[tuple[str, str, str]]:
+        db = await open_database(data_dir / "metadata.db")
+        try:
+            found = await db.audit.query(AuditQuery(action="push"))
+        finally:
+            await db.close()
+        return [(e.repository, e.tag, e.digest) for e in found]
+
+    expected = [("a/b", "v1", images["a/b"][0].digest)]
+    assert asyncio.run(pushes(tmp_path / "source")) == expected
+    assert asyncio.run(pushes(tmp_path / "target")) == expected

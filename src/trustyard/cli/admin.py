@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import getpass
+import os
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -18,6 +21,7 @@ from trustyard.cli.common import (
     open_store_or_exit,
     settings_or_exit,
 )
+from trustyard.metadata.audit_base import AuditEntry, AuditStore
 from trustyard.metadata.auth_base import AccountExists, AuthStore
 from trustyard.wiring import open_database
 from trustyard.wiring.auth import login_limiter
@@ -52,8 +56,12 @@ def _run(
     action: Callable[[Accounts, AuthStore], Awaitable[T]],
     *,
     create: bool = False,
+    audited: Mapping[str, Any] | None = None,
 ) -> T:
-    """Run `action` on the server's store; only commands that add something may create one."""
+    """Run `action` on the server's store; only commands that add something may create one.
+
+    A change (`audited`: what it is about) is written to the audit log as an `admin` entry,
+    its outcome too, with the operating-system user as the actor."""
     data_dir, config = ctx.obj if ctx.obj else (None, None)
     settings = settings_or_exit(config, data_dir=data_dir)
     words = ctx.command_path.split()
@@ -68,7 +76,16 @@ def _run(
                 limiter=login_limiter(settings.auth, None),
                 bcrypt_cost=settings.auth.bcrypt_cost,
             )
-            return await action(accounts, database.auth)
+            try:
+                result = await action(accounts, database.auth)
+            except (AccountError, AccountExists, ValueError) as exc:
+                if audited is not None:
+                    await _audit(database.audit, command, audited, "failure", str(exc))
+                raise
+            if audited is not None:
+                outcome = "not_found" if result is False else "success"
+                await _audit(database.audit, command, audited, outcome, None)
+            return result
         finally:
             await database.close()
 
@@ -77,6 +94,25 @@ def _run(
     except (AccountError, AccountExists, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def local_actor() -> str:
+    """Who ran the command: `local:<login name>` (the uid when there is no passwd entry)."""
+    try:
+        return f"local:{getpass.getuser()}"
+    except (OSError, KeyError):
+        return f"local:uid={os.getuid()}"
+
+
+async def _audit(
+    store: AuditStore, command: str, about: Mapping[str, Any], outcome: str, error: str | None
+) -> None:
+    detail = {"command": command, **about}
+    if error is not None:
+        detail["error"] = error[:300]
+    await store.append(
+        [AuditEntry("admin", time.time(), actor=local_actor(), outcome=outcome, detail=detail)]
+    )
 
 
 def _password(stdin: bool) -> str:
@@ -108,7 +144,12 @@ def user_add(
     """Create a user (password prompted, or one line on stdin)."""
     validate_or_exit(name)
     password = _password(password_stdin)
-    _run(ctx, lambda accounts, _s: accounts.add_user(name, password, admin=admin_flag), create=True)
+    _run(
+        ctx,
+        lambda accounts, _s: accounts.add_user(name, password, admin=admin_flag),
+        create=True,
+        audited={"account": name, "admin": admin_flag},
+    )
     typer.echo(f"user {name} created{' (admin)' if admin_flag else ''}")
 
 
@@ -124,21 +165,22 @@ def validate_or_exit(name: str) -> None:
 def user_passwd(ctx: typer.Context, name: str, password_stdin: PasswordStdin = False) -> None:
     """Set a user's password (revokes its refresh tokens)."""
     password = _password(password_stdin)
-    _run(ctx, lambda accounts, _s: accounts.set_password(name, password))
+    _run(ctx, lambda accounts, _s: accounts.set_password(name, password), audited={"account": name})
     typer.echo(f"password of {name} changed")
 
 
 @user_app.command("del")
 def user_del(ctx: typer.Context, name: str) -> None:
     """Delete a user (and its robots)."""
-    if not _run(ctx, lambda _a, store: store.delete_account(name)):
+    if not _run(ctx, lambda _a, store: store.delete_account(name), audited={"account": name}):
         typer.echo(f"error: no account named {name}", err=True)
         raise typer.Exit(1)
     typer.echo(f"user {name} deleted")
 
 
 def _set_disabled(ctx: typer.Context, name: str, disabled: bool) -> None:
-    if not _run(ctx, lambda _a, store: store.update_account(name, disabled=disabled)):
+    change = lambda _a, store: store.update_account(name, disabled=disabled)  # noqa: E731
+    if not _run(ctx, change, audited={"account": name}):
         typer.echo(f"error: no account named {name}", err=True)
         raise typer.Exit(1)
     typer.echo(f"{name} {'disabled' if disabled else 'enabled'}")
@@ -187,6 +229,7 @@ def robot_add(
         lambda accounts, _s: accounts.add_robot(
             owner, name, expires_in=expires_days * 86400 if expires_days else None
         ),
+        audited={"account": f"{owner}+{name}"},
     )
     typer.echo(f"robot {account.name} created; expires {_when(account.expires_at)}", err=True)
     typer.echo(f"{account.name}\t{secret}")
@@ -203,14 +246,23 @@ def robot_del(ctx: typer.Context, name: str) -> None:
 def group_add(ctx: typer.Context, group: str, account: str) -> None:
     """Put an account into a group."""
     validate_or_exit(group)
-    _run(ctx, lambda _a, store: store.set_membership(group, account, True), create=True)
+    _run(
+        ctx,
+        lambda _a, store: store.set_membership(group, account, True),
+        create=True,
+        audited={"group": group, "account": account},
+    )
     typer.echo(f"{account} is in group {group}")
 
 
 @group_app.command("del")
 def group_del(ctx: typer.Context, group: str, account: str) -> None:
     """Take an account out of a group."""
-    _run(ctx, lambda _a, store: store.set_membership(group, account, False))
+    _run(
+        ctx,
+        lambda _a, store: store.set_membership(group, account, False),
+        audited={"group": group, "account": account},
+    )
     typer.echo(f"{account} is not in group {group}")
 
 
@@ -243,7 +295,12 @@ def acl_add(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    rule_id = _run(ctx, lambda _a, store: store.add_rule(account, repository, acts), create=True)
+    rule_id = _run(
+        ctx,
+        lambda _a, store: store.add_rule(account, repository, acts),
+        create=True,
+        audited={"account": account, "repository": repository, "actions": list(acts)},
+    )
     typer.echo(f"rule {rule_id}: {account} may {','.join(acts)} {repository}")
 
 
@@ -258,7 +315,7 @@ def acl_list(ctx: typer.Context) -> None:
 @acl_app.command("del")
 def acl_del(ctx: typer.Context, rule_id: int) -> None:
     """Delete a rule by id."""
-    if not _run(ctx, lambda _a, store: store.delete_rule(rule_id)):
+    if not _run(ctx, lambda _a, store: store.delete_rule(rule_id), audited={"rule": rule_id}):
         typer.echo(f"error: no rule {rule_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"rule {rule_id} deleted")

@@ -19,6 +19,7 @@ from trustyard.cli import (
     trust,
     verify,
 )
+from trustyard.cli.audit import audit as audit_command
 from trustyard.cli.backup import backup as backup_command
 from trustyard.cli.backup import restore as restore_command
 from trustyard.cli.scrub import scrub as scrub_command
@@ -31,6 +32,7 @@ app = typer.Typer(
 app.command("serve")(serve.serve)
 app.command("gc")(gc.gc)
 app.command("scrub")(scrub_command)
+app.command("audit")(audit_command)
 app.command("backup")(backup_command)
 app.command("restore")(restore_command)
 app.command("migrate-storage")(migrate.migrate_storage)

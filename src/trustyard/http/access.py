@@ -47,7 +47,14 @@ from trustyard.http.params import (
     UploadStart,
     parse_upload_start,
 )
-from trustyard.http.token_routes import login_failed, parse_basic, rate_limited
+from trustyard.http.token_routes import (
+    audit_context,
+    audit_log,
+    login_failed,
+    parse_basic,
+    rate_limited,
+)
+from trustyard.metadata.audit_base import ANONYMOUS, RequestContext, current_request
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.wiring.auth import AuthRuntime
 
@@ -159,12 +166,15 @@ class AccessControl:
             return
         runtime = self._runtime(scope)
         mode = "none" if runtime is None else runtime.settings.mode
+        context = audit_context(scope)  # the audit log's actor and client for this request
         try:
             if runtime is not None and mode not in ("none", "htpasswd"):
-                self._bearer(runtime, scope)
+                verified = self._bearer(runtime, scope)
+                current_request.set(RequestContext(verified.subject or ANONYMOUS, context.client))
             else:
                 if runtime is not None and mode == "htpasswd":
-                    await self._basic(runtime, scope)
+                    user = await self._basic(runtime, scope)
+                    current_request.set(RequestContext(user, context.client))
                 # No per-repository rights here: whoever got this far may read everything.
                 if scope["method"] == "POST":
                     rights, _, params = required_access(self.routes(scope), scope)
@@ -181,7 +191,8 @@ class AccessControl:
         await self.app(scope, receive, send)
 
     # -- htpasswd (Basic) ----------------------------------------------------------------------
-    async def _basic(self, runtime: AuthRuntime, scope: Scope) -> None:
+    async def _basic(self, runtime: AuthRuntime, scope: Scope) -> str:
+        """The Basic user, authenticated (a login: audited when checked, not when remembered)."""
         settings = runtime.settings
         header = self._authorization(runtime, scope)
         creds = parse_basic(header) if header else None
@@ -196,19 +207,28 @@ class AccessControl:
         key = hashlib.sha256(header.encode()).digest()
         now = time.monotonic()
         if self._basic_ok.get(key, 0.0) > now:
-            return
+            return creds[0]
         client = scope["client"][0] if scope.get("client") else "unknown"
+        audit = audit_log(scope)
         try:
             await runtime.accounts.authenticate(creds[0], creds[1], client)
         except RateLimited as exc:
             log.warning("login_rate_limited", account=creds[0][:64], client=client)
+            if audit is not None:
+                audit.record("login", actor=creds[0][:64], outcome="rate_limited", detail=_BASIC)
             raise rate_limited(exc) from None
         except AuthFailed as exc:
             log.warning("login_failed", reason=exc.reason, client=client)
+            if audit is not None:
+                detail = {**_BASIC, "reason": exc.reason}
+                audit.record("login", actor=creds[0][:64], outcome="failure", detail=detail)
             raise login_failed(settings.basic_realm) from None
+        if audit is not None:
+            audit.record("login", actor=creds[0], detail=_BASIC)
         if len(self._basic_ok) > 10_000:
             self._basic_ok.clear()
         self._basic_ok[key] = now + 60
+        return creds[0]
 
     # -- token (Bearer) ------------------------------------------------------------------------
     def _authorization(self, runtime: AuthRuntime, scope: Scope) -> str:
@@ -238,7 +258,7 @@ class AccessControl:
             parts.append(f"error={_quote(error)}")
         return "Bearer " + ",".join(parts)
 
-    def _bearer(self, runtime: AuthRuntime, scope: Scope) -> None:
+    def _bearer(self, runtime: AuthRuntime, scope: Scope) -> VerifiedToken:
         """Check the bearer token. A check that passed is remembered for its method, path and
         Authorization header until the token expires (the verifier's rule: same clock, same
         leeway), within one runtime (a new lifespan starts afresh).
@@ -259,12 +279,13 @@ class AccessControl:
         key = (_raw_header(scope, b"authorization"), method, path)
         allowed = self._allowed.get(key)
         if allowed is not None and allowed.expires_at + verifier.leeway >= verifier.clock():
-            return
+            return allowed
         verified = self._check_bearer(runtime, scope)
         if method != "POST":
             if len(self._allowed) >= ALLOWED_CACHE_SIZE:
                 self._allowed.clear()
             self._allowed[key] = verified
+        return verified
 
     def _check_bearer(self, runtime: AuthRuntime, scope: Scope) -> VerifiedToken:
         assert runtime.verifier is not None
@@ -326,6 +347,9 @@ class AccessControl:
         if rights.mounts:
             approve_upload(scope, str(params[rights.param or "name"]), verified)
         return verified
+
+
+_BASIC = {"via": "basic"}
 
 
 def _grants(token: VerifiedToken, needed: AccessScope) -> bool:

@@ -25,6 +25,7 @@ from trustyard.registry import Registry
 from trustyard.registry.gc import expire_uploads
 from trustyard.registry.scrub import MB, ScrubOptions, scrub
 from trustyard.wiring import open_services
+from trustyard.wiring.audit import Auditor
 from trustyard.wiring.health import probes
 
 log = structlog.get_logger("trustyard")
@@ -47,6 +48,17 @@ def _upload_purge(registry: Registry, settings: Settings) -> Callable[[], Awaita
         )
         if expired:
             log.info("uploads_expired", count=len(expired))
+
+    return purge
+
+
+def _audit_purge(audit: Auditor) -> Callable[[], Awaitable[None]]:
+    """Entries past `audit.retention_days` go (any worker may run it: a DELETE by age)."""
+
+    async def purge() -> None:
+        removed = await audit.purge()
+        if removed:
+            log.info("audit_purged", count=removed)
 
     return purge
 
@@ -104,7 +116,13 @@ def create_app(settings: Settings) -> Starlette:
             app.state.trust_max_upload_bytes = settings.trust.max_upload_bytes
         app.state.auth = services.auth
         app.state.probes = probes(services)
+        app.state.audit = services.audit
         tasks = []
+        if services.audit is not None:
+            services.audit.start()
+            purge_audit = _audit_purge(services.audit)
+            every = settings.audit.purge_interval_seconds
+            tasks.append(asyncio.create_task(_every(every, purge_audit, "audit_purge_failed")))
         if registry is not None and settings.upload_purge_interval_seconds > 0:
             purge = _upload_purge(registry, settings)
             every = settings.upload_purge_interval_seconds

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Any
 from urllib.parse import parse_qsl
 
 import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Scope
 
 from trustyard.auth.scopes import parse_scopes
 from trustyard.auth.service import TokenService, UnknownService
 from trustyard.auth.users import ANONYMOUS, AuthFailed, Principal, RateLimited
+from trustyard.metadata.audit_base import RequestContext, current_request
 from trustyard.oci.errors import ErrorCode, RegistryError
+from trustyard.wiring.audit import Auditor
 
 log = structlog.get_logger("trustyard.auth")
 
@@ -40,6 +44,30 @@ def parse_basic(header: str) -> tuple[str, str] | None:
 
 def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
+
+
+def audit_log(scope: Scope) -> Auditor | None:
+    """The server's audit recorder (None: auditing is off, or an app without a lifespan)."""
+    audit: Auditor | None = getattr(getattr(scope.get("app"), "state", None), "audit", None)
+    return audit
+
+
+def audit_context(scope: Scope) -> RequestContext:
+    """Start this request's audit context: anonymous so far, from the client address (the
+    TCP peer, or X-Forwarded-For behind a proxy `audit.trusted_proxies` names)."""
+    peer = scope["client"][0] if scope.get("client") else ""
+    audit = audit_log(scope)
+    client = peer
+    if audit is not None:
+        forwarded = None
+        for key, value in scope["headers"]:
+            if key == b"x-forwarded-for":
+                forwarded = value.decode("latin-1")
+                break
+        client = audit.client_address(peer, forwarded)
+    context = RequestContext(client=client)
+    current_request.set(context)
+    return context
 
 
 def rate_limited(exc: RateLimited) -> RegistryError:
@@ -76,14 +104,37 @@ def _check_header_size(request: Request) -> None:
 
 
 async def _login(request: Request, tokens: TokenService, user: str, password: str) -> Principal:
+    audit = audit_log(request.scope)
     try:
-        return await tokens.login(user, password, client_address(request))
+        principal = await tokens.login(user, password, client_address(request))
     except RateLimited as exc:
         log.warning("login_rate_limited", account=user[:64], client=client_address(request))
+        if audit is not None:
+            audit.record("login", actor=user[:64], outcome="rate_limited", detail=_TOKEN)
         raise rate_limited(exc) from None
     except AuthFailed as exc:
         log.warning("login_failed", reason=exc.reason, client=client_address(request))
+        if audit is not None:
+            detail = {**_TOKEN, "reason": exc.reason}
+            audit.record("login", actor=user[:64], outcome="failure", detail=detail)
         raise login_failed(tokens.issuer.issuer) from None
+    if audit is not None:
+        audit.record("login", actor=principal.name, detail=_TOKEN)
+    return principal
+
+
+_TOKEN = {"via": "token"}
+
+
+def _audit_grant(request: Request, principal: Principal, granted: list[Any], grant: str) -> None:
+    audit = audit_log(request.scope)
+    if audit is not None:
+        scopes = [str(s) for s in granted]
+        audit.record(
+            "token",
+            actor=principal.name or "anonymous",
+            detail={"grant": grant, "scopes": scopes},
+        )
 
 
 def _service(tokens: TokenService, value: str | None) -> None:
@@ -95,6 +146,7 @@ def _service(tokens: TokenService, value: str | None) -> None:
 
 async def token_get(request: Request) -> Response:
     tokens = _tokens(request)
+    audit_context(request.scope)
     _check_header_size(request)
     params = request.query_params
     _service(tokens, params.get("service"))
@@ -113,11 +165,13 @@ async def token_get(request: Request) -> Response:
         principal, parse_scopes(params.getlist("scope")), offline=offline, oauth=False
     )
     log.info("token_issued", sub=principal.name, granted=[str(s) for s in granted], grant="get")
+    _audit_grant(request, principal, granted, "get")
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
 
 async def token_post(request: Request) -> Response:
     tokens = _tokens(request)
+    audit_context(request.scope)
     _check_header_size(request)
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
@@ -156,6 +210,10 @@ async def token_post(request: Request) -> Response:
             principal = await tokens.from_refresh_token(values.get("refresh_token", ""))
         except AuthFailed as exc:
             log.warning("refresh_refused", reason=exc.reason, client=client_address(request))
+            audit = audit_log(request.scope)
+            if audit is not None:
+                detail = {"via": "refresh_token", "reason": exc.reason}
+                audit.record("login", outcome="failure", detail=detail)
             raise RegistryError(
                 ErrorCode.UNAUTHORIZED, f"refresh token refused: {exc.reason}"
             ) from None
@@ -171,6 +229,7 @@ async def token_post(request: Request) -> Response:
     log.info(
         "token_issued", sub=principal.name, granted=[str(s) for s in granted], grant=grant_type
     )
+    _audit_grant(request, principal, granted, grant_type)
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
 

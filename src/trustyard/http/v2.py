@@ -103,7 +103,9 @@ def _accept(request: Request) -> list[str]:
 
 async def manifest_get(request: Request) -> Response:
     name, reference = request.path_params["name"], request.path_params["reference"]
-    record = await _registry(request).get_manifest(name, reference, _accept(request))
+    record = await _registry(request).get_manifest(
+        name, reference, _accept(request), pull=request.method == "GET"
+    )
     headers = digest_headers(record.digest, record.size, record.media_type)
     if record.subject is not None:
         headers["OCI-Subject"] = str(record.subject)

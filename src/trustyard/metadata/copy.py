@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trustyard.metadata import schema as t
+from trustyard.metadata.audit_sql import copy_audit
 from trustyard.metadata.authority_sql import authority_statements
 from trustyard.metadata.copy_base import CopyResult, Tally
 from trustyard.metadata.copy_trust import (
@@ -223,7 +224,8 @@ async def _copy_global_rows(
 async def merge_tables(
     source: SqlMetadataStore, target: SqlMetadataStore, overwrite_tags: bool
 ) -> CopyResult:
-    """Blobs, then each repository (one transaction each), then trust data and auth."""
+    """Blobs, then each repository (one transaction each), then trust data, auth, the
+    authority's statements and the audit log."""
     result = CopyResult()
     await _copy_global_rows(source, target, t.blobs, result.tally("blobs"))
     async with source.reader.connect() as src:
@@ -237,6 +239,7 @@ async def merge_tables(
     await copy_auth(source.reader, target.writer, result)
     statements = result.tally("authority_statements")
     await _copy_global_rows(source, target, authority_statements, statements)
+    await copy_audit(source.reader, target.writer, result)
     return result
 
 

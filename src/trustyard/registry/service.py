@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from trustyard.cache.base import Cache
 from trustyard.crypto.jws import JwsError, verify_schema1
+from trustyard.metadata.audit_base import AuditLog
 from trustyard.metadata.base import ManifestRecord, MetadataStore
 from trustyard.oci import mediatypes as mt
 from trustyard.oci import schema1
@@ -105,6 +106,7 @@ class Registry:
         self.cache = cache  # in-process or shared (Redis): the composition root picks
         self.lookups = lookups
         self.policy = policy  # signature policy on pulls / protected tags (registry/policy.py)
+        self.audit: AuditLog | None = None  # who pushed, pulled, deleted (wiring/audit.py)
         self.uploads = Uploads(storage, metadata, self.cache, max_blob_bytes=options.max_blob_bytes)
 
     # -- blobs ---------------------------------------------------------------------------------
@@ -143,8 +145,9 @@ class Registry:
 
     # -- manifests -----------------------------------------------------------------------------
     async def get_manifest(
-        self, name: str, reference: str, accept: list[str] | None = None
+        self, name: str, reference: str, accept: list[str] | None = None, *, pull: bool = False
     ) -> ManifestRecord:
+        """The manifest `reference` names; `pull`: a client GET (audited), not a HEAD."""
         validate_name(name)
         ref = lookup_reference(name, reference)
         record = await self._lookup(name, ref)
@@ -160,6 +163,8 @@ class Registry:
         if self.policy is not None:
             tag = ref if isinstance(ref, str) and served is record else None
             await self.policy.on_pull(name, tag, served)
+        if pull and self.audit is not None:
+            self.audit.pulled(name, str(served.digest), reference if isinstance(ref, str) else "")
         return served
 
     async def _lookup(self, name: str, ref: str | Digest) -> ManifestRecord | None:
@@ -254,9 +259,45 @@ class Registry:
             for c in manifest.children
             if not self.options.index_platforms.must_exist(c.platform)
         )
+        moved = await self._tag_targets(name, tags)
         await self.metadata.put_manifest(name, manifest, body, tags, optional_children=optional)
         await self.changed(name)
+        self._audit_push(name, manifest, tags, moved)
         return manifest
+
+    async def _tag_targets(self, name: str, tags: list[str]) -> dict[str, str]:
+        """Where `tags` point before a push (audited as tag moves); nothing when not audited."""
+        if self.audit is None:
+            return {}
+        before = {}
+        for tag in tags:
+            record = await self.metadata.get_manifest(name, tag)
+            if record is not None:
+                before[tag] = str(record.digest)
+        return before
+
+    def _audit_push(
+        self, name: str, manifest: Manifest, tags: list[str], before: dict[str, str]
+    ) -> None:
+        if self.audit is None:
+            return
+        digest = str(manifest.digest)
+        self.audit.record(
+            "push",
+            repository=name,
+            digest=digest,
+            tag=",".join(tags)[:128],
+            detail={"media_type": manifest.media_type},
+        )
+        for tag, old in before.items():
+            if old != digest:
+                self.audit.record(
+                    "tag_move",
+                    repository=name,
+                    digest=digest,
+                    tag=tag,
+                    detail={"from": old, "to": digest},
+                )
 
     async def delete_manifest(self, name: str, reference: str) -> None:
         validate_name(name)
@@ -267,11 +308,22 @@ class Registry:
         else:
             found = await self.metadata.delete_tag(name, ref)
         await self.changed(name)
+        self._audit_delete(name, ref, found)
         if not found:
             raise RegistryError(
                 ErrorCode.MANIFEST_UNKNOWN,
                 f"manifest {reference} is not in repository {name}",
                 detail={"reference": reference},
+            )
+
+    def _audit_delete(self, name: str, ref: str | Digest, found: bool) -> None:
+        if self.audit is not None:
+            self.audit.record(
+                "delete",
+                repository=name,
+                digest=str(ref) if isinstance(ref, Digest) else "",
+                tag="" if isinstance(ref, Digest) else ref,
+                outcome="success" if found else "not_found",
             )
 
     def _require_delete(self) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trustyard.metadata import migrate
+from trustyard.metadata.audit_sql import SqlAuditStore
 from trustyard.metadata.auth_sql import SqlAuthStore
 from trustyard.metadata.authority_sql import SqlAuthorityStore
 from trustyard.metadata.copy import SqlTables
@@ -44,6 +45,7 @@ class Database:
         self.trust = SqlTrustStore(reader, writer)
         self.signatures = SqlSignatureStore(reader, writer)
         self.authority = SqlAuthorityStore(reader, writer)
+        self.audit = SqlAuditStore(reader, writer)
         self.tables = SqlTables(self.metadata)
 
     async def ping(self) -> None:

@@ -30,6 +30,7 @@ from trustyard.storage.base import Storage
 from trustyard.trust.server.hsm_keys import TokenKeyStore
 from trustyard.trust.server.policy_audit import PolicyAudit
 from trustyard.trust.server.service import NotFound, TrustOptions, TrustService
+from trustyard.wiring.audit import Auditor
 from trustyard.wiring.auth import AuthRuntime, build_auth, gun_prefixes_of
 from trustyard.wiring.backends import manifest_lookups, open_cache, open_storage
 from trustyard.wiring.database import Database, open_database
@@ -48,6 +49,7 @@ class Services:
     simple_signatures: SimpleSignatures | None = None
     authority: AuthorityStatements | None = None
     auth: AuthRuntime | None = None
+    audit: Auditor | None = None
     _closing: contextlib.AsyncExitStack = field(
         default_factory=contextlib.AsyncExitStack, init=False, repr=False
     )
@@ -88,6 +90,9 @@ async def open_services(
     services = Services(settings, database)
     services._closing.push_async_callback(database.close)
     try:
+        if server and settings.audit.enabled:
+            services.audit = Auditor(database.audit, settings.audit)
+            services._closing.push_async_callback(services.audit.close)
         if repositories or (auth and settings.redis_url):
             services.cache = open_cache(settings.redis_url)
             services._closing.push_async_callback(services.cache.close)
@@ -121,6 +126,7 @@ def _open_repositories(services: Services, server: bool) -> None:
         storage, database.metadata, options, cache, manifest_lookups(settings, cache)
     )
     services.registry = registry
+    registry.audit = services.audit
     if server or (settings.policy.rules and settings.trust.enabled):
         services.trust = open_trust(settings, database)
     if settings.policy.rules:
