@@ -63,7 +63,7 @@ VARIANTS: dict[str, dict[str, dict[str, dict[str, str]]]] = {
 }
 GET_CLIENTS = (1, 32)
 REPEATS = 5  # full mode: adjacent pairs per row (the rows are noisy on a shared machine)
-PUSHES = {"full": 100, "quick": 5}  # sequential pushes per measurement
+PUSHES = {"full": 50, "quick": 5}  # sequential pushes per measurement
 WARM_UP_CONNECTIONS = 4  # per server before the first measurement: a push and ...
 WARM_UP_GETS = 10  # ... this many manifest GETs on each
 LAYER_BYTES = 4096  # small: the per-request work is what a feature adds to
