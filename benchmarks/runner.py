@@ -23,6 +23,7 @@ from benchmarks import (
     listings,
     machine,
     manifests,
+    operations,
     replicas,
     skopeo,
     targets,
@@ -47,6 +48,7 @@ FAMILIES: dict[str, Callable[[Context], None]] = {
     "concurrent": concurrent.run,
     "replicas": replicas.run,
     "tokens": tokens.run,
+    "operations": operations.run,
 }
 RESULTS_DIR = Path(__file__).parent / "results"
 

@@ -47,6 +47,8 @@ EXPECTED = {
     "concurrent_pushes",
     "rss_concurrent_pushes",
     *(f"token_head_{auth}_c{c}" for auth in ("none", "token") for c in (1, 32)),
+    # operations: metrics off / on, the reference's own Prometheus endpoint off / on
+    *(f"ops_metrics_{state}_{w}" for state in ("off", "on") for w in ("get_c1", "get_c32", "push")),
 }
 # rows with no reference counterpart (Distribution issues no tokens): trustyard figures only
 TRUSTYARD_ONLY = {f"token_{g}_grant_c{c}" for g in ("password", "refresh") for c in (1, 16)}
@@ -101,5 +103,9 @@ def test_quick_mode_measures_every_workload_on_both_servers(tmp_path: Path) -> N
         assert entry is not None and _number(entry["median"]), f"{key}: no trustyard figure"
 
     assert _number(workloads["concurrent_pushes"]["servers"]["trustyard"]["errors"])
+    for w in ("get_c1", "get_c32", "push"):  # the on row carries the pair's overhead
+        for server in ("trustyard", "reference"):
+            entry = workloads[f"ops_metrics_on_{w}"]["servers"][server]
+            assert _number(entry["overhead_pct"]) and _number(entry["cpu_overhead_pct"]), w
     assert doc["targets"] and all("pass" in t for t in doc["targets"])
     assert "Targets (informational)" in proc.stdout
