@@ -5,7 +5,19 @@ from typing import Annotated
 import typer
 
 from trustyard import __version__
-from trustyard.cli import admin, authority, db, gc, keyid, migrate, serve, sign, signatures, trust
+from trustyard.cli import (
+    admin,
+    authority,
+    db,
+    events,
+    gc,
+    keyid,
+    migrate,
+    serve,
+    sign,
+    signatures,
+    trust,
+)
 from trustyard.cli.backup import backup as backup_command
 from trustyard.cli.backup import restore as restore_command
 from trustyard.cli.scrub import scrub as scrub_command
@@ -26,6 +38,7 @@ app.command("signatures")(signatures.signatures)
 app.add_typer(admin.app, name="admin")
 app.add_typer(authority.app, name="authority")
 app.add_typer(db.app, name="db")
+app.add_typer(events.app, name="events")
 app.add_typer(sign.app, name="sign")
 app.add_typer(trust.app, name="trust")
 

@@ -17,14 +17,18 @@ from trustyard.http import token_routes as auth_server
 from trustyard.http import trust_routes as trust_server
 from trustyard.http.access import AccessControl
 from trustyard.http.errors import EXCEPTION_HANDLERS
+from trustyard.http.event_context import EventContext
+from trustyard.http.event_metrics import count as count_events
 from trustyard.http.metrics import RequestMetrics
 from trustyard.http.middleware import RegistryHeaders
 from trustyard.logs import configure_logging
 from trustyard.oci.platforms import IndexPlatforms
 from trustyard.registry import Registry
+from trustyard.registry.events_delivery import EventDeliverer
 from trustyard.registry.gc import expire_uploads
 from trustyard.registry.scrub import MB, ScrubOptions, scrub
 from trustyard.wiring import open_services
+from trustyard.wiring.events import event_deliverer
 from trustyard.wiring.health import probes
 
 log = structlog.get_logger("trustyard")
@@ -74,6 +78,19 @@ def _scheduled_scrub(registry: Registry, settings: Settings) -> Callable[[], Awa
     return run
 
 
+def _deliver_events(deliverer: EventDeliverer, metrics: bool) -> Callable[[], Awaitable[None]]:
+    """One delivery pass of the outbox; every worker and replica runs one (rows are leased)."""
+
+    async def run() -> None:
+        report = await deliverer.run_once()
+        if report.total("dead"):
+            log.warning("events_dead_lettered", count=report.total("dead"))
+        if metrics:
+            count_events(report, await deliverer.store.counts())
+
+    return run
+
+
 _SCRUB_COUNTS = ("repositories", "manifests_checked", "blobs_checked", "bytes_checked")
 
 
@@ -113,11 +130,18 @@ def create_app(settings: Settings) -> Starlette:
             run = _scheduled_scrub(registry, settings)
             every = settings.scrub_interval_seconds
             tasks.append(asyncio.create_task(_every(every, run, "scheduled_scrub_failed")))
+        if registry is not None and settings.events.endpoints:
+            deliverer, poster = event_deliverer(settings, services.database.events)
+            deliver = _deliver_events(deliverer, settings.metrics)
+            every = settings.events.poll_interval_seconds
+            tasks.append(asyncio.create_task(_every(every, deliver, "event_delivery_failed")))
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
+            if registry is not None and settings.events.endpoints:
+                await poster.close()
             await services.close()
 
     issuing = settings.auth.mode == "token" and settings.auth.token.issue
@@ -134,6 +158,8 @@ def create_app(settings: Settings) -> Starlette:
     middleware = [Middleware(RegistryHeaders)]
     if settings.metrics:
         middleware.append(Middleware(RequestMetrics))
+    if settings.events.endpoints:
+        middleware.append(Middleware(EventContext))
     if serves_repositories:
         # The access check reads each route's declared rights from this very list.
         middleware.append(Middleware(AccessControl, routes=routes))
