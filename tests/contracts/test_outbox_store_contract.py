@@ -88,10 +88,9 @@ async def test_list_newest_first_and_purge_by_state_and_age(db: Database) -> Non
 
 async def test_rows_commit_with_the_manifest_write_or_not_at_all(db: Database) -> None:
     """A manifest put that fails (a missing blob) leaves no event behind."""
+    from tests.contracts.test_metadata_contract import link_image_blobs, manifest_bytes
     from trustyard.metadata.errors import MissingReference
     from trustyard.oci.manifest import parse_manifest
-
-    from tests.contracts.test_metadata_contract import link_image_blobs, manifest_bytes
 
     raw = manifest_bytes("events")
     manifest = parse_manifest(raw, None)
