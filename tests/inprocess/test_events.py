@@ -7,6 +7,7 @@ event still arrives, in Distribution's envelope, signed with the endpoint's secr
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ from tests.events_receiver import Receiver, check_distribution_shape, signature_
 from tests.images import OCI_MANIFEST, sha256
 from tests.inprocess.conftest import make_settings, serve
 from tests.inprocess.helpers import make_image, push_image
+from tests.signatures.gpg import atomic_payload, make_key, stop_agent
 from trustyard.config import Settings
 from trustyard.wiring import open_database
 
@@ -187,3 +189,37 @@ async def test_dead_letter_after_the_limit_and_cli_retry_requeues(
     assert bad.returncode == 2 and "--all" in bad.stderr
     bad = await asyncio.to_thread(cli, settings, "list", "--state", "lost")
     assert bad.returncode == 2 and "pending, delivered, dead" in bad.stderr
+
+
+async def test_signature_added_event(settings: Settings, tmp_path: Path) -> None:
+    key = make_key(tmp_path / "gpg", "events")
+    receiver = Receiver().start()
+    settings = with_events(
+        settings, {"name": "sigs", "url": receiver.url, "actions": ["signature-added"]}
+    )
+    try:
+        async with serve(settings) as c:
+            digest = await push_image(c, "signed/app", make_image("sig"), "v1")
+            body = {
+                "schemaVersion": 2,
+                "type": "atomic",
+                "name": f"{digest}@sig1",
+                "content": base64.b64encode(
+                    key.sign(atomic_payload("registry.test/signed/app:v1", digest))
+                ).decode(),
+            }
+            url = f"/extensions/v2/signed/app/signatures/{digest}"
+            r = await c.put(url, json=body)
+            assert r.status_code == 201, r.text
+            assert (await c.put(url, json=body)).status_code == 201  # again: nothing new
+            events = await asyncio.to_thread(receiver.wait_for, lambda e: len(e) >= 1)
+            await asyncio.sleep(0.3)
+    finally:
+        receiver.stop()
+        stop_agent(key)
+    events = receiver.events()
+    assert len(events) == 1
+    check_distribution_shape(events[0])
+    assert events[0]["action"] == "signature-added"
+    assert events[0]["target"]["digest"] == digest
+    assert events[0]["target"]["repository"] == "signed/app"

@@ -201,6 +201,18 @@ class EventRecorder:
         }
         return self.entries(action, repository, target)
 
+    def signature_added(self, repository: str, digest: str) -> list[OutboxEntry]:
+        """A simple signature (containers/image's lookaside API) stored for a manifest."""
+        return self.entries(
+            SIGNATURE_ADDED,
+            repository,
+            {"digest": digest, "url": self._url(repository, "manifests", digest)},
+        )
+
+    def trust_published(self, gun: str, roles: list[str]) -> list[OutboxEntry]:
+        """A Notary publish to collection `gun` (its `repository`), with the roles it changed."""
+        return self.entries(TRUST_PUBLISHED, gun, {"roles": roles})
+
     def policy_denied(self, repository: str, reference: str, reason: str) -> list[OutboxEntry]:
         target = {"tag": reference if not Digest.is_digest(reference) else ""}
         if Digest.is_digest(reference):
