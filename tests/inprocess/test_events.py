@@ -129,6 +129,7 @@ async def test_filters_actions_repositories_media_types_and_opt_in_pulls(
     tag_moved = next(e for e in prod.events() if e["action"] == "tag-moved")
     assert tag_moved["target"]["digest"] == moved
     assert tag_moved["target"]["previousDigest"] == first
+    check_distribution_shape(tag_moved)
     actions = sorted(e["action"] for e in everything.events())
     # 3 images x (2 blob pushes + 1 manifest push), one tag move, one pull, one delete
     assert actions == ["delete"] + ["pull"] + ["push"] * 9 + ["tag-moved"]

@@ -74,3 +74,27 @@ def test_skopeo_push_while_receiver_down_delivered_after_restart(tmp_path: Path)
     ]
     assert delivered and float(delivered[0].split()[-1]) >= 1
     assert 'trustyard_events_outbox{state="pending"} 0.0' in metrics
+
+
+def test_notary_publish_sends_trust_published(tmp_path: Path) -> None:
+    from tests.integration.trusttools import notary
+
+    receiver = Receiver().start()
+    endpoint = {"name": "trust", "url": receiver.url, "actions": ["trust-published"]}
+    env = {**events_env(receiver), "TRUSTYARD_EVENTS__ENDPOINTS": json.dumps([endpoint])}
+    server = ServerProcess(tmp_path / "data", extra_env=env).start()
+    gun = "127.0.0.1/team/trusted"
+    try:
+        notary(server, tmp_path / "notary", "init", gun, "-p")
+        events = receiver.wait_for(lambda e: len(e) >= 1, 30)
+        time.sleep(0.5)
+        events = receiver.events()
+    finally:
+        server.stop()
+        receiver.stop()
+    assert len(events) == 1
+    check_distribution_shape(events[0])
+    assert events[0]["action"] == "trust-published"
+    assert events[0]["target"]["repository"] == gun
+    assert "root" in events[0]["target"]["roles"]
+    assert events[0]["request"]["method"] == "POST"
