@@ -224,3 +224,34 @@ async def test_signature_added_event(settings: Settings, tmp_path: Path) -> None
     assert events[0]["action"] == "signature-added"
     assert events[0]["target"]["digest"] == digest
     assert events[0]["target"]["repository"] == "signed/app"
+
+
+async def test_policy_denied_event(settings: Settings) -> None:
+    receiver = Receiver().start()
+    rule = {
+        "name": "prod-signed",
+        "repositories": ["prod/*"],
+        "require": {"kind": "notary", "gun_prefix": "registry.test/"},
+    }
+    settings = with_events(
+        settings, {"name": "denials", "url": receiver.url, "actions": ["policy-denied"]}
+    )
+    settings = make_settings(
+        settings.data_dir,
+        **{
+            **{k: v for k, v in settings.model_dump().items() if k != "data_dir"},
+            "policy": {"rules": [rule]},
+        },
+    )
+    try:
+        async with serve(settings) as c:
+            await push_image(c, "prod/app", make_image("unsigned"), "v1")
+            r = await c.get("/v2/prod/app/manifests/v1")
+            assert r.status_code in (403, 404), r.text
+            events = await asyncio.to_thread(receiver.wait_for, lambda e: len(e) >= 1)
+    finally:
+        receiver.stop()
+    check_distribution_shape(events[0])
+    assert events[0]["action"] == "policy-denied"
+    assert events[0]["target"]["repository"] == "prod/app"
+    assert events[0]["target"]["tag"] == "v1" and events[0]["target"]["reason"]
