@@ -15,10 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.events_receiver import Receiver, check_distribution_shape, signature_ok
 from tests.images import OCI_MANIFEST, sha256
 from tests.inprocess.conftest import make_settings, serve
-from tests.inprocess.helpers import make_image, push_image
+from tests.inprocess.helpers import make_image, push_blob, push_image
 from tests.signatures.gpg import atomic_payload, make_key, stop_agent
 from trustyard.config import Settings
 from trustyard.wiring import open_database
@@ -255,3 +257,50 @@ async def test_policy_denied_event(settings: Settings) -> None:
     assert events[0]["action"] == "policy-denied"
     assert events[0]["target"]["repository"] == "prod/app"
     assert events[0]["target"]["tag"] == "v1" and events[0]["target"]["reason"]
+
+
+async def test_mount_and_blob_delete_events(settings: Settings) -> None:
+    receiver = Receiver().start()
+    settings = with_events(
+        settings, {"name": "blobs", "url": receiver.url, "actions": ["mount", "delete"]}
+    )
+    blob = b"shared layer"
+    try:
+        async with serve(settings) as c:
+            digest = await push_blob(c, "src/app", blob)
+            r = await c.post(
+                "/v2/dst/app/blobs/uploads/", params={"mount": digest, "from": "src/app"}
+            )
+            assert r.status_code == 201, r.text
+            assert (await c.delete(f"/v2/dst/app/blobs/{digest}")).status_code == 202
+            events = await asyncio.to_thread(receiver.wait_for, lambda e: len(e) >= 2)
+            await asyncio.sleep(0.3)
+    finally:
+        receiver.stop()
+    events = receiver.events()
+    assert [e["action"] for e in events] == ["mount", "delete"]
+    for event in events:
+        check_distribution_shape(event)
+    assert events[0]["target"]["fromRepository"] == "src/app"
+    assert events[0]["target"]["repository"] == "dst/app"
+    assert events[0]["target"]["size"] == len(blob) and events[0]["target"]["digest"] == digest
+    assert events[1]["target"] == {"repository": "dst/app", "digest": digest}
+
+
+def test_bad_endpoint_settings_are_refused_clearly(tmp_path: Path) -> None:
+    from trustyard.config import ConfigError, load_settings
+
+    config = tmp_path / "c.toml"
+    for body, words in (
+        ('[[events.endpoints]]\nname = "a"\nurl = "ftp://x"\n', "url"),
+        ('[[events.endpoints]]\nname = "a"\nurl = "http://x"\nsurl = 1\n', "surl"),
+        (
+            '[[events.endpoints]]\nname = "a"\nurl = "http://x"\n'
+            '[[events.endpoints]]\nname = "a"\nurl = "http://y"\n',
+            "own name",
+        ),
+    ):
+        config.write_text(body)
+        with pytest.raises(ConfigError) as err:
+            load_settings(config)
+        assert words in str(err.value)
