@@ -20,6 +20,7 @@ from typing import Any
 from benchmarks import (
     blobs,
     concurrent,
+    events,
     listings,
     machine,
     manifests,
@@ -47,6 +48,7 @@ FAMILIES: dict[str, Callable[[Context], None]] = {
     "concurrent": concurrent.run,
     "replicas": replicas.run,
     "tokens": tokens.run,
+    "events": events.run,
 }
 RESULTS_DIR = Path(__file__).parent / "results"
 
