@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
@@ -81,12 +82,22 @@ def _scheduled_scrub(registry: Registry, settings: Settings) -> Callable[[], Awa
 def _deliver_events(deliverer: EventDeliverer, metrics: bool) -> Callable[[], Awaitable[None]]:
     """One delivery pass of the outbox; every worker and replica runs one (rows are leased)."""
 
+    counted_at = 0.0
+
     async def run() -> None:
+        nonlocal counted_at
         report = await deliverer.run_once()
         if report.total("dead"):
             log.warning("events_dead_lettered", count=report.total("dead"))
         if metrics:
-            count_events(report, await deliverer.store.counts())
+            # The outbox counts are a query: refreshed after a pass that sent something, else
+            # every 15 s, not on every idle pass.
+            now = time.monotonic()
+            states = None
+            if report.counts or now - counted_at >= 15:
+                counted_at = now
+                states = await deliverer.store.counts()
+            count_events(report, states)
 
     return run
 

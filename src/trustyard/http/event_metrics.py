@@ -39,9 +39,10 @@ def event_instruments() -> EventInstruments:
     )
 
 
-def count(report: DeliveryReport, states: dict[str, int]) -> None:
+def count(report: DeliveryReport, states: dict[str, int] | None) -> None:
+    """Add a pass's outcomes; set the outbox gauge when `states` were counted this time."""
     m = event_instruments()
     for (endpoint, outcome), n in report.counts.items():
         m.deliveries.labels(endpoint, outcome).inc(n)
-    for state, n in states.items():
+    for state, n in (states or {}).items():
         m.backlog.labels(state).set(n)

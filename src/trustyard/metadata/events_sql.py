@@ -130,6 +130,11 @@ class SqlOutboxStore:
             .order_by(_o.id)
             .limit(limit)
         )
+        # A read first: an idle outbox (the usual case) costs no write transaction, which on
+        # SQLite would queue behind, and hold up, pushes.
+        async with self.reader.connect() as conn:
+            if (await conn.execute(due.with_only_columns(_o.id).limit(1))).first() is None:
+                return []
         async with self.writer.begin() as conn:
             if self._postgres:
                 # Rows another replica is claiming right now are skipped, not waited for.
