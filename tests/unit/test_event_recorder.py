@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 
@@ -95,3 +96,37 @@ def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:
     assert 7.2 <= b.delay(3) <= 8.8
     assert 54 <= b.delay(30) <= 66
     assert 54 <= b.delay(10_000) <= 66
+
+
+class _SlowStore:
+    """Counts transactions; each takes a little while, as a real commit does."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.batches: list[list[OutboxEntry]] = []
+        self.fail = fail
+
+    async def enqueue(self, entries: Sequence[OutboxEntry]) -> None:
+        await asyncio.sleep(0.01)
+        if self.fail:
+            raise OSError("database is down")
+        self.batches.append(list(entries))
+
+
+async def test_grouped_records_share_transactions_and_report_failures() -> None:
+    store = _SlowStore()
+    rec = EventRecorder((Endpoint("p", pulls=True),), "h:1", store)  # type: ignore[arg-type]
+    await asyncio.gather(*(rec.record_grouped(rec.blob(PULL, "r", D, 1)) for _ in range(50)))
+    assert sum(len(b) for b in store.batches) == 50
+    assert len(store.batches) <= 3  # the first alone, then everyone who queued meanwhile
+    failing = EventRecorder((Endpoint("p", pulls=True),), "h:1", _SlowStore(fail=True))  # type: ignore[arg-type]
+    results = await asyncio.gather(
+        *(failing.record_grouped(failing.blob(PULL, "r", D, 1)) for _ in range(5)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, OSError) for r in results)
+    # A caller that goes away does not take the batch with it.
+    waiter = asyncio.ensure_future(rec.record_grouped(rec.blob(PULL, "r", D, 1)))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    await asyncio.sleep(0.05)
+    assert sum(len(b) for b in store.batches) == 51

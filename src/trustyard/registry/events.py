@@ -8,6 +8,7 @@ for it work unchanged. Actions Distribution has no word for are ours: `tag-moved
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import fnmatch
 import json
@@ -87,10 +88,41 @@ class EventRecorder:
     source_addr: str
     outbox: OutboxStore  # for events with no write of their own (pulls, denials)
     instance_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # Group commit of pull events: requests arriving while a batch is written join the next.
+    _batch: list[OutboxEntry] = field(default_factory=list, init=False, repr=False)
+    _batch_done: asyncio.Future[None] | None = field(default=None, init=False, repr=False)
+    _flusher: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     async def record(self, entries: list[OutboxEntry]) -> None:
         if entries:
             await self.outbox.enqueue(entries)
+
+    async def record_grouped(self, entries: list[OutboxEntry]) -> None:
+        """Like `record`, returning once the rows are committed, but many concurrent callers
+        share one transaction: a pull per request would otherwise queue every pull behind the
+        one SQLite writer. The writing runs in its own task, so a caller that goes away (a
+        client hanging up) cancels neither the batch nor the others waiting on it."""
+        if not entries:
+            return
+        self._batch.extend(entries)
+        if self._batch_done is None:
+            self._batch_done = asyncio.get_running_loop().create_future()
+        done = self._batch_done
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        await asyncio.shield(done)
+
+    async def _flush(self) -> None:
+        while self._batch:
+            batch, done = self._batch, self._batch_done
+            self._batch, self._batch_done = [], None
+            assert done is not None
+            try:
+                await self.outbox.enqueue(batch)
+            except Exception as exc:
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
 
     @property
     def pulls(self) -> bool:

@@ -138,7 +138,7 @@ class Registry:
                 detail={"digest": str(digest)},
             )
         if self.events is not None and self.events.pulls:
-            await self.events.record(self.events.blob(PULL, name, digest, size))
+            await self.events.record_grouped(self.events.blob(PULL, name, digest, size))
         return location
 
     async def delete_blob(self, name: str, digest: Digest) -> None:
@@ -180,7 +180,7 @@ class Registry:
                 raise
         if self.events is not None and self.events.pulls:
             tag = ref if isinstance(ref, str) else None
-            await self.events.record(
+            await self.events.record_grouped(
                 self.events.manifest_pulled(
                     name, served.digest, served.media_type, served.size, tag
                 )
