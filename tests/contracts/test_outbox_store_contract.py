@@ -46,7 +46,10 @@ async def test_claim_leases_rows_to_one_owner(db: Database) -> None:
     # The first owner's late marks no longer apply: the rows are b's now.
     await store.delivered([r.id for r in first], "a", now)
     assert (await store.counts())["pending"] == 3
-    await store.delivered([r.id for r in again], "b", now)
+    await store.release("b")  # b shuts down: its rows are claimable at once
+    again = await store.claim("c", now + 62, 60, 10)  # b's lease would have run to now + 121
+    assert len(again) == 3
+    await store.delivered([r.id for r in again], "c", now)
     assert await store.counts() == {"pending": 0, "delivered": 3, "dead": 0}
     assert await store.claim("c", now + 1000, 60, 10) == []
 

@@ -152,6 +152,9 @@ def create_app(settings: Settings) -> Starlette:
             for task in tasks:
                 task.cancel()
             if registry is not None and settings.events.endpoints:
+                await asyncio.gather(*tasks, return_exceptions=True)
+                with contextlib.suppress(Exception):  # the database may be what went away
+                    await deliverer.close()
                 await poster.close()
             await services.close()
 

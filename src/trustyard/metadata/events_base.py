@@ -49,6 +49,9 @@ class OutboxStore(Protocol):
         """Lease up to `limit` due pending rows to `owner`: no other deliverer gets them until
         the lease ends (SKIP LOCKED on PostgreSQL, a conditional UPDATE on SQLite)."""
 
+    async def release(self, owner: str) -> None:
+        """End `owner`'s leases (a deliverer shutting down): its rows are due again at once."""
+
     async def delivered(self, ids: Sequence[int], owner: str, now: float) -> None:
         """Mark rows leased by `owner` delivered."""
 

@@ -158,6 +158,14 @@ class SqlOutboxStore:
             )
             return [_row(r) for r in rows]
 
+    async def release(self, owner: str) -> None:
+        async with self.writer.begin() as conn:
+            await conn.execute(
+                update(event_outbox)
+                .where(_o.lease_owner == owner, _o.state == "pending")
+                .values(lease_owner=None, lease_until=None)
+            )
+
     async def delivered(self, ids: Sequence[int], owner: str, now: float) -> None:
         async with self.writer.begin() as conn:
             await conn.execute(

@@ -117,6 +117,10 @@ class EventDeliverer:
             await self.store.purge(["delivered"], now - self.keep_delivered_seconds)
         return report
 
+    async def close(self) -> None:
+        """Give back the rows this deliverer holds, so a restart need not wait out the lease."""
+        await self.store.release(self.owner)
+
     async def _send(self, target: Target, rows: list[OutboxRow], report: DeliveryReport) -> None:
         body = envelope(rows)
         headers = {**dict(target.headers), "Content-Type": ENVELOPE_MEDIA_TYPE}
