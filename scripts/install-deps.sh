@@ -18,6 +18,7 @@ DEBIAN_PACKAGES=(
   uidmap fuse-overlayfs    # podman's storage helpers
   postgresql redis-server haproxy   # scale-out backends and the load balancer in front of replicas
   prometheus               # scrapes /metrics in the operations test
+  nginx                    # serves `trustyard export static` trees in the export tests
   python3-venv             # Debian's python3 makes the project venv (.venv) only with it
 )
 

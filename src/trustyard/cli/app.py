@@ -10,6 +10,7 @@ from trustyard.cli import (
     authority,
     db,
     events,
+    export,
     gc,
     keyid,
     migrate,
@@ -17,6 +18,7 @@ from trustyard.cli import (
     sign,
     signatures,
     trust,
+    verify,
 )
 from trustyard.cli.backup import backup as backup_command
 from trustyard.cli.backup import restore as restore_command
@@ -35,10 +37,12 @@ app.command("restore")(restore_command)
 app.command("migrate-storage")(migrate.migrate_storage)
 app.command("keyid")(keyid.keyid)
 app.command("signatures")(signatures.signatures)
+app.command("verify")(verify.verify)
 app.add_typer(admin.app, name="admin")
 app.add_typer(authority.app, name="authority")
 app.add_typer(db.app, name="db")
 app.add_typer(events.app, name="events")
+app.add_typer(export.app, name="export")
 app.add_typer(sign.app, name="sign")
 app.add_typer(trust.app, name="trust")
 

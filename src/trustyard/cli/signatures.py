@@ -114,6 +114,17 @@ class NotaryOptions:
     enabled: bool = True
 
 
+def open_trust_client(ref: RemoteRef, opts: NotaryOptions, conn: Connection) -> TrustClient:
+    """A trust client for the image's Notary data: the config's server, else the registry."""
+    cfg = load_config(opts.config, opts.trust_dir, opts.server)
+    if cfg.server is None:
+        scheme = "http" if conn.plain_http else "https"
+        cfg = dataclasses.replace(cfg, server=f"{scheme}://{ref.host}")
+    if cfg.root_ca is None and conn.tls_ca is not None:
+        cfg = dataclasses.replace(cfg, root_ca=conn.tls_ca)
+    return TrustClient(cfg, KeyStore(cfg.trust_dir), auth_file=conn.authfile)
+
+
 def notary_rows(
     ref: RemoteRef, digest: str, size: int, opts: NotaryOptions, conn: Connection
 ) -> list[Row]:
@@ -123,13 +134,7 @@ def notary_rows(
         return []
     gun = opts.gun or gun_of(ref.host, ref.repository)
     try:
-        cfg = load_config(opts.config, opts.trust_dir, opts.server)
-        if cfg.server is None:
-            scheme = "http" if conn.plain_http else "https"
-            cfg = dataclasses.replace(cfg, server=f"{scheme}://{ref.host}")
-        if cfg.root_ca is None and conn.tls_ca is not None:
-            cfg = dataclasses.replace(cfg, root_ca=conn.tls_ca)
-        with TrustClient(cfg, KeyStore(cfg.trust_dir), auth_file=conn.authfile) as client:
+        with open_trust_client(ref, opts, conn) as client:
             found = image_targets(client, gun, hex_, size, ref.tag)
     except TrustError as exc:
         found = [NotaryTarget(gun, "unverifiable", reason=str(exc))]

@@ -7,7 +7,8 @@ A small plug-in framework (docs/policy.md):
   table and a `PolicyContext` (blob and manifest readers, the trust store);
 * kinds here: `notary` (Notary v1 trust data from our own trust store or any Notary server,
   verified with pinned CAs / root key IDs), `annotations` (ir-sign annotations verified with
-  root-ca.pub) and `any-of`; the cosign issue adds `cosign` and `simple-signing`;
+  root-ca.pub), `any-of` and `all-of`; `cosign` and `simple-signing` live in
+  policy_signatures.py, `authority` in policy_authority.py;
 * rules match repositories by glob (first match wins), `mode = "enforce" | "warn"`, and
   `protect_tags` refuses pushes that move a matching tag to a manifest that does not verify.
 
@@ -102,6 +103,12 @@ class PolicyContext:
     simple_signatures: Callable[[str, Digest], Awaitable[list[bytes]]] | None = None
     # Records every decision as an audit event (the trust audit table; trust/server/policy_audit.py).
     audit: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
+    # The namespace authority's statements as the registry stores them (kind `authority`,
+    # registry/policy_authority.py): raw JWS bytes, evaluated by the check against its roots.
+    authority_statements: Callable[[], Awaitable[list[bytes]]] | None = None
+    # A number that changes whenever a statement is added (the store is append-only: its count);
+    # lets the kind re-evaluate at once instead of waiting for its cache to age out.
+    authority_generation: Callable[[], Awaitable[int]] | None = None
 
 
 CheckFactory = Callable[[dict[str, Any], PolicyContext], SignatureCheck]
@@ -312,9 +319,34 @@ class AnyOfCheck:
         return Decision(False, " | ".join(reasons))
 
 
+# -- all-of ---------------------------------------------------------------------------------------
+class AllOfCheck:
+    """Every requirement must hold (e.g. a cosign signature *and* an authorized signer)."""
+
+    kind = "all-of"
+
+    def __init__(self, spec: dict[str, Any], ctx: PolicyContext) -> None:
+        specs = spec.get("of")
+        if not isinstance(specs, list) or not specs or not all(isinstance(s, dict) for s in specs):
+            raise PolicyConfigError("all-of: `of` must be a non-empty list of requirements")
+        self.checks = [build_check(s, ctx) for s in specs]
+
+    async def verify(self, repository: str, record: ManifestRecord, tag: str | None) -> Decision:
+        reasons, signers = [], []
+        for check in self.checks:
+            decision = await check.verify(repository, record, tag)
+            if not decision.ok:
+                return Decision(False, f"{check.kind}: {decision.reason}")
+            reasons.append(f"{check.kind}: {decision.reason}")
+            if decision.signer:
+                signers.append(decision.signer)
+        return Decision(True, " & ".join(reasons), ",".join(signers) or None)
+
+
 register_kind("notary", NotaryCheck)
 register_kind("annotations", AnnotationsCheck)
 register_kind("any-of", AnyOfCheck)
+register_kind("all-of", AllOfCheck)
 
 
 # -- rules ----------------------------------------------------------------------------------------
@@ -380,7 +412,7 @@ class Policy:
         todo: list[SignatureCheck] = [rule.check] if rule is not None else []
         while todo:
             check = todo.pop(0)
-            if isinstance(check, AnyOfCheck):
+            if isinstance(check, AnyOfCheck | AllOfCheck):
                 todo.extend(check.checks)
             elif isinstance(check, UploadVetter):
                 found.append(check)

@@ -21,13 +21,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import os
 import re
-import shutil
-import subprocess
-import tempfile
 from collections import OrderedDict
-from dataclasses import replace
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +48,10 @@ from trustyard.signing import cosign
 from trustyard.signing.errors import SigningError
 from trustyard.signing.simplesign import (
     check_matches,
+    claimed_key_ids,
     inspect_atomic,
     parse_payload,
+    show_fingerprints,
     verify_with_gpg,
 )
 
@@ -90,12 +89,116 @@ def _layers(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [x for x in layers if isinstance(x, dict)] if isinstance(layers, list) else []
 
 
-class _Budget:
-    """Work left in one cosign decision, and the payload blobs already read (by digest)."""
+@dataclass(frozen=True)
+class CosignEntry:
+    """One cosign signature entry of a manifest, checked against the keys given."""
 
-    def __init__(self) -> None:
-        self.entries = MAX_COSIGN_ENTRIES
+    where: str  # "cosign tag sha256-….sig", "cosign referrer sha256:…", "sigstore bundle …"
+    media_type: object
+    data: bytes  # the payload or bundle blob, read back and matching its digest
+    check: cosign.Check
+
+
+class _Budget:
+    """Work left in one decision, and the payload blobs already read (by digest)."""
+
+    def __init__(self, ctx: PolicyContext, entries: int = MAX_COSIGN_ENTRIES) -> None:
+        self.ctx = ctx
+        self.limit = self.entries = entries
         self.blobs: dict[str, bytes | None] = {}
+
+    async def blob(self, desc: dict[str, Any], limit: int) -> bytes | None:
+        key = str(desc.get("digest"))
+        if key in self.blobs:
+            return self.blobs[key]
+        try:
+            digest = Digest.parse(key)
+        except RegistryError:
+            return None
+        data = await self.ctx.read_blob(digest, limit)
+        if data is not None and hashlib.new(digest.algorithm, data).hexdigest() != digest.hex:
+            data = None
+        self.blobs[key] = data
+        return data
+
+
+async def _layer_entries(
+    where: str,
+    doc: dict[str, Any],
+    digest: str,
+    keys: list[ec.EllipticCurvePublicKey],
+    override: str | None,
+    failures: list[str],
+    budget: _Budget,
+) -> AsyncGenerator[CosignEntry, None]:
+    seen: set[tuple[str, str]] = set()
+    for layer in _layers(doc):
+        media_type = layer.get("mediaType")
+        annotations = layer.get("annotations") or {}
+        if not isinstance(annotations, dict):
+            continue
+        key = (str(layer.get("digest")), str(annotations.get(cosign.SIG_ANNOTATION)))
+        if not one_of(media_type, SIGNATURE_LAYERS) or key in seen:
+            continue
+        seen.add(key)
+        if budget.entries <= 0:
+            failures.append(f"stopped after {budget.limit} signatures")
+            return
+        budget.entries -= 1
+        if media_type == cosign.SIMPLESIGNING:
+            data = await budget.blob(layer, cosign.simplesign_limit())
+            if data is None:
+                failures.append(f"{where}: payload blob missing or too large")
+                continue
+            check = cosign.check_simplesigning(data, annotations, keys, digest, override)
+        else:
+            data = await budget.blob(layer, cosign.MAX_BUNDLE)
+            if data is None:
+                failures.append(f"{where}: bundle blob missing or too large")
+                continue
+            check = cosign.check_bundle(data, keys, digest, override)
+        yield CosignEntry(where, media_type, data, check)
+
+
+async def cosign_entries(
+    ctx: PolicyContext,
+    repository: str,
+    record: ManifestRecord,
+    keys: list[ec.EllipticCurvePublicKey],
+    override: str | None,
+    failures: list[str],
+    max_entries: int = MAX_COSIGN_ENTRIES,
+) -> AsyncGenerator[CosignEntry, None]:
+    """Every cosign signature entry of `record` (tag scheme, then referrers and bundles), each
+    checked against `keys`, within this module's bounds (at most `max_entries` entries); what
+    could not be looked at is appended to `failures`. Shared by `cosign` and `authority`
+    (policy_authority.py)."""
+    assert ctx.get_tagged is not None and ctx.referrers is not None
+    digest = str(record.digest)
+    budget = _Budget(ctx, max_entries)
+    sig_tag = f"{record.digest.algorithm}-{record.digest.hex}.sig"
+    sig = await ctx.get_tagged(repository, sig_tag)
+    if sig is not None and len(sig.content) <= MAX_SIG_MANIFEST:
+        doc = _json(sig.content)
+        if doc is not None:
+            where = f"cosign tag {sig_tag}"
+            async for entry in _layer_entries(where, doc, digest, keys, override, failures, budget):
+                yield entry
+    wanted = {cosign.ARTIFACT_SIG: "cosign referrer", cosign.BUNDLE_V03: "sigstore bundle"}
+    descs = await ctx.referrers(repository, record.digest)
+    descs = [d for d in descs if d.artifact_type in wanted]
+    if len(descs) > MAX_REFERRERS:
+        failures.append(f"only the first {MAX_REFERRERS} of {len(descs)} referrers looked at")
+    for desc in descs[:MAX_REFERRERS]:
+        referrer = await ctx.get_manifest(repository, desc.digest)
+        if referrer is None or len(referrer.content) > MAX_SIG_MANIFEST:
+            continue
+        doc = _json(referrer.content)
+        if doc is None:
+            continue
+        where = f"{wanted[str(desc.artifact_type)]} {desc.digest}"
+        async for entry in _layer_entries(where, doc, digest, keys, override, failures, budget):
+            yield entry
 
 
 class CosignCheck:
@@ -120,20 +223,6 @@ class CosignCheck:
         if ctx.get_tagged is None or ctx.referrers is None:
             raise PolicyConfigError("cosign: this registry gives policies no tag/referrer reader")
 
-    async def _blob(self, desc: dict[str, Any], limit: int, budget: _Budget) -> bytes | None:
-        key = str(desc.get("digest"))
-        if key in budget.blobs:
-            return budget.blobs[key]
-        try:
-            digest = Digest.parse(key)
-        except RegistryError:
-            return None
-        data = await self.ctx.read_blob(digest, limit)
-        if data is not None and hashlib.new(digest.algorithm, data).hexdigest() != digest.hex:
-            data = None
-        budget.blobs[key] = data
-        return data
-
     def _identities(self, media_type: object, data: bytes, digest: str) -> list[str]:
         """The identities a verified payload or bundle claims for `digest`."""
         try:
@@ -150,88 +239,27 @@ class CosignCheck:
         except (ValueError, KeyError, TypeError, AttributeError, SigningError):
             return []
 
-    async def _check_layers(
-        self,
-        where: str,
-        doc: dict[str, Any],
-        record: ManifestRecord,
-        tag: str | None,
-        failures: list[str],
-        budget: _Budget,
-    ) -> Decision | None:
-        digest = str(record.digest)
-        seen: set[tuple[str, str]] = set()
-        for layer in _layers(doc):
-            media_type = layer.get("mediaType")
-            annotations = layer.get("annotations") or {}
-            if not isinstance(annotations, dict):
-                continue
-            key = (str(layer.get("digest")), str(annotations.get(cosign.SIG_ANNOTATION)))
-            if not one_of(media_type, SIGNATURE_LAYERS) or key in seen:
-                continue
-            seen.add(key)
-            if budget.entries <= 0:
-                failures.append(f"stopped after {MAX_COSIGN_ENTRIES} signatures")
-                return None
-            budget.entries -= 1
-            if media_type == cosign.SIMPLESIGNING:
-                data = await self._blob(layer, cosign.simplesign_limit(), budget)
-                if data is None:
-                    failures.append(f"{where}: payload blob missing or too large")
-                    continue
-                check = cosign.check_simplesigning(
-                    data, annotations, self.keys, digest, self.hash_override
-                )
-            else:
-                data = await self._blob(layer, cosign.MAX_BUNDLE, budget)
-                if data is None:
-                    failures.append(f"{where}: bundle blob missing or too large")
-                    continue
-                check = cosign.check_bundle(data, self.keys, digest, self.hash_override)
-            if check.status != "verified":
-                failures.append(f"{where}: {check.reason or check.status}")
-                continue
-            identities = self._identities(media_type, data, digest) or ["(none)"]
-            wrong = [self.identity.mismatch(i, record.repository, tag, digest) for i in identities]
-            if None in wrong:
-                return Decision(True, f"{where} signature verified", check.signer)
-            failures.append(f"{where}: {wrong[0]}")
-        return None
-
     async def verify(self, repository: str, record: ManifestRecord, tag: str | None) -> Decision:
         problem = await signature_artifact_problem(self.ctx, record)
         if problem is None:
             return Decision(True, "a cosign signature artifact (exempt)")
-        assert self.ctx.get_tagged is not None and self.ctx.referrers is not None
         record = replace(record, repository=repository)
         digest = str(record.digest)
         failures: list[str] = []
-        budget = _Budget()
-        sig_tag = f"{record.digest.algorithm}-{record.digest.hex}.sig"
-        sig = await self.ctx.get_tagged(repository, sig_tag)
-        if sig is not None and len(sig.content) <= MAX_SIG_MANIFEST:
-            doc = _json(sig.content)
-            if doc is not None:
-                where = f"cosign tag {sig_tag}"
-                found = await self._check_layers(where, doc, record, tag, failures, budget)
-                if found is not None:
-                    return found
-        wanted = {cosign.ARTIFACT_SIG: "cosign referrer", cosign.BUNDLE_V03: "sigstore bundle"}
-        descs = await self.ctx.referrers(repository, record.digest)
-        descs = [d for d in descs if d.artifact_type in wanted]
-        if len(descs) > MAX_REFERRERS:
-            failures.append(f"only the first {MAX_REFERRERS} of {len(descs)} referrers looked at")
-        for desc in descs[:MAX_REFERRERS]:
-            referrer = await self.ctx.get_manifest(repository, desc.digest)
-            if referrer is None or len(referrer.content) > MAX_SIG_MANIFEST:
+        entries = cosign_entries(
+            self.ctx, repository, record, self.keys, self.hash_override, failures
+        )
+        async for entry in entries:
+            check = entry.check
+            if check.status != "verified":
+                failures.append(f"{entry.where}: {check.reason or check.status}")
                 continue
-            doc = _json(referrer.content)
-            if doc is None:
-                continue
-            where = f"{wanted[str(desc.artifact_type)]} {desc.digest}"
-            found = await self._check_layers(where, doc, record, tag, failures, budget)
-            if found is not None:
-                return found
+            identities = self._identities(entry.media_type, entry.data, digest) or ["(none)"]
+            wrong = [self.identity.mismatch(i, repository, tag, digest) for i in identities]
+            if None in wrong:
+                await entries.aclose()
+                return Decision(True, f"{entry.where} signature verified", check.signer)
+            failures.append(f"{entry.where}: {wrong[0]}")
         # A manifest labelled as a signature says why it is not exempt (the label is not enough).
         doc = _json(record.content) if len(record.content) <= MAX_SIG_MANIFEST else None
         labelled = doc is not None and (
@@ -246,40 +274,16 @@ class CosignCheck:
         )
 
 
-def claimed_key_ids(content: bytes) -> list[str]:
-    """The 16-hex key IDs a simple signature names as its signers (unverified claims)."""
-    try:
-        message = inspect_atomic(content)
-    except SigningError:
-        return []
-    ids = [f[-16:] for f in message.fingerprints] + message.key_ids
-    return list(dict.fromkeys(ids))
-
-
 def keyring_fingerprints(paths: list[Path]) -> frozenset[str]:
     """Fingerprints of every key and subkey in exported keyrings (`gpg --show-keys`)."""
-    gpg = shutil.which("gpg")
-    if gpg is None:
-        raise PolicyConfigError("simple-signing: gpg is not installed")
     found: set[str] = set()
-    with tempfile.TemporaryDirectory(prefix="ty-gpg-") as home:
-        for path in paths:
-            shown = subprocess.run(
-                [gpg, "--batch", "--with-colons", "--show-keys", str(path)],
-                capture_output=True,
-                text=True,
-                env={**os.environ, "GNUPGHOME": home},
-                timeout=60,
-                check=False,
-            )
-            fprs = [
-                line.split(":")[9].upper()
-                for line in shown.stdout.splitlines()
-                if line.startswith("fpr:")
-            ]
-            if shown.returncode != 0 or not fprs:
-                raise PolicyConfigError(f"simple-signing: {path} holds no OpenPGP public key")
-            found.update(fprs)
+    for path in paths:
+        try:
+            found.update(show_fingerprints(path.read_bytes()))
+        except OSError as exc:
+            raise PolicyConfigError(f"simple-signing: cannot read {path}: {exc.strerror}") from None
+        except SigningError as exc:
+            raise PolicyConfigError(f"simple-signing: {path}: {exc}") from None
     return frozenset(found)
 
 

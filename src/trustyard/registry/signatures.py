@@ -32,9 +32,8 @@ from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.reference import validate_name
 from trustyard.registry.policy import UploadVetter
-from trustyard.registry.policy_signatures import claimed_key_ids
 from trustyard.signing.errors import SigningError
-from trustyard.signing.simplesign import check_matches, inspect_atomic
+from trustyard.signing.simplesign import check_matches, claimed_key_ids, inspect_atomic
 
 SCHEMA_VERSION = 2
 TYPE_ATOMIC = "atomic"

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from trustyard.oci import jsonbounds
-from trustyard.signing.errors import SignatureFormatError, VerificationError
+from trustyard.signing.errors import SignatureFormatError, SigningError, VerificationError
 from trustyard.signing.openpgp import parse_signed_message
 
 ATOMIC_TYPE = "atomic container signature"
@@ -142,6 +142,42 @@ def inspect_atomic(content: bytes) -> AtomicSignature:
     message = parse_signed_message(content, limit=MAX_PAYLOAD)
     payload = parse_payload(message.literal, ATOMIC_TYPE)
     return AtomicSignature(payload, message.key_ids, message.fingerprints)
+
+
+def claimed_key_ids(content: bytes) -> list[str]:
+    """The 16-hex key IDs a simple signature names as its signers (unverified claims)."""
+    try:
+        message = inspect_atomic(content)
+    except SigningError:
+        return []
+    ids = [f[-16:] for f in message.fingerprints] + message.key_ids
+    return list(dict.fromkeys(ids))
+
+
+def show_fingerprints(public_key: bytes) -> list[str]:
+    """Fingerprints (upper-case hex) of the key and subkeys in an exported OpenPGP public key
+    (`gpg --show-keys`: the key is read, never imported)."""
+    gpg = shutil.which("gpg")
+    if gpg is None:
+        raise VerificationError("gpg is not installed")
+    with tempfile.TemporaryDirectory(prefix="ty-gpg-") as home:
+        os.chmod(home, 0o700)
+        path = Path(home) / "key"
+        path.write_bytes(public_key)
+        shown = subprocess.run(
+            [gpg, "--batch", "--with-colons", "--show-keys", str(path)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "GNUPGHOME": home},
+            timeout=60,
+            check=False,
+        )
+    fprs = [
+        line.split(":")[9].upper() for line in shown.stdout.splitlines() if line.startswith("fpr:")
+    ]
+    if shown.returncode != 0 or not fprs:
+        raise VerificationError("holds no OpenPGP public key")
+    return fprs
 
 
 def verify_with_gpg(content: bytes, public_keys: list[Path]) -> str:

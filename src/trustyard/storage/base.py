@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from trustyard.oci.digest import Digest
@@ -38,6 +39,10 @@ class BlobStore(Protocol):
         self, digest: Digest, offset: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
         """Stream the blob's bytes (for backends or callers that cannot use `locate`)."""
+
+    def local_path(self, digest: Digest) -> Path | None:
+        """The blob's file when the backend keeps blobs as local files (an export hard-links
+        it instead of copying), else None (read it through `read`)."""
 
     async def delete(self, digest: Digest) -> bool:
         """Remove the blob; True when something was removed."""

@@ -62,6 +62,9 @@ class FilesystemStorage:
     def blob_path(self, digest: Digest) -> Path:
         return self._blobs / digest.algorithm / digest.hex[:2] / digest.hex
 
+    def local_path(self, digest: Digest) -> Path | None:
+        return self.blob_path(digest)
+
     async def stat(self, digest: Digest) -> BlobStat | None:
         try:
             st = self.blob_path(digest).stat()

@@ -23,6 +23,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from trustyard.oci.digest import Digest, Digester
@@ -212,6 +213,10 @@ class S3Storage:
         return f"{self._prefix}uploads/{upload_id}/{name}"
 
     # -- blobs ---------------------------------------------------------------------------------
+    def local_path(self, digest: Digest) -> Path | None:
+        """Objects are not local files: an export streams them."""
+        return None
+
     @_edge
     async def stat(self, digest: Digest) -> BlobStat | None:
         s3 = await self._s3()

@@ -22,6 +22,7 @@ from trustyard.oci.platforms import IndexPlatforms
 from trustyard.registry import Registry, RegistryOptions
 from trustyard.registry.authority import AuthorityStatements
 from trustyard.registry.policy import Policy, build_policy
+from trustyard.registry.policy_authority import AuthorityCheck  # noqa: F401 (registers it)
 from trustyard.registry.policy_signatures import KINDS_REGISTERED  # noqa: F401 (registers them)
 from trustyard.registry.policy_sources import RegistrySources
 from trustyard.registry.signatures import SignatureLimits, SimpleSignatures
@@ -147,7 +148,9 @@ class _TrustFiles:
 
 def open_policy(settings: Settings, services: Services) -> Policy:
     assert services.registry is not None
-    sources = RegistrySources(services.registry, services.database.signatures)
+    sources = RegistrySources(
+        services.registry, services.database.signatures, services.database.authority
+    )
     trust = services.trust if settings.trust.enabled else None
     files = _TrustFiles(trust) if trust is not None else None
     ctx = sources.context(files, PolicyAudit(services.database.trust))
