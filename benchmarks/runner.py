@@ -20,6 +20,7 @@ from typing import Any
 from benchmarks import (
     blobs,
     concurrent,
+    events,
     listings,
     machine,
     manifests,
@@ -49,6 +50,7 @@ FAMILIES: dict[str, Callable[[Context], None]] = {
     "replicas": replicas.run,
     "tokens": tokens.run,
     "operations": operations.run,
+    "events": events.run,
 }
 RESULTS_DIR = Path(__file__).parent / "results"
 

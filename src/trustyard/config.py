@@ -220,6 +220,55 @@ class S3Settings(BaseModel):
     kms_key_id: str | None = None
 
 
+class EventEndpointSettings(BaseModel):
+    """One `[[events.endpoints]]` webhook (docs/operations.md, Events)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
+    url: str = Field(pattern=r"^https?://[^\s]+$")
+    # HMAC-SHA256 of the body, sent as `X-Trustyard-Signature: sha256=<hex>`
+    secret: str | None = Field(default=None, repr=False)
+    headers: dict[str, str] = {}
+    timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    # Empty: every action except pull. Pull events need `pulls = true` as well.
+    actions: tuple[str, ...] = ()
+    repositories: tuple[str, ...] = ()  # glob patterns (fnmatch); empty: every repository
+    media_types: tuple[str, ...] = ()  # of the target; events without a media type pass
+    pulls: bool = False
+    max_attempts: int = Field(default=12, ge=1, le=1000)  # then dead-lettered
+
+
+class EventsSettings(BaseModel):
+    """`events`: durable webhooks from the outbox table (docs/operations.md, Events)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    endpoints: tuple[EventEndpointSettings, ...] = ()
+    poll_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
+    batch_size: int = Field(default=50, ge=1, le=1000)  # events per envelope (per POST)
+    backoff_initial_seconds: float = Field(default=2.0, gt=0)
+    backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    keep_delivered_seconds: float = Field(default=7 * 86400.0, ge=0, description="0 keeps them")
+
+    @field_validator("endpoints", mode="before")
+    @classmethod
+    def _json_endpoints(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError("events.endpoints must be a JSON list of endpoints") from None
+        return value
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> EventsSettings:
+        names = [e.name for e in self.endpoints]
+        if len(set(names)) != len(names):
+            raise ValueError("events.endpoints: every endpoint needs its own name")
+        return self
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -278,6 +327,8 @@ class Settings(BaseModel):
     only: tuple[RouteGroup, ...] = ()
     # Audit log (docs/operations.md)
     audit: AuditSettings = Field(default_factory=lambda: AuditSettings())
+    # Durable webhooks (docs/operations.md, Events)
+    events: EventsSettings = Field(default_factory=lambda: EventsSettings())
 
     @field_validator("only", mode="before")
     @classmethod

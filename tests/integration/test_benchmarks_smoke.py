@@ -52,6 +52,10 @@ EXPECTED = {
 }
 # rows with no reference counterpart (Distribution issues no tokens): trustyard figures only
 TRUSTYARD_ONLY = {f"token_{g}_grant_c{c}" for g in ("password", "refresh") for c in (1, 16)}
+# events on vs off (benchmarks/events.py): trustyard only
+TRUSTYARD_ONLY |= {
+    f"events_manifest_{w}_{v}" for w in ("put", "get_c32") for v in ("off", "on", "pulls")
+}
 # replicas family (needs PostgreSQL, haproxy, redis-server, moto; else it is skipped with a
 # note): trustyard behind haproxy vs the reference's S3 driver, then listings over PostgreSQL
 if not missing_services():

@@ -9,6 +9,7 @@ from trustyard.cli import (
     admin,
     authority,
     db,
+    events,
     export,
     gc,
     keyid,
@@ -42,6 +43,7 @@ app.command("verify")(verify.verify)
 app.add_typer(admin.app, name="admin")
 app.add_typer(authority.app, name="authority")
 app.add_typer(db.app, name="db")
+app.add_typer(events.app, name="events")
 app.add_typer(export.app, name="export")
 app.add_typer(sign.app, name="sign")
 app.add_typer(trust.app, name="trust")

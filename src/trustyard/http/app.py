@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
@@ -17,15 +18,19 @@ from trustyard.http import token_routes as auth_server
 from trustyard.http import trust_routes as trust_server
 from trustyard.http.access import AccessControl
 from trustyard.http.errors import EXCEPTION_HANDLERS
+from trustyard.http.event_context import EventContext
+from trustyard.http.event_metrics import count as count_events
 from trustyard.http.metrics import RequestMetrics
 from trustyard.http.middleware import RegistryHeaders
 from trustyard.logs import configure_logging
 from trustyard.oci.platforms import IndexPlatforms
 from trustyard.registry import Registry
+from trustyard.registry.events_delivery import EventDeliverer
 from trustyard.registry.gc import expire_uploads
 from trustyard.registry.scrub import MB, ScrubOptions, scrub
 from trustyard.wiring import open_services
 from trustyard.wiring.audit import Auditor
+from trustyard.wiring.events import event_deliverer
 from trustyard.wiring.health import probes
 
 log = structlog.get_logger("trustyard")
@@ -86,6 +91,29 @@ def _scheduled_scrub(registry: Registry, settings: Settings) -> Callable[[], Awa
     return run
 
 
+def _deliver_events(deliverer: EventDeliverer, metrics: bool) -> Callable[[], Awaitable[None]]:
+    """One delivery pass of the outbox; every worker and replica runs one (rows are leased)."""
+
+    counted_at = 0.0
+
+    async def run() -> None:
+        nonlocal counted_at
+        report = await deliverer.run_once()
+        if report.total("dead"):
+            log.warning("events_dead_lettered", count=report.total("dead"))
+        if metrics:
+            # The outbox counts are a query: refreshed after a pass that sent something, else
+            # every 15 s, not on every idle pass.
+            now = time.monotonic()
+            states = None
+            if report.counts or now - counted_at >= 15:
+                counted_at = now
+                states = await deliverer.store.counts()
+            count_events(report, states)
+
+    return run
+
+
 _SCRUB_COUNTS = ("repositories", "manifests_checked", "blobs_checked", "bytes_checked")
 
 
@@ -131,11 +159,21 @@ def create_app(settings: Settings) -> Starlette:
             run = _scheduled_scrub(registry, settings)
             every = settings.scrub_interval_seconds
             tasks.append(asyncio.create_task(_every(every, run, "scheduled_scrub_failed")))
+        if registry is not None and settings.events.endpoints:
+            deliverer, poster = event_deliverer(settings, services.database.events)
+            deliver = _deliver_events(deliverer, settings.metrics)
+            every = settings.events.poll_interval_seconds
+            tasks.append(asyncio.create_task(_every(every, deliver, "event_delivery_failed")))
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
+            if registry is not None and settings.events.endpoints:
+                await asyncio.gather(*tasks, return_exceptions=True)
+                with contextlib.suppress(Exception):  # the database may be what went away
+                    await deliverer.close()
+                await poster.close()
             await services.close()
 
     issuing = settings.auth.mode == "token" and settings.auth.token.issue
@@ -155,6 +193,8 @@ def create_app(settings: Settings) -> Starlette:
     middleware = [Middleware(RegistryHeaders)]
     if settings.metrics:
         middleware.append(Middleware(RequestMetrics))
+    if settings.events.endpoints:
+        middleware.append(Middleware(EventContext))
     if serves_repositories:
         # The access check reads each route's declared rights from this very list.
         middleware.append(Middleware(AccessControl, routes=routes))

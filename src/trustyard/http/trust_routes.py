@@ -18,6 +18,7 @@ from trustyard.auth.keyring import TokenRejected
 from trustyard.auth.scopes import CATALOG_RIGHTS, GuardedRoute, on_repository
 from trustyard.crypto.notary_keys import key_response
 from trustyard.http.bodies import BodyTooLarge, read_bounded
+from trustyard.http.event_hooks import record_event
 from trustyard.http.token_routes import parse_basic
 from trustyard.oci import jsonbounds
 from trustyard.trust import model as m
@@ -108,6 +109,7 @@ async def tuf_post(request: Request) -> Response:
     body = await _read_limited(request, limit)
     updates = parse_multipart(request.headers.get("content-type", ""), body)
     await service.publish(gun, updates, _actor(request))
+    await record_event(request, lambda events: events.trust_published(gun, sorted(updates)))
     return Response(b"", status_code=200)
 
 

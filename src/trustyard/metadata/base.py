@@ -6,10 +6,11 @@ frozen dataclasses so the registry use cases never see SQL types.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
+from trustyard.metadata.events_base import OutboxEntry
 from trustyard.oci.digest import Digest
 from trustyard.oci.manifest import Descriptor, Manifest
 
@@ -100,13 +101,28 @@ BlobSweeper = Callable[[Digest, float], Awaitable[bool]]
 
 class BlobIndex(Protocol):
     async def link_blob(
-        self, repository: str, digest: Digest, size: int, finished_upload: str | None = None
+        self,
+        repository: str,
+        digest: Digest,
+        size: int,
+        finished_upload: str | None = None,
+        *,
+        events: Sequence[OutboxEntry] = (),
     ) -> None:
         """Record that `repository` holds blob `digest` (creating the repository), and drop
-        the session row of the upload that produced it, in the same transaction."""
+        the session row of the upload that produced it, in the same transaction (with
+        `events`, the outbox rows reporting it)."""
 
-    async def mount_blob(self, repository: str, digest: Digest, source: str | None) -> int | None:
-        """Link an existing blob from `source` (or from anywhere when None); its size, or None."""
+    async def mount_blob(
+        self,
+        repository: str,
+        digest: Digest,
+        source: str | None,
+        *,
+        events: Callable[[int], Sequence[OutboxEntry]] | None = None,
+    ) -> int | None:
+        """Link an existing blob from `source` (or from anywhere when None); its size, or None.
+        `events(size)` gives the outbox rows, written only when the mount happens."""
 
     async def blob_size(self, repository: str, digest: Digest) -> int | None:
         """Size of the blob when `repository` holds it."""
@@ -124,8 +140,10 @@ class ManifestIndex(Protocol):
         tags: list[str],
         *,
         optional_children: frozenset[Digest] = frozenset(),
+        events: Sequence[OutboxEntry] = (),
     ) -> None:
-        """Store manifest bytes and tags atomically; raises when a referenced item is unknown.
+        """Store manifest bytes and tags atomically, with the outbox rows `events`; raises when
+        a referenced item is unknown.
 
         Children of an index in `optional_children` may be missing (indexes.platforms).
         """
@@ -133,11 +151,15 @@ class ManifestIndex(Protocol):
     async def get_manifest(self, repository: str, reference: str | Digest) -> ManifestRecord | None:
         """Look a manifest up by tag or digest."""
 
-    async def delete_manifest(self, repository: str, digest: Digest) -> bool:
-        """Delete a manifest and every tag pointing at it."""
+    async def delete_manifest(
+        self, repository: str, digest: Digest, *, events: Sequence[OutboxEntry] = ()
+    ) -> bool:
+        """Delete a manifest and every tag pointing at it (`events` written when found)."""
 
-    async def delete_tag(self, repository: str, tag: str) -> bool:
-        """Delete one tag, leaving its manifest for GC."""
+    async def delete_tag(
+        self, repository: str, tag: str, *, events: Sequence[OutboxEntry] = ()
+    ) -> bool:
+        """Delete one tag, leaving its manifest for GC (`events` written when found)."""
 
     async def referrers(
         self, repository: str, subject: Digest, artifact_type: str | None

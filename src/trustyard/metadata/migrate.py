@@ -33,6 +33,7 @@ def target_metadata() -> MetaData:
         audit_sql,
         auth_sql,
         authority_sql,
+        events_sql,
         schema,
         signatures_sql,
         trust_sql,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import and_, delete, exists, func, insert, select, update
@@ -30,6 +30,8 @@ from trustyard.metadata.base import (
     UploadRecord,
 )
 from trustyard.metadata.errors import MissingReference
+from trustyard.metadata.events_base import OutboxEntry
+from trustyard.metadata.events_sql import insert_outbox
 from trustyard.oci.digest import Digest
 from trustyard.oci.manifest import Descriptor, Manifest, stored_blobs
 
@@ -85,10 +87,17 @@ class SqlMetadataStore:
 
     # -- blobs ---------------------------------------------------------------------------------
     async def link_blob(
-        self, repository: str, digest: Digest, size: int, finished_upload: str | None = None
+        self,
+        repository: str,
+        digest: Digest,
+        size: int,
+        finished_upload: str | None = None,
+        *,
+        events: Sequence[OutboxEntry] = (),
     ) -> None:
         now = time.time()
         async with self.writer.begin() as conn:
+            await insert_outbox(conn, events, now)
             if finished_upload is not None:
                 # One transaction instead of two per pushed blob (the upload row is done).
                 await conn.execute(delete(t.uploads).where(t.uploads.c.id == finished_upload))
@@ -108,7 +117,14 @@ class SqlMetadataStore:
                 )
             )
 
-    async def mount_blob(self, repository: str, digest: Digest, source: str | None) -> int | None:
+    async def mount_blob(
+        self,
+        repository: str,
+        digest: Digest,
+        source: str | None,
+        *,
+        events: Callable[[int], Sequence[OutboxEntry]] | None = None,
+    ) -> int | None:
         now = time.time()
         async with self.writer.begin() as conn:
             query = select(t.blobs.c.size).where(t.blobs.c.digest == str(digest))
@@ -121,6 +137,8 @@ class SqlMetadataStore:
             size = (await conn.execute(query.limit(1))).scalar_one_or_none()
             if size is None:
                 return None
+            if events is not None:
+                await insert_outbox(conn, events(int(size)), now)
             repo_id = await self._ensure_repo(conn, repository)
             await conn.execute(
                 update(t.blobs).where(t.blobs.c.digest == str(digest)).values(last_seen=now)
@@ -180,10 +198,12 @@ class SqlMetadataStore:
         tags: list[str],
         *,
         optional_children: frozenset[Digest] = frozenset(),
+        events: Sequence[OutboxEntry] = (),
     ) -> None:
         now = time.time()
         digest = str(manifest.digest)
         async with self.writer.begin() as conn:
+            await insert_outbox(conn, events, now)
             repo_id = await self._ensure_repo(conn, repository)
             wanted = {str(d) for d in stored_blobs(manifest)}
             children = {str(c.digest) for c in manifest.children}
@@ -261,7 +281,9 @@ class SqlMetadataStore:
             artifact_type=row.artifact_type,
         )
 
-    async def delete_manifest(self, repository: str, digest: Digest) -> bool:
+    async def delete_manifest(
+        self, repository: str, digest: Digest, *, events: Sequence[OutboxEntry] = ()
+    ) -> bool:
         async with self.writer.begin() as conn:
             repo_id = await self._repo_id(conn, repository)
             if repo_id is None:
@@ -270,7 +292,10 @@ class SqlMetadataStore:
             result = await conn.execute(
                 delete(t.tags).where(t.tags.c.repo_id == repo_id, t.tags.c.digest == str(digest))
             )
-            return removed > 0 or bool(result.rowcount)
+            found = removed > 0 or bool(result.rowcount)
+            if found:
+                await insert_outbox(conn, events, time.time())
+            return found
 
     async def _delete_manifests(
         self, conn: AsyncConnection, items: Iterable[tuple[int, str]]
@@ -290,7 +315,9 @@ class SqlMetadataStore:
             count += result.rowcount
         return count
 
-    async def delete_tag(self, repository: str, tag: str) -> bool:
+    async def delete_tag(
+        self, repository: str, tag: str, *, events: Sequence[OutboxEntry] = ()
+    ) -> bool:
         async with self.writer.begin() as conn:
             repo_id = await self._repo_id(conn, repository)
             if repo_id is None:
@@ -298,6 +325,8 @@ class SqlMetadataStore:
             result = await conn.execute(
                 delete(t.tags).where(t.tags.c.repo_id == repo_id, t.tags.c.name == tag)
             )
+            if result.rowcount:
+                await insert_outbox(conn, events, time.time())
             return bool(result.rowcount)
 
     async def referrers(

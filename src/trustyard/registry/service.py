@@ -8,6 +8,7 @@ from trustyard.cache.base import Cache
 from trustyard.crypto.jws import JwsError, verify_schema1
 from trustyard.metadata.audit_base import AuditLog
 from trustyard.metadata.base import ManifestRecord, MetadataStore
+from trustyard.metadata.events_base import OutboxEntry
 from trustyard.oci import mediatypes as mt
 from trustyard.oci import schema1
 from trustyard.oci.digest import Digest
@@ -16,6 +17,7 @@ from trustyard.oci.manifest import Descriptor, Manifest, parse_manifest
 from trustyard.oci.platforms import ALL_PLATFORMS, IndexPlatforms
 from trustyard.oci.reference import is_valid_tag, validate_name, validate_tag
 from trustyard.oci.referrers import tag_schema_tag
+from trustyard.registry.events import PULL, EventRecorder
 from trustyard.registry.lookups import ManifestLookups
 from trustyard.registry.policy import Policy
 from trustyard.registry.uploads import Uploads
@@ -108,6 +110,12 @@ class Registry:
         self.policy = policy  # signature policy on pulls / protected tags (registry/policy.py)
         self.audit: AuditLog | None = None  # who pushed, pulled, deleted (wiring/audit.py)
         self.uploads = Uploads(storage, metadata, self.cache, max_blob_bytes=options.max_blob_bytes)
+        self.events: EventRecorder | None = None  # webhooks (registry/events.py)
+
+    def record_events(self, events: EventRecorder) -> None:
+        """Report pushes, pulls, mounts and deletes to `events` from now on."""
+        self.events = events
+        self.uploads.events = events
 
     # -- blobs ---------------------------------------------------------------------------------
     async def blob_size(self, name: str, digest: Digest) -> int:
@@ -123,7 +131,7 @@ class Registry:
         return size
 
     async def locate_blob(self, name: str, digest: Digest) -> BlobLocation:
-        await self.blob_size(name, digest)
+        size = await self.blob_size(name, digest)
         location = await self.storage.locate(digest)
         if location is None:
             raise RegistryError(
@@ -131,17 +139,23 @@ class Registry:
                 f"blob {digest} has no content in storage",
                 detail={"digest": str(digest)},
             )
+        if self.events is not None and self.events.pulls:
+            await self.events.record_grouped(self.events.blob(PULL, name, digest, size))
         return location
 
     async def delete_blob(self, name: str, digest: Digest) -> None:
         validate_name(name)
         self._require_delete()
+        # Unlinking writes no outbox rows of its own: the event follows the commit (a crash
+        # between the two loses it; a blob delete is an operator's clean-up, not a release).
         if not await self.metadata.unlink_blob(name, digest):
             raise RegistryError(
                 ErrorCode.BLOB_UNKNOWN,
                 f"blob {digest} is not in repository {name}",
                 detail={"digest": str(digest)},
             )
+        if self.events is not None:
+            await self.events.record(self.events.deleted(name, digest, None))
 
     # -- manifests -----------------------------------------------------------------------------
     async def get_manifest(
@@ -162,10 +176,25 @@ class Registry:
         served = await self._negotiate(name, record, accept)
         if self.policy is not None:
             tag = ref if isinstance(ref, str) and served is record else None
-            await self.policy.on_pull(name, tag, served)
+            try:
+                await self.policy.on_pull(name, tag, served)
+            except RegistryError as exc:
+                await self._policy_denied(name, reference, exc)
+                raise
         if pull and self.audit is not None:
             self.audit.pulled(name, str(served.digest), reference if isinstance(ref, str) else "")
+        if self.events is not None and self.events.pulls:
+            tag = ref if isinstance(ref, str) else None
+            await self.events.record_grouped(
+                self.events.manifest_pulled(
+                    name, served.digest, served.media_type, served.size, tag
+                )
+            )
         return served
+
+    async def _policy_denied(self, name: str, reference: str, exc: RegistryError) -> None:
+        if self.events is not None:
+            await self.events.record(self.events.policy_denied(name, reference, exc.message))
 
     async def _lookup(self, name: str, ref: str | Digest) -> ManifestRecord | None:
         if self.lookups is None:
@@ -253,14 +282,21 @@ class Registry:
         tags += [validate_tag(t) for t in extra_tags if t not in tags]
         if self.policy is not None and tags:
             record = ManifestRecord(name, manifest.digest, manifest.media_type, len(body), body)
-            await self.policy.on_push(name, tags, record)
+            try:
+                await self.policy.on_push(name, tags, record)
+            except RegistryError as exc:
+                await self._policy_denied(name, reference, exc)
+                raise
         optional = frozenset(
             c.digest
             for c in manifest.children
             if not self.options.index_platforms.must_exist(c.platform)
         )
         moved = await self._tag_targets(name, tags)
-        await self.metadata.put_manifest(name, manifest, body, tags, optional_children=optional)
+        events = await self._push_events(name, manifest, tags)
+        await self.metadata.put_manifest(
+            name, manifest, body, tags, optional_children=optional, events=events
+        )
         await self.changed(name)
         self._audit_push(name, manifest, tags, moved)
         return manifest
@@ -299,14 +335,30 @@ class Registry:
                     detail={"from": old, "to": digest},
                 )
 
+    async def _push_events(
+        self, name: str, manifest: Manifest, tags: list[str]
+    ) -> list[OutboxEntry]:
+        """The outbox rows of a manifest push: `push`, and `tag-moved` for a tag that named
+        another digest (read before the write: two racing pushes may both see the old one)."""
+        if self.events is None:
+            return []
+        moved: dict[str, str] = {}
+        for tag in tags:
+            before = await self.metadata.get_manifest(name, tag)
+            if before is not None and before.digest != manifest.digest:
+                moved[tag] = str(before.digest)
+        return self.events.manifest_pushed(name, manifest, tags, moved)
+
     async def delete_manifest(self, name: str, reference: str) -> None:
         validate_name(name)
         self._require_delete()
         ref = lookup_reference(name, reference)
         if isinstance(ref, Digest):
-            found = await self.metadata.delete_manifest(name, ref)
+            events = self.events.deleted(name, ref, None) if self.events else []
+            found = await self.metadata.delete_manifest(name, ref, events=events)
         else:
-            found = await self.metadata.delete_tag(name, ref)
+            events = self.events.deleted(name, None, ref) if self.events else []
+            found = await self.metadata.delete_tag(name, ref, events=events)
         await self.changed(name)
         self._audit_delete(name, ref, found)
         if not found:

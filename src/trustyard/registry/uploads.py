@@ -17,6 +17,7 @@ from trustyard.metadata.base import MetadataStore
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.reference import validate_name
+from trustyard.registry.events import MOUNT, PUSH, EventRecorder
 from trustyard.storage.base import Storage
 from trustyard.storage.errors import DigestMismatch, UploadBusy, UploadNotFound
 
@@ -97,6 +98,7 @@ class Uploads:
         # the upload's bytes exist (finish, cancel and expiry remove the bytes before the row).
         # Saves a metadata round trip per PATCH: ~1 ms of ~10 ms for a 5 MiB chunk, measured.
         self._known: dict[str, str] = {}
+        self.events: EventRecorder | None = None  # set with Registry.record_events
 
     def _remember(self, upload_id: str, name: str) -> None:
         if len(self._known) >= _KNOWN_MAX:
@@ -217,7 +219,10 @@ class Uploads:
                 with contextlib.suppress(UploadNotFound, UploadBusy):
                     await self.storage.truncate(upload_id, before)
                 raise
-            await self.metadata.link_blob(name, digest, size, finished_upload=upload_id)
+            events = self.events.blob(PUSH, name, digest, size) if self.events else ()
+            await self.metadata.link_blob(
+                name, digest, size, finished_upload=upload_id, events=events
+            )
             self._known.pop(upload_id, None)
         return digest, size
 
@@ -243,7 +248,8 @@ class Uploads:
             size = await self.storage.commit(upload_id, digest)
         finally:
             await self.storage.cancel(upload_id)
-        await self.metadata.link_blob(name, digest, size)
+        events = self.events.blob(PUSH, name, digest, size) if self.events else ()
+        await self.metadata.link_blob(name, digest, size, events=events)
         return digest, size
 
     async def cancel(self, name: str, upload_id: str) -> None:
@@ -265,7 +271,9 @@ class Uploads:
                 validate_name(source)
         except RegistryError:
             return None
-        size = await self.metadata.mount_blob(name, digest, source)
+        events = self.events
+        mounted = (lambda size: events.blob(MOUNT, name, digest, size, source)) if events else None
+        size = await self.metadata.mount_blob(name, digest, source, events=mounted)
         if size is None or await self.storage.stat(digest) is None:
             return None
         return digest, size

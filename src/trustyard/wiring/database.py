@@ -17,6 +17,7 @@ from trustyard.metadata.audit_sql import SqlAuditStore
 from trustyard.metadata.auth_sql import SqlAuthStore
 from trustyard.metadata.authority_sql import SqlAuthorityStore
 from trustyard.metadata.copy import SqlTables
+from trustyard.metadata.events_sql import SqlOutboxStore
 from trustyard.metadata.migrate import SchemaMismatch
 from trustyard.metadata.postgres import postgres_engines
 from trustyard.metadata.signatures_sql import SqlSignatureStore
@@ -46,6 +47,7 @@ class Database:
         self.signatures = SqlSignatureStore(reader, writer)
         self.authority = SqlAuthorityStore(reader, writer)
         self.audit = SqlAuditStore(reader, writer)
+        self.events = SqlOutboxStore(reader, writer)
         self.tables = SqlTables(self.metadata)
 
     async def ping(self) -> None:

@@ -34,6 +34,7 @@ from trustyard.wiring.audit import Auditor
 from trustyard.wiring.auth import AuthRuntime, build_auth, gun_prefixes_of
 from trustyard.wiring.backends import manifest_lookups, open_cache, open_storage
 from trustyard.wiring.database import Database, open_database
+from trustyard.wiring.events import event_recorder
 
 
 @dataclass
@@ -127,6 +128,8 @@ def _open_repositories(services: Services, server: bool) -> None:
     )
     services.registry = registry
     registry.audit = services.audit
+    if settings.events.endpoints:
+        registry.record_events(event_recorder(settings, database.events))
     if server or (settings.policy.rules and settings.trust.enabled):
         services.trust = open_trust(settings, database)
     if settings.policy.rules:
