@@ -10,7 +10,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -164,6 +164,35 @@ class PolicySettings(BaseModel):
         return value
 
 
+class ImmutableTagRule(BaseModel):
+    """One `[[lifecycle.immutable]]` entry: tags matching `tags` in matching repositories."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    repository: str = Field(min_length=1)
+    tags: tuple[str, ...] = Field(min_length=1)
+
+
+class LifecycleSettings(BaseModel):
+    """`lifecycle`: immutable tags and tag history (docs/operations.md, "Tag lifecycle")."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    immutable: tuple[ImmutableTagRule, ...] = ()
+    # GC keeps manifests a tag pointed at before a move this recent (`trustyard tag restore`)
+    history_keep_days: Annotated[float, Field(ge=0)] = 7.0
+
+    @field_validator("immutable", mode="before")
+    @classmethod
+    def _json_rules(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError("lifecycle.immutable must be a JSON list of rules") from None
+        return value
+
+
 class S3Settings(BaseModel):
     """S3-compatible object storage for blobs (`storage_backend = "s3"`)."""
 
@@ -238,6 +267,8 @@ class Settings(BaseModel):
     policy: PolicySettings = Field(default_factory=lambda: PolicySettings())
     # Route groups this process serves (`trustyard serve --only token`); empty: all of them
     only: tuple[RouteGroup, ...] = ()
+    # Tag lifecycle: immutable tags, tag history (docs/operations.md)
+    lifecycle: LifecycleSettings = Field(default_factory=lambda: LifecycleSettings())
 
     @field_validator("only", mode="before")
     @classmethod

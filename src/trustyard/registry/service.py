@@ -15,6 +15,7 @@ from trustyard.oci.manifest import Descriptor, Manifest, parse_manifest
 from trustyard.oci.platforms import ALL_PLATFORMS, IndexPlatforms
 from trustyard.oci.reference import is_valid_tag, validate_name, validate_tag
 from trustyard.oci.referrers import tag_schema_tag
+from trustyard.registry.lifecycle import TagLifecycle
 from trustyard.registry.lookups import ManifestLookups
 from trustyard.registry.policy import Policy
 from trustyard.registry.uploads import Uploads
@@ -105,6 +106,7 @@ class Registry:
         self.cache = cache  # in-process or shared (Redis): the composition root picks
         self.lookups = lookups
         self.policy = policy  # signature policy on pulls / protected tags (registry/policy.py)
+        self.lifecycle: TagLifecycle | None = None  # immutable tags (registry/lifecycle.py)
         self.uploads = Uploads(storage, metadata, self.cache, max_blob_bytes=options.max_blob_bytes)
 
     # -- blobs ---------------------------------------------------------------------------------
@@ -246,6 +248,8 @@ class Registry:
             )
         tags = [ref] if isinstance(ref, str) else []
         tags += [validate_tag(t) for t in extra_tags if t not in tags]
+        if self.lifecycle is not None and tags:
+            await self.lifecycle.check_tag_changes(name, tags, manifest.digest)
         if self.policy is not None and tags:
             record = ManifestRecord(name, manifest.digest, manifest.media_type, len(body), body)
             await self.policy.on_push(name, tags, record)
@@ -258,14 +262,22 @@ class Registry:
         await self.changed(name)
         return manifest
 
-    async def delete_manifest(self, name: str, reference: str) -> None:
+    async def delete_manifest(
+        self, name: str, reference: str, *, force: bool = False, actor: str | None = None
+    ) -> None:
+        """Delete by digest (with its tags) or one tag; `force` (administrators, CLI only)
+        overrides immutable-tag rules."""
         validate_name(name)
         self._require_delete()
         ref = lookup_reference(name, reference)
         if isinstance(ref, Digest):
-            found = await self.metadata.delete_manifest(name, ref)
+            if self.lifecycle is not None:
+                await self.lifecycle.check_manifest_delete(name, ref, force=force)
+            found = await self.metadata.delete_manifest(name, ref, actor=actor)
         else:
-            found = await self.metadata.delete_tag(name, ref)
+            if self.lifecycle is not None:
+                await self.lifecycle.check_tag_changes(name, [ref], None, force=force)
+            found = await self.metadata.delete_tag(name, ref, actor=actor)
         await self.changed(name)
         if not found:
             raise RegistryError(
@@ -273,6 +285,32 @@ class Registry:
                 f"manifest {reference} is not in repository {name}",
                 detail={"reference": reference},
             )
+
+    async def restore_tag(
+        self, name: str, tag: str, digest: Digest, *, force: bool = False, actor: str | None = None
+    ) -> ManifestRecord:
+        """Point `tag` at a manifest the repository still holds (an earlier target from the tag
+        history, say). Immutable-tag rules apply unless `force`; signature policy does not (the
+        manifest was accepted once, and this is an administrator's command)."""
+        validate_name(name)
+        validate_tag(tag)
+        record = await self.metadata.get_manifest(name, digest)
+        if record is None:
+            raise RegistryError(
+                ErrorCode.MANIFEST_UNKNOWN,
+                f"manifest {digest} is no longer in repository {name} (deleted, or collected by "
+                "GC after the tag-history window): the tag cannot be restored to it",
+                detail={"digest": str(digest)},
+            )
+        if self.lifecycle is not None:
+            await self.lifecycle.check_tag_changes(name, [tag], digest, force=force)
+        manifest = parse_manifest(
+            record.content, record.media_type, digest.algorithm, schema1_ok=True
+        )
+        # Stored again as pushed: its references are known, and its grace period starts anew.
+        await self.metadata.put_manifest(name, manifest, record.content, [tag], actor=actor)
+        await self.changed(name)
+        return record
 
     def _require_delete(self) -> None:
         if not self.options.delete_enabled:

@@ -16,6 +16,7 @@ from trustyard.metadata import migrate
 from trustyard.metadata.auth_sql import SqlAuthStore
 from trustyard.metadata.authority_sql import SqlAuthorityStore
 from trustyard.metadata.copy import SqlTables
+from trustyard.metadata.lifecycle_sql import SqlLifecycleStore
 from trustyard.metadata.migrate import SchemaMismatch
 from trustyard.metadata.postgres import postgres_engines
 from trustyard.metadata.signatures_sql import SqlSignatureStore
@@ -44,6 +45,7 @@ class Database:
         self.trust = SqlTrustStore(reader, writer)
         self.signatures = SqlSignatureStore(reader, writer)
         self.authority = SqlAuthorityStore(reader, writer)
+        self.lifecycle = SqlLifecycleStore(reader, writer)
         self.tables = SqlTables(self.metadata)
 
     async def ping(self) -> None:

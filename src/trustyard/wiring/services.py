@@ -21,6 +21,7 @@ from trustyard.metadata.copy_base import Tables
 from trustyard.oci.platforms import IndexPlatforms
 from trustyard.registry import Registry, RegistryOptions
 from trustyard.registry.authority import AuthorityStatements
+from trustyard.registry.lifecycle import ImmutableRule, TagLifecycle
 from trustyard.registry.policy import Policy, build_policy
 from trustyard.registry.policy_signatures import KINDS_REGISTERED  # noqa: F401 (registers them)
 from trustyard.registry.policy_sources import RegistrySources
@@ -120,6 +121,7 @@ def _open_repositories(services: Services, server: bool) -> None:
         storage, database.metadata, options, cache, manifest_lookups(settings, cache)
     )
     services.registry = registry
+    registry.lifecycle = open_lifecycle(settings, database)
     if server or (settings.policy.rules and settings.trust.enabled):
         services.trust = open_trust(settings, database)
     if settings.policy.rules:
@@ -127,6 +129,11 @@ def _open_repositories(services: Services, server: bool) -> None:
     if server:
         services.simple_signatures = open_simple_signatures(settings, services)
         services.authority = AuthorityStatements(database.authority)
+
+
+def open_lifecycle(settings: Settings, database: Database) -> TagLifecycle:
+    rules = tuple(ImmutableRule(r.repository, r.tags) for r in settings.lifecycle.immutable)
+    return TagLifecycle(database.metadata, database.lifecycle, rules)
 
 
 class _TrustFiles:
