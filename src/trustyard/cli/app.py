@@ -5,7 +5,19 @@ from typing import Annotated
 import typer
 
 from trustyard import __version__
-from trustyard.cli import admin, authority, db, gc, keyid, migrate, serve, sign, signatures, trust
+from trustyard.cli import (
+    admin,
+    authority,
+    db,
+    gc,
+    keyid,
+    migrate,
+    serve,
+    sign,
+    signatures,
+    tag,
+    trust,
+)
 from trustyard.cli.backup import backup as backup_command
 from trustyard.cli.backup import restore as restore_command
 from trustyard.cli.scrub import scrub as scrub_command
@@ -28,6 +40,7 @@ app.add_typer(authority.app, name="authority")
 app.add_typer(db.app, name="db")
 app.add_typer(sign.app, name="sign")
 app.add_typer(trust.app, name="trust")
+app.add_typer(tag.app, name="tag")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,207 @@
+"""Tag lifecycle against a real `trustyard serve`: immutable tags (HTTP, skopeo, podman), tag
+history and restore through the CLI, GC keeping history targets."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.clienttools import run
+from tests.integration.conftest import require
+from tests.integration.images import OCI_MANIFEST, make_image, push_image, write_layout
+from tests.integration.server import ServerProcess
+
+CONFIG = """
+[lifecycle]
+history_keep_days = 7
+immutable = [{repository = "team/*", tags = ["v*"]}]
+"""
+
+
+@pytest.fixture(scope="module")
+def lifecycle_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("lifecycle")
+    config = root / "trustyard.toml"
+    config.write_text(CONFIG)
+    srv = ServerProcess(root / "data", extra_args=["--config", str(config)]).start()
+    yield srv
+    srv.stop()
+
+
+def cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    config = server.data_dir.parent / "trustyard.toml"
+    where = ["--data-dir", str(server.data_dir), "--config", str(config)]
+    return subprocess.run(
+        [sys.executable, "-m", "trustyard", *args, *where],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def tag_digest(server: ServerProcess, repo: str, tag: str) -> str | None:
+    r = httpx.head(
+        f"{server.url}/v2/{repo}/manifests/{tag}", headers={"Accept": OCI_MANIFEST}, timeout=30
+    )
+    return r.headers["docker-content-digest"] if r.status_code == 200 else None
+
+
+def test_immutable_tag_over_http(lifecycle_server: ServerProcess) -> None:
+    first, second = make_image(seed="imm-1"), make_image(seed="imm-2")
+    with httpx.Client(base_url=lifecycle_server.url, timeout=30) as client:
+        push_image(client, "team/http", first, "v1")
+        push_image(client, "team/http", first, "v1")  # the same digest again is fine
+        push_image(client, "team/http", second)  # by digest: no tag moves
+        r = client.put(
+            "/v2/team/http/manifests/v1",
+            content=second.manifest,
+            headers={"Content-Type": OCI_MANIFEST},
+        )
+        assert r.status_code == 403, r.text
+        error = r.json()["errors"][0]
+        assert error["code"] == "DENIED"
+        assert "team/http:v1 is immutable" in error["message"]
+        assert 'repository = "team/*"' in error["message"]
+        # deleting it, by tag or through its manifest, is refused too
+        assert client.delete("/v2/team/http/manifests/v1").status_code == 403
+        r = client.delete(f"/v2/team/http/manifests/{first.digest}")
+        assert r.status_code == 403 and "cannot be deleted" in r.text
+        # tags no rule covers still move; other repositories are not covered
+        push_image(client, "team/http", first, "latest")
+        push_image(client, "team/http", second, "latest")
+        push_image(client, "other/http", first, "v1")
+        push_image(client, "other/http", second, "v1")
+    assert tag_digest(lifecycle_server, "team/http", "v1") == first.digest
+    assert tag_digest(lifecycle_server, "other/http", "v1") == second.digest
+
+
+def _two_layouts(tmp_path: Path, seed: str) -> tuple[Path, Path]:
+    return (
+        write_layout(tmp_path / "a", {"v1": make_image(seed=f"{seed}-a")}),
+        write_layout(tmp_path / "b", {"v1": make_image(seed=f"{seed}-b")}),
+    )
+
+
+@pytest.mark.needs_skopeo
+def test_immutable_tag_refused_for_skopeo(lifecycle_server: ServerProcess, tmp_path: Path) -> None:
+    skopeo = require("skopeo")
+    a, b = _two_layouts(tmp_path, "skopeo")
+    dest = f"docker://{lifecycle_server.host}/team/skopeo:v1"
+    run(skopeo, "copy", "--dest-tls-verify=false", f"oci:{a}:v1", dest)
+    run(skopeo, "copy", "--dest-tls-verify=false", f"oci:{a}:v1", dest)  # same digest: fine
+    refused = run(skopeo, "copy", "--dest-tls-verify=false", f"oci:{b}:v1", dest, check=False)
+    assert refused.returncode != 0
+    assert "team/skopeo:v1 is immutable" in refused.stderr, refused.stderr
+    assert "denied" in refused.stderr.lower()
+
+
+@pytest.mark.needs_podman
+@pytest.mark.needs_skopeo
+@pytest.mark.slow
+def test_immutable_tag_refused_for_podman(lifecycle_server: ServerProcess, tmp_path: Path) -> None:
+    exe, skopeo = require("podman"), require("skopeo")
+    host = lifecycle_server.host
+    a, b = _two_layouts(tmp_path, "podman")
+    run(skopeo, "copy", "--dest-tls-verify=false", f"oci:{a}:v1", f"docker://{host}/team/pod:v1")
+    run(skopeo, "copy", "--dest-tls-verify=false", f"oci:{b}:v1", f"docker://{host}/team/src:b")
+    runroot = Path(tempfile.mkdtemp(prefix="ty-podman-"))  # podman: runroot under 50 chars
+    conf = tmp_path / "registries.conf"
+    conf.write_text(f'[[registry]]\nlocation = "{host}"\ninsecure = true\n')
+    env = {"CONTAINERS_REGISTRIES_CONF": str(conf), "TMPDIR": str(tmp_path)}
+    base = [
+        "--root", str(tmp_path / "root"), "--runroot", str(runroot), "--storage-driver", "vfs",
+        "--cgroup-manager", "cgroupfs", "--events-backend", "file",
+    ]  # fmt: skip
+    try:
+        run(exe, *base, "pull", f"{host}/team/src:b", env=env)
+        run(exe, *base, "tag", f"{host}/team/src:b", f"{host}/team/pod:v1", env=env)
+        refused = run(exe, *base, "push", f"{host}/team/pod:v1", env=env, check=False)
+    finally:
+        shutil.rmtree(runroot, ignore_errors=True)
+    assert refused.returncode != 0
+    assert "team/pod:v1 is immutable" in refused.stderr, refused.stderr
+
+
+def test_tag_history_and_restore_after_a_bad_push(lifecycle_server: ServerProcess) -> None:
+    good, bad = make_image(seed="hist-good"), make_image(seed="hist-bad")
+    with httpx.Client(base_url=lifecycle_server.url, timeout=30) as client:
+        push_image(client, "hist/app", good, "latest")
+        push_image(client, "hist/app", bad, "latest")  # the bad push
+    out = cli(lifecycle_server, "tag", "history", "hist/app:latest", "--json")
+    assert out.returncode == 0, out.stderr
+    moves = json.loads(out.stdout)
+    assert [(m["old_digest"], m["new_digest"]) for m in moves] == [
+        (good.digest, bad.digest),
+        (None, good.digest),
+    ]
+    assert all(m["repository"] == "hist/app" and m["tag"] == "latest" for m in moves)
+
+    out = cli(lifecycle_server, "tag", "restore", "hist/app:latest", good.digest)
+    assert out.returncode == 0, out.stderr
+    assert tag_digest(lifecycle_server, "hist/app", "latest") == good.digest
+    text = cli(lifecycle_server, "tag", "history", "hist/app:latest").stdout.splitlines()
+    assert text[0].endswith(f"{bad.digest} -> {good.digest}  by cli")
+
+    # hostile: a manifest the repository does not hold, a malformed digest, a malformed ref
+    gone = "sha256:" + "0" * 64
+    out = cli(lifecycle_server, "tag", "restore", "hist/app:latest", gone)
+    assert out.returncode == 1 and "is no longer in repository hist/app" in out.stderr
+    out = cli(lifecycle_server, "tag", "restore", "hist/app:latest", "sha256:xyz")
+    assert out.returncode == 2 and "invalid sha256 digest" in out.stderr
+    out = cli(lifecycle_server, "tag", "history", "no-tag-here")
+    assert out.returncode == 2 and "is not REPO:TAG" in out.stderr
+    assert tag_digest(lifecycle_server, "hist/app", "latest") == good.digest
+
+
+def test_immutable_override_is_explicit(lifecycle_server: ServerProcess) -> None:
+    first, second = make_image(seed="force-1"), make_image(seed="force-2")
+    with httpx.Client(base_url=lifecycle_server.url, timeout=30) as client:
+        push_image(client, "team/force", first, "v1")
+        push_image(client, "team/force", second)
+    out = cli(lifecycle_server, "tag", "restore", "team/force:v1", second.digest)
+    assert out.returncode == 1 and "is immutable" in out.stderr
+    out = cli(lifecycle_server, "tag", "delete", "team/force:v1")
+    assert out.returncode == 1 and "cannot be deleted" in out.stderr
+    assert tag_digest(lifecycle_server, "team/force", "v1") == first.digest
+    out = cli(lifecycle_server, "tag", "restore", "team/force:v1", second.digest, "--force")
+    assert out.returncode == 0, out.stderr
+    assert tag_digest(lifecycle_server, "team/force", "v1") == second.digest
+    out = cli(lifecycle_server, "tag", "delete", "team/force:v1", "--force")
+    assert out.returncode == 0, out.stderr
+    assert tag_digest(lifecycle_server, "team/force", "v1") is None
+    moves = json.loads(cli(lifecycle_server, "tag", "history", "team/force:v1", "--json").stdout)
+    assert [m["new_digest"] for m in moves] == [None, second.digest, first.digest]
+
+
+def test_gc_keeps_history_targets(server: ServerProcess) -> None:
+    """Default settings (7 days): the manifest a tag left survives GC, so restore still works."""
+    import sqlite3
+    import time
+
+    old, new = make_image(seed="gc-old"), make_image(seed="gc-new")
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        push_image(client, "gc/app", old, "latest")
+        push_image(client, "gc/app", new, "latest")
+        push_image(client, "gc/app", make_image(seed="gc-never-tagged"))
+    db = sqlite3.connect(server.data_dir / "metadata.db")
+    with db:
+        db.execute("UPDATE manifests SET created_at=?", (time.time() - 7200,))
+    db.close()
+    gc = [sys.executable, "-m", "trustyard", "gc", "--data-dir", str(server.data_dir)]
+    out = subprocess.run(gc, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "1 manifests" in out.stdout and old.digest not in out.stdout
+    restore = [sys.executable, "-m", "trustyard", "tag", "restore", "gc/app:latest", old.digest]
+    out = subprocess.run(
+        [*restore, "--data-dir", str(server.data_dir)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert tag_digest(server, "gc/app", "latest") == old.digest
