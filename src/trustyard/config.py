@@ -173,6 +173,26 @@ class ImmutableTagRule(BaseModel):
     tags: tuple[str, ...] = Field(min_length=1)
 
 
+class RetentionRuleSettings(BaseModel):
+    """One `[[lifecycle.retention]]` rule (docs/operations.md, "Tag lifecycle")."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    repository: str = Field(min_length=1)
+    tags: tuple[str, ...] = Field(("*",), min_length=1)
+    keep_last: Annotated[int, Field(ge=0)] | None = None
+    keep_pulled_days: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _keeps_something(self) -> RetentionRuleSettings:
+        if self.keep_last is None and self.keep_pulled_days is None:
+            raise ValueError(
+                f"retention rule for {self.repository!r} sets neither keep_last nor "
+                "keep_pulled_days, so it would delete every tag it matches"
+            )
+        return self
+
+
 class LifecycleSettings(BaseModel):
     """`lifecycle`: immutable tags and tag history (docs/operations.md, "Tag lifecycle")."""
 
@@ -181,15 +201,18 @@ class LifecycleSettings(BaseModel):
     immutable: tuple[ImmutableTagRule, ...] = ()
     # GC keeps manifests a tag pointed at before a move this recent (`trustyard tag restore`)
     history_keep_days: Annotated[float, Field(ge=0)] = 7.0
+    retention: tuple[RetentionRuleSettings, ...] = ()
+    # The server applies the retention rules this often (one replica at a time); 0: never
+    retention_interval_seconds: Annotated[float, Field(ge=0)] = 0.0
 
-    @field_validator("immutable", mode="before")
+    @field_validator("immutable", "retention", mode="before")
     @classmethod
     def _json_rules(cls, value: Any) -> Any:
         if isinstance(value, str):
             try:
                 return json.loads(value)
             except ValueError:
-                raise ValueError("lifecycle.immutable must be a JSON list of rules") from None
+                raise ValueError("lifecycle rules must be a JSON list of tables") from None
         return value
 
 

@@ -12,6 +12,7 @@ from trustyard.cli import (
     gc,
     keyid,
     migrate,
+    retention,
     serve,
     sign,
     signatures,
@@ -41,6 +42,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(sign.app, name="sign")
 app.add_typer(trust.app, name="trust")
 app.add_typer(tag.app, name="tag")
+app.add_typer(retention.app, name="retention")
 
 
 def _version(value: bool) -> None:

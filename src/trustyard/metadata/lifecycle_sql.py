@@ -1,14 +1,18 @@
-"""Tag history in the metadata database (one row per tag move, written by metadata/sql.py in
-the transaction that moves the tag, so a move is never unrecorded)."""
+"""Tag lifecycle tables: tag history (one row per tag move, written by metadata/sql.py in the
+transaction that moves the tag, so a move is never unrecorded) and manifests' last pulls."""
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Float, Index, Integer, String, Table, func, select
+import time
+
+from sqlalchemy import Column, Float, Index, Integer, String, Table, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trustyard.metadata import schema as t
-from trustyard.metadata.lifecycle_base import TagMove
+from trustyard.metadata.lifecycle_base import RetentionSnapshot, RetentionTag, TagMove
 from trustyard.metadata.schema import metadata
+from trustyard.metadata.signatures_sql import simple_signatures
 
 # Repository names as text, not ids: the history outlives a repository's rows.
 tag_history = Table(
@@ -23,6 +27,15 @@ tag_history = Table(
     Column("at", Float, nullable=False),
     Index("ix_tag_history_tag", "repository", "tag", "id"),
     Index("ix_tag_history_at", "at"),
+)
+
+# When each manifest was last pulled (at most one write per manifest per hour per process).
+manifest_pulls = Table(
+    "manifest_pulls",
+    metadata,
+    Column("repository", String(255), primary_key=True),
+    Column("digest", String(200), primary_key=True),
+    Column("pulled_at", Float, nullable=False),
 )
 
 
@@ -49,6 +62,7 @@ class SqlLifecycleStore:
     def __init__(self, reader: AsyncEngine, writer: AsyncEngine) -> None:
         self.reader = reader
         self.writer = writer
+        self._dialect = writer.dialect.name
 
     async def tag_history(self, repository: str, tag: str, limit: int) -> list[TagMove]:
         h = tag_history
@@ -70,3 +84,63 @@ class SqlLifecycleStore:
         )
         async with self.reader.connect() as conn:
             return list((await conn.execute(query)).scalars())
+
+    async def record_pulls(self, pulls: list[tuple[str, str, float]]) -> None:
+        if not pulls:
+            return
+        insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
+        stmt = insert(manifest_pulls)
+        async with self.writer.begin() as conn:
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["repository", "digest"],
+                    set_={"pulled_at": stmt.excluded.pulled_at},
+                ),
+                [{"repository": r, "digest": d, "pulled_at": at} for r, d, at in pulls],
+            )
+
+    async def retention_snapshot(self) -> RetentionSnapshot:
+        r, tg, m = t.repositories, t.tags, t.manifests
+        async with self.reader.connect() as conn:
+            tags = await conn.execute(
+                select(r.c.name, tg.c.name, tg.c.digest, tg.c.updated_at).join(
+                    r, r.c.id == tg.c.repo_id
+                )
+            )
+            subjects = await conn.execute(
+                select(r.c.name, m.c.subject)
+                .join(r, r.c.id == m.c.repo_id)
+                .where(m.c.subject.is_not(None))
+            )
+            sigs = simple_signatures
+            simple = await conn.execute(
+                select(r.c.name, sigs.c.digest).join(r, r.c.id == sigs.c.repo_id).distinct()
+            )
+            refs = t.manifest_refs
+            children = await conn.execute(
+                select(r.c.name, refs.c.child)
+                .join(r, r.c.id == refs.c.repo_id)
+                .where(refs.c.kind == "manifest")
+            )
+            pulls = await conn.execute(select(manifest_pulls))
+            return RetentionSnapshot(
+                tags=[RetentionTag(*row) for row in tags.all()],
+                signed={(a, b) for a, b in subjects.all()} | {(a, b) for a, b in simple.all()},
+                children={(a, b) for a, b in children.all()},
+                pulled={(a, b): at for a, b, at in pulls.all()},
+            )
+
+    async def delete_tag_if(self, repository: str, tag: str, digest: str, actor: str) -> bool:
+        repo_id = (
+            select(t.repositories.c.id).where(t.repositories.c.name == repository).scalar_subquery()
+        )
+        async with self.writer.begin() as conn:
+            result = await conn.execute(
+                delete(t.tags).where(
+                    t.tags.c.repo_id == repo_id, t.tags.c.name == tag, t.tags.c.digest == digest
+                )
+            )
+            if not result.rowcount:
+                return False
+            await record_moves(conn, [TagMove(repository, tag, digest, None, actor, time.time())])
+            return True

@@ -10,13 +10,23 @@ which Docker, podman and skopeo print with our message; Harbor answers its own `
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+
+import structlog
 
 from trustyard.metadata.base import MetadataStore
 from trustyard.metadata.lifecycle_base import TagHistoryIndex, TagMove
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
+
+log = structlog.get_logger("trustyard.lifecycle")
+
+# A manifest's last pull is written at most this often per process: retention counts in days.
+PULL_WRITE_SECONDS = 3600.0
+_PULL_MEMO_MAX = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +51,37 @@ class TagLifecycle:
         metadata: MetadataStore,
         history: TagHistoryIndex,
         immutable: tuple[ImmutableRule, ...] = (),
+        *,
+        track_pulls: bool = False,
     ) -> None:
         self.metadata = metadata
         self.history = history
         self.immutable = immutable
+        self.track_pulls = track_pulls  # only retention rules with keep_pulled_days need it
+        self._pull_written: dict[tuple[str, str], float] = {}
+        self._writes: set[asyncio.Task[None]] = set()
+
+    def pulled(self, repository: str, digest: Digest) -> None:
+        """Note a pull: at most one write per manifest per hour, off the request's path (a
+        pull never waits for the write lock, say behind a GC pass)."""
+        if not self.track_pulls:
+            return
+        now, key = time.time(), (repository, str(digest))
+        if now - self._pull_written.get(key, 0.0) < PULL_WRITE_SECONDS:
+            return
+        if len(self._pull_written) >= _PULL_MEMO_MAX:
+            self._pull_written.clear()
+        self._pull_written[key] = now
+        task = asyncio.create_task(self._write_pull(key, now))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write_pull(self, key: tuple[str, str], at: float) -> None:
+        try:
+            await self.history.record_pulls([(key[0], key[1], at)])
+        except Exception as exc:  # a lost pull time only makes retention keep less; log it
+            self._pull_written.pop(key, None)
+            log.warning("pull_time_not_recorded", error=str(exc)[:300])
 
     def rule_for(self, repository: str, tag: str) -> ImmutableRule | None:
         return next((r for r in self.immutable if r.matches(repository, tag)), None)

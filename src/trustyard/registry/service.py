@@ -159,6 +159,8 @@ class Registry:
                 detail={"reference": reference},
             )
         served = await self._negotiate(name, record, accept)
+        if self.lifecycle is not None:
+            self.lifecycle.pulled(name, served.digest)
         if self.policy is not None:
             tag = ref if isinstance(ref, str) and served is record else None
             await self.policy.on_pull(name, tag, served)

@@ -25,6 +25,7 @@ from trustyard.registry.lifecycle import ImmutableRule, TagLifecycle
 from trustyard.registry.policy import Policy, build_policy
 from trustyard.registry.policy_signatures import KINDS_REGISTERED  # noqa: F401 (registers them)
 from trustyard.registry.policy_sources import RegistrySources
+from trustyard.registry.retention import RetentionRule
 from trustyard.registry.signatures import SignatureLimits, SimpleSignatures
 from trustyard.storage.base import Storage
 from trustyard.trust.server.hsm_keys import TokenKeyStore
@@ -133,7 +134,15 @@ def _open_repositories(services: Services, server: bool) -> None:
 
 def open_lifecycle(settings: Settings, database: Database) -> TagLifecycle:
     rules = tuple(ImmutableRule(r.repository, r.tags) for r in settings.lifecycle.immutable)
-    return TagLifecycle(database.metadata, database.lifecycle, rules)
+    track_pulls = any(r.keep_pulled_days for r in settings.lifecycle.retention)
+    return TagLifecycle(database.metadata, database.lifecycle, rules, track_pulls=track_pulls)
+
+
+def retention_rules(settings: Settings) -> tuple[RetentionRule, ...]:
+    return tuple(
+        RetentionRule(r.repository, r.tags, r.keep_last, r.keep_pulled_days)
+        for r in settings.lifecycle.retention
+    )
 
 
 class _TrustFiles:

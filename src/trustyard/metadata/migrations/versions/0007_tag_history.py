@@ -1,4 +1,4 @@
-"""tag history (issue 21, tag lifecycle: every tag move, for `trustyard tag history|restore`)
+"""tag lifecycle (issue 21): tag history (every tag move) and manifests' last pulls (retention)
 
 Revision ID: 0007
 Revises: 0004
@@ -30,9 +30,17 @@ def upgrade() -> None:
     with op.batch_alter_table("tag_history", schema=None) as batch_op:
         batch_op.create_index("ix_tag_history_tag", ["repository", "tag", "id"], unique=False)
         batch_op.create_index("ix_tag_history_at", ["at"], unique=False)
+    op.create_table(
+        "manifest_pulls",
+        sa.Column("repository", sa.String(length=255), nullable=False),
+        sa.Column("digest", sa.String(length=200), nullable=False),
+        sa.Column("pulled_at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("repository", "digest"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("manifest_pulls")
     with op.batch_alter_table("tag_history", schema=None) as batch_op:
         batch_op.drop_index("ix_tag_history_at")
         batch_op.drop_index("ix_tag_history_tag")
