@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +25,12 @@ CONFIG = """
 [lifecycle]
 history_keep_days = 7
 immutable = [{repository = "team/*", tags = ["v*"]}]
+
+[[lifecycle.retention]]
+repository = "ret/*"
+tags = ["t*"]
+keep_last = 10
+keep_pulled_days = 1
 """
 
 
@@ -183,9 +191,6 @@ def test_immutable_override_is_explicit(lifecycle_server: ServerProcess) -> None
 
 def test_gc_keeps_history_targets(server: ServerProcess) -> None:
     """Default settings (7 days): the manifest a tag left survives GC, so restore still works."""
-    import sqlite3
-    import time
-
     old, new = make_image(seed="gc-old"), make_image(seed="gc-new")
     with httpx.Client(base_url=server.url, timeout=30) as client:
         push_image(client, "gc/app", old, "latest")
@@ -205,3 +210,56 @@ def test_gc_keeps_history_targets(server: ServerProcess) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert tag_digest(server, "gc/app", "latest") == old.digest
+
+
+def test_retention_dry_run_then_run_on_50_tags(lifecycle_server: ServerProcess) -> None:
+    images = [make_image(1, seed=f"ret-{i}") for i in range(50)]
+    with httpx.Client(base_url=lifecycle_server.url, timeout=30) as client:
+        for i, image in enumerate(images):
+            push_image(client, "ret/app", image, f"t{i}")
+        # t1 is signed (a cosign signature tag names it)
+        sig = make_image(1, seed="ret-sig")
+        push_image(client, "ret/app", sig, images[1].digest.replace(":", "-") + ".sig")
+        push_image(client, "ret/app", images[2], "keep-me")  # no rule matches this tag
+    db = sqlite3.connect(lifecycle_server.data_dir / "metadata.db")
+    with db:  # pushed 3 days ago and earlier, t49 the newest
+        for i in range(50):
+            db.execute(
+                "UPDATE tags SET updated_at=? WHERE name=?",
+                (time.time() - 3 * 86400 - (50 - i), f"t{i}"),
+            )
+    # t0 is pulled now: recorded (off the request path) as a recent pull
+    r = httpx.get(
+        f"{lifecycle_server.url}/v2/ret/app/manifests/t0", headers={"Accept": OCI_MANIFEST}
+    )
+    assert r.status_code == 200
+    deadline = time.monotonic() + 10
+    while not db.execute(
+        "SELECT 1 FROM manifest_pulls WHERE digest=?", (images[0].digest,)
+    ).fetchall():
+        assert time.monotonic() < deadline, "the pull was not recorded"
+        time.sleep(0.1)
+    db.close()
+
+    out = cli(lifecycle_server, "retention", "run", "--dry-run", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    doomed = {d["tag"] for d in report["delete"]}
+    assert doomed == {f"t{i}" for i in range(3, 40)} | {"t2"}
+    kept = {d["tag"]: d["reason"] for d in report["keep"]}
+    assert kept["t0"].startswith("pulled or pushed within 1 days")
+    assert kept["t1"] == "signed (cosign)"
+    assert set(kept) == {"t0", "t1", *(f"t{i}" for i in range(40, 50))}
+    assert report["ungoverned"] == 1 and report["deleted"] == 0
+    # a dry run changes nothing (a tags list, as a manifest HEAD would count as a pull)
+    listed = httpx.get(f"{lifecycle_server.url}/v2/ret/app/tags/list").json()["tags"]
+    assert len(listed) == 52
+
+    text = cli(lifecycle_server, "retention", "run")
+    assert text.returncode == 0, text.stderr
+    assert "deleted 38 of 50 governed tags" in text.stdout
+    listed = httpx.get(f"{lifecycle_server.url}/v2/ret/app/tags/list").json()["tags"]
+    assert {t for t in listed if t.startswith("t")} == set(kept)
+    assert "keep-me" in listed
+    moves = json.loads(cli(lifecycle_server, "tag", "history", "ret/app:t5", "--json").stdout)
+    assert moves[0]["new_digest"] is None and moves[0]["actor"] == "retention"
