@@ -193,6 +193,15 @@ class RetentionRuleSettings(BaseModel):
         return self
 
 
+class QuotaSettings(BaseModel):
+    """One `[[lifecycle.quotas]]` entry: a namespace's byte limit."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    namespace: str = Field(min_length=1)
+    bytes: Annotated[int, Field(gt=0)]
+
+
 class LifecycleSettings(BaseModel):
     """`lifecycle`: immutable tags and tag history (docs/operations.md, "Tag lifecycle")."""
 
@@ -204,8 +213,12 @@ class LifecycleSettings(BaseModel):
     retention: tuple[RetentionRuleSettings, ...] = ()
     # The server applies the retention rules this often (one replica at a time); 0: never
     retention_interval_seconds: Annotated[float, Field(ge=0)] = 0.0
+    # Byte quotas per namespace (the first `namespace_depth` components of a repository name)
+    quotas: tuple[QuotaSettings, ...] = ()
+    default_quota_bytes: Annotated[int, Field(ge=0)] = 0  # namespaces not listed; 0: no limit
+    namespace_depth: Annotated[int, Field(ge=1)] = 1
 
-    @field_validator("immutable", "retention", mode="before")
+    @field_validator("immutable", "retention", "quotas", mode="before")
     @classmethod
     def _json_rules(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -4,6 +4,7 @@ history and restore through the CLI, GC keeping history targets."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -18,7 +19,16 @@ import pytest
 
 from tests.integration.clienttools import run
 from tests.integration.conftest import require
-from tests.integration.images import OCI_MANIFEST, make_image, push_image, write_layout
+from tests.integration.images import (
+    OCI_CONFIG,
+    OCI_LAYER,
+    OCI_MANIFEST,
+    make_image,
+    push_blob,
+    push_image,
+    sha256,
+    write_layout,
+)
 from tests.integration.server import ServerProcess
 
 CONFIG = """
@@ -263,3 +273,94 @@ def test_retention_dry_run_then_run_on_50_tags(lifecycle_server: ServerProcess) 
     assert "keep-me" in listed
     moves = json.loads(cli(lifecycle_server, "tag", "history", "ret/app:t5", "--json").stdout)
     assert moves[0]["new_digest"] is None and moves[0]["actor"] == "retention"
+
+
+QUOTA_CONFIG = """
+[lifecycle]
+quotas = [{namespace = "small", bytes = 5000}]
+"""
+
+
+def _stored_files(server: ServerProcess) -> set[str]:
+    return {p.name for p in (server.data_dir / "storage").rglob("*") if p.is_file()}
+
+
+def test_quota_refusals_leave_nothing_stored(tmp_path: Path) -> None:
+    config = tmp_path / "trustyard.toml"
+    config.write_text(QUOTA_CONFIG)
+    server = ServerProcess(tmp_path / "data", extra_args=["--config", str(config)]).start()
+    try:
+        _quota_checks(server)
+    finally:
+        server.stop()
+
+
+def _manifest(config: bytes, layers: list[bytes]) -> bytes:
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": sha256(config), "size": len(config)},
+            "layers": [
+                {"mediaType": OCI_LAYER, "digest": sha256(x), "size": len(x)} for x in layers
+            ],
+        }
+    ).encode()
+
+
+def _quota_checks(server: ServerProcess) -> None:
+    config, layer = b'{"os":"linux"}', os.urandom(4000)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        push_blob(client, "small/a", config)
+        push_blob(client, "small/a", layer)
+        push_blob(client, "small/b", layer)  # shared within the namespace: counted once
+        push_blob(client, "big/x", os.urandom(9000))  # another namespace has no limit
+        before = _stored_files(server)
+
+        # a monolithic upload over the quota
+        big = os.urandom(2000)
+        r = client.post(
+            "/v2/small/a/blobs/uploads/",
+            params={"digest": sha256(big)},
+            content=big,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        assert r.status_code == 403, r.text
+        error = r.json()["errors"][0]
+        assert error["code"] == "DENIED"
+        assert "quota exceeded for namespace small: it uses 4014 of 5000 bytes" in error["message"]
+
+        # a chunked upload: refused at the closing PUT, and the session is gone with its bytes
+        r = client.post("/v2/small/a/blobs/uploads/")
+        location = r.headers["location"]
+        r = client.patch(
+            location, content=big, headers={"Content-Type": "application/octet-stream"}
+        )
+        assert r.status_code == 202, r.text
+        r = client.put(location, params={"digest": sha256(big)})
+        assert r.status_code == 403 and "quota exceeded" in r.text
+        assert client.get(location).status_code == 404
+        assert client.head(f"/v2/small/a/blobs/{sha256(big)}").status_code == 404
+        assert _stored_files(server) == before
+
+        # a mount from another namespace over the quota falls back to an upload (202)
+        mounted = client.post(
+            "/v2/small/a/blobs/uploads/",
+            params={"mount": sha256(os.urandom(1)), "from": "big/x"},
+        )
+        assert mounted.status_code == 202
+
+        # a manifest whose bytes would go over: refused, not stored
+        manifest = _manifest(config, [layer] * 6)  # ~1.2 kB of JSON, over the 986 bytes left
+        assert len(manifest) > 5000 - 4014
+        r = client.put(
+            "/v2/small/a/manifests/v1", content=manifest, headers={"Content-Type": OCI_MANIFEST}
+        )
+        assert r.status_code == 403 and "manifest sha256:" in r.text
+        assert client.get("/v2/small/a/tags/list").json()["tags"] in ([], None)
+
+    out = cli(server, "quota", "show", "--json")
+    assert out.returncode == 0, out.stderr
+    usage = {u["namespace"]: u for u in json.loads(out.stdout)}
+    assert usage["small"] == {"namespace": "small", "used": 4014, "limit": 5000}
+    assert usage["big"]["used"] == 9000 and usage["big"]["limit"] is None

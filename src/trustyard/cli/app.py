@@ -12,6 +12,7 @@ from trustyard.cli import (
     gc,
     keyid,
     migrate,
+    quota,
     retention,
     serve,
     sign,
@@ -43,6 +44,7 @@ app.add_typer(sign.app, name="sign")
 app.add_typer(trust.app, name="trust")
 app.add_typer(tag.app, name="tag")
 app.add_typer(retention.app, name="retention")
+app.add_typer(quota.app, name="quota")
 
 
 def _version(value: bool) -> None:

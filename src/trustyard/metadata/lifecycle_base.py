@@ -37,6 +37,19 @@ class RetentionSnapshot:
     pulled: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
+class NamespaceUsage(Protocol):
+    """Bytes a namespace holds: each distinct blob once, plus its manifests' bytes."""
+
+    async def namespace_usage(self, namespace: str) -> int:
+        """Usage of the repositories named `namespace` or `namespace/...`."""
+
+    async def namespace_holds(self, namespace: str, digest: str) -> bool:
+        """Whether a repository of the namespace already links blob `digest`."""
+
+    async def usage_rows(self) -> list[tuple[str, str, int]]:
+        """(repository, digest, size) of every blob link and manifest (`trustyard quota show`)."""
+
+
 class TagHistoryIndex(Protocol):
     async def tag_history(self, repository: str, tag: str, limit: int) -> list[TagMove]:
         """The tag's moves, newest first, at most `limit`."""

@@ -4,8 +4,21 @@ transaction that moves the tag, so a move is never unrecorded) and manifests' la
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from sqlalchemy import Column, Float, Index, Integer, String, Table, delete, func, select
+from sqlalchemy import (
+    Column,
+    Float,
+    Index,
+    Integer,
+    String,
+    Table,
+    and_,
+    delete,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -57,7 +70,7 @@ async def history_rows(conn: AsyncConnection) -> list[tuple[str, str, float]]:
 
 
 class SqlLifecycleStore:
-    """Implements `metadata.lifecycle_base.TagHistoryIndex` on the metadata engines."""
+    """Implements `metadata.lifecycle_base.TagHistoryIndex` and `NamespaceUsage`."""
 
     def __init__(self, reader: AsyncEngine, writer: AsyncEngine) -> None:
         self.reader = reader
@@ -144,3 +157,54 @@ class SqlLifecycleStore:
                 return False
             await record_moves(conn, [TagMove(repository, tag, digest, None, actor, time.time())])
             return True
+
+    # -- quotas --------------------------------------------------------------------------------
+    @staticmethod
+    def _in_namespace(column: Any, namespace: str) -> Any:
+        """`column` is `namespace` or starts with `namespace/`: a range, so no LIKE escaping
+        (`_` is valid in names) and the unique index on names serves it ("0" follows "/")."""
+        return or_(column == namespace, and_(column > namespace + "/", column < namespace + "0"))
+
+    async def namespace_usage(self, namespace: str) -> int:
+        r, rb, b, m = t.repositories, t.repo_blobs, t.blobs, t.manifests
+        in_ns = self._in_namespace(r.c.name, namespace)
+        blobs = (
+            select(b.c.digest, b.c.size)
+            .join(rb, rb.c.digest == b.c.digest)
+            .join(r, r.c.id == rb.c.repo_id)
+            .where(in_ns)
+            .distinct()
+            .subquery()
+        )
+        async with self.reader.connect() as conn:
+            blob_bytes = (await conn.execute(select(func.sum(blobs.c.size)))).scalar_one()
+            manifest_bytes = (
+                await conn.execute(
+                    select(func.sum(m.c.size)).join(r, r.c.id == m.c.repo_id).where(in_ns)
+                )
+            ).scalar_one()
+        return int(blob_bytes or 0) + int(manifest_bytes or 0)
+
+    async def namespace_holds(self, namespace: str, digest: str) -> bool:
+        r, rb = t.repositories, t.repo_blobs
+        query = (
+            select(rb.c.digest)
+            .join(r, r.c.id == rb.c.repo_id)
+            .where(rb.c.digest == digest, self._in_namespace(r.c.name, namespace))
+            .limit(1)
+        )
+        async with self.reader.connect() as conn:
+            return (await conn.execute(query)).first() is not None
+
+    async def usage_rows(self) -> list[tuple[str, str, int]]:
+        r, rb, b, m = t.repositories, t.repo_blobs, t.blobs, t.manifests
+        async with self.reader.connect() as conn:
+            blobs = await conn.execute(
+                select(r.c.name, b.c.digest, b.c.size)
+                .join(rb, rb.c.repo_id == r.c.id)
+                .join(b, b.c.digest == rb.c.digest)
+            )
+            manifests = await conn.execute(
+                select(r.c.name, m.c.digest, m.c.size).join(m, m.c.repo_id == r.c.id)
+            )
+            return [(n, d, int(s)) for n, d, s in [*blobs.all(), *manifests.all()]]

@@ -255,6 +255,10 @@ class Registry:
         if self.policy is not None and tags:
             record = ManifestRecord(name, manifest.digest, manifest.media_type, len(body), body)
             await self.policy.on_push(name, tags, record)
+        if self.uploads.quotas is not None and not await self.metadata.get_manifest(
+            name, manifest.digest
+        ):
+            await self.uploads.quotas.check_manifest(name, manifest.digest, len(body))
         optional = frozenset(
             c.digest
             for c in manifest.children
