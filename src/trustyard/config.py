@@ -208,8 +208,9 @@ class LifecycleSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     immutable: tuple[ImmutableTagRule, ...] = ()
-    # GC keeps manifests a tag pointed at before a move this recent (`trustyard tag restore`)
-    history_keep_days: Annotated[float, Field(ge=0)] = 7.0
+    # GC keeps manifests a tag pointed at before a move this recent (`trustyard tag restore`);
+    # 0 (the default) keeps GC as it was: what no tag names goes after the grace period
+    history_keep_days: Annotated[float, Field(ge=0)] = 0.0
     retention: tuple[RetentionRuleSettings, ...] = ()
     # The server applies the retention rules this often (one replica at a time); 0: never
     retention_interval_seconds: Annotated[float, Field(ge=0)] = 0.0
