@@ -485,6 +485,9 @@ class SqlMetadataStore:
     ) -> None:
         await self._delete_manifests(conn, [(ids[r], str(d)) for r, d in plan.manifests])
         for repository, tag in plan.tags:
+            await self._record_tag_moves(
+                conn, ids[repository], repository, [tag], None, "gc", time.time()
+            )
             await conn.execute(
                 delete(t.tags).where(t.tags.c.repo_id == ids[repository], t.tags.c.name == tag)
             )
