@@ -11,7 +11,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -202,6 +202,72 @@ class AuditSettings(BaseModel):
         return value
 
 
+class ImmutableTagRule(BaseModel):
+    """One `[[lifecycle.immutable]]` entry: tags matching `tags` in matching repositories."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    repository: str = Field(min_length=1)
+    tags: tuple[str, ...] = Field(min_length=1)
+
+
+class RetentionRuleSettings(BaseModel):
+    """One `[[lifecycle.retention]]` rule (docs/operations.md, "Tag lifecycle")."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    repository: str = Field(min_length=1)
+    tags: tuple[str, ...] = Field(("*",), min_length=1)
+    keep_last: Annotated[int, Field(ge=0)] | None = None
+    keep_pulled_days: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _keeps_something(self) -> RetentionRuleSettings:
+        if self.keep_last is None and self.keep_pulled_days is None:
+            raise ValueError(
+                f"retention rule for {self.repository!r} sets neither keep_last nor "
+                "keep_pulled_days, so it would delete every tag it matches"
+            )
+        return self
+
+
+class QuotaSettings(BaseModel):
+    """One `[[lifecycle.quotas]]` entry: a namespace's byte limit."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    namespace: str = Field(min_length=1)
+    bytes: Annotated[int, Field(gt=0)]
+
+
+class LifecycleSettings(BaseModel):
+    """`lifecycle`: immutable tags and tag history (docs/operations.md, "Tag lifecycle")."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    immutable: tuple[ImmutableTagRule, ...] = ()
+    # GC keeps manifests a tag pointed at before a move this recent (`trustyard tag restore`);
+    # 0 (the default) keeps GC as it was: what no tag names goes after the grace period
+    history_keep_days: Annotated[float, Field(ge=0)] = 0.0
+    retention: tuple[RetentionRuleSettings, ...] = ()
+    # The server applies the retention rules this often (one replica at a time); 0: never
+    retention_interval_seconds: Annotated[float, Field(ge=0)] = 0.0
+    # Byte quotas per namespace (the first `namespace_depth` components of a repository name)
+    quotas: tuple[QuotaSettings, ...] = ()
+    default_quota_bytes: Annotated[int, Field(ge=0)] = 0  # namespaces not listed; 0: no limit
+    namespace_depth: Annotated[int, Field(ge=1)] = 1
+
+    @field_validator("immutable", "retention", "quotas", mode="before")
+    @classmethod
+    def _json_rules(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError("lifecycle rules must be a JSON list of tables") from None
+        return value
+
+
 class S3Settings(BaseModel):
     """S3-compatible object storage for blobs (`storage_backend = "s3"`)."""
 
@@ -329,6 +395,8 @@ class Settings(BaseModel):
     audit: AuditSettings = Field(default_factory=lambda: AuditSettings())
     # Durable webhooks (docs/operations.md, Events)
     events: EventsSettings = Field(default_factory=lambda: EventsSettings())
+    # Tag lifecycle: immutable tags, tag history (docs/operations.md)
+    lifecycle: LifecycleSettings = Field(default_factory=lambda: LifecycleSettings())
 
     @field_validator("only", mode="before")
     @classmethod

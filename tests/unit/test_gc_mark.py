@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from trustyard.metadata.base import (
     GcBlob,
+    GcHistory,
     GcLink,
     GcManifest,
     GcPlan,
@@ -293,3 +294,22 @@ def test_nothing_reachable_is_collected_and_everything_else_is(s: Snap) -> None:
         if t.name.endswith(".sig") and (t.repository, _named_after(t.name)) not in live
     }
     assert set(plan.tags) == gone_tags
+
+
+def test_tag_history_targets_kept_within_the_window() -> None:
+    s = Snap()
+    s.blob("r", "old-layer")
+    s.manifest("r", "before", layers=("old-layer",))
+    s.manifest("r", "after")
+    s.tag("r", "latest", "after")
+    snapshot = GcSnapshot(
+        s.manifests, s.refs, s.tags, s.links, s.blobs, history=[GcHistory("r", d("before"), 500.0)]
+    )
+    # moved off within the window: kept, with its blobs
+    kept = mark(snapshot, CUTOFF, history_since=400.0)
+    assert kept.manifests == [] and kept.blobs == []
+    # moved off before the window (or no window): collected
+    for since in (600.0, None):
+        plan = mark(snapshot, CUTOFF, history_since=since)
+        assert dead_manifests(plan) == {("r", d("before"))}
+        assert [str(x) for x, _ in plan.blobs] == [d("old-layer")]

@@ -14,9 +14,12 @@ from trustyard.cli import (
     gc,
     keyid,
     migrate,
+    quota,
+    retention,
     serve,
     sign,
     signatures,
+    tag,
     trust,
     verify,
 )
@@ -47,6 +50,9 @@ app.add_typer(events.app, name="events")
 app.add_typer(export.app, name="export")
 app.add_typer(sign.app, name="sign")
 app.add_typer(trust.app, name="trust")
+app.add_typer(tag.app, name="tag")
+app.add_typer(retention.app, name="retention")
+app.add_typer(quota.app, name="quota")
 
 
 def _version(value: bool) -> None:

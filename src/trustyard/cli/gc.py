@@ -52,6 +52,7 @@ async def _run(settings: Settings, dry_run: bool) -> tuple[GcReport, bool]:
                     dry_run=dry_run,
                     changed=registry.changed,
                     signatures=services.database.signatures,
+                    history_keep_seconds=settings.lifecycle.history_keep_days * 86400,
                 )
                 return report, has_repositories
         except LockBusy:

@@ -27,11 +27,13 @@ from trustyard.oci.platforms import IndexPlatforms
 from trustyard.registry import Registry
 from trustyard.registry.events_delivery import EventDeliverer
 from trustyard.registry.gc import expire_uploads
+from trustyard.registry.retention import run_retention
 from trustyard.registry.scrub import MB, ScrubOptions, scrub
 from trustyard.wiring import open_services
 from trustyard.wiring.audit import Auditor
 from trustyard.wiring.events import event_deliverer
 from trustyard.wiring.health import probes
+from trustyard.wiring.services import retention_rules
 
 log = structlog.get_logger("trustyard")
 
@@ -117,6 +119,34 @@ def _deliver_events(deliverer: EventDeliverer, metrics: bool) -> Callable[[], Aw
 _SCRUB_COUNTS = ("repositories", "manifests_checked", "blobs_checked", "bytes_checked")
 
 
+def _scheduled_retention(registry: Registry, settings: Settings) -> Callable[[], Awaitable[None]]:
+    """`trustyard retention run` on a timer, under the cache's `retention` lock (one replica at
+    a time with Redis; a worker finding it taken skips its turn)."""
+    rules = retention_rules(settings)
+    lifecycle = registry.lifecycle
+    assert lifecycle is not None
+
+    async def run() -> None:
+        try:
+            async with registry.cache.lock("retention", ttl_seconds=3600):
+                report = await run_retention(
+                    lifecycle.history,
+                    rules,
+                    lifecycle.immutable,
+                    dry_run=False,
+                    changed=registry.changed,
+                )
+        except LockBusy:
+            return
+        log.info(
+            "retention_finished",
+            deleted=report.deleted,
+            kept=len(report.decisions) - len(report.to_delete),
+        )
+
+    return run
+
+
 def create_app(settings: Settings) -> Starlette:
     """The ASGI app. Logging is the entry point's to configure (`worker_app`, `serve`): it is
     process-wide, and an app built inside another program (tests, an embedding) must not
@@ -164,6 +194,10 @@ def create_app(settings: Settings) -> Starlette:
             deliver = _deliver_events(deliverer, settings.metrics)
             every = settings.events.poll_interval_seconds
             tasks.append(asyncio.create_task(_every(every, deliver, "event_delivery_failed")))
+        if registry is not None and settings.lifecycle.retention_interval_seconds > 0:
+            run = _scheduled_retention(registry, settings)
+            every = settings.lifecycle.retention_interval_seconds
+            tasks.append(asyncio.create_task(_every(every, run, "scheduled_retention_failed")))
         try:
             yield
         finally:

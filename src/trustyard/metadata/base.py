@@ -75,6 +75,12 @@ class GcLink(NamedTuple):
     linked_at: float
 
 
+class GcHistory(NamedTuple):
+    repository: str
+    digest: str  # a digest a tag pointed at before it moved (or was deleted)
+    moved_at: float  # the last such move
+
+
 class GcBlob(NamedTuple):
     digest: str
     size: int
@@ -90,6 +96,8 @@ class GcSnapshot:
     tags: list[GcTag]
     links: list[GcLink]
     blobs: list[GcBlob]
+    # Earlier tag targets (tag history): kept for a window, so `trustyard tag restore` works.
+    history: list[GcHistory] = field(default_factory=list)
 
 
 # The marking rules (registry/gc_mark.py): what to remove, given the rows and the cutoff.
@@ -141,25 +149,39 @@ class ManifestIndex(Protocol):
         *,
         optional_children: frozenset[Digest] = frozenset(),
         events: Sequence[OutboxEntry] = (),
+        actor: str | None = None,
     ) -> None:
         """Store manifest bytes and tags atomically, with the outbox rows `events`; raises when
         a referenced item is unknown.
 
-        Children of an index in `optional_children` may be missing (indexes.platforms).
+        Children of an index in `optional_children` may be missing (indexes.platforms). Every
+        tag that moves is recorded in the tag history (with `actor`) in the same transaction.
         """
 
     async def get_manifest(self, repository: str, reference: str | Digest) -> ManifestRecord | None:
         """Look a manifest up by tag or digest."""
 
     async def delete_manifest(
-        self, repository: str, digest: Digest, *, events: Sequence[OutboxEntry] = ()
+        self,
+        repository: str,
+        digest: Digest,
+        actor: str | None = None,
+        *,
+        events: Sequence[OutboxEntry] = (),
     ) -> bool:
-        """Delete a manifest and every tag pointing at it (`events` written when found)."""
+        """Delete a manifest and every tag pointing at it (recorded in the tag history;
+        `events` written when found)."""
 
     async def delete_tag(
-        self, repository: str, tag: str, *, events: Sequence[OutboxEntry] = ()
+        self,
+        repository: str,
+        tag: str,
+        actor: str | None = None,
+        *,
+        events: Sequence[OutboxEntry] = (),
     ) -> bool:
-        """Delete one tag, leaving its manifest for GC (`events` written when found)."""
+        """Delete one tag, leaving its manifest for GC (recorded in the tag history; `events`
+        written when found)."""
 
     async def referrers(
         self, repository: str, subject: Digest, artifact_type: str | None

@@ -19,6 +19,7 @@ from trustyard.metadata import schema as t
 from trustyard.metadata.base import (
     BlobSweeper,
     GcBlob,
+    GcHistory,
     GcLink,
     GcManifest,
     GcMarker,
@@ -32,6 +33,8 @@ from trustyard.metadata.base import (
 from trustyard.metadata.errors import MissingReference
 from trustyard.metadata.events_base import OutboxEntry
 from trustyard.metadata.events_sql import insert_outbox
+from trustyard.metadata.lifecycle_base import TagMove
+from trustyard.metadata.lifecycle_sql import history_rows, record_moves
 from trustyard.oci.digest import Digest
 from trustyard.oci.manifest import Descriptor, Manifest, stored_blobs
 
@@ -199,6 +202,7 @@ class SqlMetadataStore:
         *,
         optional_children: frozenset[Digest] = frozenset(),
         events: Sequence[OutboxEntry] = (),
+        actor: str | None = None,
     ) -> None:
         now = time.time()
         digest = str(manifest.digest)
@@ -242,6 +246,7 @@ class SqlMetadataStore:
                     self._insert(t.manifest_refs).on_conflict_do_nothing(),
                     [{"repo_id": repo_id, "parent": digest, **r} for r in refs],
                 )
+            await self._record_tag_moves(conn, repo_id, repository, tags, digest, actor, now)
             for tag in tags:
                 await conn.execute(
                     self._insert(t.tags)
@@ -251,6 +256,32 @@ class SqlMetadataStore:
                         set_={"digest": digest, "updated_at": now},
                     )
                 )
+
+    @staticmethod
+    async def _record_tag_moves(
+        conn: AsyncConnection,
+        repo_id: int,
+        repository: str,
+        tags: list[str],
+        digest: str | None,
+        actor: str | None,
+        now: float,
+    ) -> None:
+        """History rows for `tags` about to point at `digest` (None: about to be deleted)."""
+        if not tags:
+            return
+        query = select(t.tags.c.name, t.tags.c.digest).where(
+            t.tags.c.repo_id == repo_id, t.tags.c.name.in_(tags)
+        )
+        old: dict[str, str] = {n: d for n, d in (await conn.execute(query)).all()}
+        await record_moves(
+            conn,
+            [
+                TagMove(repository, tag, old.get(tag), digest, actor, now)
+                for tag in tags
+                if old.get(tag) != digest and (digest is not None or tag in old)
+            ],
+        )
 
     async def get_manifest(self, repository: str, reference: str | Digest) -> ManifestRecord | None:
         m = t.manifests
@@ -282,12 +313,22 @@ class SqlMetadataStore:
         )
 
     async def delete_manifest(
-        self, repository: str, digest: Digest, *, events: Sequence[OutboxEntry] = ()
+        self,
+        repository: str,
+        digest: Digest,
+        actor: str | None = None,
+        *,
+        events: Sequence[OutboxEntry] = (),
     ) -> bool:
         async with self.writer.begin() as conn:
             repo_id = await self._repo_id(conn, repository)
             if repo_id is None:
                 return False
+            tagged = select(t.tags.c.name).where(
+                t.tags.c.repo_id == repo_id, t.tags.c.digest == str(digest)
+            )
+            names = list((await conn.execute(tagged)).scalars())
+            await self._record_tag_moves(conn, repo_id, repository, names, None, actor, time.time())
             removed = await self._delete_manifests(conn, [(repo_id, str(digest))])
             result = await conn.execute(
                 delete(t.tags).where(t.tags.c.repo_id == repo_id, t.tags.c.digest == str(digest))
@@ -316,12 +357,18 @@ class SqlMetadataStore:
         return count
 
     async def delete_tag(
-        self, repository: str, tag: str, *, events: Sequence[OutboxEntry] = ()
+        self,
+        repository: str,
+        tag: str,
+        actor: str | None = None,
+        *,
+        events: Sequence[OutboxEntry] = (),
     ) -> bool:
         async with self.writer.begin() as conn:
             repo_id = await self._repo_id(conn, repository)
             if repo_id is None:
                 return False
+            await self._record_tag_moves(conn, repo_id, repository, [tag], None, actor, time.time())
             result = await conn.execute(
                 delete(t.tags).where(t.tags.c.repo_id == repo_id, t.tags.c.name == tag)
             )
@@ -454,12 +501,14 @@ class SqlMetadataStore:
         tag_rows = await conn.execute(select(tg.c.repo_id, tg.c.name, tg.c.digest))
         links = await conn.execute(select(rb.c.repo_id, rb.c.digest, rb.c.linked_at))
         blobs = await conn.execute(select(t.blobs.c.digest, t.blobs.c.size, t.blobs.c.last_seen))
+        history = await history_rows(conn)
         snapshot = GcSnapshot(
             manifests=[GcManifest(names[r], d, s, c) for r, d, s, c in manifests],
             refs=[GcRef(names.get(r, ""), p, c, k) for r, p, c, k in ref_rows],
             tags=[GcTag(names[r], n, d) for r, n, d in tag_rows],
             links=[GcLink(names[r], d, at) for r, d, at in links],
             blobs=[GcBlob(d, int(size), seen) for d, size, seen in blobs],
+            history=[GcHistory(r, d, at) for r, d, at in history],
         )
         return {name: repo_id for repo_id, name in names.items()}, snapshot
 
@@ -473,6 +522,9 @@ class SqlMetadataStore:
     ) -> None:
         await self._delete_manifests(conn, [(ids[r], str(d)) for r, d in plan.manifests])
         for repository, tag in plan.tags:
+            await self._record_tag_moves(
+                conn, ids[repository], repository, [tag], None, "gc", time.time()
+            )
             await conn.execute(
                 delete(t.tags).where(t.tags.c.repo_id == ids[repository], t.tags.c.name == tag)
             )

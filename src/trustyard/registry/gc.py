@@ -27,6 +27,7 @@ rows leave the database; the rules here then become its specification and test o
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -68,11 +69,13 @@ async def collect_garbage(
     sweep_orphans: bool = True,
     changed: Callable[[str], Awaitable[None]] | None = None,
     signatures: OrphanSignatures | None = None,
+    history_keep_seconds: float = 0,
 ) -> GcReport:
     """Remove unreferenced manifests, blob links and blobs, and expire abandoned uploads.
 
     `sweep_orphans` also removes blob files with no metadata row, left by a crash between
-    publishing bytes and recording them (it walks the whole blob store).
+    publishing bytes and recording them (it walks the whole blob store). Digests a tag left
+    within `history_keep_seconds` are kept (tag history: `trustyard tag restore` needs them).
     """
     now = time.time()
     cutoff = now - grace_seconds
@@ -87,7 +90,10 @@ async def collect_garbage(
             return False
         return await storage.delete(digest)
 
-    report.plan = await metadata.collect(cutoff, mark=mark, dry_run=dry_run, on_blob_deleted=sweep)
+    marker = functools.partial(mark, history_since=now - history_keep_seconds)
+    report.plan = await metadata.collect(
+        cutoff, mark=marker, dry_run=dry_run, on_blob_deleted=sweep
+    )
     if signatures is not None and not dry_run:
         # Simple signatures follow their manifest (kept during the grace period, as pushes).
         await signatures.prune_orphans(cutoff)

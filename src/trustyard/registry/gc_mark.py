@@ -7,7 +7,8 @@ Live manifests: tagged ones, ones pushed after `cutoff` (an in-flight multi-arch
 children before the index that tags them), children of live indexes (never break multi-arch
 images, distribution#3004) and referrers of live manifests, all within one repository. Cosign
 attachment tags (`sha256-<hex>[.sig|.att|.sbom]`) do not keep anything alive: they follow the
-subject they are named after, and go when it goes. Live blob links: named by a live manifest of
+subject they are named after, and go when it goes. Digests a tag pointed at before a move
+within the tag-history window are roots too (`trustyard tag restore` needs them). Live blob links: named by a live manifest of
 the repository, or linked after `cutoff`. A blob goes when no live link, no live manifest and no
 recent upload names it.
 """
@@ -113,10 +114,15 @@ def _sweep_blobs(
     ]
 
 
-def mark(snapshot: GcSnapshot, cutoff: float) -> GcPlan:
-    """What a GC pass with this cutoff removes from this snapshot (a `GcMarker`)."""
+def mark(snapshot: GcSnapshot, cutoff: float, history_since: float | None = None) -> GcPlan:
+    """What a GC pass with this cutoff removes from this snapshot (a `GcMarker` once
+    `history_since` is bound: tag-history targets moved off at or after it are kept)."""
     graph = _graph(snapshot)
     roots, attachments = _roots(snapshot, cutoff, graph)
+    if history_since is not None:
+        roots.update(
+            (h.repository, h.digest) for h in snapshot.history if h.moved_at >= history_since
+        )
     live = _reach(roots, graph)
     plan = GcPlan()
     plan.manifests = [(repo, Digest.parse(d)) for repo, d in sorted(graph.manifests - live)]

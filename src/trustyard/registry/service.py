@@ -18,6 +18,7 @@ from trustyard.oci.platforms import ALL_PLATFORMS, IndexPlatforms
 from trustyard.oci.reference import is_valid_tag, validate_name, validate_tag
 from trustyard.oci.referrers import tag_schema_tag
 from trustyard.registry.events import PULL, EventRecorder
+from trustyard.registry.lifecycle import TagLifecycle
 from trustyard.registry.lookups import ManifestLookups
 from trustyard.registry.policy import Policy
 from trustyard.registry.uploads import Uploads
@@ -109,6 +110,7 @@ class Registry:
         self.lookups = lookups
         self.policy = policy  # signature policy on pulls / protected tags (registry/policy.py)
         self.audit: AuditLog | None = None  # who pushed, pulled, deleted (wiring/audit.py)
+        self.lifecycle: TagLifecycle | None = None  # immutable tags (registry/lifecycle.py)
         self.uploads = Uploads(storage, metadata, self.cache, max_blob_bytes=options.max_blob_bytes)
         self.events: EventRecorder | None = None  # webhooks (registry/events.py)
 
@@ -174,6 +176,8 @@ class Registry:
                 detail={"reference": reference},
             )
         served = await self._negotiate(name, record, accept)
+        if self.lifecycle is not None:
+            self.lifecycle.pulled(name, served.digest)
         if self.policy is not None:
             tag = ref if isinstance(ref, str) and served is record else None
             try:
@@ -280,6 +284,8 @@ class Registry:
             )
         tags = [ref] if isinstance(ref, str) else []
         tags += [validate_tag(t) for t in extra_tags if t not in tags]
+        if self.lifecycle is not None and tags:
+            await self.lifecycle.check_tag_changes(name, tags, manifest.digest)
         if self.policy is not None and tags:
             record = ManifestRecord(name, manifest.digest, manifest.media_type, len(body), body)
             try:
@@ -287,6 +293,10 @@ class Registry:
             except RegistryError as exc:
                 await self._policy_denied(name, reference, exc)
                 raise
+        if self.uploads.quotas is not None and not await self.metadata.get_manifest(
+            name, manifest.digest
+        ):
+            await self.uploads.quotas.check_manifest(name, manifest.digest, len(body))
         optional = frozenset(
             c.digest
             for c in manifest.children
@@ -349,16 +359,24 @@ class Registry:
                 moved[tag] = str(before.digest)
         return self.events.manifest_pushed(name, manifest, tags, moved)
 
-    async def delete_manifest(self, name: str, reference: str) -> None:
+    async def delete_manifest(
+        self, name: str, reference: str, *, force: bool = False, actor: str | None = None
+    ) -> None:
+        """Delete by digest (with its tags) or one tag; `force` (administrators, CLI only)
+        overrides immutable-tag rules."""
         validate_name(name)
         self._require_delete()
         ref = lookup_reference(name, reference)
         if isinstance(ref, Digest):
+            if self.lifecycle is not None:
+                await self.lifecycle.check_manifest_delete(name, ref, force=force)
             events = self.events.deleted(name, ref, None) if self.events else []
-            found = await self.metadata.delete_manifest(name, ref, events=events)
+            found = await self.metadata.delete_manifest(name, ref, actor=actor, events=events)
         else:
+            if self.lifecycle is not None:
+                await self.lifecycle.check_tag_changes(name, [ref], None, force=force)
             events = self.events.deleted(name, None, ref) if self.events else []
-            found = await self.metadata.delete_tag(name, ref, events=events)
+            found = await self.metadata.delete_tag(name, ref, actor=actor, events=events)
         await self.changed(name)
         self._audit_delete(name, ref, found)
         if not found:
@@ -377,6 +395,32 @@ class Registry:
                 tag="" if isinstance(ref, Digest) else ref,
                 outcome="success" if found else "not_found",
             )
+
+    async def restore_tag(
+        self, name: str, tag: str, digest: Digest, *, force: bool = False, actor: str | None = None
+    ) -> ManifestRecord:
+        """Point `tag` at a manifest the repository still holds (an earlier target from the tag
+        history, say). Immutable-tag rules apply unless `force`; signature policy does not (the
+        manifest was accepted once, and this is an administrator's command)."""
+        validate_name(name)
+        validate_tag(tag)
+        record = await self.metadata.get_manifest(name, digest)
+        if record is None:
+            raise RegistryError(
+                ErrorCode.MANIFEST_UNKNOWN,
+                f"manifest {digest} is no longer in repository {name} (deleted, or collected by "
+                "GC after the tag-history window): the tag cannot be restored to it",
+                detail={"digest": str(digest)},
+            )
+        if self.lifecycle is not None:
+            await self.lifecycle.check_tag_changes(name, [tag], digest, force=force)
+        manifest = parse_manifest(
+            record.content, record.media_type, digest.algorithm, schema1_ok=True
+        )
+        # Stored again as pushed: its references are known, and its grace period starts anew.
+        await self.metadata.put_manifest(name, manifest, record.content, [tag], actor=actor)
+        await self.changed(name)
+        return record
 
     def _require_delete(self) -> None:
         if not self.options.delete_enabled:

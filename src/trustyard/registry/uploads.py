@@ -18,6 +18,7 @@ from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.reference import validate_name
 from trustyard.registry.events import MOUNT, PUSH, EventRecorder
+from trustyard.registry.quota import Quotas
 from trustyard.storage.base import Storage
 from trustyard.storage.errors import DigestMismatch, UploadBusy, UploadNotFound
 
@@ -99,6 +100,7 @@ class Uploads:
         # Saves a metadata round trip per PATCH: ~1 ms of ~10 ms for a 5 MiB chunk, measured.
         self._known: dict[str, str] = {}
         self.events: EventRecorder | None = None  # set with Registry.record_events
+        self.quotas: Quotas | None = None  # namespace byte quotas (registry/quota.py)
 
     def _remember(self, upload_id: str, name: str) -> None:
         if len(self._known) >= _KNOWN_MAX:
@@ -211,6 +213,7 @@ class Uploads:
             before = await self._size(name, upload_id)
             if chunks is not None:
                 await self._append(name, upload_id, chunks, content_range, content_length)
+            await self._within_quota(name, upload_id, digest)
             try:
                 size = await self.storage.commit(upload_id, digest)
             except DigestMismatch:
@@ -225,6 +228,20 @@ class Uploads:
             )
             self._known.pop(upload_id, None)
         return digest, size
+
+    async def _within_quota(self, name: str, upload_id: str, digest: Digest) -> None:
+        """Refuse a blob over the namespace's quota before it is committed; the session ends
+        with it (its bytes are removed), so nothing of a refused upload stays stored."""
+        if self.quotas is None:
+            return
+        size = await self.storage.upload_size(upload_id) or 0
+        try:
+            await self.quotas.check_blob(name, digest, size)
+        except RegistryError:
+            await self.storage.cancel(upload_id)
+            await self.metadata.delete_upload(upload_id)
+            self._known.pop(upload_id, None)
+            raise
 
     async def monolithic(
         self, name: str, digest_text: str, chunks: AsyncIterator[bytes], content_length: str | None
@@ -245,6 +262,9 @@ class Uploads:
                 offset=0,
                 limit=self.max_blob_bytes,
             )
+            if self.quotas is not None:
+                pending = await self.storage.upload_size(upload_id) or 0
+                await self.quotas.check_blob(name, digest, pending)
             size = await self.storage.commit(upload_id, digest)
         finally:
             await self.storage.cancel(upload_id)
@@ -271,6 +291,12 @@ class Uploads:
                 validate_name(source)
         except RegistryError:
             return None
+        if self.quotas is not None:
+            stat = await self.storage.stat(digest)
+            try:
+                await self.quotas.check_blob(name, digest, stat.size if stat else 0)
+            except RegistryError:
+                return None  # a normal upload follows, and is refused with the reason
         events = self.events
         mounted = (lambda size: events.blob(MOUNT, name, digest, size, source)) if events else None
         size = await self.metadata.mount_blob(name, digest, source, events=mounted)

@@ -18,6 +18,7 @@ from trustyard.metadata.auth_sql import SqlAuthStore
 from trustyard.metadata.authority_sql import SqlAuthorityStore
 from trustyard.metadata.copy import SqlTables
 from trustyard.metadata.events_sql import SqlOutboxStore
+from trustyard.metadata.lifecycle_sql import SqlLifecycleStore
 from trustyard.metadata.migrate import SchemaMismatch
 from trustyard.metadata.postgres import postgres_engines
 from trustyard.metadata.signatures_sql import SqlSignatureStore
@@ -48,6 +49,7 @@ class Database:
         self.authority = SqlAuthorityStore(reader, writer)
         self.audit = SqlAuditStore(reader, writer)
         self.events = SqlOutboxStore(reader, writer)
+        self.lifecycle = SqlLifecycleStore(reader, writer)
         self.tables = SqlTables(self.metadata)
 
     async def ping(self) -> None:

@@ -21,10 +21,13 @@ from trustyard.metadata.copy_base import Tables
 from trustyard.oci.platforms import IndexPlatforms
 from trustyard.registry import Registry, RegistryOptions
 from trustyard.registry.authority import AuthorityStatements
+from trustyard.registry.lifecycle import ImmutableRule, TagLifecycle
 from trustyard.registry.policy import Policy, build_policy
 from trustyard.registry.policy_authority import AuthorityCheck  # noqa: F401 (registers it)
 from trustyard.registry.policy_signatures import KINDS_REGISTERED  # noqa: F401 (registers them)
 from trustyard.registry.policy_sources import RegistrySources
+from trustyard.registry.quota import Quotas
+from trustyard.registry.retention import RetentionRule
 from trustyard.registry.signatures import SignatureLimits, SimpleSignatures
 from trustyard.storage.base import Storage
 from trustyard.trust.server.hsm_keys import TokenKeyStore
@@ -130,6 +133,8 @@ def _open_repositories(services: Services, server: bool) -> None:
     registry.audit = services.audit
     if settings.events.endpoints:
         registry.record_events(event_recorder(settings, database.events))
+    registry.lifecycle = open_lifecycle(settings, database)
+    registry.uploads.quotas = open_quotas(settings, database)
     if server or (settings.policy.rules and settings.trust.enabled):
         services.trust = open_trust(settings, database)
     if settings.policy.rules:
@@ -137,6 +142,35 @@ def _open_repositories(services: Services, server: bool) -> None:
     if server:
         services.simple_signatures = open_simple_signatures(settings, services)
         services.authority = AuthorityStatements(database.authority)
+
+
+def open_lifecycle(settings: Settings, database: Database) -> TagLifecycle:
+    rules = tuple(ImmutableRule(r.repository, r.tags) for r in settings.lifecycle.immutable)
+    track_pulls = any(r.keep_pulled_days for r in settings.lifecycle.retention)
+    return TagLifecycle(database.metadata, database.lifecycle, rules, track_pulls=track_pulls)
+
+
+def open_quotas(settings: Settings, database: Database) -> Quotas | None:
+    """Namespace quotas when any is configured (else the push path pays nothing)."""
+    life = settings.lifecycle
+    if not life.quotas and not life.default_quota_bytes:
+        return None
+    limits = {q.namespace: q.bytes for q in life.quotas}
+    return Quotas(database.lifecycle, limits, life.default_quota_bytes, life.namespace_depth)
+
+
+def quotas_for_show(settings: Settings, database: Database) -> Quotas:
+    """`trustyard quota show` lists usage even when no limit is configured."""
+    return open_quotas(settings, database) or Quotas(
+        database.lifecycle, {}, 0, settings.lifecycle.namespace_depth
+    )
+
+
+def retention_rules(settings: Settings) -> tuple[RetentionRule, ...]:
+    return tuple(
+        RetentionRule(r.repository, r.tags, r.keep_last, r.keep_pulled_days)
+        for r in settings.lifecycle.retention
+    )
 
 
 class _TrustFiles:
