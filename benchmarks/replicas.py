@@ -212,7 +212,7 @@ def reference_s3(services: Services) -> Iterator[Endpoint]:
             if time.monotonic() > deadline:
                 raise RuntimeError("docker-registry (S3) did not answer in 30 s")
             time.sleep(0.1)
-        proxy = start_haproxy(root, [port])
+        proxy = start_haproxy(root, [port], check_path="/v2/")  # no /readyz there
         if proxy is None:
             raise RuntimeError("haproxy is required")
         time.sleep(1.0)

@@ -18,6 +18,9 @@ global
 defaults
     mode http
     timeout connect 5s
+    # A health check may take longer than its interval on a loaded machine (/readyz asks the
+    # database, S3 and Redis); without this, haproxy times checks out after `inter`.
+    timeout check 5s
     timeout client 120s
     timeout server 120s
     option http-server-close
@@ -28,7 +31,7 @@ frontend registry
     default_backend replicas
 backend replicas
     balance roundrobin
-    option httpchk GET /readyz
+    option httpchk GET {check_path}
 {servers}
 """
 
@@ -54,7 +57,11 @@ class Haproxy:
             self.proc.kill()
 
 
-def start_haproxy(tmp: Path, backend_ports: list[int]) -> Haproxy | None:
+def start_haproxy(
+    tmp: Path, backend_ports: list[int], check_path: str = "/readyz"
+) -> Haproxy | None:
+    """haproxy in front of `backend_ports`, checking each with `GET check_path` (trustyard's
+    readiness probe; the reference registry, which has none, is checked on `/v2/`)."""
     exe = shutil.which("haproxy") or (
         "/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None
     )
@@ -65,7 +72,7 @@ def start_haproxy(tmp: Path, backend_ports: list[int]) -> Haproxy | None:
         f"    server r{i} 127.0.0.1:{p} check inter 500ms" for i, p in enumerate(backend_ports)
     )
     cfg = tmp / "haproxy.cfg"
-    cfg.write_text(CONFIG.format(port=port, servers=servers))
+    cfg.write_text(CONFIG.format(port=port, servers=servers, check_path=check_path))
     proc = subprocess.Popen(
         [exe, "-f", str(cfg), "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
