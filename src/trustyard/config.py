@@ -47,6 +47,17 @@ def create_data_dir(path: Path) -> Path:
     return path
 
 
+def _json_from_env(value: Any, refusal: str) -> Any:
+    """A list setting given as one string (a `TRUSTYARD_*` variable) is JSON; `refusal` is the
+    message when it does not parse. Anything else passes through to the model's own checks."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError(refusal) from None
+    return value
+
+
 class ConfigError(ValueError):
     """The configuration is unusable; the message says which setting and why."""
 
@@ -157,12 +168,7 @@ class PolicySettings(BaseModel):
     @field_validator("rules", mode="before")
     @classmethod
     def _json_rules(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                return json.loads(value)
-            except ValueError:
-                raise ValueError("policy.rules must be a JSON list of rules") from None
-        return value
+        return _json_from_env(value, "policy.rules must be a JSON list of rules")
 
 
 class AuditSettings(BaseModel):
@@ -260,12 +266,7 @@ class LifecycleSettings(BaseModel):
     @field_validator("immutable", "retention", "quotas", mode="before")
     @classmethod
     def _json_rules(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                return json.loads(value)
-            except ValueError:
-                raise ValueError("lifecycle rules must be a JSON list of tables") from None
-        return value
+        return _json_from_env(value, "lifecycle rules must be a JSON list of tables")
 
 
 class S3Settings(BaseModel):
@@ -320,12 +321,7 @@ class EventsSettings(BaseModel):
     @field_validator("endpoints", mode="before")
     @classmethod
     def _json_endpoints(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                return json.loads(value)
-            except ValueError:
-                raise ValueError("events.endpoints must be a JSON list of endpoints") from None
-        return value
+        return _json_from_env(value, "events.endpoints must be a JSON list of endpoints")
 
     @model_validator(mode="after")
     def _unique_names(self) -> EventsSettings:
