@@ -262,7 +262,10 @@ class Registry:
         content_type: str | None,
         body: bytes,
         extra_tags: list[str],
+        *,
+        actor: str | None = None,
     ) -> Manifest:
+        """Store a pushed manifest; `actor` (the requester) goes into the tag history."""
         validate_name(name)
         ref = parse_reference(reference)
         if len(body) > self.options.max_manifest_bytes:
@@ -305,7 +308,7 @@ class Registry:
         moved = await self._tag_targets(name, tags)
         events = await self._push_events(name, manifest, tags)
         await self.metadata.put_manifest(
-            name, manifest, body, tags, optional_children=optional, events=events
+            name, manifest, body, tags, optional_children=optional, events=events, actor=actor
         )
         await self.changed(name)
         self._audit_push(name, manifest, tags, moved)
