@@ -18,7 +18,7 @@ from trustyard.auth.keyring import TokenRejected
 from trustyard.auth.scopes import CATALOG_RIGHTS, GuardedRoute, on_repository
 from trustyard.crypto.notary_keys import key_response
 from trustyard.http.bodies import BodyTooLarge, read_bounded
-from trustyard.http.event_hooks import record_event
+from trustyard.http.event_hooks import event_rows
 from trustyard.http.token_routes import parse_basic
 from trustyard.oci import jsonbounds
 from trustyard.trust import model as m
@@ -108,8 +108,8 @@ async def tuf_post(request: Request) -> Response:
     limit: int = request.app.state.trust_max_upload_bytes
     body = await _read_limited(request, limit)
     updates = parse_multipart(request.headers.get("content-type", ""), body)
-    await service.publish(gun, updates, _actor(request))
-    await record_event(request, lambda events: events.trust_published(gun, sorted(updates)))
+    events = event_rows(request, lambda events: events.trust_published(gun, sorted(updates)))
+    await service.publish(gun, updates, _actor(request), events)
     return Response(b"", status_code=200)
 
 

@@ -148,16 +148,14 @@ class Registry:
     async def delete_blob(self, name: str, digest: Digest) -> None:
         validate_name(name)
         self._require_delete()
-        # Unlinking writes no outbox rows of its own: the event follows the commit (a crash
-        # between the two loses it; a blob delete is an operator's clean-up, not a release).
-        if not await self.metadata.unlink_blob(name, digest):
+        # The delete event commits with the unlink (none when there was nothing to unlink).
+        events = self.events.deleted(name, digest, None) if self.events is not None else []
+        if not await self.metadata.unlink_blob(name, digest, events=events):
             raise RegistryError(
                 ErrorCode.BLOB_UNKNOWN,
                 f"blob {digest} is not in repository {name}",
                 detail={"digest": str(digest)},
             )
-        if self.events is not None:
-            await self.events.record(self.events.deleted(name, digest, None))
 
     # -- manifests -----------------------------------------------------------------------------
     async def get_manifest(
