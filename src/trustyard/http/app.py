@@ -26,12 +26,14 @@ from trustyard.logs import configure_logging
 from trustyard.oci.platforms import IndexPlatforms
 from trustyard.registry import Registry
 from trustyard.registry.events_delivery import EventDeliverer
+from trustyard.registry.export import TrustFiles
 from trustyard.registry.gc import expire_uploads
 from trustyard.registry.retention import run_retention
 from trustyard.registry.scrub import MB, ScrubOptions, scrub
 from trustyard.wiring import open_services
 from trustyard.wiring.audit import Auditor
 from trustyard.wiring.events import event_deliverer
+from trustyard.wiring.export import retention_trust
 from trustyard.wiring.health import probes
 from trustyard.wiring.services import retention_rules
 
@@ -119,7 +121,9 @@ def _deliver_events(deliverer: EventDeliverer, metrics: bool) -> Callable[[], Aw
 _SCRUB_COUNTS = ("repositories", "manifests_checked", "blobs_checked", "bytes_checked")
 
 
-def _scheduled_retention(registry: Registry, settings: Settings) -> Callable[[], Awaitable[None]]:
+def _scheduled_retention(
+    registry: Registry, settings: Settings, trust: TrustFiles | None = None
+) -> Callable[[], Awaitable[None]]:
     """`trustyard retention run` on a timer, under the cache's `retention` lock (one replica at
     a time with Redis; a worker finding it taken skips its turn)."""
     rules = retention_rules(settings)
@@ -135,6 +139,7 @@ def _scheduled_retention(registry: Registry, settings: Settings) -> Callable[[],
                     lifecycle.immutable,
                     dry_run=False,
                     changed=registry.changed,
+                    trust=trust,
                 )
         except LockBusy:
             return
@@ -195,7 +200,7 @@ def create_app(settings: Settings) -> Starlette:
             every = settings.events.poll_interval_seconds
             tasks.append(asyncio.create_task(_every(every, deliver, "event_delivery_failed")))
         if registry is not None and settings.lifecycle.retention_interval_seconds > 0:
-            run = _scheduled_retention(registry, settings)
+            run = _scheduled_retention(registry, settings, retention_trust(services))
             every = settings.lifecycle.retention_interval_seconds
             tasks.append(asyncio.create_task(_every(every, run, "scheduled_retention_failed")))
         try:
