@@ -1,4 +1,4 @@
-"""The cost of operator features (issue 21): metrics on vs off, and (later) events on vs off.
+"""The cost of operator features (issue 21): metrics on vs off, events (webhooks) on vs off.
 
 For every feature in `VARIANTS`, two fresh trustyards run side by side (2 workers each, their
 own data directories in the bench work dir), one started with the feature's "off" environment
@@ -12,17 +12,28 @@ alternating per repetition:
 - small-image pushes (config + 2 x 4 KiB layers + manifest, the requests api.py sends), one after
   another over one connection: images/s and CPU time per image.
 
+Events: the "on" trustyard has one webhook endpoint posting to a local sink that answers 200
+(benchmarks/events.py's), so the outbox rows written in each push's transaction and their
+delivery are both in the figure; `events_pulls` also takes pull events (one outbox write per
+manifest GET). Distribution's notifications cannot be configured from the environment (a list
+of endpoints), so the events rows are trustyard only.
+
 The "on" row carries `overhead_pct` (req/s or images/s lost against the "off" row of the same
 adjacent pair) and `cpu_overhead_pct` (CPU per request or image added), medians over the pairs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import threading
 import time
 from dataclasses import dataclass, field
+from http.server import ThreadingHTTPServer
 
 from benchmarks.api import ACCEPT, push_image, small_image
 from benchmarks.context import FULL, Context
+from benchmarks.events import _Ok
 from benchmarks.http1 import expect
 from benchmarks.servers import (
     REFERENCE,
@@ -36,18 +47,16 @@ from benchmarks.stats import Workload
 from benchmarks.tokens import cpu_seconds, hey
 
 FAMILY = (
-    "Operations: metrics on vs off (req/s and images/s, higher is better; "
+    "Operations: metrics, events on vs off (req/s and images/s, higher is better; "
     "on rows: overhead_pct = throughput lost, cpu_overhead_pct = CPU per request added)"
 )
 STATES = ("off", "on")
 # The hook: per feature, per server, per state, the environment the server starts with (on top
 # of a clean one: TRUSTYARD_* / REGISTRY_* from the caller's shell are dropped). "{free_port}"
-# in a value becomes a free loopback port. A server missing from a feature has no counterpart:
-# its rows are trustyard only. Events on vs off (issue 21, branch `events`) is one more entry once
-# that feature lands, e.g. "events": {TRUSTYARD: {"off": {}, "on": {"TRUSTYARD_EVENTS__ENDPOINTS":
-# '[{"name": "bench", "url": "http://127.0.0.1:<a sink>/", "pulls": true}]'}}} (a local sink that
-# answers 200, so delivery is measured too), plus its row keys in the smoke test
-# (tests/integration/test_benchmarks_smoke.py); `run` checks /metrics for the metrics entry only.
+# in a value becomes a free loopback port, "{sink}" the URL of the local webhook sink `run`
+# starts. A server missing from a feature has no counterpart: its rows are trustyard only.
+# `run` checks /metrics for the metrics entry, and that the sink received events for the events
+# entries. New entries need their row keys in tests/integration/test_benchmarks_smoke.py.
 VARIANTS: dict[str, dict[str, dict[str, dict[str, str]]]] = {
     "metrics": {
         TRUSTYARD: {"off": {"TRUSTYARD_METRICS": "false"}, "on": {}},
@@ -57,6 +66,20 @@ VARIANTS: dict[str, dict[str, dict[str, dict[str, str]]]] = {
                 "REGISTRY_HTTP_DEBUG_ADDR": "127.0.0.1:{free_port}",
                 "REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED": "true",
                 "REGISTRY_HTTP_DEBUG_PROMETHEUS_PATH": "/metrics",
+            },
+        },
+    },
+    "events": {
+        TRUSTYARD: {
+            "off": {},
+            "on": {"TRUSTYARD_EVENTS__ENDPOINTS": '[{"name": "bench", "url": "{sink}"}]'},
+        },
+    },
+    "events_pulls": {
+        TRUSTYARD: {
+            "off": {},
+            "on": {
+                "TRUSTYARD_EVENTS__ENDPOINTS": '[{"name": "bench", "url": "{sink}", "pulls": true}]'
             },
         },
     },
@@ -71,8 +94,36 @@ REPO = "bench/operations"
 TAG = "latest"
 
 
-def _resolved(env: dict[str, str]) -> dict[str, str]:
-    return {k: v.replace("{free_port}", str(free_port())) for k, v in env.items()}
+def _resolved(env: dict[str, str], sink: str) -> dict[str, str]:
+    return {
+        k: v.replace("{free_port}", str(free_port())).replace("{sink}", sink)
+        for k, v in env.items()
+    }
+
+
+class _Sink:
+    """A local webhook receiver answering 200, counting the events it was sent."""
+
+    def __init__(self) -> None:
+        sink = self
+
+        class Handler(_Ok):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with contextlib.suppress(ValueError, KeyError):
+                    sink.received += len(json.loads(body)["events"])
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.received = 0
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 @dataclass
@@ -107,13 +158,13 @@ def _check_metrics(servers: dict[str, dict[str, Server]]) -> None:
                 raise RuntimeError(f"{name} metrics {state}: GET /metrics answered {status}")
 
 
-def _start(ctx: Context, feature: str) -> dict[str, dict[str, Server]]:
+def _start(ctx: Context, feature: str, sink: str) -> dict[str, dict[str, Server]]:
     servers: dict[str, dict[str, Server]] = {}
     try:
         for name, states in VARIANTS[feature].items():
             for state in STATES:
                 workdir = ctx.workdir / f"{name}-{feature}-{state}"
-                env = _resolved(states[state])
+                env = _resolved(states[state], sink)
                 server: Server
                 if name == TRUSTYARD:
                     server = VariantTrustyard(f"{name}-{feature}-{state}", workdir, overrides=env)
@@ -220,16 +271,34 @@ def _measure(ctx: Context, feature: str, servers: dict[str, dict[str, Server]]) 
 
 
 def run(ctx: Context) -> None:
-    for feature in VARIANTS:
-        servers = _start(ctx, feature)
-        try:
-            if feature == "metrics":
-                _check_metrics(servers)
-            _measure(ctx, feature, servers)
-        finally:
-            _stop(servers)
+    sink = _Sink()
+    try:
+        for feature in VARIANTS:
+            servers = _start(ctx, feature, sink.url)
+            try:
+                if feature == "metrics":
+                    _check_metrics(servers)
+                received = sink.received
+                _measure(ctx, feature, servers)
+                if feature.startswith("events"):
+                    _check_delivered(sink, received, feature)
+            finally:
+                _stop(servers)
+    finally:
+        sink.close()
     ctx.results.notes.append(
         "operations: fresh servers per feature and state (trustyard 2 workers); metrics off = "
         "TRUSTYARD_METRICS=false; the reference's metrics = its http.debug.prometheus "
-        "(REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED); push rows: cpu_us_per_request is per image"
+        "(REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED); events on = one webhook endpoint to a local "
+        "sink (events_pulls: with pull events), trustyard only; push rows: cpu_us_per_request "
+        "is per image"
     )
+
+
+def _check_delivered(sink: _Sink, before: int, feature: str) -> None:
+    """The "on" server really emitted: its events reached the sink (within a few seconds)."""
+    deadline = time.monotonic() + 10
+    while sink.received == before:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{feature} on: the webhook sink received no event")
+        time.sleep(0.1)

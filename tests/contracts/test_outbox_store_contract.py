@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
+from typing import cast
 
 import pytest
+from sqlalchemy.exc import DBAPIError
 
 from trustyard.metadata.events_base import OutboxEntry
+from trustyard.oci.digest import Digest
+from trustyard.trust.store import AuditEvent, Change, StaleVersion, TufFile
 from trustyard.wiring import Database, open_database
 
 
@@ -129,3 +134,75 @@ async def test_two_replicas_claim_each_row_once(target: Path | str) -> None:
     finally:
         await one.close()
         await two.close()
+
+
+def broken(event_id: str = "bad") -> OutboxEntry:
+    """A row the database refuses (NOT NULL payload): the write it rides with must roll back."""
+    return OutboxEntry(event_id, "hook", "delete", "r", cast(str, None))
+
+
+async def test_blob_delete_rows_commit_with_the_unlink(db: Database) -> None:
+    """Issue 21: a blob delete's event is in the unlink's transaction: no link, no event; an
+    event that cannot be written leaves the link in place (no change without its event)."""
+    from tests.contracts.test_metadata_contract import CONFIG, link_image_blobs
+
+    digest = Digest.of(CONFIG)
+    assert not await db.metadata.unlink_blob("r", digest, events=entries(1))
+    await link_image_blobs(db.metadata, "r")
+    with pytest.raises(DBAPIError):
+        await db.metadata.unlink_blob("r", digest, events=[broken()])
+    assert await db.metadata.blob_size("r", digest) == len(CONFIG)
+    assert await db.events.list(None, 10) == []
+    assert await db.metadata.unlink_blob("r", digest, events=entries(1))
+    assert await db.metadata.blob_size("r", digest) is None
+    assert [r.event_id for r in await db.events.list(None, 10)] == ["e0"]
+    assert not await db.metadata.unlink_blob("r", digest, events=entries(1, "again"))
+    assert len(await db.events.list(None, 10)) == 1
+
+
+async def test_signature_rows_commit_with_the_signature(db: Database) -> None:
+    from tests.contracts.test_metadata_contract import link_image_blobs, manifest_bytes
+    from trustyard.oci.manifest import parse_manifest
+
+    raw = manifest_bytes("sig-events")
+    manifest = parse_manifest(raw, None)
+    await link_image_blobs(db.metadata, "r")
+    await db.metadata.put_manifest("r", manifest, raw, ["v1"])
+    sig = (f"{manifest.digest}@1", b"signature bytes")
+
+    def admit(_: object) -> None:
+        return None
+
+    with pytest.raises(DBAPIError):
+        await db.signatures.add_signature("r", manifest.digest, *sig, admit, events=[broken()])
+    assert await db.signatures.list_signatures("r", manifest.digest) == []
+    assert await db.signatures.add_signature("r", manifest.digest, *sig, admit, events=entries(1))
+    # the same signature again stores nothing and records nothing
+    assert not await db.signatures.add_signature(
+        "r", manifest.digest, *sig, admit, events=entries(1, "again")
+    )
+    assert [(r.event_id, r.endpoint) for r in await db.events.list(None, 10)] == [("e0", "hook")]
+
+
+async def test_trust_publish_rows_commit_with_the_publish(db: Database) -> None:
+    gun = "example.com/r"
+    data = b'{"signed": {}}'
+
+    def publish(version: int, events: list[OutboxEntry]) -> Awaitable[None]:
+        sha = hashlib.sha256(data).hexdigest()
+        return db.trust.publish(
+            gun,
+            [TufFile(gun, "targets", version, sha, data)],
+            Change(0, 0.0, gun, version, sha, "update"),
+            AuditEvent("publish", gun, "alice"),
+            events,
+        )
+
+    # the store reads any integrity error as a concurrent publish: nothing of it is stored
+    with pytest.raises(StaleVersion):
+        await publish(1, [broken()])
+    assert await db.trust.get_file(gun, "targets") is None
+    await publish(1, entries(1))
+    with pytest.raises(StaleVersion):  # refused: nothing stored, no event
+        await publish(1, entries(1, "stale"))
+    assert [(r.event_id, r.endpoint) for r in await db.events.list(None, 10)] == [("e0", "hook")]

@@ -52,6 +52,13 @@ EXPECTED = {
 }
 # rows with no reference counterpart (Distribution issues no tokens): trustyard figures only
 TRUSTYARD_ONLY = {f"token_{g}_grant_c{c}" for g in ("password", "refresh") for c in (1, 16)}
+# operations: events on vs off, with and without pull events (no reference counterpart)
+TRUSTYARD_ONLY |= {
+    f"ops_{feature}_{state}_{w}"
+    for feature in ("events", "events_pulls")
+    for state in ("off", "on")
+    for w in ("get_c1", "get_c32", "push")
+}
 # events on vs off (benchmarks/events.py): trustyard only
 TRUSTYARD_ONLY |= {
     f"events_manifest_{w}_{v}" for w in ("put", "get_c32") for v in ("off", "on", "pulls")
@@ -110,6 +117,9 @@ def test_quick_mode_measures_every_workload_on_both_servers(tmp_path: Path) -> N
     for w in ("get_c1", "get_c32", "push"):  # the on row carries the pair's overhead
         for server in ("trustyard", "reference"):
             entry = workloads[f"ops_metrics_on_{w}"]["servers"][server]
+            assert _number(entry["overhead_pct"]) and _number(entry["cpu_overhead_pct"]), w
+        for feature in ("events", "events_pulls"):
+            entry = workloads[f"ops_{feature}_on_{w}"]["servers"]["trustyard"]
             assert _number(entry["overhead_pct"]) and _number(entry["cpu_overhead_pct"]), w
     assert doc["targets"] and all("pass" in t for t in doc["targets"])
     assert "Targets (informational)" in proc.stdout

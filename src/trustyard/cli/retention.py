@@ -20,6 +20,7 @@ from trustyard.metadata.errors import MetadataError
 from trustyard.registry.retention import RetentionReport, run_retention
 from trustyard.storage.errors import StorageError
 from trustyard.wiring import open_services
+from trustyard.wiring.export import retention_trust
 from trustyard.wiring.services import retention_rules
 
 app = typer.Typer(help="Tag retention rules (lifecycle.retention).", no_args_is_help=True)
@@ -38,6 +39,7 @@ async def _run(settings: Settings, dry_run: bool) -> RetentionReport:
                     lifecycle.immutable,
                     dry_run=dry_run,
                     changed=registry.changed,
+                    trust=retention_trust(services),
                 )
         except LockBusy:
             typer.echo("error: another retention run is in progress; try again later", err=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TypeVar
 
 import structlog
 from starlette.applications import Starlette
@@ -22,20 +23,26 @@ from trustyard.http.event_context import EventContext
 from trustyard.http.event_metrics import count as count_events
 from trustyard.http.metrics import RequestMetrics
 from trustyard.http.middleware import RegistryHeaders
+from trustyard.http.telemetry import PrometheusTelemetry, maintenance, pool_gauges
 from trustyard.logs import configure_logging
 from trustyard.oci.platforms import IndexPlatforms
 from trustyard.registry import Registry
 from trustyard.registry.events_delivery import EventDeliverer
+from trustyard.registry.export import TrustFiles
 from trustyard.registry.gc import expire_uploads
-from trustyard.registry.retention import run_retention
-from trustyard.registry.scrub import MB, ScrubOptions, scrub
-from trustyard.wiring import open_services
+from trustyard.registry.retention import RetentionReport, run_retention
+from trustyard.registry.scrub import MB, ScrubOptions, ScrubReport, scrub
+from trustyard.wiring import Database, open_services
 from trustyard.wiring.audit import Auditor
+from trustyard.wiring.database import pool_use
 from trustyard.wiring.events import event_deliverer
+from trustyard.wiring.export import retention_trust
 from trustyard.wiring.health import probes
 from trustyard.wiring.services import retention_rules
 
 log = structlog.get_logger("trustyard")
+T = TypeVar("T")
+POOL_GAUGE_SECONDS = 5.0  # how often each worker refreshes its database pool gauges
 
 
 async def _every(seconds: float, job: Callable[[], Awaitable[None]], failed: str) -> None:
@@ -48,10 +55,27 @@ async def _every(seconds: float, job: Callable[[], Awaitable[None]], failed: str
             log.exception(failed)
 
 
+async def _counted(
+    metrics: bool,
+    task: str,
+    attempt: Callable[[], Awaitable[T | None]],
+    figures: Callable[[T], Mapping[str, int]],
+) -> T | None:
+    """One maintenance pass, counted in /metrics when metrics are on (http/telemetry.py)."""
+    return await (maintenance(task, attempt, figures) if metrics else attempt())
+
+
 def _upload_purge(registry: Registry, settings: Settings) -> Callable[[], Awaitable[None]]:
+    async def attempt() -> list[str]:
+        return list(
+            await expire_uploads(
+                registry.storage, registry.metadata, settings.upload_max_age_seconds
+            )
+        )
+
     async def purge() -> None:
-        expired = await expire_uploads(
-            registry.storage, registry.metadata, settings.upload_max_age_seconds
+        expired = await _counted(
+            settings.metrics, "upload_purge", attempt, lambda e: {"uploads_expired": len(e)}
         )
         if expired:
             log.info("uploads_expired", count=len(expired))
@@ -78,11 +102,16 @@ def _scheduled_scrub(registry: Registry, settings: Settings) -> Callable[[], Awa
         index_platforms=IndexPlatforms.parse(settings.index_platforms),
     )
 
-    async def run() -> None:
+    async def attempt() -> ScrubReport | None:
         try:
             async with registry.cache.lock("scrub", ttl_seconds=6 * 3600):
-                report = await scrub(registry.storage, registry.metadata, options)
+                return await scrub(registry.storage, registry.metadata, options)
         except LockBusy:
+            return None
+
+    async def run() -> None:
+        report = await _counted(settings.metrics, "scrub", attempt, _scrub_figures)
+        if report is None:
             return
         summary = report.to_json()
         if report.ok:
@@ -119,24 +148,44 @@ def _deliver_events(deliverer: EventDeliverer, metrics: bool) -> Callable[[], Aw
 _SCRUB_COUNTS = ("repositories", "manifests_checked", "blobs_checked", "bytes_checked")
 
 
-def _scheduled_retention(registry: Registry, settings: Settings) -> Callable[[], Awaitable[None]]:
+def _scrub_figures(report: ScrubReport) -> dict[str, int]:
+    damaged = len(report.corrupt_blobs) + len(report.corrupt_manifests) + len(report.missing)
+    return {
+        "blobs_checked": report.blobs_checked,
+        "manifests_checked": report.manifests_checked,
+        "bytes": report.bytes_checked,
+        "damaged": damaged,
+    }
+
+
+def _scheduled_retention(
+    registry: Registry, settings: Settings, trust: TrustFiles | None = None
+) -> Callable[[], Awaitable[None]]:
     """`trustyard retention run` on a timer, under the cache's `retention` lock (one replica at
     a time with Redis; a worker finding it taken skips its turn)."""
     rules = retention_rules(settings)
     lifecycle = registry.lifecycle
     assert lifecycle is not None
 
-    async def run() -> None:
+    async def attempt() -> RetentionReport | None:
         try:
             async with registry.cache.lock("retention", ttl_seconds=3600):
-                report = await run_retention(
+                return await run_retention(
                     lifecycle.history,
                     rules,
                     lifecycle.immutable,
                     dry_run=False,
                     changed=registry.changed,
+                    trust=trust,
                 )
         except LockBusy:
+            return None
+
+    async def run() -> None:
+        report = await _counted(
+            settings.metrics, "retention", attempt, lambda r: {"tags_deleted": r.deleted}
+        )
+        if report is None:
             return
         log.info(
             "retention_finished",
@@ -145,6 +194,24 @@ def _scheduled_retention(registry: Registry, settings: Settings) -> Callable[[],
         )
 
     return run
+
+
+def _install_telemetry(registry: Registry | None) -> None:
+    """Point the use cases' telemetry port at Prometheus (they default to recording nothing)."""
+    if registry is None:
+        return
+    telemetry = PrometheusTelemetry()
+    if registry.lookups is not None:
+        registry.lookups.telemetry = telemetry
+    if registry.policy is not None:
+        registry.policy.telemetry = telemetry
+
+
+def _pool_refresh(database: Database) -> Callable[[], Awaitable[None]]:
+    async def refresh() -> None:
+        pool_gauges(pool_use(database))
+
+    return refresh
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -175,7 +242,14 @@ def create_app(settings: Settings) -> Starlette:
         app.state.auth = services.auth
         app.state.probes = probes(services)
         app.state.audit = services.audit
+        app.state.metrics = settings.metrics
         tasks = []
+        if settings.metrics:
+            _install_telemetry(registry)
+            refresh = _pool_refresh(services.database)
+            app.state.refresh_pools = refresh
+            await refresh()
+            tasks.append(asyncio.create_task(_every(POOL_GAUGE_SECONDS, refresh, "pool_gauges")))
         if services.audit is not None:
             services.audit.start()
             purge_audit = _audit_purge(services.audit)
@@ -195,7 +269,7 @@ def create_app(settings: Settings) -> Starlette:
             every = settings.events.poll_interval_seconds
             tasks.append(asyncio.create_task(_every(every, deliver, "event_delivery_failed")))
         if registry is not None and settings.lifecycle.retention_interval_seconds > 0:
-            run = _scheduled_retention(registry, settings)
+            run = _scheduled_retention(registry, settings, retention_trust(services))
             every = settings.lifecycle.retention_interval_seconds
             tasks.append(asyncio.create_task(_every(every, run, "scheduled_retention_failed")))
         try:

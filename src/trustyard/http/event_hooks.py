@@ -1,5 +1,6 @@
-"""Recording an event from a route whose use case has no outbox of its own (trust publishes,
-simple signatures): written just after the change commits, so a crash in between loses it."""
+"""The outbox rows of an event whose change a route's use case writes itself (trust publishes,
+simple signatures): built before the change and handed to it, so they commit in the change's
+transaction (none when webhooks are off)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,9 @@ from trustyard.metadata.events_base import OutboxEntry
 from trustyard.registry.events import EventRecorder
 
 
-async def record_event(
+def event_rows(
     request: Request, build: Callable[[EventRecorder], list[OutboxEntry]]
-) -> None:
+) -> list[OutboxEntry]:
     registry = getattr(request.app.state, "registry", None)
     events: EventRecorder | None = getattr(registry, "events", None)
-    if events is not None:
-        await events.record(build(events))
+    return build(events) if events is not None else []

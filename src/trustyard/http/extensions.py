@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from trustyard.auth.scopes import GuardedRoute, on_repository
-from trustyard.http.event_hooks import record_event
+from trustyard.http.event_hooks import event_rows
 from trustyard.http.params import single_values
 from trustyard.http.v2 import read_limited
 from trustyard.registry.signatures import SimpleSignatures
@@ -34,8 +34,8 @@ async def signatures_put(request: Request) -> Response:
     use_case = _signatures(request)
     body = await read_limited(request, use_case.limits.max_request_bytes, "signature upload")
     name, digest = request.path_params["name"], request.path_params["digest"]
-    if await use_case.put(name, digest, body):
-        await record_event(request, lambda events: events.signature_added(name, digest))
+    events = event_rows(request, lambda events: events.signature_added(name, digest))
+    await use_case.put(name, digest, body, events)
     return Response(status_code=201, headers={"Content-Length": "0"})
 
 

@@ -150,4 +150,7 @@ def exposition() -> bytes:
 async def metrics(request: Request) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST
 
+    refresh_pools = getattr(request.app.state, "refresh_pools", None)
+    if refresh_pools is not None:  # this worker's pool gauges as of now (others: within 5 s)
+        await refresh_pools()
     return Response(exposition(), media_type=CONTENT_TYPE_LATEST)

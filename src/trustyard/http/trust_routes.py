@@ -18,11 +18,13 @@ from trustyard.auth.keyring import TokenRejected
 from trustyard.auth.scopes import CATALOG_RIGHTS, GuardedRoute, on_repository
 from trustyard.crypto.notary_keys import key_response
 from trustyard.http.bodies import BodyTooLarge, read_bounded
-from trustyard.http.event_hooks import record_event
+from trustyard.http.event_hooks import event_rows
+from trustyard.http.telemetry import trust_publish
 from trustyard.http.token_routes import parse_basic
 from trustyard.oci import jsonbounds
 from trustyard.trust import model as m
 from trustyard.trust.server.service import InvalidRequest, NotFound, TrustService
+from trustyard.trust.server.validation import ValidationFailure
 
 CURRENT_CACHE = "public, max-age=300, s-maxage=300, must-revalidate"
 CONSISTENT_CACHE = "public, max-age=2592000, s-maxage=2592000"
@@ -108,8 +110,20 @@ async def tuf_post(request: Request) -> Response:
     limit: int = request.app.state.trust_max_upload_bytes
     body = await _read_limited(request, limit)
     updates = parse_multipart(request.headers.get("content-type", ""), body)
-    await service.publish(gun, updates, _actor(request))
-    await record_event(request, lambda events: events.trust_published(gun, sorted(updates)))
+    events = event_rows(request, lambda events: events.trust_published(gun, sorted(updates)))
+    counted = getattr(request.app.state, "metrics", False)
+    try:
+        await service.publish(gun, updates, _actor(request), events)
+    except (InvalidRequest, ValidationFailure):
+        if counted:
+            trust_publish("refused")
+        raise
+    except Exception:
+        if counted:
+            trust_publish("failed")
+        raise
+    if counted:
+        trust_publish("success")
     return Response(b"", status_code=200)
 
 

@@ -16,6 +16,7 @@ from trustyard.http.params import (
     single_values,
 )
 from trustyard.http.responses import blob_response, digest_headers, next_link, not_modified
+from trustyard.metadata.audit_base import ANONYMOUS, current_request
 from trustyard.oci import mediatypes as mt
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
@@ -27,6 +28,13 @@ from trustyard.storage.errors import StorageError
 def _registry(request: Request) -> Registry:
     registry: Registry = request.app.state.registry
     return registry
+
+
+def _actor() -> str:
+    """Who the tag history names for an API change: the subject the access check verified (the
+    Basic user, the token's `sub`), else `anonymous` (auth mode none sets no context)."""
+    context = current_request.get()
+    return context.actor if context is not None else ANONYMOUS
 
 
 def _upload_location(name: str, upload_id: str) -> str:
@@ -129,6 +137,7 @@ async def manifest_put(request: Request) -> Response:
         request.headers.get("content-type"),
         body,
         request.query_params.getlist("tag"),
+        actor=_actor(),
     )
     headers = {
         "Location": f"/v2/{name}/manifests/{manifest.digest}",
@@ -145,7 +154,7 @@ async def manifest_put(request: Request) -> Response:
 
 async def manifest_delete(request: Request) -> Response:
     await _registry(request).delete_manifest(
-        request.path_params["name"], request.path_params["reference"]
+        request.path_params["name"], request.path_params["reference"], actor=_actor()
     )
     return Response(status_code=202, headers={"Content-Length": "0"})
 

@@ -135,8 +135,11 @@ class BlobIndex(Protocol):
     async def blob_size(self, repository: str, digest: Digest) -> int | None:
         """Size of the blob when `repository` holds it."""
 
-    async def unlink_blob(self, repository: str, digest: Digest) -> bool:
-        """Remove the blob from `repository` (GC reclaims the bytes later)."""
+    async def unlink_blob(
+        self, repository: str, digest: Digest, *, events: Sequence[OutboxEntry] = ()
+    ) -> bool:
+        """Remove the blob from `repository` (GC reclaims the bytes later); the outbox rows
+        `events` are written in the same transaction, only when a link was removed."""
 
 
 class ManifestIndex(Protocol):

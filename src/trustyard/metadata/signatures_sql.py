@@ -10,7 +10,7 @@ holders of the delete right remove single rows through the extension API's DELET
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import (
     Column,
@@ -30,6 +30,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trustyard.metadata import schema as t
+from trustyard.metadata.events_base import OutboxEntry
+from trustyard.metadata.events_sql import insert_outbox
 from trustyard.metadata.schema import metadata
 from trustyard.metadata.signatures_base import ManifestMissing, StoredSignature
 from trustyard.oci.digest import Digest
@@ -73,6 +75,8 @@ class SqlSignatureStore:
         name: str,
         content: bytes,
         admit: Callable[[list[StoredSignature]], None],
+        *,
+        events: Sequence[OutboxEntry] = (),
     ) -> bool:
         """Store one signature; False when the same bytes (or name) are already there.
 
@@ -109,7 +113,7 @@ class SqlSignatureStore:
                 return False
             admit([StoredSignature(r.name, bytes(r.content), r.created_at) for r in rows])
             insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
-            await conn.execute(
+            result = await conn.execute(
                 insert(s)
                 .values(
                     repo_id=repo_id,
@@ -120,6 +124,9 @@ class SqlSignatureStore:
                 )
                 .on_conflict_do_nothing()
             )
+            if not result.rowcount:
+                return False  # a concurrent upload stored the same name first
+            await insert_outbox(conn, events, time.time())
             return True
 
     async def delete_signatures(self, repository: str, digest: Digest, names: list[str]) -> int:

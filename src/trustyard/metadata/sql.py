@@ -166,7 +166,9 @@ class SqlMetadataStore:
             size = (await conn.execute(query)).scalar_one_or_none()
         return int(size) if size is not None else None
 
-    async def unlink_blob(self, repository: str, digest: Digest) -> bool:
+    async def unlink_blob(
+        self, repository: str, digest: Digest, *, events: Sequence[OutboxEntry] = ()
+    ) -> bool:
         async with self.writer.begin() as conn:
             repo_id = await self._repo_id(conn, repository)
             if repo_id is None:
@@ -176,6 +178,8 @@ class SqlMetadataStore:
                     t.repo_blobs.c.repo_id == repo_id, t.repo_blobs.c.digest == str(digest)
                 )
             )
+            if result.rowcount:
+                await insert_outbox(conn, events, time.time())
             return bool(result.rowcount)
 
     # -- manifests -----------------------------------------------------------------------------

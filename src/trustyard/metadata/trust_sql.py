@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 
 from sqlalchemy import (
     Column,
@@ -31,6 +32,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from trustyard.metadata.events_base import OutboxEntry
+from trustyard.metadata.events_sql import insert_outbox
 from trustyard.metadata.schema import metadata
 from trustyard.trust.store import AuditEvent, Change, ServerKey, StaleVersion, TufFile
 
@@ -157,7 +160,12 @@ class SqlTrustStore:
         )
 
     async def publish(
-        self, gun: str, files: list[TufFile], change: Change, audit: AuditEvent
+        self,
+        gun: str,
+        files: list[TufFile],
+        change: Change,
+        audit: AuditEvent,
+        events: Sequence[OutboxEntry] = (),
     ) -> None:
         now = time.time()
         try:
@@ -192,6 +200,7 @@ class SqlTrustStore:
                     )
                 )
                 await self._audit(conn, audit, now)
+                await insert_outbox(conn, events, now)
         except IntegrityError:
             # A concurrent writer on another engine (PostgreSQL) stored the same version first.
             raise StaleVersion("unknown", 0, 0) from None

@@ -13,6 +13,7 @@ import json
 from trustyard.cache.base import Cache, Generations
 from trustyard.metadata.base import ManifestRecord
 from trustyard.oci.digest import Digest
+from trustyard.telemetry import HIT, MISS, NoTelemetry, Telemetry
 
 _TTL = 300.0
 
@@ -44,9 +45,12 @@ def _decode(repository: str, raw: bytes) -> tuple[int, ManifestRecord]:
 
 
 class ManifestLookups:
-    def __init__(self, cache: Cache, generations: Generations) -> None:
+    def __init__(
+        self, cache: Cache, generations: Generations, telemetry: Telemetry | None = None
+    ) -> None:
         self.cache = cache
         self.generations = generations
+        self.telemetry: Telemetry = telemetry or NoTelemetry()  # http.app sets the real one
 
     @staticmethod
     def _key(repository: str, reference: str | Digest) -> str:
@@ -59,10 +63,13 @@ class ManifestLookups:
     async def get(self, repository: str, reference: str | Digest) -> ManifestRecord | None:
         raw = await self.cache.get(self._key(repository, reference))
         if raw is None:
+            self.telemetry.cache_lookup("manifest", MISS)
             return None
         stamp, record = _decode(repository, raw)
         if stamp != await self.generations.read(repository):
+            self.telemetry.cache_lookup("manifest", MISS)  # stale: the repository changed
             return None
+        self.telemetry.cache_lookup("manifest", HIT)
         return record
 
     async def remember(self, stamp: int, reference: str | Digest, record: ManifestRecord) -> None:

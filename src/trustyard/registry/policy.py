@@ -35,6 +35,7 @@ from trustyard.oci.manifest import Descriptor, parse_manifest
 from trustyard.signing.errors import SigningError
 from trustyard.signing.image import check_manifest, verify_manifest
 from trustyard.signing.layout import parse_json
+from trustyard.telemetry import ALLOWED, DENIED, WARNED, NoTelemetry, Telemetry
 from trustyard.trust.client.pinning import TrustPinning
 from trustyard.trust.client.remote import (
     RemoteFiles,
@@ -366,6 +367,7 @@ class Rule:
 class Policy:
     rules: list[Rule] = field(default_factory=list)
     audit: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
+    telemetry: Telemetry = field(default_factory=NoTelemetry)  # http.app sets the real one
 
     def rule_for(self, repository: str) -> Rule | None:
         return next((r for r in self.rules if r.matches(repository)), None)
@@ -391,6 +393,8 @@ class Policy:
             "signer": decision.signer,
         }
         log.info("policy_decision", **event)
+        outcome = ALLOWED if decision.ok else DENIED if rule.mode == "enforce" else WARNED
+        self.telemetry.policy_decision(rule.name, action, outcome)
         if self.audit is not None:
             try:
                 await self.audit(repository, event)

@@ -4,8 +4,8 @@ A rule governs tags matching its tag patterns in repositories matching its repos
 (the first matching rule governs a tag; tags no rule matches are never touched). Of the tags a
 rule governs in one repository it keeps the `keep_last` most recently pushed, and those pulled
 (or pushed) within `keep_pulled_days`; the others are deleted, unless their manifest is signed
-(a cosign `sha256-<hex>.sig|.att|.sbom` tag, a referrer, a simple signature), referenced (a
-child of an index) or the tag is immutable. Only tags go: their manifests and blobs are
+(a cosign `sha256-<hex>.sig|.att|.sbom` tag, a referrer, a simple signature, a target of the
+repository's Notary collection), referenced (a child of an index) or the tag is immutable. Only tags go: their manifests and blobs are
 collected by the normal GC afterwards (after the tag-history window).
 """
 
@@ -19,11 +19,66 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from trustyard.metadata.lifecycle_base import RetentionSnapshot, RetentionTag, TagHistoryIndex
+from trustyard.registry.export import TrustFiles
 from trustyard.registry.gc_mark import attachment_subject
 from trustyard.registry.lifecycle import ImmutableRule
+from trustyard.trust import model as m
 
 DAY = 86400.0
 ACTOR = "retention"
+MAX_NOTARY_ROLES = 256  # targets roles read per collection (delegations included)
+NOTARY_SIGNED = "signed (Notary)"
+NOTARY_UNREADABLE = "the repository's Notary trust data could not be read"
+
+
+@dataclass(slots=True)
+class NotarySigned:
+    """What the Notary collections say: (repository, digest) pairs some targets role lists,
+    and repositories whose trust data could not be read (all their tags are then kept)."""
+
+    signed: set[tuple[str, str]] = field(default_factory=set)
+    unreadable: set[str] = field(default_factory=set)
+
+
+def _gun_repositories(gun: str, repositories: set[str]) -> list[str]:
+    """The repositories a GUN covers: `host[:port]/repository` (what docker and notary use),
+    or the repository name itself (a policy with an empty `gun_prefix`)."""
+    return [r for r in {gun, gun.partition("/")[2]} if r in repositories]
+
+
+async def notary_signed(trust: TrustFiles, repositories: set[str]) -> NotarySigned:
+    """Read the targets roles (delegations too) of each GUN covering one of `repositories`.
+
+    A manifest counts as signed when a target's sha256 is its digest: a Notary target of an
+    image is its tag with the manifest's hash. Signatures are not verified here: retention
+    keeps what someone published, it does not decide trust (the pull policy does).
+    """
+    found = NotarySigned()
+    for gun in await trust.guns():
+        covered = _gun_repositories(gun, repositories)
+        if not covered:
+            continue
+        digests: set[str] = set()
+        try:
+            todo, seen = [m.TARGETS], 0
+            while todo and seen < MAX_NOTARY_ROLES:
+                role = todo.pop()
+                seen += 1
+                data = await trust.file(gun, role)
+                if data is None:
+                    continue
+                parsed = m.parse_targets(role, data)
+                for meta in parsed.targets.values():
+                    if "sha256" in meta.hashes:
+                        digests.add("sha256:" + meta.hashes["sha256"].hex())
+                todo.extend(sorted(parsed.delegations))
+            if todo:
+                raise m.MetadataError(f"more than {MAX_NOTARY_ROLES} targets roles")
+        except m.MetadataError:
+            found.unreadable.update(covered)
+            continue
+        found.signed.update((r, d) for r in covered for d in digests)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +133,20 @@ class RetentionReport:
 
 
 def _protected(
-    snap: RetentionSnapshot, immutable: tuple[ImmutableRule, ...], tag: RetentionTag
+    snap: RetentionSnapshot,
+    immutable: tuple[ImmutableRule, ...],
+    tag: RetentionTag,
+    notary: NotarySigned,
 ) -> str | None:
     key = (tag.repository, tag.digest)
     if any(r.matches(tag.repository, tag.tag) for r in immutable):
         return "immutable"
     if key in snap.signed:
         return "signed (referrer or simple signature)"
+    if key in notary.signed:
+        return NOTARY_SIGNED
+    if tag.repository in notary.unreadable:
+        return NOTARY_UNREADABLE
     if key in snap.children:
         return "referenced by an index"
     return None
@@ -95,8 +157,10 @@ def plan(
     rules: tuple[RetentionRule, ...],
     immutable: tuple[ImmutableRule, ...],
     now: float,
+    notary: NotarySigned | None = None,
 ) -> RetentionReport:
     """Decide every tag's fate (`dry_run` is the caller's to set)."""
+    notary = notary or NotarySigned()
     report = RetentionReport(dry_run=True)
     cosigned = {
         (t.repository, subject)
@@ -116,7 +180,7 @@ def plan(
         rule = rules[index]
         tags.sort(key=lambda t: (-t.pushed_at, t.tag))
         for rank, tag in enumerate(tags):
-            reason = _protected(snap, immutable, tag)
+            reason = _protected(snap, immutable, tag, notary)
             if reason is None and (tag.repository, tag.digest) in cosigned:
                 reason = "signed (cosign)"
             if reason is None and rule.keep_last is not None and rank < rule.keep_last:
@@ -147,9 +211,18 @@ async def run_retention(
     *,
     dry_run: bool,
     changed: Callable[[str], Awaitable[None]] | None = None,
+    trust: TrustFiles | None = None,
 ) -> RetentionReport:
-    """Plan, and unless `dry_run` delete the planned tags (each only if it did not move since)."""
-    report = plan(await history.retention_snapshot(), rules, immutable, time.time())
+    """Plan, and unless `dry_run` delete the planned tags (each only if it did not move since).
+    `trust`: the Notary collections, whose targets count as signed (None: no trust service)."""
+    snap = await history.retention_snapshot()
+    notary = None
+    if trust is not None:
+        governed = {
+            t.repository for t in snap.tags if any(r.governs(t.repository, t.tag) for r in rules)
+        }
+        notary = await notary_signed(trust, governed) if governed else None
+    report = plan(snap, rules, immutable, time.time(), notary)
     report.dry_run = dry_run
     if dry_run:
         return report

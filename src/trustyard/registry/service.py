@@ -148,16 +148,14 @@ class Registry:
     async def delete_blob(self, name: str, digest: Digest) -> None:
         validate_name(name)
         self._require_delete()
-        # Unlinking writes no outbox rows of its own: the event follows the commit (a crash
-        # between the two loses it; a blob delete is an operator's clean-up, not a release).
-        if not await self.metadata.unlink_blob(name, digest):
+        # The delete event commits with the unlink (none when there was nothing to unlink).
+        events = self.events.deleted(name, digest, None) if self.events is not None else []
+        if not await self.metadata.unlink_blob(name, digest, events=events):
             raise RegistryError(
                 ErrorCode.BLOB_UNKNOWN,
                 f"blob {digest} is not in repository {name}",
                 detail={"digest": str(digest)},
             )
-        if self.events is not None:
-            await self.events.record(self.events.deleted(name, digest, None))
 
     # -- manifests -----------------------------------------------------------------------------
     async def get_manifest(
@@ -262,7 +260,10 @@ class Registry:
         content_type: str | None,
         body: bytes,
         extra_tags: list[str],
+        *,
+        actor: str | None = None,
     ) -> Manifest:
+        """Store a pushed manifest; `actor` (the requester) goes into the tag history."""
         validate_name(name)
         ref = parse_reference(reference)
         if len(body) > self.options.max_manifest_bytes:
@@ -305,7 +306,7 @@ class Registry:
         moved = await self._tag_targets(name, tags)
         events = await self._push_events(name, manifest, tags)
         await self.metadata.put_manifest(
-            name, manifest, body, tags, optional_children=optional, events=events
+            name, manifest, body, tags, optional_children=optional, events=events, actor=actor
         )
         await self.changed(name)
         self._audit_push(name, manifest, tags, moved)

@@ -21,11 +21,12 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from trustyard.metadata.base import MetadataStore
+from trustyard.metadata.events_base import OutboxEntry
 from trustyard.metadata.signatures_base import ManifestMissing, StoredSignature
 from trustyard.oci import jsonbounds
 from trustyard.oci.digest import Digest
@@ -54,6 +55,8 @@ class SignatureStore(Protocol):
         name: str,
         content: bytes,
         admit: Callable[[list[StoredSignature]], None],
+        *,
+        events: Sequence[OutboxEntry] = (),
     ) -> bool: ...
 
     async def delete_signatures(self, repository: str, digest: Digest, names: list[str]) -> int: ...
@@ -252,8 +255,11 @@ class SimpleSignatures:
 
         return admit
 
-    async def put(self, name: str, digest_text: str, body: bytes) -> bool:
-        """Store one signature; False when it was already there (the PUT is idempotent)."""
+    async def put(
+        self, name: str, digest_text: str, body: bytes, events: Sequence[OutboxEntry] = ()
+    ) -> bool:
+        """Store one signature; False when it was already there (the PUT is idempotent).
+        `events` (the `signature-added` outbox rows) commit with it, only when it is new."""
         validate_name(name)
         digest = _digest(digest_text)
         if len(body) > self.limits.max_request_bytes:
@@ -268,7 +274,12 @@ class SimpleSignatures:
         forged = await self._forged(name, digest, signer, judge) if judge is not None else set()
         try:
             return await self.store.add_signature(
-                name, digest, sig_name, content, self._admit(signer, vetters, digest, forged)
+                name,
+                digest,
+                sig_name,
+                content,
+                self._admit(signer, vetters, digest, forged),
+                events=events,
             )
         except ManifestMissing:
             raise RegistryError(

@@ -6,8 +6,11 @@ Implemented by `trustyard.metadata.trust_sql.SqlTrustStore` (SQLite/PostgreSQL) 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from trustyard.metadata.events_base import OutboxEntry
 
 
 class StaleVersion(Exception):
@@ -67,9 +70,15 @@ class TrustStore(Protocol):
         """The current file of `role` (highest version), or the one with that version/hash."""
 
     async def publish(
-        self, gun: str, files: list[TufFile], change: Change, audit: AuditEvent
+        self,
+        gun: str,
+        files: list[TufFile],
+        change: Change,
+        audit: AuditEvent,
+        events: Sequence[OutboxEntry] = (),
     ) -> None:
-        """Store all `files`, one changefeed record and one audit event in one transaction.
+        """Store all `files`, one changefeed record, one audit event and the outbox rows
+        `events` (webhooks) in one transaction.
         Raises StaleVersion (and writes nothing) when a file is not newer than the stored one."""
 
     async def delete_gun(self, gun: str, audit: AuditEvent) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
 
 from trustyard.metadata import migrate
 from trustyard.metadata.audit_sql import SqlAuditStore
@@ -98,3 +99,13 @@ async def upgrade_database(target: Path | str) -> tuple[str | None, str | None]:
     finally:
         await reader.dispose()
         await writer.dispose()
+
+
+def pool_use(database: Database) -> dict[str, tuple[int, int]]:
+    """(connections checked out, connections open) per pool, for the pool gauges in /metrics."""
+    found = {}
+    for name, engine in (("reader", database.reader), ("writer", database.writer)):
+        pool = engine.sync_engine.pool
+        if isinstance(pool, QueuePool):
+            found[name] = (pool.checkedout(), pool.checkedout() + pool.checkedin())
+    return found

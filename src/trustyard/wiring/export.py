@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 
-from trustyard.registry.export import ExportSources, Statements
+from trustyard.registry.export import ExportSources, Statements, TrustFiles
 from trustyard.trust.server.service import NotFound, TrustService
+from trustyard.trust.store import Change, TrustStore
 from trustyard.wiring.services import Services
 
 _FEED_PAGE = 1000
@@ -19,15 +21,7 @@ class ServiceTrustFiles:
         self.trust = trust
 
     async def guns(self) -> list[str]:
-        latest: dict[str, str] = {}
-        after: int | None = None
-        while True:
-            page = await self.trust.changes(None, after, _FEED_PAGE, False)
-            for change in page:
-                latest[change.gun] = change.category
-            if len(page) < _FEED_PAGE:
-                return sorted(gun for gun, category in latest.items() if category != "deletion")
-            after = page[-1].id
+        return await _live_guns(self.trust.changes)
 
     async def file(self, gun: str, role: str, version: int | None = None) -> bytes | None:
         try:
@@ -67,3 +61,36 @@ def export_sources(services: Services, *, signatures: bool) -> ExportSources:
         trust=trust,
         statements=authority_statements(services),
     )
+
+
+async def _live_guns(changes: Callable[..., Awaitable[list[Change]]]) -> list[str]:
+    """Every GUN whose last change in the changefeed is not a deletion."""
+    latest: dict[str, str] = {}
+    after: int | None = None
+    while True:
+        page = await changes(None, after, _FEED_PAGE, False)
+        for change in page:
+            latest[change.gun] = change.category
+        if len(page) < _FEED_PAGE:
+            return sorted(gun for gun, category in latest.items() if category != "deletion")
+        after = page[-1].id
+
+
+class StoredTrustFiles:
+    """The trust store as retention reads it: targets roles as stored (no trust service, so no
+    key passphrase, is needed by `trustyard retention run`)."""
+
+    def __init__(self, store: TrustStore) -> None:
+        self.store = store
+
+    async def guns(self) -> list[str]:
+        return await _live_guns(self.store.changes)
+
+    async def file(self, gun: str, role: str, version: int | None = None) -> bytes | None:
+        found = await self.store.get_file(gun, role, version=version)
+        return found.data if found is not None else None
+
+
+def retention_trust(services: Services) -> TrustFiles:
+    """The Notary collections retention reads (their targets count as signed content)."""
+    return StoredTrustFiles(services.database.trust)

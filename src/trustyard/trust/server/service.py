@@ -9,7 +9,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from trustyard.crypto.notary_keys import (
     Signer,
     sign_envelope,
 )
+from trustyard.metadata.events_base import OutboxEntry
 from trustyard.trust import model as m
 from trustyard.trust.server.hsm_keys import ServerKeyStore, is_token_reference
 from trustyard.trust.server.validation import (
@@ -257,9 +258,16 @@ class TrustService:
                 current[role] = found.data
         return current
 
-    async def publish(self, gun: str, updates: dict[str, bytes], actor: str) -> list[TufFile]:
+    async def publish(
+        self,
+        gun: str,
+        updates: dict[str, bytes],
+        actor: str,
+        events: Sequence[OutboxEntry] = (),
+    ) -> list[TufFile]:
         """Validate `updates` (role → bytes), add a server snapshot when none was sent and a new
-        timestamp, and store everything in one transaction. Returns the stored files."""
+        timestamp, and store everything, with the outbox rows `events`, in one transaction.
+        Returns the stored files."""
         for _attempt in range(3):
             current = await self._current(gun, updates)
             try:
@@ -291,6 +299,7 @@ class TrustService:
                     files,
                     Change(0, 0.0, gun, change_ts.version, change_ts.sha256, "update"),
                     audit,
+                    events,
                 )
             except StaleVersion as exc:
                 if exc.role in updates:
