@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from trustyard.cache.base import Cache
 from trustyard.crypto.jws import JwsError, verify_schema1
-from trustyard.metadata.audit_base import AuditLog
+from trustyard.metadata.audit_base import AuditLog, current_request
 from trustyard.metadata.base import ManifestRecord, MetadataStore
 from trustyard.metadata.events_base import OutboxEntry
 from trustyard.oci import mediatypes as mt
@@ -304,8 +304,16 @@ class Registry:
         )
         moved = await self._tag_targets(name, tags)
         events = await self._push_events(name, manifest, tags)
+        # Who pushed (the request's authenticated subject): the tag history records it per move.
+        request = current_request.get()
         await self.metadata.put_manifest(
-            name, manifest, body, tags, optional_children=optional, events=events
+            name,
+            manifest,
+            body,
+            tags,
+            optional_children=optional,
+            events=events,
+            actor=request.actor if request is not None else None,
         )
         await self.changed(name)
         self._audit_push(name, manifest, tags, moved)
