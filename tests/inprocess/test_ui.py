@@ -4,6 +4,7 @@ repository, tag or signature they could not pull), login, CSRF, session tamperin
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from starlette.applications import Starlette
 
 from tests.inprocess.conftest import BASE_URL, fresh_data_dir, make_settings
 from tests.inprocess.helpers import make_image
+from tests.trust.helpers import Repo
 from tests.ui_world import (
     PASSWORDS,
     POLICY_RULE,
@@ -26,6 +28,7 @@ from tests.ui_world import (
     ui_config,
 )
 from trustyard.config import Settings
+from trustyard.crypto.notary_keys import PrivateKey
 from trustyard.http.app import create_app
 from trustyard.http.ui.session import COOKIE
 from trustyard.oci.digest import Digest
@@ -327,3 +330,49 @@ async def test_ten_thousand_tags_page_in_constant_time(served: Served) -> None:
     # a page deep in the repository costs what the first does (keyset, not OFFSET)
     assert deep_time < 1.0 and first_time < 1.0
     assert deep_time < first_time * 3 + 0.05
+
+
+async def test_trust_page_shows_roles_keys_expiry_warnings_and_notary_listing(
+    served: Served,
+) -> None:
+    _, client, world = served
+    gun = "127.0.0.1:5000/alice/app"  # this server's own GUN prefix (host:port/)
+    r = await client.get(
+        "/auth/token",
+        params={"service": "trustyard", "scope": f"repository:{gun}:*"},
+        auth=("alice", PASSWORDS["alice"]),
+    )
+    auth = {"Authorization": f"Bearer {r.json()['token']}"}
+    key = (await client.get(f"/v2/{gun}/_trust/tuf/timestamp.key", headers=auth)).json()
+    repo = Repo()
+    root = repo.root(key)
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=10, hours=1)
+    signed_manifest = make_image("signed", n_layers=2).manifest
+    targets = repo.targets(
+        {"signed": signed_manifest},
+        expires=soon,
+        delegations=[("targets/releases", PrivateKey.generate("ed25519"), [""])],
+    )
+    files = {
+        "root": root,
+        "targets": targets,
+        "snapshot": repo.snapshot({"root": root, "targets": targets}),
+    }
+    parts = [("files", (role, data, "application/octet-stream")) for role, data in files.items()]
+    posted = await client.post(f"/v2/{gun}/_trust/tuf/", files=parts, headers=auth)
+    assert posted.status_code == 200, posted.text
+
+    await login(client, "alice")
+    page = await client.get("/ui/repositories/alice/app/-/trust")
+    assert page.status_code == 200
+    assert gun in page.text
+    for role in ("root", "targets", "snapshot", "timestamp", "targets/releases"):
+        assert f"<td>{role}</td>" in page.text, role
+    assert "expires in 10 days" in page.text
+    assert repo.targets_key.public.key_id[:16] in page.text
+    image = await client.get(f"/ui/repositories/alice/app/manifests/{world.signed}")
+    assert re.search(
+        r'class="sig unchecked">\s*<td>notary</td>.*?targets role lists it as signed',
+        image.text,
+        re.S,
+    )
