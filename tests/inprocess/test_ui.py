@@ -16,7 +16,7 @@ import pytest
 from starlette.applications import Starlette
 
 from tests.inprocess.conftest import BASE_URL, fresh_data_dir, make_settings
-from tests.inprocess.helpers import make_image
+from tests.inprocess.helpers import make_image, push_image
 from tests.trust.helpers import Repo
 from tests.ui_world import (
     PASSWORDS,
@@ -376,3 +376,27 @@ async def test_trust_page_shows_roles_keys_expiry_warnings_and_notary_listing(
         image.text,
         re.S,
     )
+
+
+async def test_without_authentication_everyone_reads_everything(
+    client: httpx.AsyncClient,
+) -> None:
+    """`auth.mode = "none"` (the embedded default): the /v2 API serves everyone, so does the UI;
+    there is no login and no admin page."""
+    digest = await push_image(client, "team/open", make_image("open"), "v1")
+    home = await client.get("/ui/")
+    assert names_listed(home.text) == ["team/open"] and "Log in" not in home.text
+    image = await client.get(f"/ui/repositories/team/open/manifests/{digest}")
+    assert image.status_code == 200 and "no signature policy rule matches" in image.text
+    login_page = await client.get("/ui/login")
+    r = await client.post(
+        "/ui/login",
+        data={"csrf": csrf_of(login_page.text), "username": "a", "password": "b"},
+    )
+    assert r.status_code == 400 and "Authentication is off" in r.text
+    assert (await client.get("/ui/admin")).status_code == 404
+    assert (
+        await client.get("/ui/repositories/team/open/manifests/sha256:" + "0" * 64)
+    ).status_code == 404
+    assert (await client.get("/ui/repositories/Bad..Name")).status_code == 404
+    assert (await client.get("/ui/repositories/team/open/-/nothing")).status_code == 404

@@ -288,8 +288,9 @@ class Browse:
             raise NotVisible(digest)
         return record
 
-    async def image(self, name: str, digest: str, visible: Visible) -> ImageView:
-        record = await self.record(name, digest, visible)
+    async def image(self, record: ManifestRecord) -> ImageView:
+        """The page of `record` (from `record`, which checked the caller may see it)."""
+        name = record.repository
         manifest = parse_manifest(record.content, record.media_type, schema1_ok=True)
         doc = _json(record.content, "manifest")
         doc = doc if isinstance(doc, dict) else {}

@@ -204,7 +204,7 @@ class UI:
     async def repositories(self, request: Request) -> Response:
         viewer, session = await self.viewer(request)
         text = request.query_params.get("q", "")[:255]
-        after = request.query_params.get("after") or None
+        after = request.query_params.get("after", "")[:255] or None
         page = await self.browse(request).repositories(text, after, viewer.can_pull)
         return self.render(request, viewer, session, "repositories.html", q=text, page=page)
 
@@ -237,7 +237,7 @@ class UI:
     async def repository(
         self, request: Request, viewer: Viewer, session: Session, name: str
     ) -> Response:
-        after = request.query_params.get("after") or None
+        after = request.query_params.get("after", "")[:128] or None
         page, count = await self.browse(request).tags(name, after, viewer.can_pull)
         return self.render(
             request,
@@ -254,8 +254,8 @@ class UI:
         self, request: Request, viewer: Viewer, session: Session, name: str, digest: str
     ) -> Response:
         browse = self.browse(request)
-        image = await browse.image(name, digest, viewer.can_pull)
         record = await browse.record(name, digest, viewer.can_pull)
+        image = await browse.image(record)
         tag = request.query_params.get("tag") or None
         verdict = await browse.verdict(record, tag if tag in image.tags else None)
         signatures = await browse.signatures_of(record, verdict)
