@@ -4,6 +4,7 @@ repository, tag or signature they could not pull), login, CSRF, session tamperin
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import re
 import time
@@ -17,6 +18,7 @@ from starlette.applications import Starlette
 
 from tests.inprocess.conftest import BASE_URL, fresh_data_dir, make_settings
 from tests.inprocess.helpers import make_image, push_image
+from tests.signatures.gpg import atomic_payload, make_key, stop_agent
 from tests.trust.helpers import Repo
 from tests.ui_world import (
     PASSWORDS,
@@ -400,3 +402,28 @@ async def test_without_authentication_everyone_reads_everything(
     ).status_code == 404
     assert (await client.get("/ui/repositories/Bad..Name")).status_code == 404
     assert (await client.get("/ui/repositories/team/open/-/nothing")).status_code == 404
+
+
+async def test_a_stored_simple_signature_no_rule_checks_is_listed_as_not_checked(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    key = make_key(tmp_path / "k", "ui")
+    try:
+        digest = await push_image(client, "team/simple", make_image("simple"), "v1")
+        payload = atomic_payload("registry.test/team/simple:v1", digest)
+        body = {
+            "schemaVersion": 2,
+            "type": "atomic",
+            "name": f"{digest}@sig1",
+            "content": base64.b64encode(key.sign(payload)).decode(),
+        }
+        r = await client.put(f"/extensions/v2/team/simple/signatures/{digest}", json=body)
+        assert r.status_code == 201, r.text
+    finally:
+        stop_agent(key)
+    page = await client.get(f"/ui/repositories/team/simple/manifests/{digest}")
+    row = re.search(r'<tr class="sig unchecked">.*?</tr>', page.text, re.S)
+    assert row, page.text
+    assert "simple-signing" in row.group(0) and "not checked" in row.group(0)
+    assert key.fingerprint[-16:].lower() in row.group(0).lower()
+    assert "signed</span>" in (await client.get("/ui/repositories/team/simple")).text
