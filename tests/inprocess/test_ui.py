@@ -316,12 +316,15 @@ async def test_ten_thousand_tags_page_in_constant_time(served: Served) -> None:
     await registry.metadata.put_manifest("alice/app", manifest, record.content, tags)
 
     async def page(after: str | None) -> tuple[float, list[str]]:
+        """The best of five (the machine is shared), and the tags listed."""
         params = {"after": after} if after else {}
-        start = time.perf_counter()
-        r = await client.get("/ui/repositories/alice/app", params=params)
-        elapsed = time.perf_counter() - start
-        assert r.status_code == 200
-        return elapsed, re.findall(r"manifests/[^\"?]+\?tag=(t\d{5})", r.text)
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            r = await client.get("/ui/repositories/alice/app", params=params)
+            times.append(time.perf_counter() - start)
+            assert r.status_code == 200
+        return min(times), re.findall(r"manifests/[^\"?]+\?tag=(t\d{5})", r.text)
 
     first_time, first = await page(None)
     assert "10006 tags" in (await client.get("/ui/repositories/alice/app")).text
@@ -330,6 +333,9 @@ async def test_ten_thousand_tags_page_in_constant_time(served: Served) -> None:
     # forged, multi, signed and two cosign `sha256-….sig` tags sort first; unsigned after t…
     assert first == tags[:45]
     # a page deep in the repository costs what the first does (keyset, not OFFSET)
+    print(
+        f"10,000 tags: first page {first_time * 1000:.1f} ms, page after t09000 {deep_time * 1000:.1f} ms"
+    )
     assert deep_time < 1.0 and first_time < 1.0
     assert deep_time < first_time * 3 + 0.05
 
