@@ -33,6 +33,7 @@ from trustyard.config import Settings
 from trustyard.crypto.notary_keys import PrivateKey
 from trustyard.http.app import create_app
 from trustyard.http.ui.session import COOKIE
+from trustyard.metadata.audit_base import AuditQuery
 from trustyard.oci.digest import Digest
 from trustyard.oci.manifest import parse_manifest
 from trustyard.registry import Registry
@@ -207,7 +208,7 @@ async def test_image_page_shows_verified_and_failed_signatures_and_the_verdict(
 
 
 async def test_delete_tag_needs_confirmation_csrf_and_the_right(served: Served) -> None:
-    _, client, _ = served
+    app, client, _ = served
     await login(client, "root")
     # root may pull public/base; alice may pull it too but not delete it
     client.cookies.clear()
@@ -229,6 +230,14 @@ async def test_delete_tag_needs_confirmation_csrf_and_the_right(served: Served) 
     assert done.status_code == 303
     after = (await client.get("/ui/repositories/alice/app")).text
     assert "?tag=unsigned" not in after and "?tag=signed" in after
+    # audited and recorded in the tag history as alice's, from her address
+    await app.state.audit.flush()
+    deletes = await app.state.audit.store.query(AuditQuery(action="delete"))
+    assert [(e.actor, e.client, e.repository, e.tag) for e in deletes] == [
+        ("alice", "127.0.0.1", "alice/app", "unsigned")
+    ]
+    moves = await app.state.registry.lifecycle.history.tag_history("alice/app", "unsigned", 1)
+    assert (moves[0].new_digest, moves[0].actor) == (None, "alice")
 
 
 async def test_login_logout_and_failed_login(served: Served) -> None:

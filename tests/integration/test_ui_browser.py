@@ -137,6 +137,22 @@ def test_log_in_search_open_images_see_signatures_and_verdict_delete_a_tag(
             # another user's private repository is a 404 in the browser too
             response = page.goto(server.url + "/ui/repositories/bob/secret")
             assert response is not None and response.status == 404
+
+            # log out; an administrator sees the accounts, rules and audit log, and a GC preview
+            page.goto(server.url + "/ui/")
+            page.click('header button:text-is("Log out")')
+            expect(page.locator("header")).to_contain_text("Log in")
+            page.goto(server.url + "/ui/login")
+            page.fill('input[name="username"]', "root")
+            page.fill('input[name="password"]', "root-pw")
+            page.click('form.login button[type="submit"]')
+            page.click('header a:text-is("Admin")')
+            expect(page.locator("#accounts")).to_contain_text("bob")
+            expect(page.locator("#acls")).to_contain_text("public/*")
+            shot(page, "admin")
+            page.click("text=Garbage collection preview")
+            expect(page.locator("main")).to_contain_text("nothing was removed")
+            shot(page, "gc-preview")
         finally:
             browser.close()
     r = httpx.get(f"{server.url}/v2/alice/app/tags/list")

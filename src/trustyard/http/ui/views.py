@@ -22,8 +22,10 @@ from starlette.staticfiles import StaticFiles
 
 from trustyard.auth.users import ANONYMOUS, AuthFailed, Principal, RateLimited
 from trustyard.config import Settings
-from trustyard.http.token_routes import audit_log, client_address
+from trustyard.http.token_routes import audit_context, audit_log, client_address
 from trustyard.http.ui.session import Session, Sessions, binding
+from trustyard.metadata.audit_base import ANONYMOUS as AUDIT_ANONYMOUS
+from trustyard.metadata.audit_base import RequestContext, current_request
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import RegistryError
 from trustyard.registry.browse import Browse, NotVisible
@@ -135,6 +137,9 @@ class UI:
         principal = ANONYMOUS
         if session.user and runtime is not None and mode != "none":
             principal, session = await self._principal(runtime, session)
+        # The audit log's actor and client for what this request does (a delete, a login).
+        client = audit_context(request.scope).client
+        current_request.set(RequestContext(principal.name or AUDIT_ANONYMOUS, client))
         return Viewer(principal, mode, runtime, self.settings.delete_enabled), session
 
     @staticmethod
