@@ -23,7 +23,6 @@ from trustyard.metadata.base import ManifestRecord
 from trustyard.metadata.browse_base import BrowseIndex, TagRow
 from trustyard.metadata.lifecycle_base import TagHistoryIndex
 from trustyard.oci import jsonbounds
-from trustyard.oci import mediatypes as mt
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import RegistryError
 from trustyard.oci.manifest import Descriptor, parse_manifest
@@ -475,7 +474,3 @@ class Browse:
 
     async def gc_dry_run(self) -> GcReport | None:
         return await self.gc_preview() if self.gc_preview else None
-
-
-def is_index(media_type: str) -> bool:
-    return media_type in mt.INDEXES
