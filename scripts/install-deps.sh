@@ -20,6 +20,7 @@ DEBIAN_PACKAGES=(
   prometheus               # scrapes /metrics in the operations test
   nginx                    # serves `trustyard export static` trees in the export tests
   python3-venv             # Debian's python3 makes the project venv (.venv) only with it
+  chromium                 # the web UI's browser tests (Playwright drives /usr/bin/chromium)
 )
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

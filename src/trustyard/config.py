@@ -393,6 +393,9 @@ class Settings(BaseModel):
     events: EventsSettings = Field(default_factory=lambda: EventsSettings())
     # Tag lifecycle: immutable tags, tag history (docs/operations.md)
     lifecycle: LifecycleSettings = Field(default_factory=lambda: LifecycleSettings())
+    # Web UI at /ui/ (docs/ui.md): on by default; a login session lasts this long
+    ui: bool = True
+    ui_session_seconds: int = Field(8 * 3600, ge=60, le=30 * 86400)
 
     @field_validator("only", mode="before")
     @classmethod

@@ -14,7 +14,7 @@ from starlette.middleware import Middleware
 
 from trustyard.cache.base import LockBusy
 from trustyard.config import Settings, settings_for_worker
-from trustyard.http import authority_routes, extensions, operations, v2
+from trustyard.http import authority_routes, extensions, operations, ui, v2
 from trustyard.http import token_routes as auth_server
 from trustyard.http import trust_routes as trust_server
 from trustyard.http.access import AccessControl
@@ -39,6 +39,7 @@ from trustyard.wiring.events import event_deliverer
 from trustyard.wiring.export import retention_trust
 from trustyard.wiring.health import probes
 from trustyard.wiring.services import retention_rules
+from trustyard.wiring.ui import open_browse
 
 log = structlog.get_logger("trustyard")
 T = TypeVar("T")
@@ -239,6 +240,8 @@ def create_app(settings: Settings) -> Starlette:
             app.state.simple_signatures = services.simple_signatures
             app.state.authority = services.authority
             app.state.trust_max_upload_bytes = settings.trust.max_upload_bytes
+            if settings.ui:  # the web UI's read model (http/ui, docs/ui.md)
+                app.state.browse = open_browse(settings, services)
         app.state.auth = services.auth
         app.state.probes = probes(services)
         app.state.audit = services.audit
@@ -297,7 +300,9 @@ def create_app(settings: Settings) -> Starlette:
     # The probes are three exact paths, matched after /v2 (which never matches them) and before
     # the issuer's routes, which stay last.
     ops_routes = operations.routes(settings.metrics)
-    routes = [*trust_routes, *registry_routes, *ops_routes, *token_routes]
+    # The web UI (/ui/, docs/ui.md): its own session login, not the /v2 access check.
+    ui_routes = ui.routes(settings) if settings.ui and "registry" in groups else []
+    routes = [*trust_routes, *registry_routes, *ops_routes, *ui_routes, *token_routes]
     middleware = [Middleware(RegistryHeaders)]
     if settings.metrics:
         middleware.append(Middleware(RequestMetrics))

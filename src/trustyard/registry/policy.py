@@ -454,3 +454,52 @@ def build_policy(rules: list[dict[str, Any]], ctx: PolicyContext) -> Policy:
             )
         )
     return Policy(built, audit=ctx.audit)
+
+
+# -- side-effect-free evaluation (the web UI's policy view) ---------------------------------------
+@dataclass(frozen=True)
+class Verdict:
+    """What a pull of one manifest would meet: the rule that applies (None: no rule, served),
+    its decision, and each signature check's own decision (any-of / all-of opened up)."""
+
+    served: bool
+    rule: str | None = None
+    mode: str | None = None
+    kind: str | None = None
+    decision: Decision | None = None
+    checks: tuple[tuple[str, Decision], ...] = ()
+
+
+def _leaves(check: SignatureCheck) -> list[SignatureCheck]:
+    if isinstance(check, AnyOfCheck | AllOfCheck):
+        return [leaf for child in check.checks for leaf in _leaves(child)]
+    return [check]
+
+
+async def _verify(
+    check: SignatureCheck, repository: str, record: ManifestRecord, tag: str | None
+) -> Decision:
+    try:
+        return await check.verify(repository, record, tag)
+    except Exception as exc:  # as `Policy._decide`: a broken check denies
+        return Decision(False, f"check failed: {exc.__class__.__name__}")
+
+
+async def evaluate(
+    policy: Policy | None, repository: str, record: ManifestRecord, tag: str | None
+) -> Verdict:
+    """Would a pull of `record` (by `tag`, or by digest) be served, by which rule, and why?
+    Runs the same checks as `Policy.on_pull` but logs, audits and raises nothing."""
+    rule = policy.rule_for(repository) if policy is not None else None
+    if rule is None:
+        return Verdict(served=True)
+    decision = await _verify(rule.check, repository, record, tag)
+    leaves = _leaves(rule.check)
+    checks: list[tuple[str, Decision]] = []
+    if leaves != [rule.check]:
+        for leaf in leaves:
+            checks.append((leaf.kind, await _verify(leaf, repository, record, tag)))
+    else:
+        checks.append((rule.check.kind, decision))
+    served = decision.ok or rule.mode != "enforce"
+    return Verdict(served, rule.name, rule.mode, rule.check.kind, decision, tuple(checks))
