@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from trustyard.cache.base import Cache
 from trustyard.crypto.jws import JwsError, verify_schema1
-from trustyard.metadata.audit_base import AuditLog, current_request
+from trustyard.metadata.audit_base import AuditLog
 from trustyard.metadata.base import ManifestRecord, MetadataStore
 from trustyard.metadata.events_base import OutboxEntry
 from trustyard.oci import mediatypes as mt
