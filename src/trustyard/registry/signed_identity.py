@@ -111,3 +111,16 @@ class IdentityRule:
             pulled = f"{repository}:{tag}" if tag is not None else f"{repository}@{digest}"
             return f"signature identity {shown!r} is not exactly {pulled} (match = {self.match})"
         return None
+
+    def mismatch_any(
+        self, reference: str, repositories: tuple[str, ...], tag: str | None, digest: str
+    ) -> str | None:
+        """None when `reference` names one of `repositories` (a mirrored repository's own name
+        or its upstream's, PolicyContext.identity_names), else why it names the first not."""
+        first: str | None = None
+        for repository in repositories:
+            wrong = self.mismatch(reference, repository, tag, digest)
+            if wrong is None:
+                return None
+            first = first or wrong
+        return first
