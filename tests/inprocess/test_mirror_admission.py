@@ -21,7 +21,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.inprocess.conftest import fresh_data_dir, make_settings, serve
+from tests.inprocess.conftest import BASE_URL, fresh_data_dir, make_settings, serve
 from tests.inprocess.helpers import make_image, push_blob, push_image, put_manifest
 from tests.signatures.gpg import GpgKey, atomic_payload, make_key, stop_agent
 from trustyard.oci.errors import ErrorCode, RegistryError
@@ -35,11 +35,12 @@ from trustyard.registry.mirror_admission import (
 from trustyard.registry.policy import build_policy
 from trustyard.registry.policy_signatures import KINDS_REGISTERED  # noqa: F401 (registers them)
 from trustyard.registry.policy_sources import RegistrySources
+from trustyard.remote.upstream import UpstreamRegistry
 from trustyard.remote.upstream_signatures import HttpSignatureSource
 from trustyard.signing import cosign
 
 UPSTREAM_HOST = "upstream.example"
-MIRRORS = [MirrorNames("hub/*", "library/*")]
+MIRRORS = [MirrorNames("hub", "library")]
 
 
 @dataclass
@@ -100,6 +101,11 @@ async def push_signed(
     return digest
 
 
+def signature_source(w: World) -> HttpSignatureSource:
+    """The upstream read as the mirror reads it: through its `UpstreamRegistry` client."""
+    return HttpSignatureSource(UpstreamRegistry(BASE_URL, transport=w.upstream._transport))
+
+
 def admission(w: World, rules: list[dict[str, Any]]) -> MirrorAdmission:
     ctx = staged_context(identity_aliases(MIRRORS))
     state = w.local_app_state
@@ -154,7 +160,7 @@ async def test_cosign_admission_refuses_unsigned_and_foreign_and_admits_signed(
     world: World, shape: str
 ) -> None:
     w = world
-    source = HttpSignatureSource(w.upstream)
+    source = signature_source(w)
     adm = admission(w, cosign_rule(w))
 
     await push_signed(w, "library/unsigned", "u", None)
@@ -211,7 +217,7 @@ async def test_identity_of_another_upstream_repository_is_refused(world: World) 
     with pytest.raises(RegistryError) as info:
         await admission(w, cosign_rule(w)).admit(
             "hub/good", "library/good", "v1",
-            await upstream_record(w, "library/good", "hub/good"), HttpSignatureSource(w.upstream),
+            await upstream_record(w, "library/good", "hub/good"), signature_source(w),
         )  # fmt: skip
     assert "names repository library/other, not hub/good" in info.value.message
 
@@ -222,7 +228,7 @@ async def test_warn_mode_admits_unsigned_and_uncovered_repositories_fetch_nothin
     w = world
     await push_signed(w, "library/unsigned", "u", None)
     record = await upstream_record(w, "library/unsigned", "hub/unsigned")
-    source = HttpSignatureSource(w.upstream)
+    source = signature_source(w)
     admitted = await admission(w, cosign_rule(w, "warn")).admit(
         "hub/unsigned", "library/unsigned", "v1", record, source
     )
@@ -245,7 +251,7 @@ async def test_simple_signing_admission_and_offline_reverification(
             "require": {"kind": "simple-signing", "keys": [str(signer.public)]},
         }
     ]
-    source = HttpSignatureSource(w.upstream)
+    source = signature_source(w)
     adm = admission(w, rules)
     for name, key in (("library/foreign", other), ("library/good", signer)):
         digest = await push_image(w.upstream, name, make_image(name), "v1")

@@ -72,8 +72,10 @@ class UpstreamSource:
 class Admission(Protocol):
     async def admit(
         self, name: str, reference: str, manifest: ManifestRecord, source: UpstreamSource
-    ) -> None:
-        """Raise `RegistryError` to keep the manifest (and its blobs) out of the cache."""
+    ) -> Callable[[], Awaitable[None]] | None:
+        """Raise `RegistryError` to keep the manifest (and its blobs) out of the cache.
+        Admitted: optionally a step run once the manifest is stored (the verified admission
+        stores the signatures it judged with: registry/mirror_admission.py)."""
 
 
 class AdmitAll:
@@ -81,7 +83,7 @@ class AdmitAll:
 
     async def admit(
         self, name: str, reference: str, manifest: ManifestRecord, source: UpstreamSource
-    ) -> None:
+    ) -> Callable[[], Awaitable[None]] | None:
         return None
 
 
@@ -245,7 +247,9 @@ class Mirrors:
         record = ManifestRecord(
             name, manifest.digest, manifest.media_type, manifest.size, fetched.content
         )
-        await self.admission.admit(name, reference, record, UpstreamSource(chosen, upstream_name))
+        after = await self.admission.admit(
+            name, reference, record, UpstreamSource(chosen, upstream_name)
+        )
         await self._fill_blobs(mirror, name, manifest, chosen)
         tags = [] if Digest.is_digest(reference) else [reference]
         await self.registry.metadata.put_manifest(
@@ -256,6 +260,8 @@ class Mirrors:
             optional_children=frozenset(c.digest for c in manifest.children),
         )
         await self.registry.changed(name)
+        if after is not None:
+            await after()
         for tag in tags:
             await self._checked(mirror, name, tag, manifest.digest)
         log.info(

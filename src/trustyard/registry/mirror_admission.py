@@ -12,7 +12,7 @@ cosign tag and referrer manifests with their blobs, the simple signatures), so t
 ordinary pull-path policy verifies the image again later without the upstream.
 
 Signatures name the upstream (`upstream.example/library/alpine`), the cache holds `hub/alpine`:
-`MirrorNames.aliases` gives the policy that one explicit mapping (PolicyContext.identity_aliases);
+`identity_aliases` gives the policy that one explicit mapping (PolicyContext.identity_aliases);
 repositories outside a mirror prefix get no alias, so their identity checks are unchanged.
 
 The checks are built once over readers that find the current stage in a ContextVar: each
@@ -35,10 +35,12 @@ from trustyard.metadata.base import ManifestRecord
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.manifest import Descriptor, parse_manifest
+from trustyard.registry.mirror import UpstreamSource
 from trustyard.registry.policy import Policy, PolicyContext, build_policy
 from trustyard.registry.service import Registry
 from trustyard.registry.signature_artifacts import MAX_SIG_MANIFEST
 from trustyard.registry.signatures import SimpleSignatures
+from trustyard.remote.upstream_signatures import HttpSignatureSource
 
 log = structlog.get_logger("trustyard.mirror.admission")
 SIGNATURE_KINDS = ("cosign", "simple-signing")
@@ -60,37 +62,39 @@ class SignatureSource(Protocol):
     async def simple_signatures(self, repository: str, digest: Digest) -> list[bytes]: ...
 
 
+class NameMap(Protocol):
+    """A mirror's name mapping (registry/mirror.Mirror has it): local `prefix/x` is the
+    upstream's `upstream_prefix/x`."""
+
+    def covers(self, name: str) -> bool: ...
+
+    def upstream_name(self, name: str) -> str: ...
+
+
 @dataclass(frozen=True)
 class MirrorNames:
-    """One mirror's name mapping: local `prefix` (`hub/`) <-> upstream `upstream_prefix`
-    (`library/`), as repository paths (no host)."""
+    """A NameMap on its own (tests, tools): the same rules as registry/mirror.Mirror."""
 
     prefix: str
-    upstream_prefix: str
+    upstream_prefix: str = ""
 
-    @staticmethod
-    def _norm(prefix: str) -> str:
-        prefix = prefix.removesuffix("*").strip("/")
-        return prefix + "/" if prefix else ""
+    def covers(self, name: str) -> bool:
+        return name == self.prefix or name.startswith(self.prefix + "/")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "prefix", self._norm(self.prefix))
-        object.__setattr__(self, "upstream_prefix", self._norm(self.upstream_prefix))
-
-    def upstream_name(self, local: str) -> str | None:
-        if not self.prefix or not local.startswith(self.prefix) or local == self.prefix:
-            return None
-        return self.upstream_prefix + local[len(self.prefix) :]
+    def upstream_name(self, name: str) -> str:
+        rest = name[len(self.prefix) :].lstrip("/")
+        return "/".join(p for p in (self.upstream_prefix, rest) if p)
 
 
-def identity_aliases(mirrors: Sequence[MirrorNames]) -> Callable[[str], tuple[str, ...]]:
-    """PolicyContext.identity_aliases for these mirrors: a mirrored repository's upstream name."""
+def identity_aliases(mirrors: Sequence[NameMap]) -> Callable[[str], tuple[str, ...]]:
+    """PolicyContext.identity_aliases for these mirrors: a mirrored repository's upstream name,
+    nothing for any other repository."""
 
     def aliases(repository: str) -> tuple[str, ...]:
         for mirror in mirrors:
-            name = mirror.upstream_name(repository)
-            if name is not None and name != repository:
-                return (name,)
+            if mirror.covers(repository):
+                name = mirror.upstream_name(repository)
+                return (name,) if name and name != repository else ()
         return ()
 
     return aliases
@@ -352,6 +356,39 @@ class MirrorAdmission:
         return Admitted(stage, self.registry, self.signatures)
 
 
+@dataclass(frozen=True)
+class MirrorTrust:
+    """One mirror's admission settings: where simple signatures are (`lookaside`, else the
+    extension API) and which kinds of signature material are fetched (`kinds`)."""
+
+    names: NameMap
+    lookaside: str | None = None
+    kinds: tuple[str, ...] = SIGNATURE_KINDS
+
+
+class PolicyAdmission:
+    """registry/mirror's `Admission` hook backed by `MirrorAdmission`: refuses by raising the
+    policy's DENIED error; admitted, returns the step that stores the signature material,
+    which the mirror runs once the image manifest is stored."""
+
+    def __init__(self, admission: MirrorAdmission, mirrors: Sequence[MirrorTrust]) -> None:
+        self.admission = admission
+        self.mirrors = list(mirrors)
+
+    async def admit(
+        self, name: str, reference: str, manifest: ManifestRecord, source: UpstreamSource
+    ) -> Callable[[], Awaitable[None]] | None:
+        trust = next((m for m in self.mirrors if m.names.covers(name)), None)
+        lookaside = trust.lookaside if trust is not None else None
+        kinds = trust.kinds if trust is not None else SIGNATURE_KINDS
+        signatures = HttpSignatureSource(source.upstream, lookaside=lookaside)
+        tag = None if Digest.is_digest(reference) else reference
+        admitted = await self.admission.admit(
+            name, source.repository, tag, manifest, signatures, kinds
+        )
+        return admitted.store if admitted.stage is not None else None
+
+
 def manifest_record(local: str, media_type: str, content: bytes) -> ManifestRecord:
     """The record the policy judges for manifest bytes fetched from an upstream."""
     parsed = parse_manifest(content, media_type or None)
@@ -367,6 +404,9 @@ __all__ = [
     "Admitted",
     "MirrorAdmission",
     "MirrorNames",
+    "MirrorTrust",
+    "NameMap",
+    "PolicyAdmission",
     "SignatureSource",
     "Stage",
     "identity_aliases",

@@ -1,7 +1,7 @@
 """Reading an upstream registry's signature material for the mirror's verified admission.
 
 What the signature policy needs to judge an image before the mirror caches it, fetched from
-the upstream with the client the mirror already authenticated (its `httpx.AsyncClient`):
+the upstream with the client the mirror already authenticated (`remote.upstream`):
 manifests (cosign's `sha256-<hex>.sig` tag, referrer artifacts), small blobs (their payloads),
 the referrers of a digest (OCI 1.1 API, else the tag-schema index) and containers simple
 signatures (the extension API trustyard and OpenShift serve, or a lookaside URL laid out as
@@ -21,8 +21,9 @@ from trustyard.oci import mediatypes as mt
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import RegistryError
 from trustyard.oci.manifest import Descriptor
-from trustyard.remote.bounded import ERROR_BODY, BodyError, aread_body, loads_json
+from trustyard.remote.bounded import BodyError, aread_body, loads_json
 from trustyard.remote.errors import RemoteError
+from trustyard.remote.upstream import UpstreamNotFound, UpstreamRegistry
 
 ACCEPT = ", ".join([mt.OCI_MANIFEST, mt.OCI_INDEX, mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST])
 MAX_LISTING = 1024 * 1024  # a referrers list or an extension-API signature list
@@ -37,17 +38,18 @@ class UpstreamReadError(RemoteError):
 
 
 class HttpSignatureSource:
-    """Signature material of one upstream registry (`client` has its base URL and auth)."""
+    """Signature material of one upstream registry, read through the mirror's authenticated
+    `UpstreamRegistry` (token or Basic auth, pull scope of the repository read)."""
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        upstream: UpstreamRegistry,
         *,
         lookaside: str | None = None,
         lookaside_client: httpx.AsyncClient | None = None,
         deadline: float = DEADLINE,
     ) -> None:
-        self.client = client
+        self.upstream = upstream
         self.lookaside = lookaside.rstrip("/") if lookaside else None
         # Lookaside servers are plain web servers, possibly elsewhere: no registry credentials.
         self.lookaside_client = lookaside_client
@@ -55,36 +57,48 @@ class HttpSignatureSource:
 
     async def _get(
         self,
-        url: str,
+        path: str,
+        repository: str,
         limit: int,
         what: str,
         headers: dict[str, str] | None = None,
-        client: httpx.AsyncClient | None = None,
     ) -> tuple[httpx.Response, bytes] | None:
-        """(response, body) for a 200, None for a 404; anything else is UpstreamReadError."""
-        use = client or self.client
-        request = use.build_request("GET", url, headers=headers)
+        """(response, body) for a 200, None for a 404; anything else is UpstreamReadError
+        (an `UpstreamUnavailable` when the upstream is down or too slow)."""
         try:
-            response = await use.send(request, stream=True, follow_redirects=True)
+            response = await self.upstream.get_bytes(
+                path, limit=limit, scope=UpstreamRegistry.pull_scope(repository), headers=headers
+            )
+        except UpstreamNotFound:
+            return None
+        if response.status_code != 200:
+            raise UpstreamReadError(
+                f"{what}: upstream answered {response.status_code} "
+                f"{response.content[:200].decode(errors='replace')}"
+            )
+        return response, response.content
+
+    async def _get_plain(
+        self, client: httpx.AsyncClient, url: str, limit: int, what: str
+    ) -> bytes | None:
+        """A lookaside GET: bounded, 404 is None, anything else UpstreamReadError."""
+        try:
+            request = client.build_request("GET", url)
+            response = await client.send(request, stream=True, follow_redirects=True)
         except httpx.HTTPError as exc:
             raise UpstreamReadError(
-                f"{what}: upstream unreachable ({exc.__class__.__name__})"
+                f"{what}: lookaside unreachable ({exc.__class__.__name__})"
             ) from None
         try:
             if response.status_code == 404:
                 return None
             if response.status_code != 200:
-                text = await aread_body(response, ERROR_BODY, what, truncate=True)
-                raise UpstreamReadError(
-                    f"{what}: upstream answered {response.status_code} "
-                    f"{text[:200].decode(errors='replace')}"
-                )
-            body = await aread_body(response, limit, what, deadline=self.deadline)
+                raise UpstreamReadError(f"{what}: lookaside answered {response.status_code}")
+            return await aread_body(response, limit, what, deadline=self.deadline)
         except BodyError as exc:
             raise UpstreamReadError(str(exc)) from None
         finally:
             await response.aclose()
-        return response, body
 
     async def manifest(
         self, repository: str, reference: str, limit: int
@@ -92,6 +106,7 @@ class HttpSignatureSource:
         """(media type, bytes) of a manifest by tag or digest, or None when it does not exist."""
         got = await self._get(
             f"/v2/{repository}/manifests/{reference}",
+            repository,
             limit,
             f"manifest {repository}:{reference}"[:300],
             {"Accept": ACCEPT},
@@ -103,13 +118,16 @@ class HttpSignatureSource:
         return media_type, body
 
     async def blob(self, repository: str, digest: Digest, limit: int) -> bytes | None:
-        got = await self._get(f"/v2/{repository}/blobs/{digest}", limit, f"blob {digest}")
+        got = await self._get(
+            f"/v2/{repository}/blobs/{digest}", repository, limit, f"blob {digest}"
+        )
         return None if got is None else got[1]
 
     async def referrers(self, repository: str, digest: Digest) -> list[Descriptor]:
         """The referrers of `digest`: the OCI 1.1 API, or the tag-schema index it stands for."""
         got = await self._get(
             f"/v2/{repository}/referrers/{digest}",
+            repository,
             MAX_LISTING,
             f"referrers of {digest}",
             {"Accept": mt.OCI_INDEX},
@@ -132,6 +150,7 @@ class HttpSignatureSource:
             return await self._lookaside(repository, digest)
         got = await self._get(
             f"/extensions/v2/{repository}/signatures/{digest}",
+            repository,
             MAX_LISTING,
             f"simple signatures of {digest}",
         )
@@ -163,10 +182,10 @@ class HttpSignatureSource:
             out: list[bytes] = []
             for n in range(1, MAX_LOOKASIDE + 1):
                 url = f"{self.lookaside}/{repository}@{digest.algorithm}={digest.hex}/signature-{n}"
-                got = await self._get(url, MAX_SIGNATURE, f"lookaside signature-{n}", client=client)
+                got = await self._get_plain(client, url, MAX_SIGNATURE, f"lookaside signature-{n}")
                 if got is None:
                     break
-                out.append(got[1])
+                out.append(got)
             return out
         finally:
             if own:
