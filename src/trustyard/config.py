@@ -355,6 +355,10 @@ class MirrorSettings(BaseModel):
     ttl_seconds: float = Field(default=300.0, ge=0, description="0: check the upstream every pull")
     fallbacks: tuple[str, ...] = ()  # further upstream base URLs, tried in order
     timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # Verified admission (docs/mirror.md): where the upstream's simple signatures are, when not
+    # behind its extension API (containers lookaside layout), and which kinds are fetched.
+    lookaside: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    signatures: tuple[Literal["cosign", "simple-signing"], ...] = ("cosign", "simple-signing")
 
     @field_validator("fallbacks")
     @classmethod

@@ -22,7 +22,7 @@ from trustyard.oci.platforms import IndexPlatforms
 from trustyard.registry import Registry, RegistryOptions
 from trustyard.registry.authority import AuthorityStatements
 from trustyard.registry.lifecycle import ImmutableRule, TagLifecycle
-from trustyard.registry.policy import Policy, build_policy
+from trustyard.registry.policy import Policy, PolicyContext, build_policy
 from trustyard.registry.policy_authority import AuthorityCheck  # noqa: F401 (registers it)
 from trustyard.registry.policy_signatures import KINDS_REGISTERED  # noqa: F401 (registers them)
 from trustyard.registry.policy_sources import RegistrySources
@@ -38,6 +38,7 @@ from trustyard.wiring.auth import AuthRuntime, build_auth, gun_prefixes_of
 from trustyard.wiring.backends import manifest_lookups, open_cache, open_storage
 from trustyard.wiring.database import Database, open_database
 from trustyard.wiring.events import event_recorder
+from trustyard.wiring.mirror_admission import mirror_aliases
 
 
 @dataclass
@@ -187,6 +188,13 @@ class _TrustFiles:
 
 
 def open_policy(settings: Settings, services: Services) -> Policy:
+    return build_policy(
+        [r.model_dump() for r in settings.policy.rules], policy_context(settings, services)
+    )
+
+
+def policy_context(settings: Settings, services: Services) -> PolicyContext:
+    """What the policy reads: the registry's stores, our trust store, the mirrors' names."""
     assert services.registry is not None
     sources = RegistrySources(
         services.registry, services.database.signatures, services.database.authority
@@ -194,7 +202,8 @@ def open_policy(settings: Settings, services: Services) -> Policy:
     trust = services.trust if settings.trust.enabled else None
     files = _TrustFiles(trust) if trust is not None else None
     ctx = sources.context(files, PolicyAudit(services.database.trust))
-    return build_policy([r.model_dump() for r in settings.policy.rules], ctx)
+    ctx.identity_aliases = mirror_aliases(settings)  # signatures naming a mirror's upstream
+    return ctx
 
 
 def trust_passphrase(settings: Settings) -> bytes:
