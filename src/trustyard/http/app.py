@@ -172,6 +172,7 @@ def create_app(settings: Settings) -> Starlette:
             app.state.simple_signatures = services.simple_signatures
             app.state.authority = services.authority
             app.state.trust_max_upload_bytes = settings.trust.max_upload_bytes
+        app.state.mirrors = services.mirrors
         app.state.auth = services.auth
         app.state.probes = probes(services)
         app.state.audit = services.audit

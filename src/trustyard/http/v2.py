@@ -21,12 +21,25 @@ from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.referrers import referrers_index
 from trustyard.registry import Registry
+from trustyard.registry.mirror import CACHE_HEADER, Mirrors
 from trustyard.storage.errors import StorageError
 
 
 def _registry(request: Request) -> Registry:
     registry: Registry = request.app.state.registry
     return registry
+
+
+def _mirrors(request: Request, name: str) -> Mirrors | None:
+    """The mirrors, when `name` is under a mirrored prefix (a prefix check; else None)."""
+    mirrors: Mirrors | None = getattr(request.app.state, "mirrors", None)
+    return mirrors if mirrors is not None and mirrors.match(name) is not None else None
+
+
+def _refuse_mirrored(request: Request, name: str) -> None:
+    mirrors = _mirrors(request, name)
+    if mirrors is not None:
+        mirrors.refuse_push(name)
 
 
 def _upload_location(name: str, upload_id: str) -> str:
@@ -103,16 +116,29 @@ def _accept(request: Request) -> list[str]:
 
 async def manifest_get(request: Request) -> Response:
     name, reference = request.path_params["name"], request.path_params["reference"]
-    record = await _registry(request).get_manifest(
-        name, reference, _accept(request), pull=request.method == "GET"
-    )
+    mirrors = _mirrors(request, name)
+    cache_state = None
+    if mirrors is not None:
+        record, cache_state = await mirrors.get_manifest(
+            name, reference, _accept(request), pull=request.method == "GET"
+        )
+    else:
+        record = await _registry(request).get_manifest(
+            name, reference, _accept(request), pull=request.method == "GET"
+        )
     headers = digest_headers(record.digest, record.size, record.media_type)
+    if cache_state is not None:
+        headers[CACHE_HEADER] = cache_state
     if record.subject is not None:
         headers["OCI-Subject"] = str(record.subject)
     if not_modified(request, record.digest):
         return Response(
             status_code=304,
-            headers={"Docker-Content-Digest": str(record.digest), "ETag": headers["ETag"]},
+            headers={
+                "Docker-Content-Digest": str(record.digest),
+                "ETag": headers["ETag"],
+                **({CACHE_HEADER: cache_state} if cache_state else {}),
+            },
         )
     if request.method == "HEAD":
         return Response(status_code=200, headers=headers)
@@ -121,6 +147,7 @@ async def manifest_get(request: Request) -> Response:
 
 async def manifest_put(request: Request) -> Response:
     name, reference = request.path_params["name"], request.path_params["reference"]
+    _refuse_mirrored(request, name)
     registry = _registry(request)
     body = await read_limited(request, registry.options.max_manifest_bytes, "manifest")
     manifest = await registry.put_manifest(
@@ -144,6 +171,7 @@ async def manifest_put(request: Request) -> Response:
 
 
 async def manifest_delete(request: Request) -> Response:
+    _refuse_mirrored(request, request.path_params["name"])
     await _registry(request).delete_manifest(
         request.path_params["name"], request.path_params["reference"]
     )
@@ -155,16 +183,24 @@ async def blob_get(request: Request) -> Response:
     name = request.path_params["name"]
     digest = Digest.parse(request.path_params["digest"])
     registry = _registry(request)
+    mirrors = _mirrors(request, name)
+    cache_state = await mirrors.ensure_blob(name, digest) if mirrors is not None else None
     if request.method == "HEAD":
         size = await registry.blob_size(name, digest)
         headers = digest_headers(digest, size, "application/octet-stream")
         headers["Accept-Ranges"] = "bytes"
+        if cache_state is not None:
+            headers[CACHE_HEADER] = cache_state
         return Response(status_code=200, headers=headers)
     location = await registry.locate_blob(name, digest)
-    return blob_response(request, digest, location, registry.storage)
+    response = blob_response(request, digest, location, registry.storage)
+    if cache_state is not None:
+        response.headers[CACHE_HEADER] = cache_state
+    return response
 
 
 async def blob_delete(request: Request) -> Response:
+    _refuse_mirrored(request, request.path_params["name"])
     digest = Digest.parse(request.path_params["digest"])
     await _registry(request).delete_blob(request.path_params["name"], digest)
     return Response(status_code=202, headers={"Content-Length": "0"})
@@ -214,6 +250,7 @@ async def _refused_after_drain(
 
 async def upload_start(request: Request) -> Response:
     name = request.path_params["name"]
+    _refuse_mirrored(request, name)
     registry = _registry(request)
     uploads = registry.uploads
     params = _approved_upload(request)
@@ -244,6 +281,7 @@ async def upload_status(request: Request) -> Response:
 
 async def upload_patch(request: Request) -> Response:
     name, upload_id = request.path_params["name"], request.path_params["upload_id"]
+    _refuse_mirrored(request, name)
     body = TrackedBody(request)
     try:
         size = await _registry(request).uploads.append(
@@ -260,6 +298,7 @@ async def upload_patch(request: Request) -> Response:
 
 async def upload_put(request: Request) -> Response:
     name, upload_id = request.path_params["name"], request.path_params["upload_id"]
+    _refuse_mirrored(request, name)
     body = TrackedBody(request)
     try:
         digest, _ = await _registry(request).uploads.finish(

@@ -178,9 +178,15 @@ class UpstreamRegistry:
         response = await self.send(method, path, scope=scope, headers=headers)
         try:
             ok = 200 <= response.status_code < 300
-            body = await aread_body(
-                response, limit if ok else ERROR_BODY, f"{self.base_url}{path}", truncate=not ok
-            )
+            if method == "HEAD":
+                body = b""
+            else:
+                body = await aread_body(
+                    response,
+                    limit if ok else ERROR_BODY,
+                    f"{self.base_url}{path}",
+                    truncate=not ok,
+                )
         except BodyError as exc:
             raise UpstreamUnavailable(str(exc)) from None
         finally:

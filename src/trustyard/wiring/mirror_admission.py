@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from trustyard.config import Settings
-from trustyard.registry.mirror import Mirrors
 from trustyard.registry.mirror_admission import (
     MirrorAdmission,
     MirrorNames,
@@ -49,15 +48,3 @@ def open_admission(
         for m in settings.mirrors
     ]
     return PolicyAdmission(admission, trust)
-
-
-def attach_admission(
-    settings: Settings,
-    mirrors: Mirrors | None,
-    registry: Registry,
-    signatures: SimpleSignatures | None,
-    local: PolicyContext | None,
-) -> None:
-    """Give `mirrors` the verified admission when a policy exists (else AdmitAll stays)."""
-    if mirrors is not None and settings.policy.rules:
-        mirrors.admission = open_admission(settings, registry, signatures, local)

@@ -22,6 +22,7 @@ from trustyard.oci.platforms import IndexPlatforms
 from trustyard.registry import Registry, RegistryOptions
 from trustyard.registry.authority import AuthorityStatements
 from trustyard.registry.lifecycle import ImmutableRule, TagLifecycle
+from trustyard.registry.mirror import Mirrors
 from trustyard.registry.policy import Policy, PolicyContext, build_policy
 from trustyard.registry.policy_authority import AuthorityCheck  # noqa: F401 (registers it)
 from trustyard.registry.policy_signatures import KINDS_REGISTERED  # noqa: F401 (registers them)
@@ -38,7 +39,8 @@ from trustyard.wiring.auth import AuthRuntime, build_auth, gun_prefixes_of
 from trustyard.wiring.backends import manifest_lookups, open_cache, open_storage
 from trustyard.wiring.database import Database, open_database
 from trustyard.wiring.events import event_recorder
-from trustyard.wiring.mirror_admission import mirror_aliases
+from trustyard.wiring.mirror import open_mirrors
+from trustyard.wiring.mirror_admission import mirror_aliases, open_admission
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Services:
     authority: AuthorityStatements | None = None
     auth: AuthRuntime | None = None
     audit: Auditor | None = None
+    mirrors: Mirrors | None = None  # pull-through mirrors (wiring/mirror.py)
     _closing: contextlib.AsyncExitStack = field(
         default_factory=contextlib.AsyncExitStack, init=False, repr=False
     )
@@ -143,6 +146,13 @@ def _open_repositories(services: Services, server: bool) -> None:
     if server:
         services.simple_signatures = open_simple_signatures(settings, services)
         services.authority = AuthorityStatements(database.authority)
+    services.mirrors = open_mirrors(settings, registry)
+    if services.mirrors is not None and settings.policy.rules:  # verified admission
+        services.mirrors.admission = open_admission(
+            settings, registry, services.simple_signatures, policy_context(settings, services)
+        )
+    if services.mirrors is not None:
+        services._closing.push_async_callback(services.mirrors.aclose)
 
 
 def open_lifecycle(settings: Settings, database: Database) -> TagLifecycle:
