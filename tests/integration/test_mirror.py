@@ -13,12 +13,14 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.auth.integration import add_user, bearer, token, token_server
 from tests.images import OCI_MANIFEST, Image, sha256
 from tests.integration.clienttools import ALL_MANIFESTS, run
 from tests.integration.conftest import require
@@ -316,3 +318,106 @@ def test_podman_pulls_through_a_registries_conf_mirror(
         shutil.rmtree(runroot, ignore_errors=True)
     r = get(mirror, "/v2/hub/pm/manifests/v1")
     assert r.status_code == 200 and r.headers["X-Trustyard-Cache"] == "hit"
+
+
+def stream_get(server: ServerProcess, path: str) -> httpx.Response:
+    return httpx.get(f"{server.url}{path}", timeout=60)
+
+
+def test_blob_streamed_once_for_concurrent_clients_and_kept_after_hang_up(
+    upstream: Upstream, mirror: ServerProcess
+) -> None:
+    big, other = os.urandom(24 * 1024 * 1024), os.urandom(8 * 1024 * 1024)
+    with httpx.Client(base_url=upstream.url, timeout=60) as up:
+        push_blob_two_step(up, "library/big", big)
+        push_blob_two_step(up, "library/big", other)
+    path = f"/v2/hub/big/blobs/{sha256(big)}"
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: stream_get(mirror, path), range(4)))
+    assert all(r.status_code == 200 and r.content == big for r in answers)
+    assert {r.headers["X-Trustyard-Cache"] for r in answers} <= {"miss"}
+    assert upstream.requests("GET", f"/v2/library/big/blobs/{sha256(big)}") == 1
+    assert stream_get(mirror, path).headers["X-Trustyard-Cache"] == "hit"
+
+    # A client that hangs up after the first bytes does not stop the fill.
+    path = f"/v2/hub/big/blobs/{sha256(other)}"
+    with httpx.stream("GET", f"{mirror.url}{path}", timeout=60) as r:
+        assert r.status_code == 200 and r.headers["X-Trustyard-Cache"] == "miss"
+        next(r.iter_raw(65536))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        r = httpx.head(f"{mirror.url}{path}", timeout=30)
+        if r.headers.get("X-Trustyard-Cache") == "hit":
+            break
+        time.sleep(0.2)
+    r = stream_get(mirror, path)
+    assert r.headers["X-Trustyard-Cache"] == "hit" and r.content == other
+    assert upstream.requests("GET", f"/v2/library/big/blobs/{sha256(other)}") == 1
+
+
+def test_upstream_killed_mid_pull_stores_nothing_partial(
+    upstream: Upstream, mirror: ServerProcess
+) -> None:
+    big = os.urandom(64 * 1024 * 1024)
+    with httpx.Client(base_url=upstream.url, timeout=60) as up:
+        push_blob_two_step(up, "library/killed", big)
+    path = f"/v2/hub/killed/blobs/{sha256(big)}"
+    received = 0
+    with httpx.stream("GET", f"{mirror.url}{path}", timeout=60) as r:
+        assert r.status_code == 200
+        chunks = r.iter_raw(65536)
+        received += len(next(chunks))
+        upstream.stop()  # the fill runs at this client's pace: most bytes are still upstream
+        with pytest.raises(httpx.HTTPError):
+            for chunk in chunks:
+                received += len(chunk)
+    assert received < len(big)
+    r = stream_get(mirror, path)
+    assert r.status_code == 503, r.text
+    assert r.json()["errors"][0]["code"] == "UNAVAILABLE"
+    upstream.start()
+    r = stream_get(mirror, path)
+    assert r.status_code == 200 and r.content == big
+
+
+def test_token_auth_upstream_with_credentials(tmp_path: Path) -> None:
+    data = tmp_path / "secure"
+    add_user(data, "alice", "alice-pw", admin=True)
+    secure = token_server(data).start()
+    mirror = None
+    try:
+        image = make_image(2, seed="token-upstream")
+        tok = token(secure, "repository:team/app:pull,push", auth=("alice", "alice-pw"))
+        with httpx.Client(base_url=secure.url, timeout=30, headers=bearer(tok)) as up:
+            push_image(up, "team/app", image, "v1")
+        env = mirror_env(
+            [
+                {
+                    "prefix": "sec",
+                    "upstream": secure.url,
+                    "upstream_prefix": "team",
+                    "username": "alice",
+                    "password_env": "UPSTREAM_PW",
+                },
+                {
+                    "prefix": "wrong",
+                    "upstream": secure.url,
+                    "upstream_prefix": "team",
+                    "username": "alice",
+                    "password": "not-her-password",
+                },
+            ]
+        )
+        mirror = ServerProcess(tmp_path / "mirror", extra_env={**env, "UPSTREAM_PW": "alice-pw"})
+        mirror.start()
+        skopeo_copy(f"docker://{mirror.host}/sec/app:v1", tmp_path / "out")
+        r = get(mirror, "/v2/sec/app/manifests/v1")
+        assert r.content == image.manifest and r.headers["X-Trustyard-Cache"] == "hit"
+        r = get(mirror, "/v2/wrong/app/manifests/v1")
+        assert r.status_code == 403, r.text
+        assert "refused the credentials" in r.json()["errors"][0]["message"]
+        assert "not-her-password" not in mirror.log()
+    finally:
+        if mirror is not None:
+            mirror.stop()
+        secure.stop()

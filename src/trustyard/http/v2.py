@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from trustyard.auth.scopes import CATALOG_RIGHTS, IDENTITY, GuardedRoute, on_repository
 from trustyard.http.bodies import BodyTooLarge, TrackedBody, drain, read_bounded
@@ -21,7 +21,8 @@ from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.referrers import referrers_index
 from trustyard.registry import Registry
-from trustyard.registry.mirror import CACHE_HEADER, Mirrors
+from trustyard.registry.mirror import CACHE_HEADER, MISS, Mirrors
+from trustyard.registry.mirror_fill import Tee
 from trustyard.storage.errors import StorageError
 
 
@@ -184,7 +185,14 @@ async def blob_get(request: Request) -> Response:
     digest = Digest.parse(request.path_params["digest"])
     registry = _registry(request)
     mirrors = _mirrors(request, name)
-    cache_state = await mirrors.ensure_blob(name, digest) if mirrors is not None else None
+    cache_state = None
+    if mirrors is not None and request.method == "GET":
+        streamed = await mirrors.open_blob(name, digest)
+        if not isinstance(streamed, str):
+            return _streamed_fill(digest, *streamed)
+        cache_state = streamed
+    elif mirrors is not None:
+        cache_state = await mirrors.ensure_blob(name, digest)
     if request.method == "HEAD":
         size = await registry.blob_size(name, digest)
         headers = digest_headers(digest, size, "application/octet-stream")
@@ -197,6 +205,18 @@ async def blob_get(request: Request) -> Response:
     if cache_state is not None:
         response.headers[CACHE_HEADER] = cache_state
     return response
+
+
+def _streamed_fill(digest: Digest, size: int | None, tee: Tee) -> Response:
+    """A mirrored blob streamed to the client while it is being stored (`registry/mirror_fill`)."""
+    headers = {
+        "Docker-Content-Digest": str(digest),
+        "Content-Type": "application/octet-stream",
+        CACHE_HEADER: MISS,
+    }
+    if size is not None:
+        headers["Content-Length"] = str(size)
+    return StreamingResponse(tee.body(), headers=headers)
 
 
 async def blob_delete(request: Request) -> Response:

@@ -44,7 +44,7 @@ from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.manifest import Manifest, parse_manifest, stored_blobs
 from trustyard.oci.reference import validate_name
-from trustyard.registry.mirror_fill import SingleFlight, fill_blob
+from trustyard.registry.mirror_fill import SingleFlight, Tee, fill_blob
 from trustyard.registry.service import Registry, lookup_reference
 from trustyard.remote.errors import RemoteError
 from trustyard.remote.upstream import (
@@ -301,21 +301,43 @@ class Mirrors:
         try:
             await self._blob(mirror, name, digest, None, mirror.upstreams)
         except UpstreamNotFound:
-            raise RegistryError(
-                ErrorCode.BLOB_UNKNOWN,
-                f"blob {digest} is not in repository {name} nor in its upstream",
-                detail={"digest": str(digest)},
-            ) from None
+            raise _blob_unknown(name, digest) from None
         except UpstreamUnavailable as exc:
-            raise RegistryError(
-                ErrorCode.UNAVAILABLE,
-                f"blob {digest} of {name} is not cached and the upstream {mirror.upstream} is "
-                f"unavailable: {exc}",
-                headers={"Retry-After": "5"},
-            ) from None
+            raise _blob_unavailable(name, digest, mirror, exc) from None
         except RemoteError as exc:
             raise RegistryError(ErrorCode.DENIED, f"mirror upstream: {exc}") from None
         return MISS
+
+    async def open_blob(self, name: str, digest: Digest) -> tuple[int | None, Tee] | str:
+        """For a GET of a blob not stored yet: start its fill and stream a copy of the bytes
+        as they arrive (declared length, `Tee`). `hit` or `miss`: it is stored (already, or
+        now by another request's fill): serve it from storage."""
+        validate_name(name)
+        mirror = self.match(name)
+        assert mirror is not None, "open_blob is for mirrored repositories"
+        if await self.registry.metadata.blob_size(name, digest) is not None:
+            return HIT
+        tee = Tee()
+        task, started = self._blobs.start(
+            (name, str(digest)),
+            lambda: self._fill(mirror, name, digest, None, mirror.upstreams, tee),
+        )
+        try:
+            if not started:
+                await asyncio.shield(task)
+                return MISS
+            opened = await asyncio.shield(tee.opened)
+        except UpstreamNotFound:
+            raise _blob_unknown(name, digest) from None
+        except UpstreamUnavailable as exc:
+            raise _blob_unavailable(name, digest, mirror, exc) from None
+        except RemoteError as exc:
+            raise RegistryError(ErrorCode.DENIED, f"mirror upstream: {exc}") from None
+        if opened is False:
+            await asyncio.shield(task)
+            return HIT
+        assert not isinstance(opened, bool)
+        return opened, tee
 
     async def _blob(
         self,
@@ -325,21 +347,38 @@ class Mirrors:
         size: int | None,
         upstreams: list[UpstreamRegistry],
     ) -> int:
-        upstream_name = mirror.upstream_name(name)
+        return await self._blobs.run(
+            (name, str(digest)), lambda: self._fill(mirror, name, digest, size, upstreams)
+        )
 
-        async def fill() -> int:
-            failure: UpstreamUnavailable | None = None
+    async def _fill(
+        self,
+        mirror: Mirror,
+        name: str,
+        digest: Digest,
+        size: int | None,
+        upstreams: list[UpstreamRegistry],
+        tee: Tee | None = None,
+    ) -> int:
+        """Fetch from the upstream, then the fallbacks while unavailable (until bytes flowed)."""
+        upstream_name = mirror.upstream_name(name)
+        failure: UpstreamUnavailable | None = None
+        try:
             for upstream in upstreams:
                 try:
                     return await fill_blob(
-                        self.registry.uploads, upstream, name, upstream_name, digest, size
+                        self.registry.uploads, upstream, name, upstream_name, digest, size, tee
                     )
                 except UpstreamUnavailable as exc:
+                    if tee is not None and tee.opened.done():
+                        raise
                     failure = exc
             assert failure is not None
             raise failure
-
-        return await self._blobs.run((name, str(digest)), fill)
+        except BaseException as exc:
+            if tee is not None:
+                tee.fail(exc)
+            raise
 
     # -- CLI -----------------------------------------------------------------------------------
     async def prefetch(
@@ -386,6 +425,23 @@ def _verified(
                 f"{manifest.digest}, not {claim} as it claimed; nothing was cached",
             )
     return manifest
+
+
+def _blob_unknown(name: str, digest: Digest) -> RegistryError:
+    return RegistryError(
+        ErrorCode.BLOB_UNKNOWN,
+        f"blob {digest} is not in repository {name} nor in its upstream",
+        detail={"digest": str(digest)},
+    )
+
+
+def _blob_unavailable(name: str, digest: Digest, mirror: Mirror, exc: Exception) -> RegistryError:
+    return RegistryError(
+        ErrorCode.UNAVAILABLE,
+        f"blob {digest} of {name} is not cached and the upstream {mirror.upstream} is "
+        f"unavailable: {exc}",
+        headers={"Retry-After": "5"},
+    )
 
 
 def _unavailable(name: str, ref: str, mirror: Mirror, exc: Exception) -> RegistryError:
