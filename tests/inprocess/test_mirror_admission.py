@@ -9,9 +9,12 @@ policy then verifies the cached image with the upstream gone.
 from __future__ import annotations
 
 import base64
+import functools
+import http.server
 import json
 import shutil
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,3 +291,73 @@ async def test_simple_signing_admission_and_offline_reverification(
     ctx = RegistrySources(state.registry, state.simple_signatures.store).context(None, None)
     with pytest.raises(RegistryError, match="names repository library/good, not hub/good"):
         await build_policy(rules, ctx).on_pull("hub/good", "v1", record)
+
+
+@pytest.fixture
+def lookaside(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A plain web server over a directory: containers' lookaside signature layout."""
+    root = tmp_path / "lookaside"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}/sigs"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_simple_signatures_from_a_lookaside_url(
+    world: World, gpg_keys: tuple[GpgKey, GpgKey], lookaside: tuple[Path, str]
+) -> None:
+    """The upstream has no signatures of its own; they sit at `<lookaside>/<repo>@sha256=<hex>/
+    signature-N`, are admitted from there and cached locally."""
+    w = world
+    signer, other = gpg_keys
+    root, url = lookaside
+    rules = [
+        {
+            "name": "mirrored",
+            "repositories": ["hub/*"],
+            "require": {"kind": "simple-signing", "keys": [str(signer.public)]},
+        }
+    ]
+    digest = await push_image(w.upstream, "library/ls", make_image("ls"), "v1")
+    record = await upstream_record(w, "library/ls", "hub/ls")
+    upstream = UpstreamRegistry(BASE_URL, transport=w.upstream._transport)
+    source = HttpSignatureSource(upstream, lookaside=url)
+    adm = admission(w, rules)
+    with pytest.raises(RegistryError, match="no simple signature of"):
+        await adm.admit("hub/ls", "library/ls", "v1", record, source)
+
+    folder = root / "sigs" / f"library/ls@sha256={digest.split(':')[1]}"
+    folder.mkdir(parents=True)
+    (folder / "signature-1").write_bytes(
+        other.sign(atomic_payload(f"{UPSTREAM_HOST}/library/ls:v1", digest))
+    )
+    with pytest.raises(RegistryError, match="not among the trusted keys"):
+        await adm.admit("hub/ls", "library/ls", "v1", record, source)
+    (folder / "signature-2").write_bytes(
+        signer.sign(atomic_payload(f"{UPSTREAM_HOST}/library/ls:v1", digest))
+    )
+    admitted = await adm.admit("hub/ls", "library/ls", "v1", record, source)
+    assert admitted.stage is not None and len(admitted.stage.simple[record.digest]) == 2
+    await push_image(w.local, "hub/ls", make_image("ls"), "v1")
+    await admitted.store()
+    listed = (await w.local.get(f"/extensions/v2/hub/ls/signatures/{digest}")).json()
+    assert len(listed["signatures"]) == 2
+    shutil.rmtree(root / "sigs")  # the lookaside is gone too: the cache verifies on its own
+    await offline_verdict(w, rules, "hub/ls")
+
+
+async def test_upstream_unreachable_during_the_check_refuses(world: World) -> None:
+    """A signature source that cannot be read fails closed: refused, nothing stored."""
+    w = world
+    await push_signed(w, "library/good", "g", w.key)
+    record = await upstream_record(w, "library/good", "hub/good")
+    dead = HttpSignatureSource(UpstreamRegistry("http://127.0.0.1:9", timeout=2))
+    with pytest.raises(RegistryError) as info:
+        await admission(w, cosign_rule(w)).admit("hub/good", "library/good", "v1", record, dead)
+    assert info.value.code == ErrorCode.DENIED
+    assert "check failed: UpstreamUnavailable" in info.value.message
+    assert await local_catalog(w) == []
