@@ -148,8 +148,11 @@ def _open_repositories(services: Services, server: bool) -> None:
         services.authority = AuthorityStatements(database.authority)
     services.mirrors = open_mirrors(settings, registry)
     if services.mirrors is not None and settings.policy.rules:  # verified admission
+        # The CLI (`trustyard mirror prefetch`) opens no extension API, but admitted simple
+        # signatures are stored all the same.
+        signatures = services.simple_signatures or open_simple_signatures(settings, services)
         services.mirrors.admission = open_admission(
-            settings, registry, services.simple_signatures, policy_context(settings, services)
+            settings, registry, signatures, policy_context(settings, services)
         )
     if services.mirrors is not None:
         services._closing.push_async_callback(services.mirrors.aclose)
