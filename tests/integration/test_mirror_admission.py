@@ -9,6 +9,8 @@ with their signatures, and verify again from the cache once the upstream is stop
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import shutil
@@ -24,12 +26,13 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.auth.integration import add_user, bearer, token, token_server
 from tests.integration.clienttools import ALL_MANIFESTS, run
 from tests.integration.conftest import require
 from tests.integration.images import Image, make_image, push_image, write_layout
 from tests.integration.server import ServerProcess
 from tests.integration.test_policy_pull import podman_pull, skopeo
-from tests.signatures.gpg import GpgKey, make_key, stop_agent
+from tests.signatures.gpg import GpgKey, atomic_payload, make_key, stop_agent
 from trustyard.signing import cosign
 
 pytestmark = [pytest.mark.needs_skopeo, pytest.mark.needs_podman, pytest.mark.slow]
@@ -130,8 +133,6 @@ def stored_anywhere(s: Setup, image: Image) -> list[Path]:
 
 
 def _sha(data: bytes) -> str:
-    import hashlib
-
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
@@ -210,3 +211,98 @@ def test_refused_admitted_and_verified_offline(setup: Setup, tmp_path: Path) -> 
     assert allowed == {"hub/cos-tag", "hub/cos-ref", "hub/gpg-good"}
     assert not [d for d in decisions if not d["allowed"]]
     assert "mirror_stale" in offline
+
+
+def test_token_auth_upstream_signatures_are_read_with_the_mirrors_credentials(
+    tmp_path: Path,
+) -> None:
+    """A trustyard upstream with token auth: the cosign referrers, the `.sig` tag and the
+    extension API are all read through the mirror's token flow (pull scope)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "cosign.pub").write_bytes(cosign.public_pem(key.public_key()))
+    gpg_root = Path(tempfile.mkdtemp(prefix="ty-gpg-"))
+    gpg_key = make_key(gpg_root / "a", "signer")
+    data = tmp_path / "secure"
+    add_user(data, "alice", "alice-pw", admin=True)
+    secure = token_server(data).start()
+    mirror = None
+    try:
+        tok = token(secure, "repository:team/ref:pull,push", "repository:team/gpg:pull,push",
+                    "repository:team/none:pull,push", auth=("alice", "alice-pw"))  # fmt: skip
+        host = secure.host
+        with httpx.Client(base_url=secure.url, timeout=30, headers=bearer(tok)) as up:
+            ref_image, gpg_image = make_image(1, seed="tok-ref"), make_image(1, seed="tok-gpg")
+            push_image(up, "team/ref", ref_image, "v1")
+            push_image(up, "team/gpg", gpg_image, "v1")
+            push_image(up, "team/none", make_image(1, seed="tok-none"), "v1")
+            subject = {
+                "mediaType": cosign.OCI_MANIFEST,
+                "digest": ref_image.digest,
+                "size": len(ref_image.manifest),
+            }
+            artifact = cosign.referrer_artifact(cosign.KeySigner(key), f"{host}/team/ref", subject)
+            for blob in artifact.blobs:
+                r = up.post(
+                    "/v2/team/ref/blobs/uploads/", params={"digest": _sha(blob)}, content=blob
+                )
+                assert r.status_code == 201, r.text
+            r = up.put(
+                f"/v2/team/ref/manifests/{artifact.digest}",
+                content=artifact.manifest,
+                headers={"Content-Type": cosign.OCI_MANIFEST},
+            )
+            assert r.status_code == 201, r.text
+            content = gpg_key.sign(atomic_payload(f"{host}/team/gpg:v1", gpg_image.digest))
+            body = {
+                "schemaVersion": 2,
+                "type": "atomic",
+                "name": f"{gpg_image.digest}@one",
+                "content": base64.b64encode(content).decode(),
+            }
+            r = up.put(f"/extensions/v2/team/gpg/signatures/{gpg_image.digest}", json=body)
+            assert r.status_code in (200, 201), r.text
+        rules = [
+            {
+                "name": "sec",
+                "repositories": ["sec/*"],
+                "require": {
+                    "kind": "any-of",
+                    "of": [
+                        {"kind": "cosign", "keys": [str(tmp_path / "cosign.pub")]},
+                        {"kind": "simple-signing", "keys": [str(gpg_key.public)]},
+                    ],
+                },
+            }
+        ]
+        mirrors = [
+            {
+                "prefix": "sec",
+                "upstream": secure.url,
+                "upstream_prefix": "team",
+                "username": "alice",
+                "password_env": "UPSTREAM_PW",
+            }
+        ]
+        env = {
+            "TRUSTYARD_POLICY__RULES": json.dumps(rules),
+            "TRUSTYARD_MIRRORS": json.dumps(mirrors),
+            "UPSTREAM_PW": "alice-pw",
+        }
+        mirror = ServerProcess(tmp_path / "mirror", extra_env=env).start()
+        out = skopeo(mirror, "sec/none:v1", ok=False)
+        assert "denied by signature policy 'sec'" in out
+        for repo in ("ref", "gpg"):
+            skopeo(mirror, f"sec/{repo}:v1", ok=True)
+        refs = httpx.get(f"{mirror.url}/v2/sec/ref/referrers/{ref_image.digest}", timeout=30)
+        assert [m["artifactType"] for m in refs.json()["manifests"]] == [cosign.ARTIFACT_SIG]
+        sigs = httpx.get(
+            f"{mirror.url}/extensions/v2/sec/gpg/signatures/{gpg_image.digest}", timeout=30
+        )
+        assert len(sigs.json()["signatures"]) == 1
+        assert "alice-pw" not in mirror.log()
+    finally:
+        if mirror is not None:
+            mirror.stop()
+        secure.stop()
+        stop_agent(gpg_key)
+        shutil.rmtree(gpg_root, ignore_errors=True)
