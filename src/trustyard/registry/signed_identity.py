@@ -115,12 +115,12 @@ class IdentityRule:
     def mismatch_any(
         self, reference: str, repositories: tuple[str, ...], tag: str | None, digest: str
     ) -> str | None:
-        """None when `reference` names one of `repositories` (a mirrored repository's own name
-        or its upstream's, PolicyContext.identity_names), else why it names the first not."""
-        first: str | None = None
-        for repository in repositories:
-            wrong = self.mismatch(reference, repository, tag, digest)
-            if wrong is None:
-                return None
-            first = first or wrong
-        return first
+        """`mismatch` against the one of `repositories` that `reference` names (a mirrored
+        repository's own name or its upstream's, PolicyContext.identity_names), else against
+        the first: why it names none of them."""
+        try:
+            path = parse_docker_reference(reference).path
+        except ValueError:
+            path = None
+        repository = path if path in repositories else repositories[0]
+        return self.mismatch(reference, repository, tag, digest)
