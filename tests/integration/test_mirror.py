@@ -458,6 +458,11 @@ def test_cli_prefetch_then_status_then_offline_pull(upstream: Upstream, tmp_path
     assert status["bytes"] >= blobs
     assert status["upstreams"][0]["up"] is True and status["upstreams"][0]["latency_ms"] >= 0
 
+    # GC treats cached content like pushed content: the tagged index keeps its children.
+    collected = trustyard_cli("gc", "--grace-seconds", "0", "--data-dir", data, env=env)
+    assert collected.returncode == 0, collected.stderr
+    assert "0 manifests, 0 blobs" in collected.stdout
+
     upstream.stop()
     shown = trustyard_cli("mirror", "status", "--data-dir", data, env=env)
     assert f"DOWN {upstream.url}" in shown.stdout
