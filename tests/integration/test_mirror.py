@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -421,3 +422,57 @@ def test_token_auth_upstream_with_credentials(tmp_path: Path) -> None:
         if mirror is not None:
             mirror.stop()
         secure.stop()
+
+
+def trustyard_cli(*args: str | Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TRUSTYARD")}
+    return run(sys.executable, "-m", "trustyard", *args, env=clean | env, check=False, timeout=120)
+
+
+def test_cli_prefetch_then_status_then_offline_pull(upstream: Upstream, tmp_path: Path) -> None:
+    amd, arm = make_image(2, seed="pre-amd"), make_image(2, seed="pre-arm", arch="arm64")
+    index = make_index([(amd, "amd64"), (arm, "arm64")])
+    with httpx.Client(base_url=upstream.url, timeout=30) as up:
+        push_upstream(up, "library/pre", amd)
+        push_upstream(up, "library/pre", arm)
+        r = up.put(
+            "/v2/library/pre/manifests/v1",
+            content=index,
+            headers={"Content-Type": "application/vnd.oci.image.index.v1+json"},
+        )
+        assert r.status_code == 201, r.text
+    env = mirror_env([{"prefix": "hub", "upstream": upstream.url, "upstream_prefix": "library"}])
+    data = tmp_path / "data"
+    done = trustyard_cli("mirror", "prefetch", "--data-dir", data, "hub/pre:v1", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "hub/pre:v1: cached 3 manifest(s)" in done.stdout
+    bad = trustyard_cli("mirror", "prefetch", "--data-dir", data, "local/x:v1", env=env)
+    assert bad.returncode == 1 and "under no configured mirror prefix" in bad.stderr
+
+    shown = trustyard_cli("mirror", "status", "--json", "--data-dir", data, env=env)
+    assert shown.returncode == 0, shown.stderr
+    (status,) = json.loads(shown.stdout)["mirrors"]
+    assert status["prefix"] == "hub" and status["repositories"] == 1
+    assert status["manifests"] == 3
+    blobs = sum(len(b) for image in (amd, arm) for b in image.blobs)
+    assert status["bytes"] >= blobs
+    assert status["upstreams"][0]["up"] is True and status["upstreams"][0]["latency_ms"] >= 0
+
+    # GC treats cached content like pushed content: the tagged index keeps its children.
+    collected = trustyard_cli("gc", "--grace-seconds", "0", "--data-dir", data, env=env)
+    assert collected.returncode == 0, collected.stderr
+    assert "0 manifests, 0 blobs" in collected.stdout
+
+    upstream.stop()
+    shown = trustyard_cli("mirror", "status", "--data-dir", data, env=env)
+    assert f"DOWN {upstream.url}" in shown.stdout
+    server = ServerProcess(data, extra_env=env).start()
+    try:
+        for image in (amd, arm):
+            r = get(server, f"/v2/hub/pre/manifests/{image.digest}")
+            assert r.status_code == 200 and r.headers["X-Trustyard-Cache"] == "hit"
+            for blob in image.blobs:
+                r = stream_get(server, f"/v2/hub/pre/blobs/{sha256(blob)}")
+                assert r.content == blob and r.headers["X-Trustyard-Cache"] == "hit"
+    finally:
+        server.stop()

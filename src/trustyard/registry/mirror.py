@@ -40,6 +40,7 @@ from typing import Any, Protocol
 import structlog
 
 from trustyard.metadata.base import ManifestRecord
+from trustyard.metadata.lifecycle_base import NamespaceUsage
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.manifest import Manifest, parse_manifest, stored_blobs
@@ -382,20 +383,90 @@ class Mirrors:
 
     # -- CLI -----------------------------------------------------------------------------------
     async def prefetch(
-        self, name: str, reference: str, progress: Callable[[str], None] | None = None
+        self,
+        name: str,
+        reference: str,
+        progress: Callable[[ManifestRecord, int], None] | None = None,
     ) -> list[ManifestRecord]:
-        """Cache `name:reference` and, for an index, every child manifest with its blobs."""
+        """Cache `name:reference` and, for an index, every child manifest with its blobs.
+
+        `progress` hears of each manifest cached, with the bytes of the blobs it references."""
         record, _ = await self.get_manifest(name, reference)
         done = [record]
-        if progress:
-            progress(str(record.digest))
         manifest = parse_manifest(record.content, record.media_type, schema1_ok=True)
+        if progress:
+            progress(record, sum(d.size for d in manifest.blobs))
         for child in manifest.children:
             child_record, _ = await self.get_manifest(name, str(child.digest))
             done.append(child_record)
             if progress:
-                progress(str(child.digest))
+                parsed = parse_manifest(child_record.content, child_record.media_type)
+                progress(child_record, sum(d.size for d in parsed.blobs))
         return done
+
+    async def status(self, usage: NamespaceUsage) -> list[MirrorStatus]:
+        """Each mirror's upstreams (reachable? how fast?) and what its cache holds."""
+        repositories: list[str] = []
+        last: str | None = None
+        while True:
+            page = await self.registry.metadata.list_repositories(1000, last)
+            repositories += page
+            if len(page) < 1000:
+                break
+            last = page[-1]
+        out = []
+        for mirror in self.mirrors:
+            mine = [r for r in repositories if mirror.covers(r)]
+            manifests = 0
+            for repository in mine:
+                last = None
+                while True:
+                    page = await self.registry.metadata.list_manifests(repository, 1000, last)
+                    manifests += len(page)
+                    if len(page) < 1000:
+                        break
+                    last = page[-1]
+            health = []
+            for upstream in mirror.upstreams:
+                try:
+                    code, seconds = await upstream.ping()
+                    up = code in (200, 401)
+                    health.append(
+                        UpstreamHealth(
+                            upstream.base_url, up, round(seconds * 1000, 1), f"HTTP {code}"
+                        )
+                    )
+                except UpstreamUnavailable as exc:
+                    health.append(UpstreamHealth(upstream.base_url, False, None, str(exc)))
+            out.append(
+                MirrorStatus(
+                    mirror.prefix,
+                    mirror.upstream_prefix,
+                    health,
+                    len(mine),
+                    manifests,
+                    await usage.namespace_usage(mirror.prefix),
+                )
+            )
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamHealth:
+    url: str
+    up: bool
+    latency_ms: float | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorStatus:
+    prefix: str
+    upstream_prefix: str
+    upstreams: list[UpstreamHealth]
+    repositories: int
+    manifests: int
+    bytes: int
 
 
 def _check_key(name: str, tag: str) -> str:
