@@ -27,7 +27,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -40,12 +40,14 @@ from trustyard.registry.policy import Policy, PolicyContext, build_policy
 from trustyard.registry.service import Registry
 from trustyard.registry.signature_artifacts import MAX_SIG_MANIFEST
 from trustyard.registry.signatures import SimpleSignatures
+from trustyard.remote.upstream import UpstreamUnavailable
 from trustyard.remote.upstream_signatures import HttpSignatureSource
 
 log = structlog.get_logger("trustyard.mirror.admission")
 SIGNATURE_KINDS = ("cosign", "simple-signing")
 MAX_STAGED_BYTES = 16 * 1024 * 1024  # signature material held for one decision
 MAX_STAGED_MANIFESTS = 64
+T = TypeVar("T")
 
 
 class SignatureSource(Protocol):
@@ -115,6 +117,15 @@ class Stage:
     referrer_digests: set[Digest] = field(default_factory=set)
     simple: dict[Digest, list[bytes]] = field(default_factory=dict)
     size: int = 0
+    # The upstream went away while the check read from it: not a verdict on the image.
+    unavailable: UpstreamUnavailable | None = None
+
+    async def _remote(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except UpstreamUnavailable as exc:
+            self.unavailable = exc
+            raise
 
     def _take(self, n: int) -> bool:
         if self.size + n > MAX_STAGED_BYTES:
@@ -129,7 +140,7 @@ class Stage:
         if digest in self.blobs:
             data: bytes | None = self.blobs[digest]
             return data if data is not None and len(data) <= limit else None
-        data = await self.source.blob(self.upstream, digest, limit)
+        data = await self._remote(self.source.blob(self.upstream, digest, limit))
         if data is None or hashlib.new(digest.algorithm, data).hexdigest() != digest.hex:
             return None
         if not self._take(len(data)):
@@ -140,7 +151,7 @@ class Stage:
     async def _fetch_manifest(self, reference: str) -> ManifestRecord | None:
         if len(self.manifests) >= MAX_STAGED_MANIFESTS:
             return None
-        got = await self.source.manifest(self.upstream, reference, MAX_SIG_MANIFEST)
+        got = await self._remote(self.source.manifest(self.upstream, reference, MAX_SIG_MANIFEST))
         if got is None or not self._take(len(got[1])):
             return None
         media_type, content = got
@@ -177,7 +188,7 @@ class Stage:
     async def referrers(self, repository: str, digest: Digest) -> list[Descriptor]:
         if "cosign" not in self.kinds:
             return []
-        found = await self.source.referrers(self.upstream, digest)
+        found = await self._remote(self.source.referrers(self.upstream, digest))
         self.referrer_digests.update(d.digest for d in found)
         return found
 
@@ -185,7 +196,7 @@ class Stage:
         if "simple-signing" not in self.kinds:
             return []
         if digest not in self.simple:
-            found = await self.source.simple_signatures(self.upstream, digest)
+            found = await self._remote(self.source.simple_signatures(self.upstream, digest))
             self.simple[digest] = [s for s in found if self._take(len(s))]
         return self.simple[digest]
 
@@ -335,14 +346,21 @@ class MirrorAdmission:
     ) -> Admitted:
         """Judge `image` (fetched from `upstream`, to be cached as `local`, pulled by `tag` or
         by digest) with the rule covering `local`. Refused under `enforce`: the policy's
-        RegistryError (DENIED), and nothing has been written. Under `warn` or with no rule:
-        admitted (the decision is logged as every policy decision is)."""
+        RegistryError (DENIED), and nothing has been written; `UpstreamUnavailable` when the
+        upstream failed while the check read from it. Under `warn` or with no rule: admitted
+        (the decision is logged as every policy decision is)."""
         if self.policy.rule_for(local) is None:
             return Admitted(None, self.registry, self.signatures)
         stage = Stage(local, upstream, image, source, frozenset(kinds))
         token = _STAGE.set(stage)
         try:
             await self.policy.on_pull(local, tag, image)
+        except RegistryError:
+            # Refused because the upstream failed mid-check: the mirror's answer to an
+            # unavailable upstream (serve what is cached, else 503), never a cached refusal.
+            if stage.unavailable is not None:
+                raise stage.unavailable from None
+            raise
         finally:
             _STAGE.reset(token)
         log.info(
