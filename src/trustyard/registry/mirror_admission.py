@@ -286,7 +286,17 @@ class Admitted:
                         "name": name,
                         "content": base64.b64encode(content).decode(),
                     }
-                    await self.signatures.put(stage.local, str(digest), json.dumps(body).encode())
+                    try:
+                        await self.signatures.put(
+                            stage.local, str(digest), json.dumps(body).encode()
+                        )
+                    except RegistryError as exc:  # a limit: junk must not block the rest
+                        log.warning(
+                            "mirror_signature_not_stored",
+                            repository=stage.local,
+                            digest=str(digest),
+                            reason=exc.message,
+                        )
 
     @staticmethod
     def _to_store(stage: Stage) -> list[ManifestRecord]:
