@@ -232,8 +232,15 @@ def test_multi_arch_index_children_on_demand(
     # Only the arm64 child was fetched; the amd64 child is fetched when asked for.
     assert upstream.requests("GET", f"/v2/library/multi/manifests/{arm.digest}") == 1
     assert upstream.requests("GET", f"/v2/library/multi/manifests/{amd.digest}") == 0
+    # A client that cannot read indexes gets the linux/amd64 image, fetched for it.
+    r = httpx.get(
+        f"{mirror.url}/v2/hub/multi/manifests/v1", headers={"Accept": OCI_MANIFEST}, timeout=60
+    )
+    assert r.status_code == 200, r.text
+    assert r.content == amd.manifest
+    assert upstream.requests("GET", f"/v2/library/multi/manifests/{amd.digest}") == 1
     r = get(mirror, f"/v2/hub/multi/manifests/{amd.digest}")
-    assert r.status_code == 200 and r.headers["X-Trustyard-Cache"] == "miss"
+    assert r.status_code == 200 and r.headers["X-Trustyard-Cache"] == "hit"
 
 
 def test_pushes_into_a_mirror_are_refused(upstream: Upstream, mirror: ServerProcess) -> None:

@@ -41,6 +41,7 @@ import structlog
 
 from trustyard.metadata.base import ManifestRecord
 from trustyard.metadata.lifecycle_base import NamespaceUsage
+from trustyard.oci import mediatypes as mt
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.manifest import Manifest, parse_manifest, stored_blobs
@@ -54,6 +55,7 @@ from trustyard.remote.upstream import (
     UpstreamRegistry,
     UpstreamUnavailable,
 )
+from trustyard.storage.errors import DigestMismatch
 
 log = structlog.get_logger("trustyard.mirror")
 
@@ -152,8 +154,31 @@ class Mirrors:
         assert mirror is not None, "get_manifest is for mirrored repositories"
         ref = lookup_reference(name, reference)
         state = await self._resolve(mirror, name, ref)
+        await self._platform_for(mirror, name, ref, accept)
         record = await self.registry.get_manifest(name, reference, accept, pull=pull)
         return record, state
+
+    async def _platform_for(
+        self, mirror: Mirror, name: str, ref: str | Digest, accept: list[str] | None
+    ) -> None:
+        """A client that cannot read indexes gets the index's linux/amd64 image (as the
+        registry serves it, `Registry._negotiate`): fetch that child first when it is not
+        cached yet."""
+        if not accept or any(a in mt.INDEXES or a in ("*/*", "application/*") for a in accept):
+            return
+        record = await self.registry.metadata.get_manifest(name, ref)
+        if record is None or record.media_type not in mt.INDEXES:
+            return
+        index = parse_manifest(record.content, record.media_type)
+        for child in index.children:
+            platform = child.platform or {}
+            if (
+                platform.get("os") == "linux"
+                and platform.get("architecture") == "amd64"
+                and child.media_type in accept
+            ):
+                await self._resolve(mirror, name, child.digest)
+                return
 
     async def _resolve(self, mirror: Mirror, name: str, ref: str | Digest) -> str:
         """Make sure `ref` is cached (and fresh enough); say how."""
@@ -251,7 +276,18 @@ class Mirrors:
         after = await self.admission.admit(
             name, reference, record, UpstreamSource(chosen, upstream_name)
         )
-        await self._fill_blobs(mirror, name, manifest, chosen)
+        try:
+            await self._fill_blobs(mirror, name, manifest, chosen)
+        except UpstreamNotFound as exc:
+            raise RegistryError(
+                ErrorCode.MANIFEST_BLOB_UNKNOWN,
+                f"the upstream {chosen.base_url} serves manifest {manifest.digest} but not all "
+                f"of its blobs ({exc}); nothing was cached",
+            ) from None
+        except UpstreamUnavailable:
+            raise
+        except RemoteError as exc:
+            raise RegistryError(ErrorCode.DENIED, f"mirror upstream: {exc}") from None
         tags = [] if Digest.is_digest(reference) else [reference]
         await self.registry.metadata.put_manifest(
             name,
@@ -376,6 +412,14 @@ class Mirrors:
                     failure = exc
             assert failure is not None
             raise failure
+        except DigestMismatch as exc:
+            failed = UpstreamUnavailable(
+                f"the upstream sent bytes for blob {digest} that hash to {exc.actual}; nothing "
+                "was cached"
+            )
+            if tee is not None:
+                tee.fail(failed)
+            raise failed from None
         except BaseException as exc:
             if tee is not None:
                 tee.fail(exc)
