@@ -284,6 +284,12 @@ def test_bad_mirror_config_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert proc.returncode != 0
     assert "mirror prefixes 'hub' and 'hub/library' overlap" in proc.stderr + proc.stdout
+    env = mirror_env(
+        [{"prefix": "hub", "upstream": "http://127.0.0.1:1", "username": "u", "password_env": "NO"}]
+    )
+    proc = trustyard_cli("serve", "--data-dir", tmp_path / "d", env=env)
+    assert proc.returncode == 2
+    assert "mirror 'hub': password_env names NO, which is not set" in proc.stderr
 
 
 @pytest.mark.needs_podman

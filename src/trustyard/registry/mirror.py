@@ -40,7 +40,6 @@ from typing import Any, Protocol
 import structlog
 
 from trustyard.metadata.base import ManifestRecord
-from trustyard.metadata.lifecycle_base import NamespaceUsage
 from trustyard.oci import mediatypes as mt
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
@@ -441,70 +440,6 @@ class Mirrors:
                 parsed = parse_manifest(child_record.content, child_record.media_type)
                 progress(child_record, sum(d.size for d in parsed.blobs))
         return done
-
-    async def status(self, usage: NamespaceUsage) -> list[MirrorStatus]:
-        """Each mirror's upstreams (reachable? how fast?) and what its cache holds."""
-        repositories: list[str] = []
-        last: str | None = None
-        while True:
-            page = await self.registry.metadata.list_repositories(1000, last)
-            repositories += page
-            if len(page) < 1000:
-                break
-            last = page[-1]
-        out = []
-        for mirror in self.mirrors:
-            mine = [r for r in repositories if mirror.covers(r)]
-            manifests = 0
-            for repository in mine:
-                last = None
-                while True:
-                    page = await self.registry.metadata.list_manifests(repository, 1000, last)
-                    manifests += len(page)
-                    if len(page) < 1000:
-                        break
-                    last = page[-1]
-            health = []
-            for upstream in mirror.upstreams:
-                try:
-                    code, seconds = await upstream.ping()
-                    up = code in (200, 401)
-                    health.append(
-                        UpstreamHealth(
-                            upstream.base_url, up, round(seconds * 1000, 1), f"HTTP {code}"
-                        )
-                    )
-                except UpstreamUnavailable as exc:
-                    health.append(UpstreamHealth(upstream.base_url, False, None, str(exc)))
-            out.append(
-                MirrorStatus(
-                    mirror.prefix,
-                    mirror.upstream_prefix,
-                    health,
-                    len(mine),
-                    manifests,
-                    await usage.namespace_usage(mirror.prefix),
-                )
-            )
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamHealth:
-    url: str
-    up: bool
-    latency_ms: float | None
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class MirrorStatus:
-    prefix: str
-    upstream_prefix: str
-    upstreams: list[UpstreamHealth]
-    repositories: int
-    manifests: int
-    bytes: int
 
 
 def _check_key(name: str, tag: str) -> str:
