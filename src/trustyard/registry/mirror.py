@@ -209,7 +209,7 @@ class Mirrors:
         try:
             await self._manifests.run(
                 (name, ref, head.digest),
-                lambda: self._fetch(mirror, name, ref, upstream, head.digest),
+                lambda: self._fetch(mirror, name, ref, upstream),
             )
         except UpstreamUnavailable as exc:
             if local is None:
@@ -258,7 +258,6 @@ class Mirrors:
         name: str,
         reference: str,
         upstream: UpstreamRegistry | None,
-        expected: str | None = None,
     ) -> ManifestRecord:
         """GET the manifest, verify, admit, store its blobs, then the manifest (and tag)."""
         upstream_name = mirror.upstream_name(name)
@@ -266,7 +265,10 @@ class Mirrors:
         fetched, chosen = await self._first(
             candidates, lambda u: u.get_manifest(upstream_name, reference)
         )
-        manifest = _verified(fetched, reference, expected, chosen)
+        # A tag that moved between the HEAD and this GET is simply the newer manifest (the
+        # HEAD's digest only keys the singleflight); the bytes are checked against the GET's
+        # own Docker-Content-Digest and a digest reference.
+        manifest = _verified(fetched, reference, chosen)
         record = ManifestRecord(
             name, manifest.digest, manifest.media_type, manifest.size, fetched.content
         )
@@ -446,9 +448,7 @@ def _check_key(name: str, tag: str) -> str:
     return f"mirror:checked:{name}:{tag}"
 
 
-def _verified(
-    fetched: FetchedManifest, reference: str, expected: str | None, upstream: UpstreamRegistry
-) -> Manifest:
+def _verified(fetched: FetchedManifest, reference: str, upstream: UpstreamRegistry) -> Manifest:
     """Parse what the upstream sent and check its digest against every claim made for it."""
     try:
         manifest = parse_manifest(fetched.content, fetched.media_type or None)
@@ -458,7 +458,7 @@ def _verified(
             f"the upstream {upstream.base_url} sent a manifest this registry cannot store: "
             f"{exc.message}",
         ) from None
-    claims = [c for c in (expected, fetched.digest) if c]
+    claims = [fetched.digest] if fetched.digest else []
     if Digest.is_digest(reference):
         claims.append(reference)
     for claim in claims:
