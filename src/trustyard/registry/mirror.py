@@ -356,18 +356,22 @@ class Mirrors:
         )
         try:
             if not started:
+                tee.detach()  # another request's fill: wait for it, then serve from storage
                 await asyncio.shield(task)
                 return MISS
             opened = await asyncio.shield(tee.opened)
-        except UpstreamNotFound:
-            raise _blob_unknown(name, digest) from None
-        except UpstreamUnavailable as exc:
-            raise _blob_unavailable(name, digest, mirror, exc) from None
-        except RemoteError as exc:
-            raise RegistryError(ErrorCode.DENIED, f"mirror upstream: {exc}") from None
-        if opened is False:
-            await asyncio.shield(task)
-            return HIT
+            if opened is False:  # another repository held it: linked, nothing to stream
+                await asyncio.shield(task)
+                return HIT
+        except BaseException as exc:
+            tee.detach()  # nobody will read the copy: the fill goes on alone
+            if isinstance(exc, UpstreamNotFound):
+                raise _blob_unknown(name, digest) from None
+            if isinstance(exc, UpstreamUnavailable):
+                raise _blob_unavailable(name, digest, mirror, exc) from None
+            if isinstance(exc, RemoteError):
+                raise RegistryError(ErrorCode.DENIED, f"mirror upstream: {exc}") from None
+            raise
         assert not isinstance(opened, bool)
         return opened, tee
 
