@@ -284,6 +284,12 @@ def test_bad_mirror_config_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert proc.returncode != 0
     assert "mirror prefixes 'hub' and 'hub/library' overlap" in proc.stderr + proc.stdout
+    env = mirror_env(
+        [{"prefix": "hub", "upstream": "http://127.0.0.1:1", "username": "u", "password_env": "NO"}]
+    )
+    proc = trustyard_cli("serve", "--data-dir", tmp_path / "d", env=env)
+    assert proc.returncode == 2
+    assert "mirror 'hub': password_env names NO, which is not set" in proc.stderr
 
 
 @pytest.mark.needs_podman
@@ -483,3 +489,50 @@ def test_cli_prefetch_then_status_then_offline_pull(upstream: Upstream, tmp_path
                 assert r.content == blob and r.headers["X-Trustyard-Cache"] == "hit"
     finally:
         server.stop()
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "up.crt", tmp_path / "up.key"
+    run(
+        "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+        "-addext", "subjectAltName=IP:127.0.0.1",
+    )  # fmt: skip
+    return cert, key
+
+
+def test_tls_upstream_ca_file_verify_off_and_fallbacks(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    secure = ServerProcess(tmp_path / "tls-up", tls=(cert, key)).start()
+    mirror = None
+    try:
+        image = make_image(1, seed="tls-upstream")
+        with httpx.Client(base_url=secure.url, timeout=30, verify=secure.verify) as up:
+            push_image(up, "app", image, "v1")
+        dead = f"http://127.0.0.1:{free_port()}"
+        # A fallback shares its mirror's TLS settings: this one trusts the upstream's CA.
+        env = mirror_env(
+            [
+                {"prefix": "pinned", "upstream": secure.url, "ca_file": str(cert)},
+                {"prefix": "unverified", "upstream": secure.url, "tls_verify": False},
+                {"prefix": "system", "upstream": secure.url},
+                {
+                    "prefix": "fallback",
+                    "upstream": dead,
+                    "fallbacks": [secure.url],
+                    "ca_file": str(cert),
+                },
+            ]
+        )
+        mirror = ServerProcess(tmp_path / "mirror", extra_env=env).start()
+        for prefix in ("pinned", "unverified", "fallback"):
+            r = get(mirror, f"/v2/{prefix}/app/manifests/v1")
+            assert r.status_code == 200, (prefix, r.text)
+            assert r.content == image.manifest and r.headers["X-Trustyard-Cache"] == "miss"
+        r = get(mirror, "/v2/system/app/manifests/v1")
+        assert r.status_code == 503, r.text
+        assert "CERTIFICATE_VERIFY_FAILED" in r.json()["errors"][0]["message"]
+    finally:
+        if mirror is not None:
+            mirror.stop()
+        secure.stop()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from trustyard.config import ConfigError, MirrorSettings, load_settings
+from trustyard.registry import mirror_fill
 from trustyard.registry.mirror import Mirror
 from trustyard.registry.mirror_fill import SingleFlight, Tee
 
@@ -141,5 +142,18 @@ def test_tee_detached_reader_never_blocks_the_fill() -> None:
         tee.detach()
         for _ in range(100):  # more than the queue holds: would block if still attached
             await asyncio.wait_for(tee.put(b"y"), 1)
+
+    asyncio.run(scenario())
+
+
+def test_tee_drops_a_reader_that_never_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A response that never started (client gone first) must not stall the fill."""
+    monkeypatch.setattr(mirror_fill, "STALL_SECONDS", 0.05)
+
+    async def scenario() -> None:
+        tee = Tee()
+        for _ in range(40):
+            await asyncio.wait_for(tee.put(b"z"), 1)
+        assert not tee.attached
 
     asyncio.run(scenario())

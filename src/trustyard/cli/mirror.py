@@ -22,7 +22,8 @@ from trustyard.config import ConfigError, Settings
 from trustyard.logs import configure_logging
 from trustyard.metadata.base import ManifestRecord
 from trustyard.oci.errors import RegistryError
-from trustyard.registry.mirror import Mirrors, MirrorStatus
+from trustyard.registry.mirror import Mirrors
+from trustyard.registry.mirror_status import MirrorStatus, mirror_status
 from trustyard.wiring import open_services
 
 app = typer.Typer(help="The pull-through mirror's cache (docs/mirror.md).", no_args_is_help=True)
@@ -100,7 +101,7 @@ def prefetch(
 async def _status(settings: Settings) -> list[MirrorStatus]:
     async with await open_services(settings) as services:
         mirrors = _mirrors(services.mirrors)
-        return await mirrors.status(services.database.lifecycle)
+        return await mirror_status(mirrors, services.database.lifecycle)
 
 
 def status(

@@ -40,7 +40,6 @@ from typing import Any, Protocol
 import structlog
 
 from trustyard.metadata.base import ManifestRecord
-from trustyard.metadata.lifecycle_base import NamespaceUsage
 from trustyard.oci import mediatypes as mt
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
@@ -212,7 +211,7 @@ class Mirrors:
         try:
             await self._manifests.run(
                 (name, ref, head.digest),
-                lambda: self._fetch(mirror, name, ref, upstream, head.digest),
+                lambda: self._fetch(mirror, name, ref, upstream),
             )
         except UpstreamUnavailable as exc:
             if local is None:
@@ -261,7 +260,6 @@ class Mirrors:
         name: str,
         reference: str,
         upstream: UpstreamRegistry | None,
-        expected: str | None = None,
     ) -> ManifestRecord:
         """GET the manifest, verify, admit, store its blobs, then the manifest (and tag)."""
         upstream_name = mirror.upstream_name(name)
@@ -269,7 +267,10 @@ class Mirrors:
         fetched, chosen = await self._first(
             candidates, lambda u: u.get_manifest(upstream_name, reference)
         )
-        manifest = _verified(fetched, reference, expected, chosen)
+        # A tag that moved between the HEAD and this GET is simply the newer manifest (the
+        # HEAD's digest only keys the singleflight); the bytes are checked against the GET's
+        # own Docker-Content-Digest and a digest reference.
+        manifest = _verified(fetched, reference, chosen)
         record = ManifestRecord(
             name, manifest.digest, manifest.media_type, manifest.size, fetched.content
         )
@@ -361,18 +362,22 @@ class Mirrors:
         )
         try:
             if not started:
+                tee.detach()  # another request's fill: wait for it, then serve from storage
                 await asyncio.shield(task)
                 return MISS
             opened = await asyncio.shield(tee.opened)
-        except UpstreamNotFound:
-            raise _blob_unknown(name, digest) from None
-        except UpstreamUnavailable as exc:
-            raise _blob_unavailable(name, digest, mirror, exc) from None
-        except RemoteError as exc:
-            raise RegistryError(ErrorCode.DENIED, f"mirror upstream: {exc}") from None
-        if opened is False:
-            await asyncio.shield(task)
-            return HIT
+            if opened is False:  # another repository held it: linked, nothing to stream
+                await asyncio.shield(task)
+                return HIT
+        except BaseException as exc:
+            tee.detach()  # nobody will read the copy: the fill goes on alone
+            if isinstance(exc, UpstreamNotFound):
+                raise _blob_unknown(name, digest) from None
+            if isinstance(exc, UpstreamUnavailable):
+                raise _blob_unavailable(name, digest, mirror, exc) from None
+            if isinstance(exc, RemoteError):
+                raise RegistryError(ErrorCode.DENIED, f"mirror upstream: {exc}") from None
+            raise
         assert not isinstance(opened, bool)
         return opened, tee
 
@@ -448,78 +453,12 @@ class Mirrors:
                 progress(child_record, sum(d.size for d in parsed.blobs))
         return done
 
-    async def status(self, usage: NamespaceUsage) -> list[MirrorStatus]:
-        """Each mirror's upstreams (reachable? how fast?) and what its cache holds."""
-        repositories: list[str] = []
-        last: str | None = None
-        while True:
-            page = await self.registry.metadata.list_repositories(1000, last)
-            repositories += page
-            if len(page) < 1000:
-                break
-            last = page[-1]
-        out = []
-        for mirror in self.mirrors:
-            mine = [r for r in repositories if mirror.covers(r)]
-            manifests = 0
-            for repository in mine:
-                last = None
-                while True:
-                    page = await self.registry.metadata.list_manifests(repository, 1000, last)
-                    manifests += len(page)
-                    if len(page) < 1000:
-                        break
-                    last = page[-1]
-            health = []
-            for upstream in mirror.upstreams:
-                try:
-                    code, seconds = await upstream.ping()
-                    up = code in (200, 401)
-                    health.append(
-                        UpstreamHealth(
-                            upstream.base_url, up, round(seconds * 1000, 1), f"HTTP {code}"
-                        )
-                    )
-                except UpstreamUnavailable as exc:
-                    health.append(UpstreamHealth(upstream.base_url, False, None, str(exc)))
-            out.append(
-                MirrorStatus(
-                    mirror.prefix,
-                    mirror.upstream_prefix,
-                    health,
-                    len(mine),
-                    manifests,
-                    await usage.namespace_usage(mirror.prefix),
-                )
-            )
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamHealth:
-    url: str
-    up: bool
-    latency_ms: float | None
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class MirrorStatus:
-    prefix: str
-    upstream_prefix: str
-    upstreams: list[UpstreamHealth]
-    repositories: int
-    manifests: int
-    bytes: int
-
 
 def _check_key(name: str, tag: str) -> str:
     return f"mirror:checked:{name}:{tag}"
 
 
-def _verified(
-    fetched: FetchedManifest, reference: str, expected: str | None, upstream: UpstreamRegistry
-) -> Manifest:
+def _verified(fetched: FetchedManifest, reference: str, upstream: UpstreamRegistry) -> Manifest:
     """Parse what the upstream sent and check its digest against every claim made for it."""
     try:
         manifest = parse_manifest(fetched.content, fetched.media_type or None)
@@ -529,7 +468,7 @@ def _verified(
             f"the upstream {upstream.base_url} sent a manifest this registry cannot store: "
             f"{exc.message}",
         ) from None
-    claims = [c for c in (expected, fetched.digest) if c]
+    claims = [fetched.digest] if fetched.digest else []
     if Digest.is_digest(reference):
         claims.append(reference)
     for claim in claims:

@@ -62,6 +62,7 @@ class SingleFlight(Generic[T]):
 
 
 _DONE = object()
+STALL_SECONDS = 30.0
 
 
 class Tee:
@@ -79,8 +80,14 @@ class Tee:
         self.opened: asyncio.Future[int | bool | None] = asyncio.get_running_loop().create_future()
 
     async def put(self, item: object) -> None:
-        if self.attached:
-            await self.queue.put(item)
+        """Hand a chunk to the client; one that has not taken any for `STALL_SECONDS` (gone
+        without its response ever starting, or stuck) is dropped, and the fill goes on."""
+        if not self.attached:
+            return
+        try:
+            await asyncio.wait_for(self.queue.put(item), STALL_SECONDS)
+        except TimeoutError:
+            self.detach()
 
     def detach(self) -> None:
         self.attached = False
