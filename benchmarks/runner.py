@@ -24,6 +24,7 @@ from benchmarks import (
     listings,
     machine,
     manifests,
+    mirror,
     operations,
     replicas,
     skopeo,
@@ -51,6 +52,7 @@ FAMILIES: dict[str, Callable[[Context], None]] = {
     "tokens": tokens.run,
     "operations": operations.run,
     "events": events.run,
+    "mirror": mirror.run,
 }
 RESULTS_DIR = Path(__file__).parent / "results"
 

@@ -331,6 +331,86 @@ class EventsSettings(BaseModel):
         return self
 
 
+# -- pull-through mirrors (docs/mirror.md) ---------------------------------------------------------
+_MIRROR_PREFIX = (
+    r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
+)
+
+
+class MirrorSettings(BaseModel):
+    """One `[[mirrors]]` table: local repositories under `prefix` mirror `upstream`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prefix: str = Field(min_length=1, max_length=200, pattern=_MIRROR_PREFIX)
+    upstream: str = Field(pattern=r"^https?://[^\s/]+/?$")
+    # Local `prefix/x` is upstream `upstream_prefix/x` ("" maps it to `x`)
+    upstream_prefix: str = Field(default="", pattern=r"^$|" + _MIRROR_PREFIX)
+    username: str | None = None
+    password: str | None = Field(default=None, repr=False)
+    password_file: Path | None = None
+    password_env: str | None = None
+    tls_verify: bool = True
+    ca_file: Path | None = None
+    ttl_seconds: float = Field(default=300.0, ge=0, description="0: check the upstream every pull")
+    fallbacks: tuple[str, ...] = ()  # further upstream base URLs, tried in order
+    timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # Verified admission (docs/mirror.md): where the upstream's simple signatures are, when not
+    # behind its extension API (containers lookaside layout), and which kinds are fetched.
+    lookaside: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    signatures: tuple[Literal["cosign", "simple-signing"], ...] = ("cosign", "simple-signing")
+
+    @field_validator("fallbacks")
+    @classmethod
+    def _urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            if not url.startswith(("http://", "https://")) or " " in url:
+                raise ValueError(f"fallback {url[:100]!r} is not an http(s):// base URL")
+        return value
+
+    @model_validator(mode="after")
+    def _one_password(self) -> MirrorSettings:
+        given = [
+            k for k in ("password", "password_file", "password_env") if getattr(self, k) is not None
+        ]
+        if len(given) > 1:
+            raise ValueError(f"mirror {self.prefix!r}: give only one of {', '.join(given)}")
+        if given and self.username is None:
+            raise ValueError(f"mirror {self.prefix!r}: {given[0]} needs a username")
+        return self
+
+    def secret(self) -> str | None:
+        """The upstream password, read from the file or the environment variable named."""
+        if self.password_env is not None:
+            if self.password_env not in os.environ:
+                raise ConfigError(
+                    f"mirror {self.prefix!r}: password_env names {self.password_env}, which is not set"
+                )
+            return os.environ[self.password_env]
+        if self.password_file is not None:
+            try:
+                return self.password_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"mirror {self.prefix!r}: cannot read password_file {self.password_file}: "
+                    f"{exc.strerror or exc}"
+                ) from None
+        return self.password
+
+
+def _mirror_prefixes(mirrors: tuple[MirrorSettings, ...]) -> tuple[MirrorSettings, ...]:
+    """No repository may fall under two mirrors: prefixes must not nest or repeat."""
+    for i, a in enumerate(mirrors):
+        for b in mirrors[i + 1 :]:
+            short, long = sorted((a.prefix, b.prefix), key=len)
+            if long == short or long.startswith(short + "/"):
+                raise ValueError(
+                    f"mirror prefixes {a.prefix!r} and {b.prefix!r} overlap: every repository "
+                    "must belong to at most one mirror"
+                )
+    return mirrors
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -396,6 +476,18 @@ class Settings(BaseModel):
     # Web UI at /ui/ (docs/ui.md): on by default; a login session lasts this long
     ui: bool = True
     ui_session_seconds: int = Field(8 * 3600, ge=60, le=30 * 86400)
+    # Pull-through mirrors of upstream registries (docs/mirror.md); TRUSTYARD_MIRRORS is JSON
+    mirrors: tuple[MirrorSettings, ...] = ()
+
+    @field_validator("mirrors", mode="before")
+    @classmethod
+    def _json_mirrors(cls, value: Any) -> Any:
+        return _json_from_env(value, "mirrors must be a JSON list of mirror tables")
+
+    @field_validator("mirrors")
+    @classmethod
+    def _check_mirrors(cls, value: tuple[MirrorSettings, ...]) -> tuple[MirrorSettings, ...]:
+        return _mirror_prefixes(value)
 
     @field_validator("only", mode="before")
     @classmethod

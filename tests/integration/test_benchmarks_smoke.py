@@ -31,6 +31,8 @@ EXPECTED = {
     "rss_stream_pull",
     "skopeo_push",
     "skopeo_pull",
+    "mirror_cold_pull",
+    "mirror_warm_pull",
     *(
         f"manifest_{m}_{by}_c{c}"
         for m in ("get", "head")

@@ -23,6 +23,7 @@ from trustyard.cli import (
     trust,
     verify,
 )
+from trustyard.cli import mirror as mirror_commands
 from trustyard.cli.audit import audit as audit_command
 from trustyard.cli.backup import backup as backup_command
 from trustyard.cli.backup import restore as restore_command
@@ -53,6 +54,7 @@ app.add_typer(trust.app, name="trust")
 app.add_typer(tag.app, name="tag")
 app.add_typer(retention.app, name="retention")
 app.add_typer(quota.app, name="quota")
+app.add_typer(mirror_commands.app, name="mirror")
 
 
 def _version(value: bool) -> None:

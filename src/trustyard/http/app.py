@@ -242,6 +242,7 @@ def create_app(settings: Settings) -> Starlette:
             app.state.trust_max_upload_bytes = settings.trust.max_upload_bytes
             if settings.ui:  # the web UI's read model (http/ui, docs/ui.md)
                 app.state.browse = open_browse(settings, services)
+        app.state.mirrors = services.mirrors
         app.state.auth = services.auth
         app.state.probes = probes(services)
         app.state.audit = services.audit

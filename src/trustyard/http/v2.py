@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from trustyard.auth.scopes import CATALOG_RIGHTS, IDENTITY, GuardedRoute, on_repository
 from trustyard.http.bodies import BodyTooLarge, TrackedBody, drain, read_bounded
@@ -22,6 +22,8 @@ from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.referrers import referrers_index
 from trustyard.registry import Registry
+from trustyard.registry.mirror import CACHE_HEADER, MISS, Mirrors
+from trustyard.registry.mirror_fill import Tee
 from trustyard.storage.errors import StorageError
 
 
@@ -35,6 +37,18 @@ def _actor() -> str:
     Basic user, the token's `sub`), else `anonymous` (auth mode none sets no context)."""
     context = current_request.get()
     return context.actor if context is not None else ANONYMOUS
+
+
+def _mirrors(request: Request, name: str) -> Mirrors | None:
+    """The mirrors, when `name` is under a mirrored prefix (a prefix check; else None)."""
+    mirrors: Mirrors | None = getattr(request.app.state, "mirrors", None)
+    return mirrors if mirrors is not None and mirrors.match(name) is not None else None
+
+
+def _refuse_mirrored(request: Request, name: str) -> None:
+    mirrors = _mirrors(request, name)
+    if mirrors is not None:
+        mirrors.refuse_push(name)
 
 
 def _upload_location(name: str, upload_id: str) -> str:
@@ -111,16 +125,29 @@ def _accept(request: Request) -> list[str]:
 
 async def manifest_get(request: Request) -> Response:
     name, reference = request.path_params["name"], request.path_params["reference"]
-    record = await _registry(request).get_manifest(
-        name, reference, _accept(request), pull=request.method == "GET"
-    )
+    mirrors = _mirrors(request, name)
+    cache_state = None
+    if mirrors is not None:
+        record, cache_state = await mirrors.get_manifest(
+            name, reference, _accept(request), pull=request.method == "GET"
+        )
+    else:
+        record = await _registry(request).get_manifest(
+            name, reference, _accept(request), pull=request.method == "GET"
+        )
     headers = digest_headers(record.digest, record.size, record.media_type)
+    if cache_state is not None:
+        headers[CACHE_HEADER] = cache_state
     if record.subject is not None:
         headers["OCI-Subject"] = str(record.subject)
     if not_modified(request, record.digest):
         return Response(
             status_code=304,
-            headers={"Docker-Content-Digest": str(record.digest), "ETag": headers["ETag"]},
+            headers={
+                "Docker-Content-Digest": str(record.digest),
+                "ETag": headers["ETag"],
+                **({CACHE_HEADER: cache_state} if cache_state else {}),
+            },
         )
     if request.method == "HEAD":
         return Response(status_code=200, headers=headers)
@@ -129,6 +156,7 @@ async def manifest_get(request: Request) -> Response:
 
 async def manifest_put(request: Request) -> Response:
     name, reference = request.path_params["name"], request.path_params["reference"]
+    _refuse_mirrored(request, name)
     registry = _registry(request)
     body = await read_limited(request, registry.options.max_manifest_bytes, "manifest")
     manifest = await registry.put_manifest(
@@ -153,6 +181,7 @@ async def manifest_put(request: Request) -> Response:
 
 
 async def manifest_delete(request: Request) -> Response:
+    _refuse_mirrored(request, request.path_params["name"])
     await _registry(request).delete_manifest(
         request.path_params["name"], request.path_params["reference"], actor=_actor()
     )
@@ -164,16 +193,43 @@ async def blob_get(request: Request) -> Response:
     name = request.path_params["name"]
     digest = Digest.parse(request.path_params["digest"])
     registry = _registry(request)
+    mirrors = _mirrors(request, name)
+    cache_state = None
+    if mirrors is not None and request.method == "GET":
+        streamed = await mirrors.open_blob(name, digest)
+        if not isinstance(streamed, str):
+            return _streamed_fill(digest, *streamed)
+        cache_state = streamed
+    elif mirrors is not None:
+        cache_state = await mirrors.ensure_blob(name, digest)
     if request.method == "HEAD":
         size = await registry.blob_size(name, digest)
         headers = digest_headers(digest, size, "application/octet-stream")
         headers["Accept-Ranges"] = "bytes"
+        if cache_state is not None:
+            headers[CACHE_HEADER] = cache_state
         return Response(status_code=200, headers=headers)
     location = await registry.locate_blob(name, digest)
-    return blob_response(request, digest, location, registry.storage)
+    response = blob_response(request, digest, location, registry.storage)
+    if cache_state is not None:
+        response.headers[CACHE_HEADER] = cache_state
+    return response
+
+
+def _streamed_fill(digest: Digest, size: int | None, tee: Tee) -> Response:
+    """A mirrored blob streamed to the client while it is being stored (`registry/mirror_fill`)."""
+    headers = {
+        "Docker-Content-Digest": str(digest),
+        "Content-Type": "application/octet-stream",
+        CACHE_HEADER: MISS,
+    }
+    if size is not None:
+        headers["Content-Length"] = str(size)
+    return StreamingResponse(tee.body(), headers=headers)
 
 
 async def blob_delete(request: Request) -> Response:
+    _refuse_mirrored(request, request.path_params["name"])
     digest = Digest.parse(request.path_params["digest"])
     await _registry(request).delete_blob(request.path_params["name"], digest)
     return Response(status_code=202, headers={"Content-Length": "0"})
@@ -223,6 +279,7 @@ async def _refused_after_drain(
 
 async def upload_start(request: Request) -> Response:
     name = request.path_params["name"]
+    _refuse_mirrored(request, name)
     registry = _registry(request)
     uploads = registry.uploads
     params = _approved_upload(request)
@@ -253,6 +310,7 @@ async def upload_status(request: Request) -> Response:
 
 async def upload_patch(request: Request) -> Response:
     name, upload_id = request.path_params["name"], request.path_params["upload_id"]
+    _refuse_mirrored(request, name)
     body = TrackedBody(request)
     try:
         size = await _registry(request).uploads.append(
@@ -269,6 +327,7 @@ async def upload_patch(request: Request) -> Response:
 
 async def upload_put(request: Request) -> Response:
     name, upload_id = request.path_params["name"], request.path_params["upload_id"]
+    _refuse_mirrored(request, name)
     body = TrackedBody(request)
     try:
         digest, _ = await _registry(request).uploads.finish(

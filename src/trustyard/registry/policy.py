@@ -110,6 +110,16 @@ class PolicyContext:
     # A number that changes whenever a statement is added (the store is append-only: its count);
     # lets the kind re-evaluate at once instead of waiting for its cache to age out.
     authority_generation: Callable[[], Awaitable[int]] | None = None
+    # A mirrored repository (registry/mirror_admission.py): the upstream repository names a
+    # signature's identity may claim for it (`hub/alpine` -> `library/alpine`); empty for every
+    # repository that is not mirrored, so their identity checks are unchanged.
+    identity_aliases: Callable[[str], tuple[str, ...]] | None = None
+
+    def identity_names(self, repository: str) -> tuple[str, ...]:
+        """`repository` and the upstream names it mirrors, as signature identities may name it."""
+        if self.identity_aliases is None:
+            return (repository,)
+        return (repository, *self.identity_aliases(repository))
 
 
 CheckFactory = Callable[[dict[str, Any], PolicyContext], SignatureCheck]

@@ -255,7 +255,8 @@ class CosignCheck:
                 failures.append(f"{entry.where}: {check.reason or check.status}")
                 continue
             identities = self._identities(entry.media_type, entry.data, digest) or ["(none)"]
-            wrong = [self.identity.mismatch(i, repository, tag, digest) for i in identities]
+            names = self.ctx.identity_names(repository)
+            wrong = [self.identity.mismatch_any(i, names, tag, digest) for i in identities]
             if None in wrong:
                 await entries.aclose()
                 return Decision(True, f"{entry.where} signature verified", check.signer)
@@ -378,7 +379,8 @@ class SimpleSigningCheck:
             elif not self._accepted(what):
                 failures.append(f"signed by {what}, which is not among the trusted fingerprints")
             else:
-                wrong = self.identity.mismatch(reference, repository, tag, digest)
+                names = self.ctx.identity_names(repository)
+                wrong = self.identity.mismatch_any(reference, names, tag, digest)
                 if wrong is None:
                     return Decision(True, "simple signature verified", what)
                 failures.append(wrong)

@@ -111,3 +111,16 @@ class IdentityRule:
             pulled = f"{repository}:{tag}" if tag is not None else f"{repository}@{digest}"
             return f"signature identity {shown!r} is not exactly {pulled} (match = {self.match})"
         return None
+
+    def mismatch_any(
+        self, reference: str, repositories: tuple[str, ...], tag: str | None, digest: str
+    ) -> str | None:
+        """`mismatch` against the one of `repositories` that `reference` names (a mirrored
+        repository's own name or its upstream's, PolicyContext.identity_names), else against
+        the first: why it names none of them."""
+        try:
+            path = parse_docker_reference(reference).path
+        except ValueError:
+            path = None
+        repository = path if path in repositories else repositories[0]
+        return self.mismatch(reference, repository, tag, digest)

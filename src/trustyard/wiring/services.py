@@ -22,7 +22,8 @@ from trustyard.oci.platforms import IndexPlatforms
 from trustyard.registry import Registry, RegistryOptions
 from trustyard.registry.authority import AuthorityStatements
 from trustyard.registry.lifecycle import ImmutableRule, TagLifecycle
-from trustyard.registry.policy import Policy, build_policy
+from trustyard.registry.mirror import Mirrors
+from trustyard.registry.policy import Policy, PolicyContext, build_policy
 from trustyard.registry.policy_authority import AuthorityCheck  # noqa: F401 (registers it)
 from trustyard.registry.policy_signatures import KINDS_REGISTERED  # noqa: F401 (registers them)
 from trustyard.registry.policy_sources import RegistrySources
@@ -38,6 +39,8 @@ from trustyard.wiring.auth import AuthRuntime, build_auth, gun_prefixes_of
 from trustyard.wiring.backends import manifest_lookups, open_cache, open_storage
 from trustyard.wiring.database import Database, open_database
 from trustyard.wiring.events import event_recorder
+from trustyard.wiring.mirror import open_mirrors
+from trustyard.wiring.mirror_admission import mirror_aliases, open_admission
 
 
 @dataclass
@@ -54,6 +57,7 @@ class Services:
     authority: AuthorityStatements | None = None
     auth: AuthRuntime | None = None
     audit: Auditor | None = None
+    mirrors: Mirrors | None = None  # pull-through mirrors (wiring/mirror.py)
     _closing: contextlib.AsyncExitStack = field(
         default_factory=contextlib.AsyncExitStack, init=False, repr=False
     )
@@ -142,6 +146,16 @@ def _open_repositories(services: Services, server: bool) -> None:
     if server:
         services.simple_signatures = open_simple_signatures(settings, services)
         services.authority = AuthorityStatements(database.authority)
+    services.mirrors = open_mirrors(settings, registry)
+    if services.mirrors is not None and settings.policy.rules:  # verified admission
+        # The CLI (`trustyard mirror prefetch`) opens no extension API, but admitted simple
+        # signatures are stored all the same.
+        signatures = services.simple_signatures or open_simple_signatures(settings, services)
+        services.mirrors.admission = open_admission(
+            settings, registry, signatures, policy_context(settings, services)
+        )
+    if services.mirrors is not None:
+        services._closing.push_async_callback(services.mirrors.aclose)
 
 
 def open_lifecycle(settings: Settings, database: Database) -> TagLifecycle:
@@ -187,6 +201,13 @@ class _TrustFiles:
 
 
 def open_policy(settings: Settings, services: Services) -> Policy:
+    return build_policy(
+        [r.model_dump() for r in settings.policy.rules], policy_context(settings, services)
+    )
+
+
+def policy_context(settings: Settings, services: Services) -> PolicyContext:
+    """What the policy reads: the registry's stores, our trust store, the mirrors' names."""
     assert services.registry is not None
     sources = RegistrySources(
         services.registry, services.database.signatures, services.database.authority
@@ -194,7 +215,8 @@ def open_policy(settings: Settings, services: Services) -> Policy:
     trust = services.trust if settings.trust.enabled else None
     files = _TrustFiles(trust) if trust is not None else None
     ctx = sources.context(files, PolicyAudit(services.database.trust))
-    return build_policy([r.model_dump() for r in settings.policy.rules], ctx)
+    ctx.identity_aliases = mirror_aliases(settings)  # signatures naming a mirror's upstream
+    return ctx
 
 
 def trust_passphrase(settings: Settings) -> bytes:
