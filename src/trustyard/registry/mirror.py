@@ -32,7 +32,6 @@ Pushes, deletes and uploads into a mirrored prefix are refused (403 DENIED).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -117,7 +116,6 @@ class Mirrors:
     registry: Registry
     mirrors: list[Mirror]
     admission: Admission = field(default_factory=AdmitAll)
-    clock: Callable[[], float] = time.time
     _manifests: SingleFlight[ManifestRecord] = field(default_factory=SingleFlight)
     _blobs: SingleFlight[int] = field(default_factory=SingleFlight)
 
@@ -201,10 +199,7 @@ class Mirrors:
         except UpstreamUnavailable as exc:
             if local is None:
                 raise _unavailable(name, ref, mirror, exc) from None
-            log.warning(
-                "mirror_stale", repository=name, tag=ref, upstream=mirror.upstream, reason=str(exc)
-            )
-            return STALE
+            return _stale(name, ref, mirror, exc)
         if local is not None and head.digest == str(local.digest):
             await self._checked(mirror, name, ref, local.digest)
             return HIT
@@ -216,10 +211,7 @@ class Mirrors:
         except UpstreamUnavailable as exc:
             if local is None:
                 raise _unavailable(name, ref, mirror, exc) from None
-            log.warning(
-                "mirror_stale", repository=name, tag=ref, upstream=mirror.upstream, reason=str(exc)
-            )
-            return STALE
+            return _stale(name, ref, mirror, exc)
         return MISS
 
     async def _fresh(self, name: str, tag: str, digest: Digest) -> bool:
@@ -496,6 +488,12 @@ def _blob_unavailable(name: str, digest: Digest, mirror: Mirror, exc: Exception)
         f"unavailable: {exc}",
         headers={"Retry-After": "5"},
     )
+
+
+def _stale(name: str, tag: str, mirror: Mirror, exc: Exception) -> str:
+    """Serve the cached tag while the upstream is down, and say so in the log."""
+    log.warning("mirror_stale", repository=name, tag=tag, upstream=mirror.upstream, reason=str(exc))
+    return STALE
 
 
 def _unavailable(name: str, ref: str, mirror: Mirror, exc: Exception) -> RegistryError:
