@@ -98,8 +98,16 @@ def telemetry_instruments() -> TelemetryInstruments:
 class PrometheusTelemetry:
     """`trustyard.telemetry.Telemetry` over prometheus-client."""
 
+    def __init__(self) -> None:
+        # A manifest GET counts one lookup: its labelled child is kept, not looked up each time.
+        self._lookups: dict[tuple[str, str], Counter] = {}
+
     def cache_lookup(self, cache: str, result: str) -> None:
-        telemetry_instruments().cache_lookups.labels(cache, result).inc()
+        child = self._lookups.get((cache, result))
+        if child is None:
+            child = telemetry_instruments().cache_lookups.labels(cache, result)
+            self._lookups[(cache, result)] = child
+        child.inc()
 
     def policy_decision(self, rule: str, action: str, outcome: str) -> None:
         telemetry_instruments().policy_decisions.labels(rule, action, outcome).inc()
