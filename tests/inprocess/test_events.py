@@ -259,6 +259,39 @@ async def test_policy_denied_event(settings: Settings) -> None:
     assert events[0]["target"]["tag"] == "v1" and events[0]["target"]["reason"]
 
 
+async def test_policy_denial_wins_when_its_event_cannot_be_written(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A denial commits nothing, so its event is best effort: an outbox that fails (the database
+    gone read-only, say) is logged, and the client still gets the policy's 403, never a 500."""
+    rule = {
+        "name": "prod-signed",
+        "repositories": ["prod/*"],
+        "require": {"kind": "notary", "gun_prefix": "registry.test/"},
+    }
+    settings = with_events(settings, {"name": "denials", "url": "http://127.0.0.1:9/"})
+    settings = make_settings(
+        settings.data_dir,
+        **{
+            **{k: v for k, v in settings.model_dump().items() if k != "data_dir"},
+            "policy": {"rules": [rule]},
+        },
+    )
+    async with serve(settings, raise_app_exceptions=False) as c:
+        await push_image(c, "prod/app", make_image("unsigned-2"), "v1")
+        registry = c._transport.app.state.registry  # type: ignore[attr-defined]
+        assert registry.events is not None
+
+        async def refuse(entries: Any) -> None:
+            raise RuntimeError("outbox unavailable")
+
+        monkeypatch.setattr(registry.events.outbox, "enqueue", refuse)
+        r = await c.get("/v2/prod/app/manifests/v1")
+    assert r.status_code == 403, r.text
+    assert r.json()["errors"][0]["code"] == "DENIED"
+    assert not [e for e in await outbox(settings) if e.action == "policy-denied"]
+
+
 async def test_mount_and_blob_delete_events(settings: Settings) -> None:
     receiver = Receiver().start()
     settings = with_events(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import structlog
+
 from trustyard.cache.base import Cache
 from trustyard.crypto.jws import JwsError, verify_schema1
 from trustyard.metadata.audit_base import AuditLog
@@ -25,6 +27,8 @@ from trustyard.registry.uploads import Uploads
 from trustyard.storage.base import BlobLocation, Storage
 
 MAX_PAGE = 10_000
+
+_log = structlog.get_logger("trustyard.registry")
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,8 +199,16 @@ class Registry:
         return served
 
     async def _policy_denied(self, name: str, reference: str, exc: RegistryError) -> None:
-        if self.events is not None:
+        """Best effort (a denial changes nothing, so there is no transaction to join): an outbox
+        that cannot take the event is logged, and the client still gets the policy's refusal."""
+        if self.events is None:
+            return
+        try:
             await self.events.record(self.events.policy_denied(name, reference, exc.message))
+        except Exception as failure:  # the denial must win over the event write
+            _log.warning(
+                "policy_denied_event_lost", repository=name, reference=reference, error=str(failure)
+            )
 
     async def _lookup(self, name: str, ref: str | Digest) -> ManifestRecord | None:
         if self.lookups is None:
