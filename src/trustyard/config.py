@@ -447,6 +447,9 @@ class Settings(BaseModel):
     )
     # Garbage collection and upload expiry
     gc_grace_seconds: float = Field(3600.0, ge=0)
+    # Online GC inside the server on a timer (one replica at a time with Redis, under the same
+    # lock as `trustyard gc`); 0, the default, leaves GC to the CLI (cron).
+    gc_interval_seconds: float = Field(0.0, ge=0, description="0 disables")
     upload_max_age_seconds: float = Field(86400.0, ge=0)
     upload_purge_interval_seconds: float = Field(3600.0, ge=0, description="0 disables")
     # Scheduled scrub inside the server (docs/backup.md): re-hash blobs and manifests, quarantine

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.images import sha256
 from tests.inprocess.conftest import fresh_data_dir, make_settings, serve
 from tests.inprocess.helpers import make_image, push_image
 from tests.inprocess.test_operations import sample
@@ -132,3 +133,40 @@ async def test_maintenance_timers_are_counted(tmp_path: Path, migrated_database:
     assert sample(after, objects, task="scrub", kind="blobs_checked") >= 6
     assert sample(after, "trustyard_maintenance_bytes_total", task="scrub") > 0
     assert sample(after, "trustyard_maintenance_duration_seconds_count", task="scrub") >= 1
+
+
+async def test_scheduled_gc_collects_what_retention_left_and_is_counted(
+    tmp_path: Path, migrated_database: Path
+) -> None:
+    """Retention deletes tags; the server's own GC timer then frees their manifests and blobs
+    (grace 0), and /metrics shows the GC pass with what it freed."""
+    settings = make_settings(
+        fresh_data_dir(tmp_path / "data", migrated_database),
+        gc_interval_seconds=0.2,
+        gc_grace_seconds=0,
+        lifecycle={
+            "retention_interval_seconds": 0.2,
+            "retention": [{"repository": "gc/*", "tags": ["t*"], "keep_last": 1}],
+        },
+    )
+    objects = "trustyard_maintenance_objects_total"
+    async with serve(settings) as c:
+        images = [make_image(f"gc-{i}") for i in range(3)]
+        for i, image in enumerate(images):
+            await push_image(c, "gc/app", image, f"t{i}")
+        gone = sha256(images[0].manifest)
+        deadline = time.monotonic() + 30
+        while True:
+            after = await scrape(c)
+            status = (await c.head(f"/v2/gc/app/manifests/{gone}")).status_code
+            if status == 404 and sample(after, objects, task="gc", kind="manifests_deleted") >= 2:
+                break
+            assert time.monotonic() < deadline, (status, after)
+            await asyncio.sleep(0.1)
+        assert (
+            await c.get(f"/v2/gc/app/manifests/{sha256(images[2].manifest)}")
+        ).status_code == 200
+    runs = "trustyard_maintenance_runs_total"
+    assert sample(after, runs, task="gc", outcome="success") >= 1
+    assert sample(after, objects, task="gc", kind="blobs_deleted") >= 2
+    assert sample(after, "trustyard_maintenance_bytes_total", task="gc") > 0

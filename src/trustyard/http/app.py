@@ -29,7 +29,7 @@ from trustyard.oci.platforms import IndexPlatforms
 from trustyard.registry import Registry
 from trustyard.registry.events_delivery import EventDeliverer
 from trustyard.registry.export import TrustFiles
-from trustyard.registry.gc import expire_uploads
+from trustyard.registry.gc import GcReport, collect_garbage, expire_uploads
 from trustyard.registry.retention import RetentionReport, run_retention
 from trustyard.registry.scrub import MB, ScrubOptions, ScrubReport, scrub
 from trustyard.wiring import Database, open_services
@@ -38,7 +38,7 @@ from trustyard.wiring.database import pool_use
 from trustyard.wiring.events import event_deliverer
 from trustyard.wiring.export import retention_trust
 from trustyard.wiring.health import probes
-from trustyard.wiring.services import retention_rules
+from trustyard.wiring.services import Services, retention_rules
 from trustyard.wiring.ui import open_browse
 
 log = structlog.get_logger("trustyard")
@@ -197,6 +197,46 @@ def _scheduled_retention(
     return run
 
 
+def _scheduled_gc(
+    registry: Registry, services: Services, settings: Settings
+) -> Callable[[], Awaitable[None]]:
+    """`trustyard gc` on a timer, under the same cache `gc` lock as the CLI (with Redis one
+    replica at a time; a worker finding it taken skips its turn). What tag deletion and retention
+    leave behind goes here, and the figures reach /metrics (`task="gc"`)."""
+
+    async def attempt() -> GcReport | None:
+        try:
+            async with registry.cache.lock("gc", ttl_seconds=6 * 3600):
+                return await collect_garbage(
+                    registry.storage,
+                    registry.metadata,
+                    grace_seconds=settings.gc_grace_seconds,
+                    upload_max_age_seconds=settings.upload_max_age_seconds,
+                    dry_run=False,
+                    changed=registry.changed,
+                    signatures=services.database.signatures,
+                    history_keep_seconds=settings.lifecycle.history_keep_days * 86400,
+                )
+        except LockBusy:
+            return None
+
+    async def run() -> None:
+        report = await _counted(settings.metrics, "gc", attempt, _gc_figures)
+        if report is not None:
+            log.info("gc_finished", **_gc_figures(report))
+
+    return run
+
+
+def _gc_figures(report: GcReport) -> dict[str, int]:
+    return {
+        "manifests_deleted": len(report.plan.manifests),
+        "blobs_deleted": len(report.plan.blobs),
+        "uploads_expired": len(report.expired_uploads),
+        "bytes": report.freed_bytes,
+    }
+
+
 def _install_telemetry(registry: Registry | None) -> None:
     """Point the use cases' telemetry port at Prometheus (they default to recording nothing)."""
     if registry is None:
@@ -272,6 +312,10 @@ def create_app(settings: Settings) -> Starlette:
             deliver = _deliver_events(deliverer, settings.metrics)
             every = settings.events.poll_interval_seconds
             tasks.append(asyncio.create_task(_every(every, deliver, "event_delivery_failed")))
+        if registry is not None and settings.gc_interval_seconds > 0:
+            run = _scheduled_gc(registry, services, settings)
+            every = settings.gc_interval_seconds
+            tasks.append(asyncio.create_task(_every(every, run, "scheduled_gc_failed")))
         if registry is not None and settings.lifecycle.retention_interval_seconds > 0:
             run = _scheduled_retention(registry, settings, retention_trust(services))
             every = settings.lifecycle.retention_interval_seconds
