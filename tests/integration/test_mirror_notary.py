@@ -121,9 +121,7 @@ def get(s: Setup, path: str) -> httpx.Response:
     return httpx.get(f"{s.mirror.url}{path}", headers={"Accept": ALL_MANIFESTS}, timeout=60)
 
 
-def test_notary_admission_refuses_admits_and_verifies_offline(
-    setup: Setup, tmp_path: Path
-) -> None:
+def test_notary_admission_refuses_admits_and_verifies_offline(setup: Setup, tmp_path: Path) -> None:
     s = setup
     # Unsigned upstream tag: refused with the policy's message, nothing stored or kept.
     out = skopeo(s.mirror, "hub/unsigned:v1", ok=False)
@@ -177,4 +175,3 @@ def test_notary_admission_refuses_admits_and_verifies_offline(
     r = get(s, "/v2/hub/unsigned/manifests/v1")
     assert r.status_code in (403, 503), r.text
     assert stored_anywhere(s, s.images["unsigned"]) == []
-
