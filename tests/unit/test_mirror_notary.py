@@ -11,8 +11,10 @@ import os
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from tests.trust_client.evil import EARLIER, Collection, digest_of, target
+from trustyard.config import MirrorSettings
 from trustyard.metadata.base import ManifestRecord
 from trustyard.oci.digest import Digest
 from trustyard.registry.mirror_admission import MirrorNames
@@ -63,6 +65,20 @@ def age(tmp_path: Path, seconds: float) -> None:
     stamp = kept_stamp(tmp_path)
     then = stamp.stat().st_mtime - seconds
     os.utime(stamp, (then, then))
+
+
+def test_settings_trust_server_and_gun_prefix() -> None:
+    plain = MirrorSettings(prefix="hub", upstream="http://127.0.0.1:5001/")
+    assert plain.trust_server is None and plain.notary_gun_prefix() == "127.0.0.1:5001/"
+    custom = MirrorSettings(
+        prefix="hub",
+        upstream="https://registry-1.docker.io",
+        trust_server="https://notary.docker.io",
+        trust_gun_prefix="docker.io/",
+    )
+    assert custom.notary_gun_prefix() == "docker.io/"
+    with pytest.raises(ValidationError, match="trust_server"):
+        MirrorSettings(prefix="hub", upstream="http://a", trust_server="notary.example")
 
 
 def test_gun_is_the_upstream_name(tmp_path: Path) -> None:
