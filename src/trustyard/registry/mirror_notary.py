@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,12 +134,18 @@ class MirrorNotary:
         await asyncio.to_thread(self._write, gun, files)
 
     def _write(self, gun: str, files: dict[str, bytes]) -> None:
-        # The timestamp last: its mtime is when the copy was fetched.
+        """Each role written aside under a name of its own, then renamed into place: workers
+        refreshing the same GUN at once never expose a half-written file. The timestamp goes
+        last; its mtime says when the copy was fetched."""
+        base = self.cache_dir / "tuf" / gun / "metadata"
         for role in sorted(files, key=lambda r: r == m.TIMESTAMP):
-            self.cache.write(gun, role, files[role])
-        stamp = self.cache_dir / "tuf" / gun / "metadata" / f"{m.TIMESTAMP}.json"
-        if stamp.exists():
-            os.utime(stamp)
+            if not m.valid_role(role):
+                continue
+            path = base / f"{role}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+            tmp.write_bytes(files[role])
+            os.replace(tmp, path)
 
     async def collection(self, gun: str, pinning: TrustPinning) -> Collection:
         mirror = self._mirror(gun)
