@@ -21,10 +21,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.auth.integration import add_user, bearer, token, token_server
 from tests.integration.clienttools import ALL_MANIFESTS, run
 from tests.integration.conftest import require
 from tests.integration.images import Image, make_image, push_image
 from tests.integration.server import ServerProcess
+from tests.integration.test_auth_notary import notary as auth_notary
 from tests.integration.test_policy_pull import podman_pull, skopeo
 from tests.integration.trusttools import notary
 from trustyard.trust import model as m
@@ -175,3 +177,49 @@ def test_notary_admission_refuses_admits_and_verifies_offline(setup: Setup, tmp_
     r = get(s, "/v2/hub/unsigned/manifests/v1")
     assert r.status_code in (403, 503), r.text
     assert stored_anywhere(s, s.images["unsigned"]) == []
+
+
+def test_token_auth_upstream_trust_data_is_read_with_the_mirrors_credentials(
+    tmp_path: Path,
+) -> None:
+    """An upstream trustyard with token auth and no anonymous access: the `notary` client
+    publishes with alice's credentials, and the mirror reads the trust data through its own
+    token flow (scope `repository:<gun>:pull`). TOFU here: the rule pins nothing."""
+    data = tmp_path / "secure"
+    add_user(data, "alice", "alice-pw", admin=True)
+    secure = token_server(data).start()
+    mirror = None
+    try:
+        image = make_image(1, seed="mn-token")
+        tok = token(secure, "repository:team/app:pull,push", auth=("alice", "alice-pw"))
+        with httpx.Client(base_url=secure.url, timeout=30, headers=bearer(tok)) as up:
+            push_image(up, "team/app", image, "v1")
+        gun = f"{secure.host}/team/app"
+        owner = tmp_path / "owner"
+        hexd = image.digest.split(":", 1)[1]
+        auth_notary(secure.url, owner, "init", gun, "-p", user=("alice", "alice-pw"))
+        auth_notary(secure.url, owner, "addhash", gun, "v1", str(len(image.manifest)),
+                    "--sha256", hexd, "-p", user=("alice", "alice-pw"))  # fmt: skip
+        r = httpx.get(f"{secure.url}/v2/{gun}/_trust/tuf/root.json", timeout=30)
+        assert r.status_code == 401  # nothing for anonymous readers
+        rules = [{"name": "team", "repositories": ["up/*"], "require": {"kind": "notary"}}]
+        mirrors = [{"prefix": "up", "upstream": secure.url, "username": "alice",
+                    "password_env": "UPSTREAM_PW"}]  # fmt: skip
+        env = {
+            "TRUSTYARD_POLICY__RULES": json.dumps(rules),
+            "TRUSTYARD_MIRRORS": json.dumps(mirrors),
+            "UPSTREAM_PW": "alice-pw",
+        }
+        mirror = ServerProcess(tmp_path / "mirror", extra_env=env).start()
+        r = httpx.get(
+            f"{mirror.url}/v2/up/team/app/manifests/v1",
+            headers={"Accept": ALL_MANIFESTS},
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+        assert r.content == image.manifest
+        assert (mirror.data_dir / "mirror-trust" / "tuf" / gun / "metadata").is_dir()
+    finally:
+        if mirror is not None:
+            mirror.stop()
+        secure.stop()
