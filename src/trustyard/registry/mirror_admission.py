@@ -4,12 +4,14 @@ When a signature policy rule covers a mirrored repository, the manifest fetched 
 upstream is judged by the SAME rules the registry applies on every pull (registry/policy.py and
 its kinds), but with readers that look at the upstream instead of the local store: cosign's
 `sha256-<hex>.sig` tag and OCI 1.1 referrers, containers simple signatures (extension API or
-lookaside URL), blobs those signatures need. What they read is kept in memory (`Stage`, bounded
-in bytes); nothing is written while the decision is made, so a refusal leaves no trace.
+lookaside URL), blobs those signatures need, Notary trust data from the upstream's trust server
+(registry/mirror_notary.py). What they read is kept in memory (`Stage`, bounded in bytes);
+nothing is written while the decision is made, so a refusal leaves no trace.
 
 Admitted: `Admitted.store()` writes the signature material next to the cached image (the
-cosign tag and referrer manifests with their blobs, the simple signatures), so the registry's
-ordinary pull-path policy verifies the image again later without the upstream.
+cosign tag and referrer manifests with their blobs, the simple signatures, the verified Notary
+files), so the registry's ordinary pull-path policy verifies the image again later without the
+upstream.
 
 Signatures name the upstream (`upstream.example/library/alpine`), the cache holds `hub/alpine`:
 `identity_aliases` gives the policy that one explicit mapping (PolicyContext.identity_aliases);
