@@ -175,7 +175,7 @@ def test_notary_admission_refuses_admits_and_verifies_offline(setup: Setup, tmp_
     assert "mirror_trust_offline" in offline
     # Still refused offline: nothing cached, nothing kept.
     r = get(s, "/v2/hub/unsigned/manifests/v1")
-    assert r.status_code in (403, 503), r.text
+    assert r.status_code == 503 and r.json()["errors"][0]["code"] == "UNAVAILABLE", r.text
     assert stored_anywhere(s, s.images["unsigned"]) == []
 
 
