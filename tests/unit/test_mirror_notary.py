@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from tests.trust_client.evil import EARLIER, Collection, digest_of, target
-from trustyard.config import MirrorSettings
+from trustyard.config import MirrorSettings, Settings
 from trustyard.metadata.base import ManifestRecord
 from trustyard.oci.digest import Digest
 from trustyard.registry.mirror_admission import MirrorNames
@@ -24,6 +24,7 @@ from trustyard.remote.upstream import UpstreamUnavailable
 from trustyard.trust.client.pinning import TrustPinning, canonical_key_id
 from trustyard.trust.client.remote import TrustServerUnreachable
 from trustyard.trust.client.verify import VerifyError
+from trustyard.wiring.mirror_admission import uses_notary
 
 PREFIX = "up.example:5000/"
 GUN = PREFIX + "library/app"
@@ -180,3 +181,16 @@ async def test_notary_rule_on_a_mirrored_repository_reads_the_upstream_gun(
     assert not moved.ok and f"signed in {GUN}" in moved.reason
     by_digest = await check.verify("hub/app", record("one"), None)
     assert by_digest.ok, by_digest.reason
+
+
+def test_trust_server_clients_only_for_notary_rules() -> None:
+    def settings(require: dict[str, object]) -> Settings:
+        rule = {"name": "r", "repositories": ["hub/*"], "require": require}
+        return Settings(
+            mirrors=[MirrorSettings(prefix="hub", upstream="http://a")],
+            policy={"rules": [rule]},  # type: ignore[arg-type]
+        )
+
+    assert not uses_notary(settings({"kind": "cosign", "keys": ["k.pub"]}))
+    assert uses_notary(settings({"kind": "notary"}))
+    assert uses_notary(settings({"kind": "any-of", "of": [{"kind": "cosign"}, {"kind": "notary"}]}))

@@ -87,3 +87,16 @@ def open_mirror_notary(settings: Settings) -> MirrorNotary:
             )
         )
     return MirrorNotary(mirrors, mirror_trust_dir(settings), closing)
+
+
+def uses_notary(settings: Settings) -> bool:
+    """Whether any policy rule requires `notary` (else no trust server client is opened)."""
+
+    def walk(spec: object) -> bool:
+        if isinstance(spec, dict):
+            return spec.get("kind") == "notary" or any(walk(v) for v in spec.values())
+        if isinstance(spec, list | tuple):
+            return any(walk(v) for v in spec)
+        return False
+
+    return any(walk(rule.require) for rule in settings.policy.rules)

@@ -45,6 +45,7 @@ from trustyard.wiring.mirror_admission import (
     mirror_aliases,
     open_admission,
     open_mirror_notary,
+    uses_notary,
 )
 
 
@@ -227,7 +228,7 @@ def policy_context(settings: Settings, services: Services) -> PolicyContext:
     files = _TrustFiles(trust) if trust is not None else None
     ctx = sources.context(files, PolicyAudit(services.database.trust))
     ctx.identity_aliases = mirror_aliases(settings)  # signatures naming a mirror's upstream
-    if settings.mirrors and settings.policy.rules and services.mirror_notary is None:
+    if settings.mirrors and uses_notary(settings) and services.mirror_notary is None:
         services.mirror_notary = open_mirror_notary(settings)
         services._closing.push_async_callback(services.mirror_notary.aclose)
     ctx.mirrored_trust = services.mirror_notary
