@@ -359,6 +359,16 @@ class MirrorSettings(BaseModel):
     # behind its extension API (containers lookaside layout), and which kinds are fetched.
     lookaside: str | None = Field(default=None, pattern=r"^https?://\S+$")
     signatures: tuple[Literal["cosign", "simple-signing"], ...] = ("cosign", "simple-signing")
+    # Notary rules (docs/mirror.md): the upstream's trust server (None: `upstream`, where
+    # trustyard serves it) and the GUN prefix of its repositories (None: "upstream-host/").
+    trust_server: str | None = Field(default=None, pattern=r"^https?://[^\s/]+/?$")
+    trust_gun_prefix: str | None = Field(default=None, max_length=255, pattern=r"^[^\s]*$")
+
+    def notary_gun_prefix(self) -> str:
+        """What goes before the upstream repository in its GUN (`127.0.0.1:5001/`)."""
+        if self.trust_gun_prefix is not None:
+            return self.trust_gun_prefix
+        return self.upstream.split("://", 1)[1].rstrip("/") + "/"
 
     @field_validator("fallbacks")
     @classmethod

@@ -4,12 +4,14 @@ When a signature policy rule covers a mirrored repository, the manifest fetched 
 upstream is judged by the SAME rules the registry applies on every pull (registry/policy.py and
 its kinds), but with readers that look at the upstream instead of the local store: cosign's
 `sha256-<hex>.sig` tag and OCI 1.1 referrers, containers simple signatures (extension API or
-lookaside URL), blobs those signatures need. What they read is kept in memory (`Stage`, bounded
-in bytes); nothing is written while the decision is made, so a refusal leaves no trace.
+lookaside URL), blobs those signatures need, Notary trust data from the upstream's trust server
+(registry/mirror_notary.py). What they read is kept in memory (`Stage`, bounded in bytes);
+nothing is written while the decision is made, so a refusal leaves no trace.
 
 Admitted: `Admitted.store()` writes the signature material next to the cached image (the
-cosign tag and referrer manifests with their blobs, the simple signatures), so the registry's
-ordinary pull-path policy verifies the image again later without the upstream.
+cosign tag and referrer manifests with their blobs, the simple signatures, the verified Notary
+files), so the registry's ordinary pull-path policy verifies the image again later without the
+upstream.
 
 Signatures name the upstream (`upstream.example/library/alpine`), the cache holds `hub/alpine`:
 `identity_aliases` gives the policy that one explicit mapping (PolicyContext.identity_aliases);
@@ -36,12 +38,16 @@ from trustyard.oci.digest import Digest
 from trustyard.oci.errors import ErrorCode, RegistryError
 from trustyard.oci.manifest import Descriptor, parse_manifest
 from trustyard.registry.mirror import UpstreamSource
+from trustyard.registry.mirror_notary import MirrorNotary
 from trustyard.registry.policy import Policy, PolicyContext, build_policy
 from trustyard.registry.service import Registry
 from trustyard.registry.signature_artifacts import MAX_SIG_MANIFEST
 from trustyard.registry.signatures import SimpleSignatures
 from trustyard.remote.upstream import UpstreamUnavailable
 from trustyard.remote.upstream_signatures import HttpSignatureSource
+from trustyard.trust.client.pinning import TrustPinning
+from trustyard.trust.client.remote import TrustServerUnreachable
+from trustyard.trust.client.verify import Collection
 
 log = structlog.get_logger("trustyard.mirror.admission")
 SIGNATURE_KINDS = ("cosign", "simple-signing")
@@ -117,6 +123,9 @@ class Stage:
     referrer_digests: set[Digest] = field(default_factory=set)
     simple: dict[Digest, list[bytes]] = field(default_factory=dict)
     size: int = 0
+    # Notary: the upstream trust data that verified, per GUN (kept once admitted)
+    notary: MirrorNotary | None = None
+    trust: dict[str, dict[str, bytes]] = field(default_factory=dict)
     # The upstream went away while the check read from it: not a verdict on the image.
     unavailable: UpstreamUnavailable | None = None
 
@@ -200,6 +209,17 @@ class Stage:
             self.simple[digest] = [s for s in found if self._take(len(s))]
         return self.simple[digest]
 
+    async def notary_collection(self, gun: str, pinning: TrustPinning) -> Collection:
+        """The upstream's verified collection of `gun` (read once per admission)."""
+        if self.notary is None:
+            raise TrustServerUnreachable("no trust server is configured for this mirror")
+        try:
+            coll = await self._remote(self.notary.fetch(gun, pinning))
+        except UpstreamUnavailable as exc:
+            raise TrustServerUnreachable(str(exc)) from None  # self.unavailable says it all
+        self.trust[gun] = coll.verified()
+        return coll
+
 
 _STAGE: ContextVar[Stage | None] = ContextVar("trustyard_mirror_stage", default=None)
 
@@ -232,16 +252,32 @@ async def _simple_signatures(repository: str, digest: Digest) -> list[bytes]:
 
 
 class _NoTrustFiles:
-    """Notary trust data is not fetched from upstreams yet: a `notary` rule refuses."""
+    """Our own trust store is never read for an upstream image: a `notary` rule on a repository
+    no mirror serves trust data for finds nothing and refuses."""
 
     async def get(self, gun: str, role: str) -> bytes | None:
         return None
+
+
+class _StagedTrust:
+    """PolicyContext.mirrored_trust during an admission: the upstream's trust server, read
+    through the current stage (nothing written until the image is admitted)."""
+
+    def __init__(self, notary: MirrorNotary) -> None:
+        self.notary = notary
+
+    def gun(self, repository: str) -> str | None:
+        return self.notary.gun(repository)
+
+    async def collection(self, gun: str, pinning: TrustPinning) -> Collection:
+        return await _stage().notary_collection(gun, pinning)
 
 
 def staged_context(
     aliases: Callable[[str], tuple[str, ...]] | None,
     audit: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
     local: PolicyContext | None = None,
+    notary: MirrorNotary | None = None,
 ) -> PolicyContext:
     """A PolicyContext whose readers look at the current admission's stage (the upstream).
     `local`: the registry's own context, for the namespace authority's statements."""
@@ -255,6 +291,8 @@ def staged_context(
         audit,
     )
     ctx.identity_aliases = aliases
+    if notary is not None:
+        ctx.mirrored_trust = _StagedTrust(notary)
     if local is not None:
         ctx.authority_statements = local.authority_statements
         ctx.authority_generation = local.authority_generation
@@ -274,6 +312,9 @@ class Admitted:
         stage = self.stage
         if stage is None:
             return
+        if stage.notary is not None:
+            for gun, files in stage.trust.items():
+                await stage.notary.remember(gun, files)
         for record in self._to_store(stage):
             await self._store_manifest(stage, record)
         if self.signatures is not None:
@@ -337,10 +378,12 @@ class MirrorAdmission:
         ctx: PolicyContext,
         registry: Registry,
         signatures: SimpleSignatures | None,
+        notary: MirrorNotary | None = None,
     ) -> None:
         self.policy: Policy = build_policy(rules, ctx)
         self.registry = registry
         self.signatures = signatures
+        self.notary = notary
 
     def covers(self, local: str) -> bool:
         return self.policy.rule_for(local) is not None
@@ -361,7 +404,7 @@ class MirrorAdmission:
         (the decision is logged as every policy decision is)."""
         if self.policy.rule_for(local) is None:
             return Admitted(None, self.registry, self.signatures)
-        stage = Stage(local, upstream, image, source, frozenset(kinds))
+        stage = Stage(local, upstream, image, source, frozenset(kinds), notary=self.notary)
         token = _STAGE.set(stage)
         try:
             await self.policy.on_pull(local, tag, image)
@@ -380,6 +423,7 @@ class MirrorAdmission:
             digest=str(image.digest),
             signature_manifests=len(Admitted._to_store(stage)),
             simple_signatures=sum(len(v) for v in stage.simple.values()),
+            notary_guns=sorted(stage.trust),
         )
         return Admitted(stage, self.registry, self.signatures)
 

@@ -89,6 +89,17 @@ class TrustFiles(Protocol):
         """The current metadata file of `role` in `gun`, or None."""
 
 
+class MirroredTrust(Protocol):
+    """Notary trust data of mirrored repositories (registry/mirror_notary.py): their signatures
+    live in the upstream's trust server under the upstream's GUN, not in ours."""
+
+    def gun(self, repository: str) -> str | None:
+        """The upstream GUN of a mirrored `repository`; None when it is not mirrored."""
+
+    async def collection(self, gun: str, pinning: TrustPinning) -> Collection:
+        """The verified collection of `gun`; raises `VerifyError` or `TrustServerUnreachable`."""
+
+
 @dataclass
 class PolicyContext:
     """What checks may use: the registry's blobs and manifests, and the trust store."""
@@ -114,6 +125,9 @@ class PolicyContext:
     # signature's identity may claim for it (`hub/alpine` -> `library/alpine`); empty for every
     # repository that is not mirrored, so their identity checks are unchanged.
     identity_aliases: Callable[[str], tuple[str, ...]] | None = None
+    # Mirrored repositories: `notary` rules read the upstream's trust data (its GUN, pinned by
+    # the rule's root keys / CA) instead of our trust store. None: no mirror has trust data.
+    mirrored_trust: MirroredTrust | None = None
 
     def identity_names(self, repository: str) -> tuple[str, ...]:
         """`repository` and the upstream names it mirrors, as signature identities may name it."""
@@ -172,6 +186,8 @@ class NotaryCheck:
         if ca is not None and not Path(ca).is_file():
             raise PolicyConfigError(f"notary: ca file {ca} does not exist")
         pinned = bool(root_keys or ca)
+        self.root_keys = tuple(k.lower() for k in root_keys)
+        self.ca = Path(ca) if ca else None
         self.pinning = TrustPinning(
             certs={self.gun_prefix + "*": tuple(k.lower() for k in root_keys)} if root_keys else {},
             ca={self.gun_prefix: Path(ca)} if ca else {},
@@ -187,11 +203,25 @@ class NotaryCheck:
         # A remote server is remembered against rollback; our own trust store is trusted.
         self.trusted = TrustedCopies() if server is not None else None
 
+    def pinning_for(self, gun: str) -> TrustPinning:
+        """The rule's pins applied to exactly `gun` (a mirror's upstream GUN, which the rule's
+        `gun_prefix` does not describe); no pin: trust on first use, as for local GUNs."""
+        return TrustPinning(
+            certs={gun: self.root_keys} if self.root_keys else {},
+            ca={gun: self.ca} if self.ca else {},
+            disable_tofu=bool(self.root_keys or self.ca),
+        )
+
     async def verify(self, repository: str, record: ManifestRecord, tag: str | None) -> Decision:
-        gun = self.gun_prefix + repository
+        mirrored = self.ctx.mirrored_trust
+        upstream_gun = mirrored.gun(repository) if mirrored is not None else None
+        gun = upstream_gun or self.gun_prefix + repository
         assert self.files is not None
         try:
-            coll = await fetch_verified(self.files, gun, self.pinning, self.trusted)
+            if mirrored is not None and upstream_gun is not None:
+                coll = await mirrored.collection(upstream_gun, self.pinning_for(upstream_gun))
+            else:
+                coll = await fetch_verified(self.files, gun, self.pinning, self.trusted)
         except VerifyError as exc:
             return Decision(False, f"notary trust data of {gun}: {exc}")
         except TrustServerUnreachable as exc:

@@ -23,6 +23,7 @@ from trustyard.registry import Registry, RegistryOptions
 from trustyard.registry.authority import AuthorityStatements
 from trustyard.registry.lifecycle import ImmutableRule, TagLifecycle
 from trustyard.registry.mirror import Mirrors
+from trustyard.registry.mirror_notary import MirrorNotary
 from trustyard.registry.policy import Policy, PolicyContext, build_policy
 from trustyard.registry.policy_authority import AuthorityCheck  # noqa: F401 (registers it)
 from trustyard.registry.policy_signatures import KINDS_REGISTERED  # noqa: F401 (registers them)
@@ -40,7 +41,12 @@ from trustyard.wiring.backends import manifest_lookups, open_cache, open_storage
 from trustyard.wiring.database import Database, open_database
 from trustyard.wiring.events import event_recorder
 from trustyard.wiring.mirror import open_mirrors
-from trustyard.wiring.mirror_admission import mirror_aliases, open_admission
+from trustyard.wiring.mirror_admission import (
+    mirror_aliases,
+    open_admission,
+    open_mirror_notary,
+    uses_notary,
+)
 
 
 @dataclass
@@ -58,6 +64,8 @@ class Services:
     auth: AuthRuntime | None = None
     audit: Auditor | None = None
     mirrors: Mirrors | None = None  # pull-through mirrors (wiring/mirror.py)
+    # mirrors' upstream Notary trust data, shared by the pull path and the admission
+    mirror_notary: MirrorNotary | None = None
     _closing: contextlib.AsyncExitStack = field(
         default_factory=contextlib.AsyncExitStack, init=False, repr=False
     )
@@ -152,7 +160,11 @@ def _open_repositories(services: Services, server: bool) -> None:
         # signatures are stored all the same.
         signatures = services.simple_signatures or open_simple_signatures(settings, services)
         services.mirrors.admission = open_admission(
-            settings, registry, signatures, policy_context(settings, services)
+            settings,
+            registry,
+            signatures,
+            policy_context(settings, services),
+            services.mirror_notary,
         )
     if services.mirrors is not None:
         services._closing.push_async_callback(services.mirrors.aclose)
@@ -216,6 +228,10 @@ def policy_context(settings: Settings, services: Services) -> PolicyContext:
     files = _TrustFiles(trust) if trust is not None else None
     ctx = sources.context(files, PolicyAudit(services.database.trust))
     ctx.identity_aliases = mirror_aliases(settings)  # signatures naming a mirror's upstream
+    if settings.mirrors and uses_notary(settings) and services.mirror_notary is None:
+        services.mirror_notary = open_mirror_notary(settings)
+        services._closing.push_async_callback(services.mirror_notary.aclose)
+    ctx.mirrored_trust = services.mirror_notary
     return ctx
 
 
