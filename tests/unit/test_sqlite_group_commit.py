@@ -50,7 +50,10 @@ async def test_the_sqlite_writer_groups_commits(store: SqlMetadataStore) -> None
         assert record is not None and record.repository == f"team/app{int(i, 16) % 7}"
 
 
-async def test_a_failed_unit_undoes_only_its_own_writes(store: SqlMetadataStore) -> None:
+@pytest.mark.parametrize("failing_first", [False, True])
+async def test_a_failed_unit_undoes_only_its_own_writes(
+    store: SqlMetadataStore, failing_first: bool
+) -> None:
     await store.create_upload("a" * 32, "team/app")
 
     async def duplicate() -> None:
@@ -60,14 +63,13 @@ async def test_a_failed_unit_undoes_only_its_own_writes(store: SqlMetadataStore)
             )
             await conn.execute(insert(t.uploads).values(id="a" * 32, repo_id=1, started_at=0.0))
 
-    results = await asyncio.gather(
-        store.create_upload("b" * 32, "team/app"),
-        duplicate(),
-        store.create_upload("c" * 32, "team/other"),
-        return_exceptions=True,
-    )
-    assert results[0] is None and results[2] is None
-    assert isinstance(results[1], IntegrityError)
+    # The batch's first unit runs without a SAVEPOINT, the others each in one: both kinds fail.
+    units = [store.create_upload("b" * 32, "team/app"), store.create_upload("c" * 32, "team/x")]
+    units.insert(0 if failing_first else 1, duplicate())
+    results = await asyncio.gather(*units, return_exceptions=True)
+    failed = 0 if failing_first else 1
+    assert isinstance(results[failed], IntegrityError)
+    assert [r for i, r in enumerate(results) if i != failed] == [None, None]
     assert await store.get_upload("b" * 32) is not None
     assert await store.get_upload("c" * 32) is not None
     async with store.reader.connect() as conn:

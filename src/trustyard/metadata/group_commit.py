@@ -5,8 +5,9 @@ connection, take the cross-process lock and BEGIN IMMEDIATE, run a few statement
 hand the lock back; 50 concurrent pushes spent most of their time queued on that hand-over
 (docs/benchmarks.md, second round). Here the writer engine keeps its transaction open while
 more units of work are waiting in this process: each `begin()` block runs inside its own
-SAVEPOINT of the shared transaction (its failure rolls back only its own statements), and the
-last unit of a batch (nobody else waiting, or `MAX_UNITS` reached) COMMITs for all of them.
+SAVEPOINT of the shared transaction (its failure rolls back only its own statements; the
+first unit of a batch needs none), and the last unit of a batch (nobody else waiting, or
+`MAX_UNITS` reached) COMMITs for all of them.
 A block still leaves `async with` only after its batch committed, so callers keep the meaning
 of a transaction: it is durable (as durable as `synchronous=NORMAL` makes it) when the block
 returns, and it is all or nothing with the rows written beside it (outbox, audit, tag history).
@@ -89,7 +90,9 @@ class GroupCommitEngine(AsyncEngine):
             if batch is None:
                 batch = state.batch = await self._open()
             batch.units += 1
-            savepoint = await batch.conn.begin_nested()
+            # The first unit of a batch needs no SAVEPOINT (two round trips to the driver's
+            # thread): if it fails, rolling the whole transaction back undoes only its work.
+            savepoint = await batch.conn.begin_nested() if batch.units > 1 else None
         except BaseException:
             # The batch could not start (lock timeout, outage) or take this unit: whatever it
             # holds (earlier units' work included) is rolled back and they are told.
@@ -113,12 +116,15 @@ class GroupCommitEngine(AsyncEngine):
         return _Batch(conn, transaction)
 
     async def _release(
-        self, state: _State, batch: _Batch, savepoint: AsyncTransaction, *, ok: bool
+        self, state: _State, batch: _Batch, savepoint: AsyncTransaction | None, *, ok: bool
     ) -> None:
         """End one unit (RELEASE or ROLLBACK TO its savepoint), then commit the batch if no
         one else is waiting for the connection; hands the turn on either way."""
+        if savepoint is None and not ok:
+            await self._end(state, commit=False)  # the batch's first unit: nothing else in it
+            return
         try:
-            if savepoint.is_active:
+            if savepoint is not None and savepoint.is_active:
                 await (savepoint.commit() if ok else savepoint.rollback())
         except BaseException:
             await self._end(state, commit=False)
