@@ -1,4 +1,4 @@
-"""The Granian supervisor `trustyard serve` execs into once its start-up checks passed.
+"""The Granian supervisor `trustyard serve` execs into (one worker) once its checks passed.
 
 `serve` imports the whole application for its checks (schema, preflight lifespan). Granian's
 supervisor only forks workers, watches them and relays signals; when that was the `serve`
@@ -6,7 +6,9 @@ process itself, every server paid a second interpreter full of imports beside it
 (issue 24: with the default single worker, 65 MiB PSS of supervisor beside a 52 MiB worker).
 Exec'ing this module drops all of that: it imports Granian and the standard library only, and
 each worker imports the application itself (`trustyard.http.app:worker_app`, as before).
-Granian's own signal handling and graceful stop are unchanged.
+Granian's own signal handling and graceful stop are unchanged. With several workers `serve`
+calls `run` in-process instead: workers forked from the full process share its imported pages,
+which costs less than each importing on its own (docs/benchmarks.md, second round).
 
 Run as `python -m trustyard.supervisor '<json>'`; the JSON holds Granian's arguments (no
 secrets: paths and numbers), and optionally `cleanup`, a directory to remove at exit (the

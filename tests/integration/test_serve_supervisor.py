@@ -66,3 +66,24 @@ def test_serve_runs_a_lean_supervisor_and_stops_cleanly(tmp_path: Path) -> None:
         assert not metrics_dir.exists()  # the supervisor removed what serve made
     finally:
         server.stop()
+
+
+def test_several_workers_fork_from_serve_and_stop_cleanly(tmp_path: Path) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    server = ServerProcess(
+        tmp_path / "data", extra_args=["--workers", "2"], extra_env={"TMPDIR": str(tmp)}
+    ).start()
+    try:
+        assert server.proc is not None
+        pid = server.proc.pid
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert b"serve" in cmdline and b"trustyard.supervisor" not in cmdline
+        (metrics_dir,) = tmp.glob("trustyard-metrics-*")  # set after start: not in environ
+        assert len(_children(pid)) == 2
+        assert httpx.get(server.url + "/v2/").status_code == 200
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=15) == 0
+        assert not metrics_dir.exists()
+    finally:
+        server.stop()

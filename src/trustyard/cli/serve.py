@@ -27,7 +27,7 @@ from trustyard.config import (
 )
 from trustyard.http.app import create_app
 from trustyard.logs import configure_logging
-from trustyard.supervisor import command, one_malloc_arena
+from trustyard.supervisor import command, one_malloc_arena, run
 from trustyard.wiring import SchemaMismatch, open_database
 
 log = structlog.get_logger("trustyard")
@@ -201,24 +201,28 @@ def _metrics_dir() -> str | None:
         return None
     path = tempfile.mkdtemp(prefix="trustyard-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
-    atexit.register(shutil.rmtree, path, True)  # if serve stops before the exec
+    atexit.register(shutil.rmtree, path, True)  # if serve stops before Granian runs
     return path
 
 
 def _run_granian(settings: Settings, cleanup: str | None) -> None:
-    """Exec the lean Granian supervisor (trustyard/supervisor.py): this process's imports are
-    not needed past the checks, and would otherwise stay beside the workers all along."""
-    argv = command(
-        {
-            "address": settings.host,
-            "port": settings.port,
-            "workers": settings.workers,
-            "ssl_cert": str(settings.tls_cert) if settings.tls_cert else None,
-            "ssl_key": str(settings.tls_key) if settings.tls_key else None,
-            "log_level": settings.log_level,
-        },
-        cleanup,
-    )
+    """Serve on Granian. One worker: exec the lean supervisor (trustyard/supervisor.py), as
+    this process's imports are not needed past the checks and would otherwise stay beside the
+    worker all along (idle tree 100 -> 79 MiB PSS). Several workers: run Granian here, so the
+    workers fork from this process and share its imported pages among themselves (exec'ing
+    cost ~15-20 MiB more with 2 workers, each importing on its own; docs/benchmarks.md)."""
+    granian = {
+        "address": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "ssl_cert": str(settings.tls_cert) if settings.tls_cert else None,
+        "ssl_key": str(settings.tls_key) if settings.tls_key else None,
+        "log_level": settings.log_level,
+    }
+    if settings.workers > 1:
+        run({"granian": granian, "cleanup": cleanup})
+        return
+    argv = command(granian, cleanup)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(argv[0], argv)  # noqa: S606 (our own interpreter and module, no shell)
