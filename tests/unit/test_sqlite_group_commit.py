@@ -131,3 +131,32 @@ async def test_a_cancelled_unit_hands_the_writer_on(store: SqlMetadataStore) -> 
     async with store.reader.connect() as conn:
         names = set((await conn.execute(select(t.repositories.c.name))).scalars())
     assert "team/cancelled" not in names
+
+
+async def test_a_unit_cancelled_as_the_turn_reaches_it_still_gets_the_batch_committed(
+    store: SqlMetadataStore,
+) -> None:
+    # A hands the turn to B (waiting) instead of committing; B is cancelled before it runs:
+    # A's work must still be committed, not wait for a writer that may never come.
+    state_of = store.writer._current  # type: ignore[attr-defined]
+    go_on = asyncio.Event()
+
+    async def first() -> None:
+        async with store.writer.begin() as conn:
+            await conn.execute(insert(t.repositories).values(name="team/first", created_at=0.0))
+            await go_on.wait()
+
+    a = asyncio.create_task(first())
+    while state_of().batch is None:
+        await asyncio.sleep(0)
+    b = asyncio.create_task(store.create_upload("f" * 32, "team/app"))
+    while state_of().waiting == 0:
+        await asyncio.sleep(0)
+    go_on.set()
+    while state_of().turn.locked():  # A released the turn to B without committing
+        await asyncio.sleep(0)
+    b.cancel()
+    await asyncio.wait_for(a, 10)
+    async with store.reader.connect() as conn:
+        names = set((await conn.execute(select(t.repositories.c.name))).scalars())
+    assert "team/first" in names

@@ -52,6 +52,7 @@ class _State:
         self.turn = asyncio.Lock()
         self.waiting = 0
         self.batch: _Batch | None = None
+        self.flushes: set[asyncio.Task[None]] = set()
 
 
 class GroupCommitEngine(AsyncEngine):
@@ -79,12 +80,15 @@ class GroupCommitEngine(AsyncEngine):
         try:
             async with asyncio.timeout(TURN_TIMEOUT_SECONDS):
                 await state.turn.acquire()
-        except TimeoutError:
-            raise MetadataUnavailable(
-                f"no turn on the database writer within {TURN_TIMEOUT_SECONDS:.0f} s"
-            ) from None
-        finally:
+        except BaseException as exc:
             state.waiting -= 1
+            self._flush_later(state)
+            if isinstance(exc, TimeoutError):
+                raise MetadataUnavailable(
+                    f"no turn on the database writer within {TURN_TIMEOUT_SECONDS:.0f} s"
+                ) from None
+            raise
+        state.waiting -= 1
         try:
             batch = state.batch
             if batch is None:
@@ -105,6 +109,22 @@ class GroupCommitEngine(AsyncEngine):
             raise
         await _shielded(self._release(state, batch, savepoint, ok=True))
         await asyncio.shield(batch.done)
+
+    def _flush_later(self, state: _State) -> None:
+        """A unit gave up waiting (cancelled, timed out): the unit before it may have handed
+        it the turn instead of committing, so commit for them unless someone else goes on."""
+        if state.batch is None:
+            return
+        task = asyncio.ensure_future(self._flush(state))
+        state.flushes.add(task)
+        task.add_done_callback(state.flushes.discard)
+
+    async def _flush(self, state: _State) -> None:
+        await state.turn.acquire()
+        if state.batch is not None and state.waiting == 0:
+            await self._end(state, commit=True)  # releases the turn
+        else:
+            state.turn.release()  # a waiting unit takes the batch on, and commits it
 
     async def _open(self) -> _Batch:
         conn = await self.connect()
