@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import ctypes
 import ipaddress
 import os
 import shlex
 import shutil
 import stat
+import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -27,6 +27,7 @@ from trustyard.config import (
 )
 from trustyard.http.app import create_app
 from trustyard.logs import configure_logging
+from trustyard.supervisor import command, one_malloc_arena, run
 from trustyard.wiring import SchemaMismatch, open_database
 
 log = structlog.get_logger("trustyard")
@@ -41,25 +42,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-# glibc's mallopt parameter number for the arena cap (malloc.h: M_ARENA_MAX).
-_M_ARENA_MAX = -8
-
-
-def _one_malloc_arena() -> None:
-    """Let every thread allocate from glibc's main arena, before the workers fork.
-
-    Blob reads and hashing run on pools of threads, and glibc gives each thread its own arena
-    that keeps freed 2 MiB chunks: measured after 1 GiB pushes and pulls, a 2-worker tree held
-    ~7 MiB less with one arena (docs/benchmarks.md), at the same throughput (Python objects are
-    allocated under the GIL, so the shared arena's lock is rarely contended). Same as
-    MALLOC_ARENA_MAX=1, which glibc reads only at start-up. A no-op without glibc's mallopt.
-    """
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(_M_ARENA_MAX, 1)
+_one_malloc_arena = one_malloc_arena  # before the schema check's thread gets an arena
 
 
 def _secret_paths(settings: Settings) -> list[tuple[Path, int]]:
@@ -173,8 +156,7 @@ def serve(
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise typer.BadParameter("--tls-cert and --tls-key go together")
     configure_logging(settings.log_level)
-    if settings.metrics:
-        _metrics_dir()
+    cleanup = _metrics_dir() if settings.metrics else None
     _check_before_start(settings)
     export_for_workers(settings)
     log.info(
@@ -184,7 +166,7 @@ def serve(
         workers=settings.workers,
         routes=sorted(settings.route_groups),
     )
-    _run_granian(settings)
+    _run_granian(settings, cleanup)
 
 
 def _check_before_start(settings: Settings) -> None:
@@ -210,30 +192,37 @@ def _check_before_start(settings: Settings) -> None:
         raise typer.Exit(2) from None
 
 
-def _metrics_dir() -> None:
+def _metrics_dir() -> str | None:
     """A fresh directory for prometheus-client's multiprocess mode, made before any worker
-    starts (the library reads the variable at import) and removed when the server stops.
-    An operator's own `PROMETHEUS_MULTIPROC_DIR` is used as it is (they wipe it between runs)."""
+    starts (the library reads the variable at import) and removed when the server stops (by
+    the supervisor, returned here). An operator's own `PROMETHEUS_MULTIPROC_DIR` is used as it
+    is (they wipe it between runs)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        return
+        return None
     path = tempfile.mkdtemp(prefix="trustyard-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
-    atexit.register(shutil.rmtree, path, True)
+    atexit.register(shutil.rmtree, path, True)  # if serve stops before Granian runs
+    return path
 
 
-def _run_granian(settings: Settings) -> None:
-    from granian import Granian
-    from granian.constants import Interfaces
-
-    Granian(
-        target="trustyard.http.app:worker_app",
-        factory=True,
-        interface=Interfaces.ASGI,
-        address=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        ssl_cert=settings.tls_cert,
-        ssl_key=settings.tls_key,
-        log_level=settings.log_level if settings.log_level != "debug" else "debug",  # type: ignore[arg-type]
-        log_access=False,
-    ).serve()
+def _run_granian(settings: Settings, cleanup: str | None) -> None:
+    """Serve on Granian. One worker: exec the lean supervisor (trustyard/supervisor.py), as
+    this process's imports are not needed past the checks and would otherwise stay beside the
+    worker all along (idle tree 100 -> 79 MiB PSS). Several workers: run Granian here, so the
+    workers fork from this process and share its imported pages among themselves (exec'ing
+    cost ~15-20 MiB more with 2 workers, each importing on its own; docs/benchmarks.md)."""
+    granian = {
+        "address": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "ssl_cert": str(settings.tls_cert) if settings.tls_cert else None,
+        "ssl_key": str(settings.tls_key) if settings.tls_key else None,
+        "log_level": settings.log_level,
+    }
+    if settings.workers > 1:
+        run({"granian": granian, "cleanup": cleanup})
+        return
+    argv = command(granian, cleanup)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)  # noqa: S606 (our own interpreter and module, no shell)

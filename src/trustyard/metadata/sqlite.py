@@ -14,6 +14,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from trustyard.metadata.errors import MetadataUnavailable
+from trustyard.metadata.group_commit import GroupCommitEngine
 from trustyard.metadata.outages import GuardedPool, guard
 
 
@@ -125,7 +126,8 @@ class _SqlitePool(GuardedPool):
 
 
 def sqlite_engines(path: Path) -> tuple[AsyncEngine, AsyncEngine]:
-    """(reader, writer): readers share a small pool; one writer connection per process."""
+    """(reader, writer): readers share a small pool; one writer connection per process, whose
+    concurrent transactions share COMMITs (metadata/group_commit.py)."""
     create_private(path)
     url = f"sqlite+aiosqlite:///{path}"
     reader = create_async_engine(url, pool_size=4, max_overflow=4, poolclass=_SqlitePool)
@@ -140,4 +142,4 @@ def sqlite_engines(path: Path) -> tuple[AsyncEngine, AsyncEngine]:
     event.listen(writer.sync_engine, "connect", lock.connect)
     event.listen(writer.sync_engine.pool, "checkin", lock.checkin)
     event.listen(writer.sync_engine.pool, "close", lock.close)
-    return reader, writer
+    return reader, GroupCommitEngine(writer)

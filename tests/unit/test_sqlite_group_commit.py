@@ -1,0 +1,162 @@
+"""Group commit on the SQLite writer (metadata/group_commit.py), on a real SQLite file.
+
+Concurrent write transactions share COMMITs, yet each keeps the meaning of a transaction: its
+own failure undoes only its own statements, and a failed COMMIT fails every unit that shared it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from trustyard.metadata import schema as t
+from trustyard.metadata.group_commit import GroupCommitEngine
+from trustyard.metadata.sql import SqlMetadataStore
+from trustyard.wiring import open_database
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqlMetadataStore]:
+    database = await open_database(tmp_path / "metadata.db", create=True)
+    yield database.metadata
+    await database.close()
+
+
+def count_commits(store: SqlMetadataStore) -> list[int]:
+    commits = [0]
+
+    def on_commit(_conn: Any) -> None:
+        commits[0] += 1
+
+    event.listen(store.writer.sync_engine, "commit", on_commit)
+    return commits
+
+
+async def test_the_sqlite_writer_groups_commits(store: SqlMetadataStore) -> None:
+    assert isinstance(store.writer, GroupCommitEngine)
+    commits = count_commits(store)
+    ids = [f"{i:032x}" for i in range(100)]
+    await asyncio.gather(*(store.create_upload(i, f"team/app{int(i, 16) % 7}") for i in ids))
+    assert commits[0] < len(ids)  # concurrent units shared COMMITs...
+    assert commits[0] >= len(ids) // 64  # ...at most 64 units each
+    for i in ids:
+        record = await store.get_upload(i)
+        assert record is not None and record.repository == f"team/app{int(i, 16) % 7}"
+
+
+@pytest.mark.parametrize("failing_first", [False, True])
+async def test_a_failed_unit_undoes_only_its_own_writes(
+    store: SqlMetadataStore, failing_first: bool
+) -> None:
+    await store.create_upload("a" * 32, "team/app")
+
+    async def duplicate() -> None:
+        async with store.writer.begin() as conn:
+            await conn.execute(
+                insert(t.repositories).values(name="team/half-written", created_at=0.0)
+            )
+            await conn.execute(insert(t.uploads).values(id="a" * 32, repo_id=1, started_at=0.0))
+
+    # The batch's first unit runs without a SAVEPOINT, the others each in one: both kinds fail.
+    units = [store.create_upload("b" * 32, "team/app"), store.create_upload("c" * 32, "team/x")]
+    units.insert(0 if failing_first else 1, duplicate())
+    results = await asyncio.gather(*units, return_exceptions=True)
+    failed = 0 if failing_first else 1
+    assert isinstance(results[failed], IntegrityError)
+    assert [r for i, r in enumerate(results) if i != failed] == [None, None]
+    assert await store.get_upload("b" * 32) is not None
+    assert await store.get_upload("c" * 32) is not None
+    async with store.reader.connect() as conn:
+        names = set((await conn.execute(select(t.repositories.c.name))).scalars())
+    assert "team/half-written" not in names  # the failed unit's first statement is gone too
+
+
+async def test_a_failed_commit_fails_every_unit_of_its_batch(store: SqlMetadataStore) -> None:
+    entered = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def breaks_the_commit() -> None:
+        # A deferred foreign key: every statement succeeds, the COMMIT is refused.
+        async with store.writer.begin() as conn:
+            entered.set()
+            await go_on.wait()  # the others queue behind this unit and join its batch
+            await conn.exec_driver_sql("PRAGMA defer_foreign_keys=ON")
+            await conn.execute(insert(t.uploads).values(id="x" * 32, repo_id=999, started_at=0.0))
+
+    async def then(upload_id: str) -> None:
+        await entered.wait()
+        await store.create_upload(upload_id, "team/app")
+
+    tasks = [
+        asyncio.create_task(breaks_the_commit()),
+        asyncio.create_task(then("b" * 32)),
+        asyncio.create_task(then("c" * 32)),
+    ]
+    await entered.wait()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    go_on.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, IntegrityError) for r in results), results
+    for upload_id in ("x" * 32, "b" * 32, "c" * 32):
+        assert await store.get_upload(upload_id) is None  # no one was told "done" wrongly
+    await store.create_upload("d" * 32, "team/app")  # and the writer works again
+    assert await store.get_upload("d" * 32) is not None
+
+
+async def test_a_cancelled_unit_hands_the_writer_on(store: SqlMetadataStore) -> None:
+    entered = asyncio.Event()
+
+    async def stuck() -> None:
+        async with store.writer.begin() as conn:
+            await conn.execute(insert(t.repositories).values(name="team/cancelled", created_at=0.0))
+            entered.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(stuck())
+    await entered.wait()
+    waiting = asyncio.create_task(store.create_upload("e" * 32, "team/app"))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.wait_for(waiting, 10)
+    assert await store.get_upload("e" * 32) is not None
+    async with store.reader.connect() as conn:
+        names = set((await conn.execute(select(t.repositories.c.name))).scalars())
+    assert "team/cancelled" not in names
+
+
+async def test_a_unit_cancelled_as_the_turn_reaches_it_still_gets_the_batch_committed(
+    store: SqlMetadataStore,
+) -> None:
+    # A hands the turn to B (waiting) instead of committing; B is cancelled before it runs:
+    # A's work must still be committed, not wait for a writer that may never come.
+    state_of = store.writer._current  # type: ignore[attr-defined]
+    go_on = asyncio.Event()
+
+    async def first() -> None:
+        async with store.writer.begin() as conn:
+            await conn.execute(insert(t.repositories).values(name="team/first", created_at=0.0))
+            await go_on.wait()
+
+    a = asyncio.create_task(first())
+    while state_of().batch is None:
+        await asyncio.sleep(0)
+    b = asyncio.create_task(store.create_upload("f" * 32, "team/app"))
+    while state_of().waiting == 0:
+        await asyncio.sleep(0)
+    go_on.set()
+    while state_of().turn.locked():  # A released the turn to B without committing
+        await asyncio.sleep(0)
+    b.cancel()
+    await asyncio.wait_for(a, 10)
+    async with store.reader.connect() as conn:
+        names = set((await conn.execute(select(t.repositories.c.name))).scalars())
+    assert "team/first" in names
