@@ -106,6 +106,40 @@ async def test_index_children_must_exist_unless_optional(meta: MetadataStore) ->
     assert record is not None and record.content == index_raw
 
 
+async def test_optional_blobs_may_be_missing_and_gc_keeps_them_once_linked(
+    meta: MetadataStore,
+) -> None:
+    """A mirrored manifest is stored before its blobs (`optional_blobs`); only the blobs named
+    optional may be missing, GC of the manifest still works, and a blob linked later is kept
+    alive by the manifest like any pushed one."""
+    raw = manifest_bytes("mirrored")
+    m = parse_manifest(raw, None)
+    config, layer = Digest.of(CONFIG), Digest.of(LAYER)
+    with pytest.raises(MissingReference) as err:
+        await meta.put_manifest("mr", m, raw, ["v1"], optional_blobs=frozenset({config}))
+    assert (err.value.kind, err.value.digest) == ("blob", str(layer))
+    assert await meta.get_manifest("mr", "v1") is None
+    await meta.put_manifest("mr", m, raw, ["v1"], optional_blobs=frozenset({config, layer}))
+    record = await meta.get_manifest("mr", "v1")
+    assert record is not None and record.content == raw
+    assert await meta.blob_size("mr", layer) is None
+
+    async def sweeper(digest: Digest, cutoff: float) -> bool:
+        return True
+
+    future = time.time() + 10
+    plan = await meta.collect(future, mark=mark, dry_run=False, on_blob_deleted=sweeper)
+    assert plan.manifests == [] and plan.links == [] and plan.blobs == []
+    await meta.link_blob("mr", layer, len(LAYER))  # fetched later, by a client's blob GET
+    plan = await meta.collect(time.time() + 10, mark=mark, dry_run=False, on_blob_deleted=sweeper)
+    assert plan.links == [] and plan.blobs == []
+    assert await meta.blob_size("mr", layer) == len(LAYER)
+    await meta.delete_tag("mr", "v1")
+    plan = await meta.collect(time.time() + 10, mark=mark, dry_run=True, on_blob_deleted=sweeper)
+    assert [d for _, d in plan.manifests] == [m.digest]
+    assert plan.links == [("mr", layer)]
+
+
 async def test_tags_are_paginated_lexically(meta: MetadataStore) -> None:
     await link_image_blobs(meta, "t")
     raw = manifest_bytes()

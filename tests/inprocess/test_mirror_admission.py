@@ -118,3 +118,31 @@ async def test_upstream_404_and_bad_references(
     assert r.status_code == 404 and code(r) == "BLOB_UNKNOWN"
     r = await down.get("/v2/hub/none/manifests/bad!tag")
     assert r.status_code == 404 and code(r) == "MANIFEST_UNKNOWN"
+
+
+async def test_manifest_answered_before_its_blobs_and_prefetch_fills_them(
+    pair: tuple[httpx.AsyncClient, httpx.AsyncClient, Starlette],
+) -> None:
+    """A manifest miss stores only the manifest; the blobs come with the client's blob GETs,
+    or all at once from `prefetch` (which also fills a manifest cached without them)."""
+    up, down, mirror_app = pair
+    image = make_image("streamed", n_layers=2)
+    await push_image(up, "lib/app", image, "v1")
+    registry = mirror_app.state.registry
+    r = await down.get("/v2/hub/app/manifests/v1")
+    assert r.status_code == 200 and r.headers["X-Trustyard-Cache"] == "miss"
+    digests = [Digest.of(b) for b in image.blobs]
+    assert [await registry.metadata.blob_size("hub/app", d) for d in digests] == [None] * 3
+
+    r = await down.get(f"/v2/hub/app/blobs/{digests[1]}")
+    assert r.status_code == 200 and r.content == image.blobs[1]
+    assert r.headers["X-Trustyard-Cache"] == "miss"
+    assert await registry.metadata.blob_size("hub/app", digests[1]) == len(image.blobs[1])
+
+    mirrors: Mirrors = mirror_app.state.mirrors
+    (record,) = await mirrors.prefetch("hub/app", "v1")
+    assert str(record.digest) == image.digest
+    for digest, blob in zip(digests, image.blobs, strict=True):
+        assert await registry.metadata.blob_size("hub/app", digest) == len(blob)
+        r = await down.get(f"/v2/hub/app/blobs/{digest}")
+        assert r.headers["X-Trustyard-Cache"] == "hit" and r.content == blob

@@ -31,6 +31,7 @@ from tests.services.s3 import ACCESS_KEY, SECRET_KEY, S3Server
 from trustyard.config import Settings
 from trustyard.http.app import create_app
 from trustyard.oci.digest import Digest
+from trustyard.oci.manifest import parse_manifest, stored_blobs
 from trustyard.registry.scrub import ScrubOptions, ScrubReport, scrub
 from trustyard.storage.s3 import S3Storage
 
@@ -227,3 +228,23 @@ async def test_scrub_on_s3_storage(
             assert r.status_code == 404 and code(r) == "BLOB_UNKNOWN"
             await push_image(client, "s3/app", image, "v1")
             assert (await _scrub(application)).ok
+
+
+async def test_mirrored_blobs_not_fetched_yet_are_not_missing(app: Starlette) -> None:
+    """A mirror stores a manifest before its blobs (fetched when a client asks for them):
+    under a mirrored prefix that is no damage; elsewhere the same rows are."""
+    image = make_image("mirrored", n_layers=2)
+    manifest = parse_manifest(image.manifest, OCI_MANIFEST)
+    metadata = app.state.registry.metadata
+    for name in ("hub/app", "local/app"):
+        await metadata.put_manifest(
+            name, manifest, image.manifest, ["v1"], optional_blobs=frozenset(stored_blobs(manifest))
+        )
+    report = await _scrub(app, mirrored=("hub",))
+    assert report.manifests_checked == 2
+    assert {(m.repository, m.kind) for m in report.missing} == {("local/app", "blob")}
+    assert len(report.missing) == 3  # config + 2 layers
+    report = await _scrub(app, mirrored=("hub",), repository="hub/*")
+    assert report.ok and report.manifests_checked == 1
+    report = await _scrub(app, repository="hub/*")
+    assert {(m.repository, m.kind) for m in report.missing} == {("hub/app", "blob")}

@@ -369,6 +369,52 @@ def test_blob_streamed_once_for_concurrent_clients_and_kept_after_hang_up(
     assert upstream.requests("GET", f"/v2/library/big/blobs/{sha256(other)}") == 1
 
 
+def wait_cached(server: ServerProcess, path: str, seconds: float = 10) -> None:
+    """Poll until the blob is cached: well within `STALL_SECONDS` (30), so a fill stalled on
+    the hung-up client's full queue fails this."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        r = httpx.head(f"{server.url}{path}", timeout=deadline - time.monotonic() + 0.1)
+        if r.headers.get("X-Trustyard-Cache") == "hit":
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{path} was not cached within {seconds} s:\n{server.log()[-3000:]}")
+
+
+def test_cold_pull_streams_each_blob_once_and_caches_it(
+    upstream: Upstream, mirror: ServerProcess, tmp_path: Path
+) -> None:
+    """The manifest miss answers without fetching blobs; the client's blob GETs stream from
+    the upstream (once each) while they are stored, also for a client that hangs up."""
+    image = make_image(3, seed="cold-stream", layer_size=3_000_000)
+    with httpx.Client(base_url=upstream.url, timeout=30) as up:
+        push_upstream(up, "library/cold", image, "v1")
+    blob_paths = [f"/v2/library/cold/blobs/{sha256(b)}" for b in image.blobs]
+
+    r = get(mirror, "/v2/hub/cold/manifests/v1")
+    assert r.status_code == 200 and r.headers["X-Trustyard-Cache"] == "miss"
+    assert r.content == image.manifest
+    # Not waited for: no blob was asked of the upstream yet.
+    assert [upstream.requests("GET", p) for p in blob_paths] == [0] * len(blob_paths)
+
+    # A client that hangs up after the first bytes of a layer: the fill goes on.
+    layer = image.blobs[-1]
+    with httpx.stream("GET", f"{mirror.url}/v2/hub/cold/blobs/{sha256(layer)}", timeout=60) as r:
+        assert r.status_code == 200 and r.headers["X-Trustyard-Cache"] == "miss"
+        next(r.iter_raw(65536))
+    wait_cached(mirror, f"/v2/hub/cold/blobs/{sha256(layer)}")
+
+    skopeo_copy(f"docker://{mirror.host}/hub/cold:v1", tmp_path / "a")
+    assert [upstream.requests("GET", p) for p in blob_paths] == [1] * len(blob_paths)
+    # Everything is cached once the client's pull returned: served with the upstream gone.
+    upstream.stop()
+    for blob in image.blobs:
+        r = stream_get(mirror, f"/v2/hub/cold/blobs/{sha256(blob)}")
+        assert r.status_code == 200 and r.headers["X-Trustyard-Cache"] == "hit"
+        assert r.content == blob
+    skopeo_copy(f"docker://{mirror.host}/hub/cold@{image.digest}", tmp_path / "b")
+
+
 def test_upstream_killed_mid_pull_stores_nothing_partial(
     upstream: Upstream, mirror: ServerProcess
 ) -> None:

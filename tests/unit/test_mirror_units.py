@@ -7,8 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
+from starlette.requests import ClientDisconnect
+from starlette.responses import StreamingResponse
+from starlette.types import Message, Scope
 
 from trustyard.config import ConfigError, MirrorSettings, load_settings
+from trustyard.http.v2 import _FillResponse
 from trustyard.registry import mirror_fill
 from trustyard.registry.mirror import Mirror
 from trustyard.registry.mirror_fill import SingleFlight, Tee
@@ -155,5 +159,40 @@ def test_tee_drops_a_reader_that_never_reads(monkeypatch: pytest.MonkeyPatch) ->
         for _ in range(40):
             await asyncio.wait_for(tee.put(b"z"), 1)
         assert not tee.attached
+
+    asyncio.run(scenario())
+
+
+def test_fill_response_lets_go_of_the_fill_when_the_client_hangs_up() -> None:
+    """A send that fails (client gone) leaves the body generator suspended, not closed: the
+    streamed-fill response itself detaches the tee, so the fill never waits on that client."""
+
+    async def receive() -> Message:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            raise OSError("client hung up")
+
+    async def scenario() -> None:
+        scope: Scope = {"type": "http", "asgi": {"spec_version": "2.4"}}
+        plain = Tee()
+        body = plain.body()
+        for tee in (plain, Tee()):
+            tee.open(None)
+            await tee.put(b"first chunk")
+        with pytest.raises(ClientDisconnect):
+            await StreamingResponse(body)(scope, receive, send)
+        assert plain.attached  # the generator still lives: the fill would stall on it
+
+        ours = Tee()
+        ours.open(None)
+        await ours.put(b"first chunk")
+        with pytest.raises(ClientDisconnect):
+            await _FillResponse(ours, {})(scope, receive, send)
+        assert not ours.attached
+        for _ in range(100):  # more than the queue holds: the fill runs on alone
+            await asyncio.wait_for(ours.put(b"more"), 1)
 
     asyncio.run(scenario())

@@ -111,6 +111,7 @@ def scrub(
         repository=repository,
         rate=rate * MB,
         index_platforms=IndexPlatforms.parse(settings.index_platforms),
+        mirrored=tuple(m.prefix for m in settings.mirrors),
     )
     try:
         with _progress() as bar:

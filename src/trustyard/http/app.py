@@ -101,6 +101,7 @@ def _scheduled_scrub(registry: Registry, settings: Settings) -> Callable[[], Awa
     options = ScrubOptions(
         rate=settings.scrub_rate_mbps * MB,
         index_platforms=IndexPlatforms.parse(settings.index_platforms),
+        mirrored=tuple(m.prefix for m in settings.mirrors),
     )
 
     async def attempt() -> ScrubReport | None:

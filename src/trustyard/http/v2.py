@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from trustyard.auth.scopes import CATALOG_RIGHTS, IDENTITY, GuardedRoute, on_repository
 from trustyard.http.bodies import BodyTooLarge, TrackedBody, drain, read_bounded
@@ -225,7 +226,26 @@ def _streamed_fill(digest: Digest, size: int | None, tee: Tee) -> Response:
     }
     if size is not None:
         headers["Content-Length"] = str(size)
-    return StreamingResponse(tee.body(), headers=headers)
+    return _FillResponse(tee, headers)
+
+
+class _FillResponse(StreamingResponse):
+    """Lets go of the fill the moment the response ends, however it ends.
+
+    A client that hangs up while the response waits in `send` leaves the body generator
+    suspended, not closed (closed only when the garbage collector gets to it); the fill would
+    then stall on the full queue for `STALL_SECONDS`, and every other request for that blob
+    with it."""
+
+    def __init__(self, tee: Tee, headers: dict[str, str]) -> None:
+        super().__init__(tee.body(), headers=headers)
+        self._tee = tee
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._tee.detach()
 
 
 async def blob_delete(request: Request) -> Response:

@@ -153,12 +153,15 @@ class ManifestIndex(Protocol):
         optional_children: frozenset[Digest] = frozenset(),
         events: Sequence[OutboxEntry] = (),
         actor: str | None = None,
+        optional_blobs: frozenset[Digest] = frozenset(),
     ) -> None:
         """Store manifest bytes and tags atomically, with the outbox rows `events`; raises when
         a referenced item is unknown.
 
         Children of an index in `optional_children` may be missing (indexes.platforms). Every
         tag that moves is recorded in the tag history (with `actor`) in the same transaction.
+        Blobs in `optional_blobs` may be missing too: a mirrored manifest is stored before its
+        blobs, which are fetched from the upstream when a client asks for them (registry/mirror).
         """
 
     async def get_manifest(self, repository: str, reference: str | Digest) -> ManifestRecord | None:

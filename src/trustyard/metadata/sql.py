@@ -207,6 +207,7 @@ class SqlMetadataStore:
         optional_children: frozenset[Digest] = frozenset(),
         events: Sequence[OutboxEntry] = (),
         actor: str | None = None,
+        optional_blobs: frozenset[Digest] = frozenset(),
     ) -> None:
         now = time.time()
         digest = str(manifest.digest)
@@ -215,7 +216,9 @@ class SqlMetadataStore:
             repo_id = await self._ensure_repo(conn, repository)
             wanted = {str(d) for d in stored_blobs(manifest)}
             children = {str(c.digest) for c in manifest.children}
-            missing = await self._missing(conn, t.repo_blobs, repo_id, wanted)
+            missing = await self._missing(
+                conn, t.repo_blobs, repo_id, wanted - {str(d) for d in optional_blobs}
+            )
             if missing:
                 raise MissingReference(repository, missing, "blob")
             required = children - {str(d) for d in optional_children}

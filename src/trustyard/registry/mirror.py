@@ -4,8 +4,10 @@ A pull of `prefix/x:tag` is served from the cache when the tag was checked less 
 `ttl_seconds` ago (`X-Trustyard-Cache: hit`). Otherwise the upstream is asked with a HEAD first;
 the same digest as cached only refreshes the check (still `hit`, no upstream GET, so a cached
 pull costs no upstream "pull"). A new digest is fetched (GET), verified against its bytes,
-admitted, and stored with its blobs before it is served (`miss`); an index is stored with its
-child manifests left to fetch on demand, when a client asks for one by digest. When every
+admitted, and stored before it is served (`miss`), without waiting for its blobs: they are
+fetched when a client asks for them (so a cold pull streams, upstream to client, instead of
+filling the cache first), or all at once by `prefetch`; an index is stored with its child
+manifests left to fetch on demand, when a client asks for one by digest. When every
 upstream is down (connection refused, timeout, 5xx, 429) a cached tag is served anyway
 (`stale`, logged as a warning); nothing cached is a 503 UNAVAILABLE, never a 500.
 
@@ -253,7 +255,7 @@ class Mirrors:
         reference: str,
         upstream: UpstreamRegistry | None,
     ) -> ManifestRecord:
-        """GET the manifest, verify, admit, store its blobs, then the manifest (and tag)."""
+        """GET the manifest, verify, admit, store the manifest (and tag); its blobs follow."""
         upstream_name = mirror.upstream_name(name)
         candidates = [upstream] if upstream is not None else mirror.upstreams
         fetched, chosen = await self._first(
@@ -269,18 +271,6 @@ class Mirrors:
         after = await self.admission.admit(
             name, reference, record, UpstreamSource(chosen, upstream_name)
         )
-        try:
-            await self._fill_blobs(mirror, name, manifest, chosen)
-        except UpstreamNotFound as exc:
-            raise RegistryError(
-                ErrorCode.MANIFEST_BLOB_UNKNOWN,
-                f"the upstream {chosen.base_url} serves manifest {manifest.digest} but not all "
-                f"of its blobs ({exc}); nothing was cached",
-            ) from None
-        except UpstreamUnavailable:
-            raise
-        except RemoteError as exc:
-            raise RegistryError(ErrorCode.DENIED, f"mirror upstream: {exc}") from None
         tags = [] if Digest.is_digest(reference) else [reference]
         await self.registry.metadata.put_manifest(
             name,
@@ -288,6 +278,9 @@ class Mirrors:
             fetched.content,
             tags,
             optional_children=frozenset(c.digest for c in manifest.children),
+            # Its blobs stream to the client that asks for them next, stored as they pass
+            # (`open_blob`); waiting for all of them here would serialize the cold pull.
+            optional_blobs=frozenset(stored_blobs(manifest)),
         )
         await self.registry.changed(name)
         if after is not None:
@@ -303,9 +296,10 @@ class Mirrors:
         )
         return record
 
-    async def _fill_blobs(
-        self, mirror: Mirror, name: str, manifest: Manifest, upstream: UpstreamRegistry
-    ) -> None:
+    async def _fill_blobs(self, mirror: Mirror, name: str, record: ManifestRecord) -> int:
+        """Fetch every blob of a cached manifest that is not stored yet (prefetch); returns
+        the bytes its blobs take."""
+        manifest = parse_manifest(record.content, record.media_type, schema1_ok=True)
         sizes = {d.digest: d.size for d in manifest.blobs}
         missing = [
             d
@@ -316,9 +310,22 @@ class Mirrors:
 
         async def one(digest: Digest) -> None:
             async with gate:
-                await self._blob(mirror, name, digest, sizes.get(digest), [upstream])
+                try:
+                    await self._blob(mirror, name, digest, sizes.get(digest), mirror.upstreams)
+                except UpstreamNotFound:
+                    raise RegistryError(
+                        ErrorCode.MANIFEST_BLOB_UNKNOWN,
+                        f"the upstream {mirror.upstream} serves manifest {record.digest} but "
+                        f"not its blob {digest}",
+                        detail={"digest": str(digest)},
+                    ) from None
+                except UpstreamUnavailable as exc:
+                    raise _blob_unavailable(name, digest, mirror, exc) from None
+                except RemoteError as exc:
+                    raise RegistryError(ErrorCode.DENIED, f"mirror upstream: {exc}") from None
 
         await asyncio.gather(*(one(d) for d in missing))
+        return sum(d.size for d in manifest.blobs)
 
     # -- blobs ---------------------------------------------------------------------------------
     async def ensure_blob(self, name: str, digest: Digest) -> str:
@@ -432,17 +439,20 @@ class Mirrors:
         """Cache `name:reference` and, for an index, every child manifest with its blobs.
 
         `progress` hears of each manifest cached, with the bytes of the blobs it references."""
+        mirror = self.match(name)
+        assert mirror is not None, "prefetch is for mirrored repositories"
         record, _ = await self.get_manifest(name, reference)
         done = [record]
-        manifest = parse_manifest(record.content, record.media_type, schema1_ok=True)
+        size = await self._fill_blobs(mirror, name, record)
         if progress:
-            progress(record, sum(d.size for d in manifest.blobs))
+            progress(record, size)
+        manifest = parse_manifest(record.content, record.media_type, schema1_ok=True)
         for child in manifest.children:
             child_record, _ = await self.get_manifest(name, str(child.digest))
             done.append(child_record)
+            size = await self._fill_blobs(mirror, name, child_record)
             if progress:
-                parsed = parse_manifest(child_record.content, child_record.media_type)
-                progress(child_record, sum(d.size for d in parsed.blobs))
+                progress(child_record, size)
         return done
 
 

@@ -158,6 +158,12 @@ class ScrubOptions:
     repository: str | None = None  # fnmatch glob on repository names; None: everything
     rate: float = 0.0  # bytes per second; 0: unlimited
     index_platforms: IndexPlatforms = ALL_PLATFORMS  # which index children must exist
+    # Mirrored prefixes (`[[mirrors]]`): their blobs and index children are fetched from the
+    # upstream when a client asks, so one not stored yet is not missing.
+    mirrored: tuple[str, ...] = ()
+
+    def on_demand(self, repository: str) -> bool:
+        return any(repository == p or repository.startswith(p + "/") for p in self.mirrored)
 
 
 async def scrub(
@@ -254,15 +260,19 @@ async def _check_repository(
         manifest = _verify_manifest(record, report)
         if manifest is None:
             continue
+        on_demand = options.on_demand(name)
         for blob in manifest.blobs:
+            linked = await metadata.blob_size(name, blob.digest) is not None
+            if not linked and on_demand:
+                continue
             referenced.setdefault(blob.digest, []).append((name, record.digest))
-            if await metadata.blob_size(name, blob.digest) is None:
+            if not linked:
                 report.missing.append(MissingReference(name, record.digest, blob.digest, "blob"))
         for child in manifest.children:
             found = await metadata.get_manifest(name, child.digest)
             if found is not None:
                 queue.append(found)
-            elif options.index_platforms.must_exist(child.platform):
+            elif not on_demand and options.index_platforms.must_exist(child.platform):
                 report.missing.append(
                     MissingReference(name, record.digest, child.digest, "manifest")
                 )
