@@ -138,10 +138,14 @@ async def fill_blob(
 ) -> int:
     """Store blob `digest` into repository `name` from the upstream; returns its size.
 
-    A blob the storage already holds (another repository pulled or pushed it) is mounted.
-    `size` (from the manifest's descriptor) bounds the download exactly when known; `tee`
-    gets a copy of the bytes as they arrive.
+    A blob the storage already holds (another repository pulled or pushed it) is mounted, once
+    the upstream confirmed (HEAD) that it has it too: else anyone who may pull the mirror could
+    read any repository's blob by asking for its digest here. `size` (from the manifest's
+    descriptor) bounds the download exactly when known; `tee` gets a copy of the bytes as they
+    arrive.
     """
+    if await uploads.storage.stat(digest) is not None:
+        await upstream.head_blob(upstream_name, str(digest))  # UpstreamNotFound: not there
     mounted = await uploads.mount(name, str(digest), None)
     if mounted is not None:
         if tee is not None:

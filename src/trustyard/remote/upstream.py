@@ -95,7 +95,9 @@ class UpstreamRegistry:
             transport=transport,
             headers={"User-Agent": "trustyard-mirror"},
         )
-        self._auth = TokenAuth(credentials, cleartext_hint=" (use https for the upstream)")
+        self._auth = TokenAuth(
+            credentials, cleartext_hint=" (use https for the upstream)", realm_near_host=True
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -267,6 +269,15 @@ class UpstreamRegistry:
             response.headers.get("content-type", "").split(";", 1)[0].strip(),
             response.headers.get("docker-content-digest"),
         )
+
+    async def head_blob(self, repository: str, digest: str) -> None:
+        """The upstream has blob `digest` in `repository` (else `UpstreamNotFound`)."""
+        path = f"/v2/{repository}/blobs/{digest}"
+        response = await self.get_bytes(
+            path, limit=0, method="HEAD", scope=self.pull_scope(repository)
+        )
+        if response.status_code != 200:
+            raise self._refused("HEAD", path, response.status_code)
 
     @contextlib.asynccontextmanager
     async def blob(self, repository: str, digest: str) -> AsyncIterator[httpx.Response]:

@@ -1,0 +1,164 @@
+"""Attacks on the pull-through mirror: a client fishing for blobs it may not pull through a
+mirrored repository, and a hostile upstream whose token challenge names a third host's realm.
+
+The mirror is the real app; upstreams are real in-process apps (a trustyard, or a small hostile
+Starlette app) reached over httpx's ASGI transport, which delivers every host's requests to that
+one app, so the hostile app sees (and records) what the mirror sends to any host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tests.inprocess.conftest import BASE_URL, fresh_data_dir, make_settings
+from tests.inprocess.helpers import code, make_image, push_image
+from tests.ui_world import PASSWORDS, add_accounts
+from trustyard.http.app import create_app
+from trustyard.oci.digest import Digest
+from trustyard.registry.mirror import Mirrors
+from trustyard.remote.credentials import Credentials
+from trustyard.remote.upstream import UpstreamRegistry
+from trustyard.wiring import open_database
+
+UPSTREAM_URL = "https://upstream.test"
+
+
+async def _token(client: httpx.AsyncClient, scope: str, user: str | None = None) -> str:
+    client.headers.pop("Authorization", None)
+    auth = (user, PASSWORDS[user]) if user else None
+    r = await client.get("/auth/token", params={"service": "trustyard", "scope": scope}, auth=auth)
+    assert r.status_code == 200, r.text
+    token: str = r.json()["token"]
+    return token
+
+
+@pytest.fixture
+async def guarded(
+    tmp_path: Path, migrated_database: Path
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient, Starlette]]:
+    """An upstream trustyard (auth off) and a mirror with token auth: `hub/*` mirrors the
+    upstream's `lib/*` and anyone may pull it; bob's repositories are bob's alone."""
+    upstream_app = create_app(make_settings(fresh_data_dir(tmp_path / "up", migrated_database)))
+    mirrors = [{"prefix": "hub", "upstream": UPSTREAM_URL, "upstream_prefix": "lib"}]
+    settings = make_settings(
+        fresh_data_dir(tmp_path / "mirror", migrated_database),
+        mirrors=mirrors,
+        auth={"mode": "token", "bcrypt_cost": 4},
+    )
+    await add_accounts(settings)
+    database = await open_database(settings.metadata_target, create=True)
+    try:
+        await database.auth.add_rule("anonymous", "hub/*", ("pull",))
+    finally:
+        await database.close()
+    mirror_app = create_app(settings)
+    async with (
+        upstream_app.router.lifespan_context(upstream_app),
+        mirror_app.router.lifespan_context(mirror_app),
+    ):
+        state: Mirrors = mirror_app.state.mirrors
+        await state.mirrors[0].upstreams[0].aclose()
+        state.mirrors[0].upstreams[0] = UpstreamRegistry(
+            UPSTREAM_URL, transport=httpx.ASGITransport(app=upstream_app)
+        )
+        up = httpx.AsyncClient(transport=httpx.ASGITransport(app=upstream_app), base_url=BASE_URL)
+        down = httpx.AsyncClient(transport=httpx.ASGITransport(app=mirror_app), base_url=BASE_URL)
+        async with up, down:
+            yield up, down, mirror_app
+
+
+async def test_private_blob_not_readable_through_a_mirrored_repository(
+    guarded: tuple[httpx.AsyncClient, httpx.AsyncClient, Starlette],
+) -> None:
+    """A blob stored for bob's private repository must not be mounted into `hub/x` because an
+    anonymous client asked for its digest there (the upstream never had it)."""
+    up, down, mirror_app = guarded
+    secret = make_image("bob's secret layer")
+    bob = await _token(down, "repository:bob/secret:push,pull", "bob")
+    down.headers["Authorization"] = f"Bearer {bob}"
+    await push_image(down, "bob/secret", secret, "v1")
+    anonymous = await _token(down, "repository:hub/app:pull")
+    down.headers["Authorization"] = f"Bearer {anonymous}"
+    layer = Digest.of(secret.blobs[-1])
+    assert (await down.get(f"/v2/bob/secret/blobs/{layer}")).status_code in (401, 403)
+
+    r = await down.get(f"/v2/hub/app/blobs/{layer}")
+    assert r.status_code == 404 and code(r) == "BLOB_UNKNOWN", r.text
+    r = await down.head(f"/v2/hub/app/blobs/{layer}")
+    assert r.status_code == 404
+    registry = mirror_app.state.registry
+    assert await registry.metadata.blob_size("hub/app", layer) is None
+
+    # A blob the upstream holds for that repository is linked from storage; one it holds
+    # elsewhere only is not (the upstream answers per repository, like this registry).
+    public = make_image("public", n_layers=1)
+    await push_image(up, "lib/app", public, "v1")
+    await push_image(up, "lib/other", public, "v1")
+    shared = Digest.of(public.blobs[-1])
+    for repository, status in (("app", 200), ("other", 200), ("third", 404)):
+        token = await _token(down, f"repository:hub/{repository}:pull")
+        down.headers["Authorization"] = f"Bearer {token}"
+        r = await down.get(f"/v2/hub/{repository}/blobs/{shared}")
+        assert r.status_code == status, (repository, r.text)
+        if status == 200:
+            assert r.content == public.blobs[-1]
+
+
+class Hostile:
+    """An upstream whose registry asks for a bearer token from a realm on a third host, and
+    records every request it receives (for whichever host) with its Authorization header."""
+
+    def __init__(self, realm: str) -> None:
+        self.realm = realm
+        self.seen: list[tuple[str, str, str | None]] = []
+
+    def app(self) -> Starlette:
+        async def any_path(request: Request) -> Response:
+            host = request.headers.get("host", "")
+            self.seen.append((host, request.url.path, request.headers.get("authorization")))
+            if request.url.path.startswith("/token"):
+                return JSONResponse({"token": "stolen"})
+            challenge = f'Bearer realm="{self.realm}",service="upstream.test"'
+            return Response(status_code=401, headers={"WWW-Authenticate": challenge})
+
+        return Starlette(routes=[Route("/{path:path}", any_path, methods=["GET", "HEAD"])])
+
+
+@pytest.mark.parametrize(
+    ("realm", "allowed"),
+    [
+        ("https://evil.test/token", False),
+        ("https://upstream.test.evil.test/token", False),
+        ("https://auth.upstream.test/token", True),  # a sibling host, like auth.docker.io
+        ("https://upstream.test:8443/token", True),  # the parent host on another port
+        ("https://10.0.0.1/token", False),
+    ],
+)
+async def test_token_realm_on_a_third_host_gets_no_credentials(realm: str, allowed: bool) -> None:
+    hostile = Hostile(realm)
+    upstream = UpstreamRegistry(
+        "https://registry.upstream.test",
+        credentials=Credentials("mirror-user", "mirror-secret"),
+        transport=httpx.ASGITransport(app=hostile.app()),
+    )
+    try:
+        with pytest.raises(Exception) as failed:
+            await upstream.get_manifest("lib/app", "v1")
+    finally:
+        await upstream.aclose()
+    realm_host = httpx.URL(realm).netloc.decode()
+    to_realm = [auth for host, path, auth in hostile.seen if path == "/token"]
+    if allowed:
+        assert to_realm and to_realm[0] == Credentials("mirror-user", "mirror-secret").basic()
+    else:
+        assert all(auth is None for host, _, auth in hostile.seen if host == realm_host)
+        assert "mirror-secret" not in str(failed.value)
+        assert realm_host.split(":")[0] in str(failed.value)
