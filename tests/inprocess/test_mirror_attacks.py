@@ -25,7 +25,7 @@ from trustyard.http.app import create_app
 from trustyard.oci.digest import Digest
 from trustyard.registry.mirror import Mirrors
 from trustyard.remote.credentials import Credentials
-from trustyard.remote.upstream import UpstreamRegistry
+from trustyard.remote.upstream import UpstreamRegistry, UpstreamUnavailable
 from trustyard.wiring import open_database
 
 UPSTREAM_URL = "https://upstream.test"
@@ -162,3 +162,52 @@ async def test_token_realm_on_a_third_host_gets_no_credentials(realm: str, allow
         assert all(auth is None for host, _, auth in hostile.seen if host == realm_host)
         assert "mirror-secret" not in str(failed.value)
         assert realm_host.split(":")[0] in str(failed.value)
+
+
+class WrongBlob:
+    """An upstream that serves bytes of the right length but the wrong content for a blob."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def app(self) -> Starlette:
+        async def blob(request: Request) -> Response:
+            return Response(b"y" * self.size, media_type="application/octet-stream")
+
+        return Starlette(routes=[Route("/v2/{path:path}", blob, methods=["GET", "HEAD"])])
+
+
+@pytest.fixture
+async def mirror_only(tmp_path: Path, migrated_database: Path) -> AsyncIterator[Starlette]:
+    mirrors = [{"prefix": "hub", "upstream": UPSTREAM_URL, "upstream_prefix": "lib"}]
+    app = create_app(
+        make_settings(fresh_data_dir(tmp_path / "mirror", migrated_database), mirrors=mirrors)
+    )
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+async def test_client_never_gets_the_whole_of_a_wrong_blob(mirror_only: Starlette) -> None:
+    """A blob streamed to the client while it is cached: when the upstream's bytes do not hash
+    to the digest, the client's copy breaks off before its declared length (a client that
+    trusts a complete 200 would otherwise keep the wrong bytes), and nothing is stored."""
+    good = b"the real layer " * 100
+    digest = Digest.of(good)
+    state: Mirrors = mirror_only.state.mirrors
+    await state.mirrors[0].upstreams[0].aclose()
+    state.mirrors[0].upstreams[0] = UpstreamRegistry(
+        UPSTREAM_URL, transport=httpx.ASGITransport(app=WrongBlob(len(good)).app())
+    )
+    opened = await state.open_blob("hub/app", digest)
+    assert not isinstance(opened, str)
+    length, tee = opened
+    assert length == len(good)
+    received = b""
+    with pytest.raises(UpstreamUnavailable, match="hash to"):
+        async for chunk in tee.body():
+            received += chunk
+    assert len(received) < len(good)
+    await state._blobs.wait_all()
+    registry = mirror_only.state.registry
+    assert await registry.storage.stat(digest) is None
+    assert await registry.metadata.blob_size("hub/app", digest) is None

@@ -121,9 +121,14 @@ class Tee:
             self.detach()
 
 
-async def _teed(chunks: AsyncIterator[bytes], tee: Tee) -> AsyncIterator[bytes]:
+async def _teed(chunks: AsyncIterator[bytes], tee: Tee, held: list[bytes]) -> AsyncIterator[bytes]:
+    """Copy each chunk to the client one chunk late: the last one is in `held` until the
+    upload verified the digest, so a client never receives the whole of a wrong blob (the
+    response declares its length: all bytes would look like a complete, good answer)."""
     async for chunk in chunks:
-        await tee.put(chunk)
+        if held:
+            await tee.put(held.pop())
+        held.append(chunk)
         yield chunk
 
 
@@ -156,10 +161,13 @@ async def fill_blob(
         limit = size if size is not None else uploads.max_blob_bytes
         chunks: AsyncIterator[bytes] = upstream.chunks(response, limit)
         length = str(size) if size is not None else (declared if declared.isdigit() else None)
+        held: list[bytes] = []
         if tee is not None:
             tee.open(int(length) if length else None)
-            chunks = _teed(chunks, tee)
+            chunks = _teed(chunks, tee, held)
         _, stored = await uploads.monolithic(name, str(digest), chunks, length)
     if tee is not None:
+        if held:
+            await tee.put(held.pop())
         await tee.put(_DONE)
     return stored
