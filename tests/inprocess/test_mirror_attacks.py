@@ -8,6 +8,9 @@ one app, so the hostile app sees (and records) what the mirror sends to any host
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -211,3 +214,50 @@ async def test_client_never_gets_the_whole_of_a_wrong_blob(mirror_only: Starlett
     registry = mirror_only.state.registry
     assert await registry.storage.stat(digest) is None
     assert await registry.metadata.blob_size("hub/app", digest) is None
+
+
+@contextlib.asynccontextmanager
+async def trickling_server() -> AsyncIterator[int]:
+    """A socket server that answers every request with a status line and then one header byte
+    every 0.1 s, forever: each read arrives well within any per-read timeout."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            while True:
+                await writer.drain()
+                await asyncio.sleep(0.1)
+                writer.write(b"a")
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
+async def test_upstream_trickling_its_headers_is_a_timely_503(
+    tmp_path: Path, migrated_database: Path
+) -> None:
+    async with trickling_server() as port:
+        mirrors = [
+            {"prefix": "hub", "upstream": f"http://127.0.0.1:{port}", "timeout_seconds": 0.5}
+        ]
+        app = create_app(
+            make_settings(fresh_data_dir(tmp_path / "mirror", migrated_database), mirrors=mirrors)
+        )
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL) as c,
+        ):
+            start = time.monotonic()
+            r = await asyncio.wait_for(c.get("/v2/hub/app/manifests/v1"), 30)
+            assert r.status_code == 503 and code(r) == "UNAVAILABLE", r.text
+            assert "did not answer" in r.text
+            state: Mirrors = app.state.mirrors
+            with pytest.raises(UpstreamUnavailable):
+                await asyncio.wait_for(state.mirrors[0].upstreams[0].ping(), 30)
+            assert time.monotonic() - start < 10
