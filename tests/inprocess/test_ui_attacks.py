@@ -21,7 +21,7 @@ from tests.inprocess.helpers import (
     make_image,
     push_image,
 )
-from tests.inprocess.test_ui import Served, settings_for
+from tests.inprocess.test_ui import Served, csrf_of, settings_for
 from tests.ui_world import _login, add_accounts, make_keys, populate
 from trustyard.http.app import create_app
 
@@ -123,3 +123,37 @@ async def test_nul_in_query_values_is_a_400_on_postgresql(
                     assert code(r) == "UNSUPPORTED"  # ErrorCode.PARAMETER_INVALID on the wire
             assert (await client.get("/ui/?q=app")).status_code == 200
             assert (await client.get("/v2/lib/app/tags/list?last=a")).status_code == 200
+
+
+async def test_nul_in_a_user_name_is_a_failed_login_on_postgresql(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Basic credentials at the token endpoint, the OAuth password grant and the UI's login
+    form with a NUL in the user name: a plain failed login (401), not a 500."""
+    settings = make_settings(
+        tmp_path / "data", database_url=postgres_url, auth={"mode": "token", "bcrypt_cost": 4}
+    )
+    await add_accounts(settings)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+            scope = {"service": "trustyard", "scope": "repository:lib/app:pull"}
+            r = await client.get("/auth/token", params=scope, auth=("al\x00ice", "alice-pw"))
+            assert r.status_code == 401, r.text
+            form = {
+                "grant_type": "password",
+                "username": "al\x00ice",
+                "password": "alice-pw",
+                "service": "trustyard",
+                "client_id": "test",
+            }
+            r = await client.post("/auth/token", data=form)
+            assert r.status_code == 401, r.text
+            page = await client.get("/ui/login")
+            csrf = csrf_of(page.text)
+            form = {"csrf": csrf, "username": "al\x00ice", "password": "alice-pw"}
+            r = await client.post("/ui/login", data=form)
+            assert r.status_code == 401 and "Wrong user name or password" in r.text
+            r = await client.get("/auth/token", params=scope, auth=("alice", "alice-pw"))
+            assert r.status_code == 200, r.text
