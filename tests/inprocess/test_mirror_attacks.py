@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -261,3 +262,39 @@ async def test_upstream_trickling_its_headers_is_a_timely_503(
             with pytest.raises(UpstreamUnavailable):
                 await asyncio.wait_for(state.mirrors[0].upstreams[0].ping(), 30)
             assert time.monotonic() - start < 10
+
+
+async def test_ui_cannot_delete_a_mirrored_tag(tmp_path: Path, migrated_database: Path) -> None:
+    """/v2 refuses deletes in a mirrored prefix; the UI's delete form must not get round it."""
+    upstream_app = create_app(make_settings(fresh_data_dir(tmp_path / "up", migrated_database)))
+    mirrors = [{"prefix": "hub", "upstream": UPSTREAM_URL, "upstream_prefix": "lib"}]
+    mirror_app = create_app(
+        make_settings(fresh_data_dir(tmp_path / "mirror", migrated_database), mirrors=mirrors)
+    )
+    async with (
+        upstream_app.router.lifespan_context(upstream_app),
+        mirror_app.router.lifespan_context(mirror_app),
+    ):
+        state: Mirrors = mirror_app.state.mirrors
+        await state.mirrors[0].upstreams[0].aclose()
+        state.mirrors[0].upstreams[0] = UpstreamRegistry(
+            UPSTREAM_URL, transport=httpx.ASGITransport(app=upstream_app)
+        )
+        up = httpx.AsyncClient(transport=httpx.ASGITransport(app=upstream_app), base_url=BASE_URL)
+        down = httpx.AsyncClient(transport=httpx.ASGITransport(app=mirror_app), base_url=BASE_URL)
+        async with up, down:
+            await push_image(up, "lib/app", make_image("cached"), "v1")
+            assert (await down.get("/v2/hub/app/manifests/v1")).status_code == 200
+            assert (await down.delete("/v2/hub/app/manifests/v1")).status_code == 403
+            page = await down.get("/ui/repositories/hub/app")
+            assert page.status_code == 200 and "/-/delete" not in page.text
+            confirm = await down.get("/ui/repositories/hub/app/-/delete?tag=v1")
+            assert confirm.status_code == 403 and "mirror" in confirm.text
+            login = await down.get("/ui/login")  # a page with a form: the session's token
+            csrf = re.search(r'name="csrf" value="([^"]+)"', login.text)
+            assert csrf is not None
+            form = {"csrf": csrf.group(1), "tag": "v1"}
+            r = await down.post("/ui/repositories/hub/app/-/delete", data=form)
+            assert r.status_code == 403 and "pushes are refused" in r.text
+            registry = mirror_app.state.registry
+            assert await registry.metadata.get_manifest("hub/app", "v1") is not None

@@ -30,6 +30,7 @@ from trustyard.metadata.audit_base import RequestContext, current_request
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import RegistryError
 from trustyard.registry.browse import Browse, NotVisible
+from trustyard.registry.mirror import Mirrors
 from trustyard.wiring.auth import AuthRuntime
 from trustyard.wiring.ui import session_key
 
@@ -257,7 +258,7 @@ class UI:
             name=name,
             page=page,
             count=count,
-            can_delete=await viewer.can_delete(name),
+            can_delete=await viewer.can_delete(name) and _mirrors(request, name) is None,
         )
 
     async def image(
@@ -293,6 +294,9 @@ class UI:
         if not await viewer.can_pull(name) or not await viewer.can_delete(name):
             # Who may pull but not delete sees a 404 too: the page offers no delete button.
             raise NotVisible(name)
+        mirrors = _mirrors(request, name)
+        if mirrors is not None:
+            mirrors.refuse_push(name)  # 403 as on /v2: the upstream owns a mirror's tags
         if request.method == "GET":
             tag = _query(request, "tag", 128)
             await self.browse(request).tags(name, None, viewer.can_pull, limit=1)
@@ -371,6 +375,12 @@ class UI:
             return self.not_found(request, viewer, session)
         report = await self.browse(request).gc_dry_run()
         return self.render(request, viewer, session, "gc.html", report=report)
+
+
+def _mirrors(request: Request, name: str) -> Mirrors | None:
+    """The mirrors, when `name` is under a mirrored prefix (its tags are the upstream's)."""
+    mirrors: Mirrors | None = getattr(request.app.state, "mirrors", None)
+    return mirrors if mirrors is not None and mirrors.match(name) is not None else None
 
 
 def _query(request: Request, name: str, limit: int) -> str:
