@@ -19,11 +19,11 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from tests.inprocess.conftest import BASE_URL, fresh_data_dir, make_settings
-from tests.inprocess.helpers import code, make_image, push_image
+from tests.inprocess.helpers import OCI_INDEX, code, make_image, push_image
 from tests.ui_world import PASSWORDS, add_accounts
 from trustyard.http.app import create_app
 from trustyard.oci.digest import Digest
@@ -298,3 +298,92 @@ async def test_ui_cannot_delete_a_mirrored_tag(tmp_path: Path, migrated_database
             assert r.status_code == 403 and "pushes are refused" in r.text
             registry = mirror_app.state.registry
             assert await registry.metadata.get_manifest("hub/app", "v1") is not None
+
+
+class Lying:
+    """An upstream registry that lies in one way (`mode`) about image `image`, and records
+    every request with its host and Authorization header."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.image = make_image("lying", n_layers=1)
+        self.seen: list[tuple[str, str, str | None]] = []
+
+    def _manifest(self, host: str, path: str) -> Response:
+        body, media_type = self.image.manifest, self.image.media_type
+        digest = str(Digest.of(body))
+        if self.mode == "oversized":
+            body = b" " * (5 << 20) + body
+        elif self.mode == "wrong-digest":
+            digest = str(Digest.of(b"another manifest"))
+        elif self.mode == "media-type-lie":
+            media_type = OCI_INDEX
+        elif self.mode == "not-json":
+            body = b"<html>not a manifest</html>"
+            digest = str(Digest.of(body))
+        elif self.mode == "deep":
+            body = b"[" * 100_000 + b"]" * 100_000
+            digest = str(Digest.of(body))
+        elif self.mode == "redirect" and host == "registry.upstream.test":
+            return RedirectResponse(f"https://cdn.elsewhere.test{path}", 302)
+        headers = {"Content-Type": media_type, "Docker-Content-Digest": digest}
+        return Response(body, headers=headers)
+
+    def app(self) -> Starlette:
+        async def any_path(request: Request) -> Response:
+            host, path = request.headers.get("host", ""), request.url.path
+            self.seen.append((host, path, request.headers.get("authorization")))
+            if self.mode == "redirect" and host == "registry.upstream.test":
+                if "authorization" not in request.headers:
+                    return Response(status_code=401, headers={"WWW-Authenticate": "Basic"})
+            if "/manifests/" in path:
+                response = self._manifest(host, path)
+                return Response(headers=response.headers) if request.method == "HEAD" else response
+            for blob in self.image.blobs:
+                if path.endswith(str(Digest.of(blob))):
+                    return Response(blob + b"x" * 100 if self.mode == "bigger-blob" else blob)
+            return Response(status_code=404)
+
+        return Starlette(routes=[Route("/{path:path}", any_path, methods=["GET", "HEAD"])])
+
+
+@pytest.mark.parametrize(
+    "mode", ["oversized", "wrong-digest", "media-type-lie", "not-json", "deep", "bigger-blob"]
+)
+async def test_lying_upstream_is_a_503_and_nothing_is_cached(
+    mirror_only: Starlette, mode: str
+) -> None:
+    lying = Lying(mode)
+    state: Mirrors = mirror_only.state.mirrors
+    await state.mirrors[0].upstreams[0].aclose()
+    state.mirrors[0].upstreams[0] = UpstreamRegistry(
+        UPSTREAM_URL, transport=httpx.ASGITransport(app=lying.app())
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=mirror_only), base_url=BASE_URL
+    ) as client:
+        r = await client.get("/v2/hub/app/manifests/v1")
+    assert r.status_code == 503 and code(r) == "UNAVAILABLE", r.text
+    registry = mirror_only.state.registry
+    assert await registry.metadata.get_manifest("hub/app", "v1") is None
+    for blob in lying.image.blobs:
+        assert await registry.metadata.blob_size("hub/app", Digest.of(blob)) is None
+
+
+async def test_redirect_to_another_host_carries_no_credentials(mirror_only: Starlette) -> None:
+    lying = Lying("redirect")
+    state: Mirrors = mirror_only.state.mirrors
+    await state.mirrors[0].upstreams[0].aclose()
+    state.mirrors[0].upstreams[0] = UpstreamRegistry(
+        "https://registry.upstream.test",
+        credentials=Credentials("mirror-user", "mirror-secret"),
+        transport=httpx.ASGITransport(app=lying.app()),
+    )
+    # The upstream asks for Basic, then redirects the authenticated request to a CDN host.
+    upstream = state.mirrors[0].upstreams[0]
+    fetched = await upstream.get_manifest("lib/app", "v1")
+    assert fetched.content == lying.image.manifest
+    elsewhere = [auth for host, _, auth in lying.seen if host == "cdn.elsewhere.test"]
+    at_home = [auth for host, _, auth in lying.seen if host == "registry.upstream.test"]
+    assert elsewhere == [None]
+    assert at_home == [None, Credentials("mirror-user", "mirror-secret").basic()]
