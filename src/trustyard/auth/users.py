@@ -294,7 +294,9 @@ class Accounts:
         """
         keys = (f"account:{name[:MAX_NAME]}", f"ip:{client}")
         await self.limiter.reserve(*keys)
-        account = await self.store.get_account(name) if len(name) <= 255 else None
+        # No account name has a NUL (PostgreSQL refuses one in a query: it was a 500).
+        usable_name = len(name) <= 255 and "\x00" not in name
+        account = await self.store.get_account(name) if usable_name else None
         htpasswd_hash = None
         if account is None and self.htpasswd is not None:
             htpasswd_hash = self.htpasswd.entries().get(name)

@@ -41,8 +41,22 @@ def single_values(scope: Scope, names: Iterable[str]) -> dict[str, str | None]:
         found = values.get(name, [])
         if len(found) > 1:
             raise RepeatedParameter(name, len(found))
+        if found and "\x00" in found[0]:
+            raise NulInParameter(name)
         out[name] = found[0] if found else None
     return out
+
+
+class NulInParameter(RegistryError):
+    """A query value with a NUL character: no name, tag or digest has one, and PostgreSQL
+    refuses it in any text (it would be a 500 there, and "nothing" on SQLite)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            ErrorCode.PARAMETER_INVALID,
+            f"query parameter {name!r} contains a NUL character",
+            detail={"parameter": name},
+        )
 
 
 class RepeatedParameter(RegistryError):

@@ -121,9 +121,14 @@ class Tee:
             self.detach()
 
 
-async def _teed(chunks: AsyncIterator[bytes], tee: Tee) -> AsyncIterator[bytes]:
+async def _teed(chunks: AsyncIterator[bytes], tee: Tee, held: list[bytes]) -> AsyncIterator[bytes]:
+    """Copy each chunk to the client one chunk late: the last one is in `held` until the
+    upload verified the digest, so a client never receives the whole of a wrong blob (the
+    response declares its length: all bytes would look like a complete, good answer)."""
     async for chunk in chunks:
-        await tee.put(chunk)
+        if held:
+            await tee.put(held.pop())
+        held.append(chunk)
         yield chunk
 
 
@@ -138,10 +143,14 @@ async def fill_blob(
 ) -> int:
     """Store blob `digest` into repository `name` from the upstream; returns its size.
 
-    A blob the storage already holds (another repository pulled or pushed it) is mounted.
-    `size` (from the manifest's descriptor) bounds the download exactly when known; `tee`
-    gets a copy of the bytes as they arrive.
+    A blob the storage already holds (another repository pulled or pushed it) is mounted, once
+    the upstream confirmed (HEAD) that it has it too: else anyone who may pull the mirror could
+    read any repository's blob by asking for its digest here. `size` (from the manifest's
+    descriptor) bounds the download exactly when known; `tee` gets a copy of the bytes as they
+    arrive.
     """
+    if await uploads.storage.stat(digest) is not None:
+        await upstream.head_blob(upstream_name, str(digest))  # UpstreamNotFound: not there
     mounted = await uploads.mount(name, str(digest), None)
     if mounted is not None:
         if tee is not None:
@@ -152,10 +161,13 @@ async def fill_blob(
         limit = size if size is not None else uploads.max_blob_bytes
         chunks: AsyncIterator[bytes] = upstream.chunks(response, limit)
         length = str(size) if size is not None else (declared if declared.isdigit() else None)
+        held: list[bytes] = []
         if tee is not None:
             tee.open(int(length) if length else None)
-            chunks = _teed(chunks, tee)
+            chunks = _teed(chunks, tee, held)
         _, stored = await uploads.monolithic(name, str(digest), chunks, length)
     if tee is not None:
+        if held:
+            await tee.put(held.pop())
         await tee.put(_DONE)
     return stored

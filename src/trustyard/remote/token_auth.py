@@ -16,6 +16,7 @@ clients here use it.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -79,8 +80,10 @@ class TokenAuth(httpx.Auth):
         scope: Callable[[httpx.Request], str | None] | None = None,
         insecure: bool = False,
         cleartext_hint: str = "",
+        realm_near_host: bool = False,
     ) -> None:
         self.credentials = credentials
+        self._realm_near_host = realm_near_host
         self._scope = scope
         self._insecure = insecure
         self._cleartext_hint = cleartext_hint
@@ -126,6 +129,12 @@ class TokenAuth(httpx.Auth):
         self, request: httpx.Request, params: dict[str, str], scope: str | None, host: str
     ) -> TokenRequest:
         realm = params["realm"]
+        realm_host = httpx.URL(realm).host
+        if self.credentials and self._realm_near_host and not near(realm_host, request.url.host):
+            raise RemoteError(
+                f"{host} asks for a token from {realm_host}, which is not {request.url.host} nor "
+                "a host of its domain; refusing to send it the credentials"
+            )
         query = httpx.QueryParams()
         for s in dict.fromkeys(filter(None, (scope, params.get("scope")))):
             query = query.add("scope", s)
@@ -193,3 +202,29 @@ def drive(
             raise
         response.close()
     raise RemoteError(f"{sent.url.host} kept asking for authentication")
+
+
+def near(realm_host: str, host: str) -> bool:
+    """`realm_host` may receive `host`'s credentials: the same host, a subdomain or parent of it,
+    or a sibling (auth.docker.io for registry-1.docker.io) under a parent of 2+ labels. A
+    challenge is the server's word, so a realm elsewhere would get the password from a client
+    that answers it blindly (a hijacked or redirected answer, a hostile upstream)."""
+    a, b = realm_host.lower().rstrip("."), host.lower().rstrip(".")
+    if not a or not b:
+        return False
+    if a == b:
+        return True
+    if _is_ip(a) or _is_ip(b):
+        return False
+    if a.endswith("." + b) or b.endswith("." + a):
+        return True
+    parent_a, parent_b = a.partition(".")[2], b.partition(".")[2]
+    return parent_a == parent_b and parent_a.count(".") >= 1
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True

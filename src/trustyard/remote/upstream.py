@@ -14,6 +14,7 @@ anything else (refused credentials, a broken answer).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -32,7 +33,7 @@ from trustyard.remote.bounded import (
 )
 from trustyard.remote.credentials import Credentials
 from trustyard.remote.errors import RemoteError
-from trustyard.remote.token_auth import MAX_STEPS, TokenAuth, TokenRequest
+from trustyard.remote.token_auth import MAX_STEPS, Flow, TokenAuth, TokenRequest
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -41,6 +42,7 @@ DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MANIFEST_ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST))
 MANIFEST_LIMIT = 4 * 1024 * 1024
 BLOB_DEADLINE = 3600.0  # one blob, however slowly it arrives
+HEADERS_DEADLINE_FACTOR = 4  # request, token request, request again, and some slack
 
 
 class UpstreamUnavailable(RemoteError):
@@ -69,8 +71,9 @@ class UpstreamRegistry:
     """One upstream registry at `base_url` (`https://host[:port]`), with its own credentials.
 
     `tls_verify` False skips certificate checks; `ca_file` trusts that CA bundle instead of
-    the system's. `timeout` bounds connecting and every single read; bodies have their own
-    deadline on top.
+    the system's. `timeout` bounds connecting and every single read; an answer's status and
+    headers must arrive within `HEADERS_DEADLINE_FACTOR * timeout` all told (a server that
+    trickles header bytes never trips the per-read timeout); bodies have their own deadline.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class UpstreamRegistry:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.max_manifest_bytes = max_manifest_bytes
+        self.headers_deadline = HEADERS_DEADLINE_FACTOR * timeout
         verify: bool | str = str(ca_file) if ca_file is not None and tls_verify else tls_verify
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
@@ -95,7 +99,9 @@ class UpstreamRegistry:
             transport=transport,
             headers={"User-Agent": "trustyard-mirror"},
         )
-        self._auth = TokenAuth(credentials, cleartext_hint=" (use https for the upstream)")
+        self._auth = TokenAuth(
+            credentials, cleartext_hint=" (use https for the upstream)", realm_near_host=True
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -116,22 +122,13 @@ class UpstreamRegistry:
         request = self._http.build_request(method, path, headers=headers)
         flow = self._auth.flow(request, scope)
         try:
-            sent = next(flow)
-            for _ in range(MAX_STEPS):
-                if isinstance(sent, TokenRequest):
-                    response = await self._token_answer(sent)
-                else:
-                    response = await self._http.send(sent, stream=True)
-                try:
-                    sent = flow.send(response)
-                except StopIteration:
-                    break
-                except BaseException:
-                    await response.aclose()
-                    raise
-                await response.aclose()
-            else:
-                raise RemoteError(f"{self.base_url} kept asking for authentication")
+            async with asyncio.timeout(self.headers_deadline):
+                response = await self._answer(flow)
+        except TimeoutError:
+            raise UpstreamUnavailable(
+                f"upstream {self.base_url} did not answer {method} {path} within "
+                f"{self.headers_deadline:g} s"
+            ) from None
         except httpx.HTTPError as exc:
             raise UpstreamUnavailable(
                 f"upstream {self.base_url} failed: {exc.__class__.__name__} {exc}".strip()
@@ -141,6 +138,26 @@ class UpstreamRegistry:
             raise UpstreamUnavailable(
                 f"upstream {self.base_url} answered HTTP {response.status_code} to {method} {path}"
             )
+        return response
+
+    async def _answer(self, flow: Flow) -> httpx.Response:
+        """Run the auth flow over streamed sends; the last answer, still streamed."""
+        sent = next(flow)
+        for _ in range(MAX_STEPS):
+            if isinstance(sent, TokenRequest):
+                response = await self._token_answer(sent)
+            else:
+                response = await self._http.send(sent, stream=True)
+            try:
+                sent = flow.send(response)
+            except StopIteration:
+                break
+            except BaseException:
+                await response.aclose()
+                raise
+            await response.aclose()
+        else:
+            raise RemoteError(f"{self.base_url} kept asking for authentication")
         return response
 
     async def _token_answer(self, request: TokenRequest) -> httpx.Response:
@@ -226,8 +243,16 @@ class UpstreamRegistry:
     async def ping(self) -> tuple[int, float]:
         """GET /v2/ without credentials: the status (200 or 401 both mean "up") and seconds."""
         start = time.monotonic()
-        try:
-            response = await self._http.get("/v2/")
+        try:  # headers only, within the deadline: the body of a hostile /v2/ may never end
+            async with asyncio.timeout(self.headers_deadline):
+                response = await self._http.send(
+                    self._http.build_request("GET", "/v2/"), stream=True
+                )
+            await response.aclose()
+        except TimeoutError:
+            raise UpstreamUnavailable(
+                f"upstream {self.base_url} did not answer within {self.headers_deadline:g} s"
+            ) from None
         except httpx.HTTPError as exc:
             raise UpstreamUnavailable(
                 f"upstream {self.base_url} failed: {exc.__class__.__name__}"
@@ -267,6 +292,15 @@ class UpstreamRegistry:
             response.headers.get("content-type", "").split(";", 1)[0].strip(),
             response.headers.get("docker-content-digest"),
         )
+
+    async def head_blob(self, repository: str, digest: str) -> None:
+        """The upstream has blob `digest` in `repository` (else `UpstreamNotFound`)."""
+        path = f"/v2/{repository}/blobs/{digest}"
+        response = await self.get_bytes(
+            path, limit=0, method="HEAD", scope=self.pull_scope(repository)
+        )
+        if response.status_code != 200:
+            raise self._refused("HEAD", path, response.status_code)
 
     @contextlib.asynccontextmanager
     async def blob(self, repository: str, digest: str) -> AsyncIterator[httpx.Response]:

@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 from trustyard.auth.users import ANONYMOUS, AuthFailed, Principal, RateLimited
 from trustyard.config import Settings
+from trustyard.http.params import NulInParameter
 from trustyard.http.token_routes import audit_context, audit_log, client_address
 from trustyard.http.ui.session import Session, Sessions, binding
 from trustyard.metadata.audit_base import ANONYMOUS as AUDIT_ANONYMOUS
@@ -29,6 +30,7 @@ from trustyard.metadata.audit_base import RequestContext, current_request
 from trustyard.oci.digest import Digest
 from trustyard.oci.errors import RegistryError
 from trustyard.registry.browse import Browse, NotVisible
+from trustyard.registry.mirror import Mirrors
 from trustyard.wiring.auth import AuthRuntime
 from trustyard.wiring.ui import session_key
 
@@ -208,8 +210,12 @@ class UI:
     # -- pages ---------------------------------------------------------------------------------
     async def repositories(self, request: Request) -> Response:
         viewer, session = await self.viewer(request)
-        text = request.query_params.get("q", "")[:255]
-        after = request.query_params.get("after", "")[:255] or None
+        try:
+            text, after = _query(request, "q", 255), _query(request, "after", 255) or None
+        except RegistryError as exc:
+            return self.render(
+                request, viewer, session, "error.html", exc.status, message=exc.message
+            )
         page = await self.browse(request).repositories(text, after, viewer.can_pull)
         return self.render(request, viewer, session, "repositories.html", q=text, page=page)
 
@@ -242,7 +248,7 @@ class UI:
     async def repository(
         self, request: Request, viewer: Viewer, session: Session, name: str
     ) -> Response:
-        after = request.query_params.get("after", "")[:128] or None
+        after = _query(request, "after", 128) or None
         page, count = await self.browse(request).tags(name, after, viewer.can_pull)
         return self.render(
             request,
@@ -252,7 +258,7 @@ class UI:
             name=name,
             page=page,
             count=count,
-            can_delete=await viewer.can_delete(name),
+            can_delete=await viewer.can_delete(name) and _mirrors(request, name) is None,
         )
 
     async def image(
@@ -261,7 +267,7 @@ class UI:
         browse = self.browse(request)
         record = await browse.record(name, digest, viewer.can_pull)
         image = await browse.image(record)
-        tag = request.query_params.get("tag") or None
+        tag = _query(request, "tag", 128) or None
         verdict = await browse.verdict(record, tag if tag in image.tags else None)
         signatures = await browse.signatures_of(record, verdict)
         return self.render(
@@ -288,8 +294,11 @@ class UI:
         if not await viewer.can_pull(name) or not await viewer.can_delete(name):
             # Who may pull but not delete sees a 404 too: the page offers no delete button.
             raise NotVisible(name)
+        mirrors = _mirrors(request, name)
+        if mirrors is not None:
+            mirrors.refuse_push(name)  # 403 as on /v2: the upstream owns a mirror's tags
         if request.method == "GET":
-            tag = request.query_params.get("tag", "")
+            tag = _query(request, "tag", 128)
             await self.browse(request).tags(name, None, viewer.can_pull, limit=1)
             return self.render(request, viewer, session, "delete.html", name=name, tag=tag)
         form = await self.form(request, session)
@@ -366,6 +375,21 @@ class UI:
             return self.not_found(request, viewer, session)
         report = await self.browse(request).gc_dry_run()
         return self.render(request, viewer, session, "gc.html", report=report)
+
+
+def _mirrors(request: Request, name: str) -> Mirrors | None:
+    """The mirrors, when `name` is under a mirrored prefix (its tags are the upstream's)."""
+    mirrors: Mirrors | None = getattr(request.app.state, "mirrors", None)
+    return mirrors if mirrors is not None and mirrors.match(name) is not None else None
+
+
+def _query(request: Request, name: str, limit: int) -> str:
+    """A query parameter cut at `limit`; one with a NUL character is a 400 (PostgreSQL would
+    refuse it in a query: a 500)."""
+    value = request.query_params.get(name, "")[:limit]
+    if "\x00" in value:
+        raise NulInParameter(name)
+    return value
 
 
 def routes(settings: Settings) -> list[BaseRoute]:
