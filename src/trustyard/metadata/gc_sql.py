@@ -42,7 +42,7 @@ from trustyard.oci.digest import Digest
 _ATTACHMENT_RE = r"^(sha256-[a-f0-9]{64}|sha512-[a-f0-9]{128})(\.sig|\.att|\.sbom)?$"
 
 # The live set, computed once into indexed temporary tables (a CTE the four dead-row queries
-# each name would be walked, unindexed, per use on SQLite); dropped before the pass ends.
+# each name would be walked, unindexed, per use on SQLite); dropped before the pass commits.
 _temp = MetaData()
 _live_table = Table(
     "gc_live",
@@ -136,15 +136,17 @@ _NO_SIZE = cast(null(), BigInteger)  # typed: PostgreSQL matches UNION column ty
 async def sql_plan(
     conn: AsyncConnection, cutoff: float, history_since: float | None = None
 ) -> tuple[dict[str, int], GcPlan]:
-    """Repository ids by name, and `gc_mark.mark`'s plan, computed by the database."""
+    """Repository ids by name, and `gc_mark.mark`'s plan, computed by the database (inside
+    the caller's transaction, which must hold GC's exclusive lock)."""
     for table in _temp.sorted_tables:
         await conn.execute(DropTable(table, if_exists=True))
         await conn.execute(CreateTable(table))
-    try:
-        return await _plan(conn, cutoff, history_since)
-    finally:
-        for table in _temp.sorted_tables:
-            await conn.execute(DropTable(table, if_exists=True))
+    found = await _plan(conn, cutoff, history_since)
+    # No `finally`: after an error PostgreSQL refuses statements until rollback, and the
+    # rollback undoes the CREATEs anyway (both backends create tables transactionally).
+    for table in _temp.sorted_tables:
+        await conn.execute(DropTable(table, if_exists=True))
+    return found
 
 
 async def _plan(
