@@ -2,13 +2,15 @@
 
     python -m benchmarks.gc_mark [N ...]            (default: 10000 100000 1000000)
     python -m benchmarks.gc_mark --sqlite [N ...]   (default: 10000 100000)
+    python -m benchmarks.gc_mark --sqlite-python [N ...]
 
 N manifests in N/1000 repositories, each with 2 blob refs and one link per blob; a tenth are
 multi-arch indexes over 2 children, a tenth carry a referrer, a third are tagged, half are old.
 Peak memory (tracemalloc) covers the snapshot rows as the SQL backend builds them plus the
 marking; the figures decide when a recursive CTE should replace in-memory marking (gc.py).
 With --sqlite the rows go into a fresh SQLite store and one dry-run `collect` is timed: the
-pause pushes see (reading the rows, building the snapshot, marking), without the deletes.
+pause pushes see, without the deletes; it marks in SQL (metadata/gc_sql.py) as GC does, or,
+with --sqlite-python, reads the snapshot and marks in Python as GC did before.
 """
 
 from __future__ import annotations
@@ -118,8 +120,9 @@ async def _never(digest: Digest, cutoff: float) -> bool:
     raise AssertionError("a dry run sweeps nothing")
 
 
-async def measure_sqlite(n: int) -> tuple[float, int]:
-    """(seconds of one dry-run collect, dead manifests) on a SQLite store holding `snapshot(n)`."""
+async def measure_sqlite(n: int, *, in_sql: bool = True) -> tuple[float, int]:
+    """(seconds of one dry-run collect, dead manifests) on a SQLite store holding `snapshot(n)`:
+    marking in SQL as `collect_garbage` does, or (`in_sql=False`) from a snapshot in Python."""
     with tempfile.TemporaryDirectory() as tmp:
         database = await open_database(Path(tmp) / "metadata.db", create=True)
         store = database.metadata
@@ -134,17 +137,19 @@ async def measure_sqlite(n: int) -> tuple[float, int]:
         del snap
         gc.collect()
         started = time.perf_counter()
-        plan = await store.collect(CUTOFF, mark=mark, dry_run=True, on_blob_deleted=_never)
+        plan = await store.collect(
+            CUTOFF, mark=None if in_sql else mark, dry_run=True, on_blob_deleted=_never
+        )
         seconds = time.perf_counter() - started
         await database.close()
     return seconds, len(plan.manifests)
 
 
 def main(argv: list[str]) -> None:
-    if argv[:1] == ["--sqlite"]:
+    if argv[:1] in (["--sqlite"], ["--sqlite-python"]):
         print(f"{'manifests':>10} {'collect s (wall)':>17}")
         for n in [int(a) for a in argv[1:]] or [10_000, 100_000]:
-            seconds, dead = asyncio.run(measure_sqlite(n))
+            seconds, dead = asyncio.run(measure_sqlite(n, in_sql=argv[0] == "--sqlite"))
             print(f"{n:>10} {seconds:>17.2f}  ({dead} dead)")
         return
     sizes = [int(a) for a in argv] or [10_000, 100_000, 1_000_000]

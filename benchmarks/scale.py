@@ -1,7 +1,7 @@
 """Scale (trustyard alone, full mode only): how three costs grow with the size of a registry.
 
 - GC: one dry-run `collect` on a SQLite store holding N synthetic manifests (benchmarks/gc_mark.py
-  builds the rows): the pause pushes see, from reading the rows to the marked plan.
+  builds the rows): the pause pushes see, marking in SQL (metadata/gc_sql.py) as GC does.
 - Start: `trustyard serve` until `/v2/` answers, on a data directory with N blob files on disk
   (nothing at start should walk them).
 - Listings: the first and a middle page of `tags/list?n=100` on a repository with N tags,

@@ -221,10 +221,18 @@ class UploadIndex(Protocol):
 
 class GcIndex(Protocol):
     async def collect(
-        self, cutoff: float, *, mark: GcMarker, dry_run: bool, on_blob_deleted: BlobSweeper
+        self,
+        cutoff: float,
+        *,
+        mark: GcMarker | None,
+        dry_run: bool,
+        on_blob_deleted: BlobSweeper,
+        history_since: float | None = None,
     ) -> GcPlan:
-        """Under a lock excluding every writer, read a GcSnapshot, let `mark` plan, and
-        (unless `dry_run`) apply the plan, all in one transaction; returns the plan."""
+        """Under a lock excluding every writer, plan and (unless `dry_run`) apply the plan, all
+        in one transaction; returns the plan. `mark` plans from a GcSnapshot read into memory;
+        None lets the backend apply registry/gc_mark.py's rules itself (SQL: a recursive CTE),
+        keeping tag-history targets moved off at or after `history_since`."""
 
     async def blob_digests(self) -> set[str]:
         """Every blob digest the metadata knows (for the orphan-file sweep)."""

@@ -33,6 +33,7 @@ from trustyard.metadata.base import (
 from trustyard.metadata.errors import MissingReference
 from trustyard.metadata.events_base import OutboxEntry
 from trustyard.metadata.events_sql import insert_outbox
+from trustyard.metadata.gc_sql import sql_plan
 from trustyard.metadata.lifecycle_base import TagMove
 from trustyard.metadata.lifecycle_sql import history_rows, record_moves
 from trustyard.oci.digest import Digest
@@ -483,14 +484,23 @@ class SqlMetadataStore:
 
     # -- garbage collection --------------------------------------------------------------------
     async def collect(
-        self, cutoff: float, *, mark: GcMarker, dry_run: bool, on_blob_deleted: BlobSweeper
+        self,
+        cutoff: float,
+        *,
+        mark: GcMarker | None,
+        dry_run: bool,
+        on_blob_deleted: BlobSweeper,
+        history_since: float | None = None,
     ) -> GcPlan:
-        """Snapshot, mark and sweep inside one write transaction, so no push interleaves with it
-        (the marking rules themselves are registry/gc_mark.py's)."""
+        """Mark and sweep inside one write transaction, so no push interleaves with it (the
+        marking rules are registry/gc_mark.py's; without `mark`, gc_sql.py runs them in SQL)."""
         async with self.writer.begin() as conn:
             await self._exclusive(conn)
-            ids, snapshot = await self._gc_snapshot(conn)
-            plan = mark(snapshot, cutoff)
+            if mark is None:
+                ids, plan = await sql_plan(conn, cutoff, history_since)
+            else:
+                ids, snapshot = await self._gc_snapshot(conn)
+                plan = mark(snapshot, cutoff)
             if not dry_run:
                 await self._gc_apply(conn, ids, plan, cutoff, on_blob_deleted)
         return plan

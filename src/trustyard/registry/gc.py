@@ -7,27 +7,26 @@ Safety comes from three rules rather than a read-only window:
 - a blob file is unlinked only if it is older than the grace period, so bytes that a concurrent
   push just renamed into place survive even when their metadata row was swept.
 
-The marking rules are pure code (registry/gc_mark.py) run by the metadata backend inside that
-transaction, over an in-memory snapshot of the rows. Simple signatures of collected manifests are
+The marking rules are pure code (registry/gc_mark.py, the specification); the SQL backend runs
+them inside that transaction as a recursive CTE (metadata/gc_sql.py), so only dead rows leave
+the database (a contract test checks on random stores that both plan the same). Simple signatures of collected manifests are
 pruned afterwards in their own transaction (their table belongs to the signature store); that is
 still safe because a signature is only ever added while its manifest exists (checked in the
 adding transaction), so "manifest gone and signature older than the cutoff" stays true once true
 unless the manifest is re-pushed, and then the prune's NOT EXISTS sees it and keeps the row.
 
-Size limit of in-memory marking (benchmarks/gc_mark.py; synthetic store, 2 layers per manifest,
+Before the CTE, marking read every row into memory. Size limit of that (benchmarks/gc_mark.py; synthetic store, 2 layers per manifest,
 a tenth indexes, a third tagged, a third dead; 2 shared cores under load): 10k manifests take
 ~10 MiB of snapshot, 22 MiB peak and 0.3-0.5 s CPU; 100k ~100 MiB, 210 MiB peak, 3-6 s; 1M
 ~1 GiB, 2.2 GiB peak, ~70 s (about a third of it parsing the dead digests). Reading the rows
 costs more than marking them: a whole dry-run pass on SQLite (`--sqlite`) took 3-6 s at 10k
 manifests and 25-50 s at 100k (~750k rows), as did the code before marking moved out of SQL.
-Pushes wait for the whole pass (exclusive lock), so the limit is that pause, not memory: past
-~30k manifests (a pause over ~10 s) a recursive CTE in SQL should mark, so that only the dead
-rows leave the database; the rules here then become its specification and test oracle.
+Pushes wait for the whole pass (exclusive lock), so the limit is that pause, not memory; hence
+the CTE (figures in docs/benchmarks.md, "Scale").
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,7 +34,6 @@ from typing import Protocol
 
 from trustyard.metadata.base import GcPlan, MetadataStore
 from trustyard.oci.digest import Digest
-from trustyard.registry.gc_mark import mark
 from trustyard.storage.base import Storage
 
 
@@ -90,9 +88,13 @@ async def collect_garbage(
             return False
         return await storage.delete(digest)
 
-    marker = functools.partial(mark, history_since=now - history_keep_seconds)
+    # mark=None: the backend runs gc_mark's rules where the rows are (SQL: a recursive CTE)
     report.plan = await metadata.collect(
-        cutoff, mark=marker, dry_run=dry_run, on_blob_deleted=sweep
+        cutoff,
+        mark=None,
+        dry_run=dry_run,
+        on_blob_deleted=sweep,
+        history_since=now - history_keep_seconds,
     )
     if signatures is not None and not dry_run:
         # Simple signatures follow their manifest (kept during the grace period, as pushes).
