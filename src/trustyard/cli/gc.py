@@ -20,9 +20,10 @@ from trustyard.cli.common import (
 from trustyard.config import Settings
 from trustyard.logs import configure_logging
 from trustyard.metadata.errors import MetadataError
-from trustyard.registry.gc import GcReport, collect_garbage
+from trustyard.registry.gc import GcReport
 from trustyard.storage.errors import StorageError
 from trustyard.wiring import open_services
+from trustyard.wiring.gc import run_gc
 
 
 def _human(n: int) -> str:
@@ -44,16 +45,7 @@ async def _run(settings: Settings, dry_run: bool) -> tuple[GcReport, bool]:
             # With Redis, one GC at a time across every machine; the metadata's write lock
             # already keeps a pass atomic, this just avoids two passes queueing behind each other.
             async with registry.cache.lock("gc", ttl_seconds=6 * 3600):
-                report = await collect_garbage(
-                    registry.storage,
-                    registry.metadata,
-                    grace_seconds=settings.gc_grace_seconds,
-                    upload_max_age_seconds=settings.upload_max_age_seconds,
-                    dry_run=dry_run,
-                    changed=registry.changed,
-                    signatures=services.database.signatures,
-                    history_keep_seconds=settings.lifecycle.history_keep_days * 86400,
-                )
+                report = await run_gc(settings, services, dry_run=dry_run)
                 return report, has_repositories
         except LockBusy:
             typer.echo(

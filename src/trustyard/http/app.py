@@ -29,7 +29,7 @@ from trustyard.oci.platforms import IndexPlatforms
 from trustyard.registry import Registry
 from trustyard.registry.events_delivery import EventDeliverer
 from trustyard.registry.export import TrustFiles
-from trustyard.registry.gc import GcReport, collect_garbage, expire_uploads
+from trustyard.registry.gc import GcReport, expire_uploads
 from trustyard.registry.retention import RetentionReport, run_retention
 from trustyard.registry.scrub import MB, ScrubOptions, ScrubReport, scrub
 from trustyard.wiring import Database, open_services
@@ -37,6 +37,7 @@ from trustyard.wiring.audit import Auditor
 from trustyard.wiring.database import pool_use
 from trustyard.wiring.events import event_deliverer
 from trustyard.wiring.export import retention_trust
+from trustyard.wiring.gc import run_gc
 from trustyard.wiring.health import probes
 from trustyard.wiring.services import Services, retention_rules
 from trustyard.wiring.ui import open_browse
@@ -208,16 +209,7 @@ def _scheduled_gc(
     async def attempt() -> GcReport | None:
         try:
             async with registry.cache.lock("gc", ttl_seconds=6 * 3600):
-                return await collect_garbage(
-                    registry.storage,
-                    registry.metadata,
-                    grace_seconds=settings.gc_grace_seconds,
-                    upload_max_age_seconds=settings.upload_max_age_seconds,
-                    dry_run=False,
-                    changed=registry.changed,
-                    signatures=services.database.signatures,
-                    history_keep_seconds=settings.lifecycle.history_keep_days * 86400,
-                )
+                return await run_gc(settings, services, dry_run=False)
         except LockBusy:
             return None
 

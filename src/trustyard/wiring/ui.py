@@ -10,9 +10,10 @@ from pathlib import Path
 from trustyard.config import Settings
 from trustyard.metadata.browse_sql import SqlBrowseStore
 from trustyard.registry.browse import Browse
-from trustyard.registry.gc import GcReport, collect_garbage
+from trustyard.registry.gc import GcReport
 from trustyard.registry.policy_sources import RegistrySources
 from trustyard.wiring.auth import gun_prefixes_of
+from trustyard.wiring.gc import run_gc
 from trustyard.wiring.services import Services
 
 KEY_BYTES = 32
@@ -25,15 +26,7 @@ def open_browse(settings: Settings, services: Services) -> Browse:
 
     async def gc_preview() -> GcReport:
         # Metadata only (no walk of the blob store) and nothing removed.
-        return await collect_garbage(
-            registry.storage,
-            registry.metadata,
-            grace_seconds=settings.gc_grace_seconds,
-            upload_max_age_seconds=settings.upload_max_age_seconds,
-            dry_run=True,
-            sweep_orphans=False,
-            history_keep_seconds=settings.lifecycle.history_keep_days * 86400,
-        )
+        return await run_gc(settings, services, dry_run=True, sweep_orphans=False)
 
     return Browse(
         registry,
