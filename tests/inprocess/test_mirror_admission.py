@@ -13,8 +13,9 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from tests.inprocess.conftest import BASE_URL, fresh_data_dir, make_settings
+from tests.inprocess.conftest import fresh_data_dir, make_settings
 from tests.inprocess.helpers import code, make_image, message, push_image
+from tests.inprocess.mirrors import mirror_pair
 from trustyard.http.app import create_app
 from trustyard.metadata.base import ManifestRecord
 from trustyard.oci.digest import Digest
@@ -57,21 +58,8 @@ async def pair(
         fresh_data_dir(tmp_path / "mirror", migrated_database), mirrors=mirrors
     )
     mirror_app = create_app(mirror_settings)
-    async with (
-        upstream_app.router.lifespan_context(upstream_app),
-        mirror_app.router.lifespan_context(mirror_app),
-    ):
-        state: Mirrors = mirror_app.state.mirrors
-        # The configured client, pointed at the in-process upstream instead of a socket.
-        real = state.mirrors[0].upstreams[0]
-        await real.aclose()
-        state.mirrors[0].upstreams[0] = UpstreamRegistry(
-            UPSTREAM_URL, transport=httpx.ASGITransport(app=upstream_app)
-        )
-        up = httpx.AsyncClient(transport=httpx.ASGITransport(app=upstream_app), base_url=BASE_URL)
-        down = httpx.AsyncClient(transport=httpx.ASGITransport(app=mirror_app), base_url=BASE_URL)
-        async with up, down:
-            yield up, down, mirror_app
+    async with mirror_pair(upstream_app, mirror_app, UPSTREAM_URL) as (up, down):
+        yield up, down, mirror_app
 
 
 async def test_refused_admission_stores_nothing(

@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from tests.inprocess.conftest import BASE_URL, fresh_data_dir, make_settings
 from tests.inprocess.helpers import OCI_INDEX, code, make_image, push_image
+from tests.inprocess.mirrors import mirror_pair, point_upstream
 from tests.ui_world import PASSWORDS, add_accounts
 from trustyard.http.app import create_app
 from trustyard.oci.digest import Digest
@@ -64,19 +65,8 @@ async def guarded(
     finally:
         await database.close()
     mirror_app = create_app(settings)
-    async with (
-        upstream_app.router.lifespan_context(upstream_app),
-        mirror_app.router.lifespan_context(mirror_app),
-    ):
-        state: Mirrors = mirror_app.state.mirrors
-        await state.mirrors[0].upstreams[0].aclose()
-        state.mirrors[0].upstreams[0] = UpstreamRegistry(
-            UPSTREAM_URL, transport=httpx.ASGITransport(app=upstream_app)
-        )
-        up = httpx.AsyncClient(transport=httpx.ASGITransport(app=upstream_app), base_url=BASE_URL)
-        down = httpx.AsyncClient(transport=httpx.ASGITransport(app=mirror_app), base_url=BASE_URL)
-        async with up, down:
-            yield up, down, mirror_app
+    async with mirror_pair(upstream_app, mirror_app, UPSTREAM_URL) as (up, down):
+        yield up, down, mirror_app
 
 
 async def test_private_blob_not_readable_through_a_mirrored_repository(
@@ -197,11 +187,8 @@ async def test_client_never_gets_the_whole_of_a_wrong_blob(mirror_only: Starlett
     trusts a complete 200 would otherwise keep the wrong bytes), and nothing is stored."""
     good = b"the real layer " * 100
     digest = Digest.of(good)
+    await point_upstream(mirror_only, WrongBlob(len(good)).app(), UPSTREAM_URL)
     state: Mirrors = mirror_only.state.mirrors
-    await state.mirrors[0].upstreams[0].aclose()
-    state.mirrors[0].upstreams[0] = UpstreamRegistry(
-        UPSTREAM_URL, transport=httpx.ASGITransport(app=WrongBlob(len(good)).app())
-    )
     opened = await state.open_blob("hub/app", digest)
     assert not isinstance(opened, str)
     length, tee = opened
@@ -271,33 +258,22 @@ async def test_ui_cannot_delete_a_mirrored_tag(tmp_path: Path, migrated_database
     mirror_app = create_app(
         make_settings(fresh_data_dir(tmp_path / "mirror", migrated_database), mirrors=mirrors)
     )
-    async with (
-        upstream_app.router.lifespan_context(upstream_app),
-        mirror_app.router.lifespan_context(mirror_app),
-    ):
-        state: Mirrors = mirror_app.state.mirrors
-        await state.mirrors[0].upstreams[0].aclose()
-        state.mirrors[0].upstreams[0] = UpstreamRegistry(
-            UPSTREAM_URL, transport=httpx.ASGITransport(app=upstream_app)
-        )
-        up = httpx.AsyncClient(transport=httpx.ASGITransport(app=upstream_app), base_url=BASE_URL)
-        down = httpx.AsyncClient(transport=httpx.ASGITransport(app=mirror_app), base_url=BASE_URL)
-        async with up, down:
-            await push_image(up, "lib/app", make_image("cached"), "v1")
-            assert (await down.get("/v2/hub/app/manifests/v1")).status_code == 200
-            assert (await down.delete("/v2/hub/app/manifests/v1")).status_code == 403
-            page = await down.get("/ui/repositories/hub/app")
-            assert page.status_code == 200 and "/-/delete" not in page.text
-            confirm = await down.get("/ui/repositories/hub/app/-/delete?tag=v1")
-            assert confirm.status_code == 403 and "mirror" in confirm.text
-            login = await down.get("/ui/login")  # a page with a form: the session's token
-            csrf = re.search(r'name="csrf" value="([^"]+)"', login.text)
-            assert csrf is not None
-            form = {"csrf": csrf.group(1), "tag": "v1"}
-            r = await down.post("/ui/repositories/hub/app/-/delete", data=form)
-            assert r.status_code == 403 and "pushes are refused" in r.text
-            registry = mirror_app.state.registry
-            assert await registry.metadata.get_manifest("hub/app", "v1") is not None
+    async with mirror_pair(upstream_app, mirror_app, UPSTREAM_URL) as (up, down):
+        await push_image(up, "lib/app", make_image("cached"), "v1")
+        assert (await down.get("/v2/hub/app/manifests/v1")).status_code == 200
+        assert (await down.delete("/v2/hub/app/manifests/v1")).status_code == 403
+        page = await down.get("/ui/repositories/hub/app")
+        assert page.status_code == 200 and "/-/delete" not in page.text
+        confirm = await down.get("/ui/repositories/hub/app/-/delete?tag=v1")
+        assert confirm.status_code == 403 and "mirror" in confirm.text
+        login = await down.get("/ui/login")  # a page with a form: the session's token
+        csrf = re.search(r'name="csrf" value="([^"]+)"', login.text)
+        assert csrf is not None
+        form = {"csrf": csrf.group(1), "tag": "v1"}
+        r = await down.post("/ui/repositories/hub/app/-/delete", data=form)
+        assert r.status_code == 403 and "pushes are refused" in r.text
+        registry = mirror_app.state.registry
+        assert await registry.metadata.get_manifest("hub/app", "v1") is not None
 
 
 class Lying:
@@ -354,11 +330,7 @@ async def test_lying_upstream_is_a_503_and_nothing_is_cached(
     mirror_only: Starlette, mode: str
 ) -> None:
     lying = Lying(mode)
-    state: Mirrors = mirror_only.state.mirrors
-    await state.mirrors[0].upstreams[0].aclose()
-    state.mirrors[0].upstreams[0] = UpstreamRegistry(
-        UPSTREAM_URL, transport=httpx.ASGITransport(app=lying.app())
-    )
+    await point_upstream(mirror_only, lying.app(), UPSTREAM_URL)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=mirror_only), base_url=BASE_URL
     ) as client:
@@ -374,11 +346,7 @@ async def test_blob_bigger_than_its_descriptor_is_never_cached(mirror_only: Star
     """A cold manifest answers before its blobs (they stream on demand): the lie is caught on the
     blob GET, which never completes as a good answer, and nothing of the blob is stored."""
     lying = Lying("bigger-blob")
-    state: Mirrors = mirror_only.state.mirrors
-    await state.mirrors[0].upstreams[0].aclose()
-    state.mirrors[0].upstreams[0] = UpstreamRegistry(
-        UPSTREAM_URL, transport=httpx.ASGITransport(app=lying.app())
-    )
+    await point_upstream(mirror_only, lying.app(), UPSTREAM_URL)
     registry = mirror_only.state.registry
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=mirror_only, raise_app_exceptions=False),
@@ -403,13 +371,13 @@ async def test_blob_bigger_than_its_descriptor_is_never_cached(mirror_only: Star
 
 async def test_redirect_to_another_host_carries_no_credentials(mirror_only: Starlette) -> None:
     lying = Lying("redirect")
-    state: Mirrors = mirror_only.state.mirrors
-    await state.mirrors[0].upstreams[0].aclose()
-    state.mirrors[0].upstreams[0] = UpstreamRegistry(
+    await point_upstream(
+        mirror_only,
+        lying.app(),
         "https://registry.upstream.test",
-        credentials=Credentials("mirror-user", "mirror-secret"),
-        transport=httpx.ASGITransport(app=lying.app()),
+        Credentials("mirror-user", "mirror-secret"),
     )
+    state: Mirrors = mirror_only.state.mirrors
     # The upstream asks for Basic, then redirects the authenticated request to a CDN host.
     upstream = state.mirrors[0].upstreams[0]
     fetched = await upstream.get_manifest("lib/app", "v1")
