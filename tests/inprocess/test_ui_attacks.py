@@ -22,7 +22,7 @@ from tests.inprocess.helpers import (
     push_image,
 )
 from tests.inprocess.test_ui import Served, csrf_of, settings_for
-from tests.ui_world import _login, add_accounts, make_keys, populate
+from tests.ui_world import PASSWORDS, _login, add_accounts, make_keys, populate
 from trustyard.http.app import create_app
 
 HOSTILE = '"><script>alert(1)</script><img src=x onerror=alert(2)>'
@@ -157,3 +157,24 @@ async def test_nul_in_a_user_name_is_a_failed_login_on_postgresql(
             assert r.status_code == 401 and "Wrong user name or password" in r.text
             r = await client.get("/auth/token", params=scope, auth=("alice", "alice-pw"))
             assert r.status_code == 200, r.text
+
+
+async def test_oversized_form_is_refused_and_logs_nobody_in(ui: Served) -> None:
+    """A login form past the UI's form limit (8 KiB) is refused like a bad CSRF token, whatever
+    it holds: the body is not buffered past the limit and nobody is logged in."""
+    _, client, _ = ui
+    page = await client.get("/ui/login")
+    form = {
+        "csrf": csrf_of(page.text),
+        "username": "alice",
+        "password": PASSWORDS["alice"],
+        "padding": "x" * 20_000,
+    }
+    r = await client.post("/ui/login", data=form)
+    assert r.status_code == 403, r.text
+    assert "security token" in r.text
+    assert "Log out" not in (await client.get("/ui/")).text
+    # The same form without the padding logs in: the refusal was the size, not the fields.
+    del form["padding"]
+    assert (await client.post("/ui/login", data=form)).status_code == 303
+    assert "Log out" in (await client.get("/ui/")).text

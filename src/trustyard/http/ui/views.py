@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 from trustyard.auth.users import ANONYMOUS, AuthFailed, Principal, RateLimited
 from trustyard.config import Settings
+from trustyard.http.bodies import BodyTooLarge, read_bounded
 from trustyard.http.params import NulInParameter
 from trustyard.http.token_routes import audit_context, audit_log, client_address
 from trustyard.http.ui.session import Session, Sessions, binding
@@ -190,11 +191,10 @@ class UI:
 
     async def form(self, request: Request, session: Session) -> dict[str, str] | None:
         """The urlencoded body, or None when it is too large or its CSRF token is wrong."""
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_FORM_BYTES:
-                return None
+        try:
+            body = await read_bounded(request, MAX_FORM_BYTES, "form")
+        except BodyTooLarge:
+            return None
         try:
             values = parse_qs(body.decode(), keep_blank_values=True, max_num_fields=20)
         except (UnicodeDecodeError, ValueError):
