@@ -198,10 +198,10 @@ def test_bad_input(srv: ServerProcess, tmp_path: Path) -> None:
     )  # fmt: skip
     out = trust(
         srv, tmp_path / "o5", "init", f"{srv.host}/bad/hsm",
-        "--root-key", "pkcs11:token=hsm;object=root?pin-value=9999",
+        "--root-key", "pkcs11:token=hsm;object=root?pin-value=pin-Wrong",
         "--root-cert", str(cert), env={"SOFTHSM2_CONF": str(conf)}, ok=False,
     )  # fmt: skip
-    assert "wrong PIN" in out and "9999" not in out
+    assert "wrong PIN" in out and "pin-Wrong" not in out
 
 
 def test_audit_sees_one_root_key_across_owners(srv: ServerProcess, tmp_path: Path) -> None:

@@ -26,6 +26,10 @@ pytestmark = [
     pytest.mark.slow,
 ]
 
+# Not hex, so a key ID or digest in the output can never contain it by chance (CI once printed a
+# key ID holding "1234", the PIN this used to be).
+ORG_PIN = "pin-Qz7w"
+
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
@@ -43,7 +47,7 @@ def softhsm_token(tmp_path: Path, keys: dict[str, Path]) -> dict[str, str]:
     env = {**os.environ, "SOFTHSM2_CONF": str(conf)}
     label = ["--token", "org-root"]
     subprocess.run(
-        [util, "--init-token", "--free", "--label", "org-root", "--pin", "1234", "--so-pin", "5678"],
+        [util, "--init-token", "--free", "--label", "org-root", "--pin", ORG_PIN, "--so-pin", "5678"],
         check=True, capture_output=True, env=env,
     )  # fmt: skip
     for n, (name, key_pem) in enumerate(keys.items(), start=1):
@@ -51,7 +55,7 @@ def softhsm_token(tmp_path: Path, keys: dict[str, Path]) -> dict[str, str]:
         openssl("pkcs8", "-topk8", "-nocrypt", "-in", str(key_pem), "-out", str(p8))
         subprocess.run(
             [util, "--import", str(p8), *label, "--label", name, "--id", f"{n:02d}", "--pin",
-             "1234"],
+             ORG_PIN],
             check=True, capture_output=True, env=env,
         )  # fmt: skip
         p8.unlink()
@@ -80,15 +84,15 @@ def test_seed_002_flow_with_hsm_root_and_pinned_ca(srv: ServerProcess, tmp_path:
     openssl("ecparam", "-name", "secp384r1", "-genkey", "-noout", "-out", str(targets_key))
     hsm = softhsm_token(tmp_path, {"root": root_key, "targets": targets_key})
     # the targets key's PIN comes from NOTARY_TARGETS_PASSPHRASE, as Notary asks for a token PIN
-    hsm["NOTARY_TARGETS_PASSPHRASE"] = "1234"
-    uri = "pkcs11:token=org-root;object=root?pin-value=1234"
+    hsm["NOTARY_TARGETS_PASSPHRASE"] = ORG_PIN
+    uri = f"pkcs11:token=org-root;object=root?pin-value={ORG_PIN}"
     owner = tmp_path / "owner"
     out = trust(
         srv, owner, "init", gun, "--root-key", uri, "--root-cert", str(root_cert),
         "--targets-key", "pkcs11:token=org-root;object=targets", "--server-managed-snapshot",
         env=hsm,
     )  # fmt: skip
-    assert "1234" not in out
+    assert ORG_PIN not in out
     stored = [json.loads(p.read_text()) for p in (owner / "private").glob("*.json")]
     assert [k["pkcs11"] for k in stored] == ["pkcs11:token=org-root;object=targets"]
     assert not list((owner / "private").glob("*.key")) or all(

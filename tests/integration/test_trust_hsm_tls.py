@@ -20,7 +20,7 @@ import pytest
 
 from tests.integration.images import make_image, push_image
 from tests.integration.server import ServerProcess
-from tests.integration.test_trust_client_hsm import ca_issued, softhsm_token
+from tests.integration.test_trust_client_hsm import ORG_PIN, ca_issued, softhsm_token
 from tests.integration.trusttools import PASSPHRASES, make_ca, openssl
 
 pytestmark = [pytest.mark.needs_openssl, pytest.mark.slow]
@@ -52,7 +52,7 @@ def trust_tls(srv: ServerProcess, trust_dir: Path, *args: str, env: dict[str, st
     )  # fmt: skip
     out = proc.stdout.decode() + proc.stderr.decode()
     assert proc.returncode == 0, f"trust {' '.join(args)} -> {proc.returncode}:\n{out}"
-    assert "1234" not in out  # the PIN is never printed
+    assert ORG_PIN not in out  # the PIN is never printed
     return out
 
 
@@ -67,10 +67,10 @@ def test_token_keys_over_tls(tls_srv: ServerProcess, tmp_path: Path, curve: str)
         openssl("ecparam", "-name", curve, "-genkey", "-noout", "-out", str(keys[role]))
     gun = f"{tls_srv.host}/hsm-tls/{name}"
     root_cert = ca_issued(tmp_path, make_ca(tmp_path, "org"), keys["root"], gun)
-    env = {**os.environ, **softhsm_token(tmp_path, keys), "NOTARY_TARGETS_PASSPHRASE": "1234"}
+    env = {**os.environ, **softhsm_token(tmp_path, keys), "NOTARY_TARGETS_PASSPHRASE": ORG_PIN}
     owner = tmp_path / "owner"
     trust_tls(
-        tls_srv, owner, "init", gun, "--root-key", "pkcs11:token=org-root;object=root?pin-value=1234",
+        tls_srv, owner, "init", gun, "--root-key", f"pkcs11:token=org-root;object=root?pin-value={ORG_PIN}",
         "--root-cert", str(root_cert),        "--targets-key", "pkcs11:token=org-root;object=targets", env=env,
     )  # fmt: skip
     stored = [json.loads(p.read_text()) for p in (owner / "private").glob("*.json")]
