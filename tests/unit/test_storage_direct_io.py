@@ -21,6 +21,7 @@ import pytest
 from trustyard.config import load_settings
 from trustyard.oci.digest import Digest
 from trustyard.storage import appender
+from trustyard.storage.aligned import BufferPool
 from trustyard.storage.errors import SizeExceeded
 from trustyard.storage.filesystem import FilesystemStorage
 from trustyard.wiring import open_services
@@ -42,7 +43,7 @@ def test_the_test_filesystem_takes_direct_io(tmp_path: Path) -> None:
     """Otherwise every test below would only exercise the buffered fallback."""
     probe = tmp_path / "probe"
     probe.touch()
-    fd = appender.open_direct(str(probe))
+    fd = appender.open_direct(str(probe), os.O_RDONLY)
     assert fd is not None
     os.close(fd)
 
@@ -122,8 +123,8 @@ async def test_device_refusing_a_direct_write_falls_back_to_the_page_cache(
     direct_fds: set[int] = set()
     real_open, real_write = appender.open_direct, appender._pwrite_all
 
-    def open_direct(path: str) -> int | None:
-        fd = real_open(path)
+    def open_direct(path: str, flags: int) -> int | None:
+        fd = real_open(path, flags)
         assert fd is not None
         direct_fds.add(fd)
         return fd
@@ -150,7 +151,7 @@ async def test_device_refusing_a_direct_write_falls_back_to_the_page_cache(
 async def test_direct_io_off_writes_through_the_page_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def never(path: str) -> int | None:
+    def never(path: str, flags: int) -> int | None:
         raise AssertionError("direct_io=False must not open an O_DIRECT descriptor")
 
     monkeypatch.setattr(appender, "open_direct", never)
@@ -229,7 +230,7 @@ def test_a_forked_child_appends_with_its_own_threads(tmp_path: Path) -> None:
 def test_the_pool_takes_back_a_buffer_something_still_views() -> None:
     """A failed write's traceback can keep a view of its buffer alive; giving the buffer back
     must not raise over the error being reported."""
-    pool = appender._BufferPool()
+    pool = BufferPool(appender.BATCH, appender._POOL_MAX)
     buffers = [pool.take() for _ in range(appender._POOL_MAX + 1)]
     view = memoryview(buffers[-1])
     for buf in buffers:

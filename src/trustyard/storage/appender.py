@@ -16,57 +16,26 @@ a registry protocol; it is written by hand because no library streams an async b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import functools
 import mmap
 import os
-import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import structlog
 
 from trustyard.oci.digest import Digester
+from trustyard.storage.aligned import ALIGN, BufferPool, open_direct
 from trustyard.storage.errors import SizeExceeded
 
 log = structlog.get_logger("trustyard.storage")
 
-# Offsets, lengths and buffer addresses of direct writes are multiples of this (the largest
-# logical block size in common use; a 512-byte device accepts it too).
-ALIGN = 4096
 # Bytes handed to the writer thread at once: large enough to amortise the thread hop.
 BATCH = 1 << 20
-# Page-aligned buffers kept for reuse per process: a fresh mapping per request would fault in
-# new pages every time (the cost direct I/O is there to avoid).
+# Buffers kept for reuse per process (aligned.py says why).
 _POOL_MAX = 4
-_O_DIRECT: int = getattr(os, "O_DIRECT", 0)
-
-
-class _BufferPool:
-    """Reusable page-aligned `BATCH`-byte buffers (anonymous mappings are page-aligned)."""
-
-    def __init__(self) -> None:
-        self._free: list[mmap.mmap] = []
-        self._lock = threading.Lock()
-
-    def take(self) -> mmap.mmap:
-        with self._lock:
-            if self._free:
-                return self._free.pop()
-        return mmap.mmap(-1, BATCH)
-
-    def give(self, buf: mmap.mmap) -> None:
-        with self._lock:
-            if len(self._free) < _POOL_MAX:
-                self._free.append(buf)
-                return
-        # A failed write's traceback may still hold a view of it: then the collector frees it.
-        with contextlib.suppress(BufferError):
-            buf.close()
-
-
-_POOL = _BufferPool()
+_POOL = BufferPool(BATCH, _POOL_MAX)
 
 
 @functools.cache
@@ -81,23 +50,11 @@ def _after_fork_in_child() -> None:
     """A forked child has none of the parent's threads (an inherited executor would queue
     work nobody runs) and may have inherited the pool's lock held: start both afresh."""
     global _POOL
-    _POOL = _BufferPool()
+    _POOL = BufferPool(BATCH, _POOL_MAX)
     _threads.cache_clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def open_direct(path: str) -> int | None:
-    """A second, `O_DIRECT` descriptor on `path`, or None where the filesystem refuses it."""
-    if not _O_DIRECT:
-        return None
-    try:
-        return os.open(path, os.O_WRONLY | os.O_CLOEXEC | _O_DIRECT)
-    except OSError as exc:
-        if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
-            return None
-        raise
 
 
 class Appender:
@@ -129,7 +86,7 @@ class Appender:
         try:
             self._buffers = (_POOL.take(), _POOL.take())
             if self._direct_path is not None:
-                self.direct_fd = self._direct_owned = open_direct(self._direct_path)
+                self.direct_fd = self._direct_owned = open_direct(self._direct_path, os.O_WRONLY)
             async for chunk in chunks:
                 if not chunk:
                     continue
