@@ -14,7 +14,6 @@ read a second time is read through it, so later pulls come from memory (the kern
 from __future__ import annotations
 
 import errno
-import mmap
 import os
 import threading
 from collections import OrderedDict
@@ -25,8 +24,8 @@ from trustyard.storage.aligned import ALIGN, BufferPool, open_direct
 
 log = structlog.get_logger("trustyard.storage")
 
-# Idle read buffers kept per process; a buffer is held only while a cold blob streams.
-_POOL_KEEP = 4
+# Idle read buffers kept per process; a buffer is held only while a direct read runs.
+_POOL_KEEP = 8
 
 
 class _Pools:
@@ -77,14 +76,14 @@ class RecentBlobs:
 
 
 class BlobReader:
-    """Positional reads of one open blob, at most one in flight (the caller's pattern: read
-    the next chunk on a thread while the previous one is sent). `close` may come while a read
-    runs (the client went away): the descriptors and the buffer are released when it ends, so
-    neither a descriptor number nor a pooled buffer is reused under it.
+    """Positional reads of one open blob, from worker threads, several at once if the caller
+    wants (`depth`). `close` may come while reads run (the client went away): the descriptors
+    are released when the last one ends, so a descriptor number is not reused under it.
 
-    `direct=True` reads chunks that are not in the page cache with `O_DIRECT` into one pooled
-    aligned buffer; `direct=False`, a filesystem that refuses `O_DIRECT`, or a kernel
-    without `RWF_NOWAIT` read everything through the page cache, as plain `pread`s.
+    `direct=True` reads chunks that are not in the page cache with `O_DIRECT`, each into a
+    pooled aligned buffer held for that read only; `direct=False`, a filesystem that refuses
+    `O_DIRECT`, or a kernel without `RWF_NOWAIT` read everything through the page cache, as
+    plain `pread`s.
     """
 
     def __init__(self, path: str, *, chunk: int, direct: bool) -> None:
@@ -94,10 +93,17 @@ class BlobReader:
         self._direct_path = path if direct and hasattr(os, "RWF_NOWAIT") else None
         self._direct_fd: int | None = None
         self._buffer_pool: BufferPool | None = None
-        self._buffer: mmap.mmap | None = None
         self._probe = bytearray(1)
         self._lock = threading.Lock()
-        self._busy = self._closed = False
+        self._busy = 0
+        self._closed = False
+
+    @property
+    def depth(self) -> int:
+        """Reads worth keeping in flight: two while cold chunks go to the disk directly (one
+        direct read at a time left the disk idle between reads: 1.1 vs 1.7 GB/s measured),
+        one through the page cache (its readahead already runs ahead)."""
+        return 2 if self._direct_path is not None else 1
 
     def read(self, n: int, position: int) -> bytes:
         """Up to `n` (at most `chunk`) bytes at `position`; b"" at the end or once closed.
@@ -105,7 +111,7 @@ class BlobReader:
         with self._lock:
             if self._closed:
                 return b""
-            self._busy = True
+            self._busy += 1
         try:
             if self._direct_path is not None and not self._cached(position, n):
                 data = self._read_direct(n, position)
@@ -114,8 +120,8 @@ class BlobReader:
             return os.pread(self.fd, n, position)
         finally:
             with self._lock:
-                self._busy = False
-                if self._closed:
+                self._busy -= 1
+                if self._closed and not self._busy:
                     self._release()
 
     def _cached(self, position: int, n: int) -> bool:
@@ -142,20 +148,22 @@ class BlobReader:
         """The chunk read with `O_DIRECT`, or None when the filesystem refuses it (then this
         reader stays on the page cache)."""
         assert self._direct_path is not None
-        if self._direct_fd is None:
-            self._direct_fd = open_direct(self._direct_path, os.O_RDONLY)
+        with self._lock:  # two reads may arrive here first at once: one descriptor
             if self._direct_fd is None:
-                self._direct_path = None
-                return None
-            self._buffer_pool = _POOLS.get(self._chunk + 2 * ALIGN)
-            self._buffer = self._buffer_pool.take()
-        assert self._buffer is not None
+                self._direct_fd = open_direct(self._direct_path, os.O_RDONLY)
+                if self._direct_fd is None:
+                    self._direct_path = None
+                    return None
+                self._buffer_pool = _POOLS.get(self._chunk + 2 * ALIGN)
+        assert self._buffer_pool is not None
         start = position // ALIGN * ALIGN
         lead = position - start
         want = -(-(lead + n) // ALIGN) * ALIGN
+        buffer = self._buffer_pool.take()
         try:
-            with memoryview(self._buffer) as view:
+            with memoryview(buffer) as view:
                 got = os.preadv(self._direct_fd, [view[:want]], start)
+            return buffer[lead : max(lead, min(got, lead + n))]
         except OSError as exc:
             if exc.errno != errno.EINVAL:
                 raise
@@ -163,10 +171,11 @@ class BlobReader:
             log.info("direct_read_refused", reason=str(exc))
             self._direct_path = None
             return None
-        return self._buffer[lead : max(lead, min(got, lead + n))]
+        finally:
+            self._buffer_pool.give(buffer)
 
     def close(self) -> None:
-        """Release both descriptors and the buffer now, or when the running read ends."""
+        """Release both descriptors now, or when the last running read ends."""
         with self._lock:
             self._closed = True
             if not self._busy:
@@ -178,6 +187,3 @@ class BlobReader:
         if self._direct_fd is not None:
             os.close(self._direct_fd)
             self._direct_fd = None
-        if self._buffer is not None and self._buffer_pool is not None:
-            self._buffer_pool.give(self._buffer)
-            self._buffer = None
