@@ -442,7 +442,8 @@ class Settings(BaseModel):
     # "verify" every JWS signature and accept them (TRUSTYARD_SCHEMA1=verify)
     schema1: Literal["refuse", "verify"] = "refuse"
     fsync: bool = True
-    # Upload bytes bypass the page cache (O_DIRECT) where the filesystem allows it
+    # Upload bytes, and the uncached chunks of a blob's first read, bypass the page cache
+    # (O_DIRECT) where the filesystem allows it (storage/appender.py, storage/blob_reader.py)
     direct_io: bool = True
     # Simple-signing signatures stored through the extension API (docs/signatures.md)
     max_signature_bytes: int = Field(64 * 1024, ge=1024, le=4 * MiB)
