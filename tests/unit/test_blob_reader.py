@@ -10,6 +10,7 @@ import mmap
 import os
 import random
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -137,7 +138,7 @@ def test_close_during_a_read_waits_for_it_before_releasing(
             release.wait(10)
         return real_pread(fd, buffers, offset, *flags)
 
-    monkeypatch.setattr(blob_reader.os, "preadv", slow_preadv)
+    monkeypatch.setattr(os, "preadv", slow_preadv)
     result: list[bytes] = []
     worker = threading.Thread(target=lambda: result.append(reader.read(CHUNK, CHUNK)))
     worker.start()
@@ -161,20 +162,25 @@ def test_recent_blobs_forgets_the_oldest() -> None:
     ]  # fmt: skip
 
 
+async def pushed(store: FilesystemStorage, data: bytes, upload: str) -> Digest:
+    """`data` stored as a blob through an upload, as a push does (written around the cache)."""
+
+    async def body() -> AsyncIterator[bytes]:
+        yield data
+
+    await store.create_upload(upload)
+    await store.append(upload, body(), offset=0, limit=0)
+    digest = Digest.of(data)
+    await store.commit(upload, digest)
+    return digest
+
+
 async def test_storage_reads_a_pushed_blob_cold_then_hot(tmp_path: Path) -> None:
     """First read of a blob pushed around the page cache stays around it; the second read
     (hot) fills the cache, so later reads come from memory."""
     store = FilesystemStorage(tmp_path, fsync=True)
     data = random.Random(9).randbytes(3 * MiB + 1)
-    upload = "e" * 32
-    await store.create_upload(upload)
-
-    async def body() -> object:
-        yield data
-
-    await store.append(upload, body(), offset=0, limit=0)  # type: ignore[arg-type]
-    digest = Digest.of(data)
-    await store.commit(upload, digest)
+    digest = await pushed(store, data, "e" * 32)
     path = store.blob_path(digest)
     assert not cached(path, MiB)  # pushed around the cache (its unaligned tail is cached)
     assert b"".join([c async for c in store.read(digest)]) == data
@@ -186,20 +192,11 @@ async def test_storage_reads_a_pushed_blob_cold_then_hot(tmp_path: Path) -> None
 
 async def test_a_client_gone_midway_leaks_no_descriptor(tmp_path: Path) -> None:
     store = FilesystemStorage(tmp_path, fsync=False)
-    data = os.urandom(9 * MiB)
-    upload = "f" * 32
-    await store.create_upload(upload)
-
-    async def body() -> object:
-        yield data
-
-    await store.append(upload, body(), offset=0, limit=0)  # type: ignore[arg-type]
-    digest = Digest.of(data)
-    await store.commit(upload, digest)
+    digest = await pushed(store, os.urandom(9 * MiB), "f" * 32)
     before = len(os.listdir("/proc/self/fd"))
     for _ in range(20):
         stream = store.read(digest)
-        assert await anext(stream)  # type: ignore[call-overload]
+        assert await anext(stream)
         await stream.aclose()  # type: ignore[attr-defined]
     await asyncio.sleep(0.2)  # reads still on their threads end and release
     assert len(os.listdir("/proc/self/fd")) == before
@@ -209,15 +206,7 @@ async def test_cold_ranges_through_the_storage(tmp_path: Path) -> None:
     """Each read by a fresh storage (so the blob is cold: direct reads) returns exactly the
     asked range, whatever its alignment."""
     data = random.Random(11).randbytes(7 * MiB + 333)
-    store = FilesystemStorage(tmp_path, fsync=False)
-    await store.create_upload("a" * 32)
-
-    async def body() -> object:
-        yield data
-
-    await store.append("a" * 32, body(), offset=0, limit=0)  # type: ignore[arg-type]
-    digest = Digest.of(data)
-    await store.commit("a" * 32, digest)
+    digest = await pushed(FilesystemStorage(tmp_path, fsync=False), data, "a" * 32)
     rng = random.Random(12)
     ranges = [(0, None), (1, CHUNK), (CHUNK - 1, 2 * CHUNK + 3), (len(data) - 1, 1)]
     ranges += [(o, rng.randrange(1, len(data) - o)) for o in rng.sample(range(len(data)), 8)]
