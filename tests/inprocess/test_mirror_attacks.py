@@ -30,7 +30,8 @@ from trustyard.http.app import create_app
 from trustyard.oci.digest import Digest
 from trustyard.registry.mirror import Mirrors
 from trustyard.remote.credentials import Credentials
-from trustyard.remote.upstream import UpstreamRegistry, UpstreamUnavailable
+from trustyard.remote.upstream import UpstreamRegistry
+from trustyard.remote.upstream_errors import UpstreamUnavailable
 from trustyard.wiring import open_database
 
 UPSTREAM_URL = "https://upstream.test"

@@ -38,7 +38,8 @@ from trustyard.registry.mirror_admission import (
 from trustyard.registry.policy import build_policy
 from trustyard.registry.policy_signatures import KINDS_REGISTERED  # noqa: F401 (registers them)
 from trustyard.registry.policy_sources import RegistrySources
-from trustyard.remote.upstream import UpstreamRegistry, UpstreamUnavailable
+from trustyard.remote.upstream import UpstreamRegistry
+from trustyard.remote.upstream_errors import UpstreamUnavailable
 from trustyard.remote.upstream_signatures import HttpSignatureSource
 from trustyard.signing import cosign
 

@@ -20,7 +20,7 @@ from trustyard.oci.digest import Digest
 from trustyard.registry.mirror_admission import MirrorNames
 from trustyard.registry.mirror_notary import MirrorNotary, NotaryMirror
 from trustyard.registry.policy import PolicyContext, build_policy
-from trustyard.remote.upstream import UpstreamUnavailable
+from trustyard.remote.upstream_errors import UpstreamUnavailable
 from trustyard.trust.client.pinning import TrustPinning, canonical_key_id
 from trustyard.trust.client.remote import TrustServerUnreachable
 from trustyard.trust.client.verify import VerifyError

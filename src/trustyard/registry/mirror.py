@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -49,13 +49,15 @@ from trustyard.oci.reference import validate_name
 from trustyard.registry.mirror_fill import SingleFlight, Tee, fill_blob
 from trustyard.registry.service import Registry, lookup_reference
 from trustyard.remote.errors import RemoteError
-from trustyard.remote.upstream import (
+from trustyard.remote.upstream_errors import (
     FetchedManifest,
     UpstreamNotFound,
-    UpstreamRegistry,
     UpstreamUnavailable,
 )
 from trustyard.storage.errors import DigestMismatch
+
+if TYPE_CHECKING:  # the client brings httpx: imported only where mirrors are configured
+    from trustyard.remote.upstream import UpstreamRegistry
 
 log = structlog.get_logger("trustyard.mirror")
 

@@ -43,8 +43,7 @@ from trustyard.registry.policy import Policy, PolicyContext, build_policy
 from trustyard.registry.service import Registry
 from trustyard.registry.signature_artifacts import MAX_SIG_MANIFEST
 from trustyard.registry.signatures import SimpleSignatures
-from trustyard.remote.upstream import UpstreamUnavailable
-from trustyard.remote.upstream_signatures import HttpSignatureSource
+from trustyard.remote.upstream_errors import UpstreamUnavailable
 from trustyard.trust.client.pinning import TrustPinning
 from trustyard.trust.client.remote import TrustServerUnreachable
 from trustyard.trust.client.verify import Collection
@@ -453,6 +452,9 @@ class PolicyAdmission:
         trust = next((m for m in self.mirrors if m.names.covers(name)), None)
         lookaside = trust.lookaside if trust is not None else None
         kinds = trust.kinds if trust is not None else SIGNATURE_KINDS
+        # The upstream client's modules bring httpx: imported only where mirrors are configured.
+        from trustyard.remote.upstream_signatures import HttpSignatureSource
+
         signatures = HttpSignatureSource(source.upstream, lookaside=lookaside)
         tag = None if Digest.is_digest(reference) else reference
         admitted = await self.admission.admit(

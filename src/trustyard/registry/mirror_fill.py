@@ -17,11 +17,13 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from trustyard.oci.digest import Digest
 from trustyard.registry.uploads import Uploads
-from trustyard.remote.upstream import UpstreamRegistry
+
+if TYPE_CHECKING:  # the client brings httpx: imported only where mirrors are configured
+    from trustyard.remote.upstream import UpstreamRegistry
 
 T = TypeVar("T")
 

@@ -35,7 +35,7 @@ from typing import Protocol
 import structlog
 
 from trustyard.remote.errors import RemoteError
-from trustyard.remote.upstream import UpstreamUnavailable
+from trustyard.remote.upstream_errors import UpstreamUnavailable
 from trustyard.trust import model as m
 from trustyard.trust.client.pinning import TrustPinning
 from trustyard.trust.client.remote import (

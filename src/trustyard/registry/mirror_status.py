@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from trustyard.metadata.lifecycle_base import NamespaceUsage
 from trustyard.registry.mirror import Mirrors
-from trustyard.remote.upstream import UpstreamUnavailable
+from trustyard.remote.upstream_errors import UpstreamUnavailable
 
 
 @dataclass(frozen=True, slots=True)

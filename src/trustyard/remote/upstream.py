@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -34,6 +33,12 @@ from trustyard.remote.bounded import (
 from trustyard.remote.credentials import Credentials
 from trustyard.remote.errors import RemoteError
 from trustyard.remote.token_auth import MAX_STEPS, Flow, TokenAuth, TokenRequest
+from trustyard.remote.upstream_errors import (
+    FetchedManifest,
+    ManifestHead,
+    UpstreamNotFound,
+    UpstreamUnavailable,
+)
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -43,28 +48,6 @@ MANIFEST_ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFE
 MANIFEST_LIMIT = 4 * 1024 * 1024
 BLOB_DEADLINE = 3600.0  # one blob, however slowly it arrives
 HEADERS_DEADLINE_FACTOR = 4  # request, token request, request again, and some slack
-
-
-class UpstreamUnavailable(RemoteError):
-    """The upstream did not answer usefully right now (down, timed out, 5xx, rate-limited)."""
-
-
-class UpstreamNotFound(RemoteError):
-    """The upstream answered 404: it has no such repository, manifest or blob."""
-
-
-@dataclass(frozen=True, slots=True)
-class ManifestHead:
-    digest: str | None  # Docker-Content-Digest, when the upstream sent one
-    media_type: str
-    size: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class FetchedManifest:
-    content: bytes
-    media_type: str
-    digest: str | None  # as the upstream declared it (the caller verifies the bytes)
 
 
 class UpstreamRegistry:

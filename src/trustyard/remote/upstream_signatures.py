@@ -23,7 +23,8 @@ from trustyard.oci.errors import RegistryError
 from trustyard.oci.manifest import Descriptor
 from trustyard.remote.bounded import BodyError, aread_body, loads_json
 from trustyard.remote.errors import RemoteError
-from trustyard.remote.upstream import UpstreamNotFound, UpstreamRegistry
+from trustyard.remote.upstream import UpstreamRegistry
+from trustyard.remote.upstream_errors import UpstreamNotFound
 
 ACCEPT = ", ".join([mt.OCI_MANIFEST, mt.OCI_INDEX, mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST])
 MAX_LISTING = 1024 * 1024  # a referrers list or an extension-API signature list

@@ -10,7 +10,8 @@ is the trust client's job (trust/client/remote.fetch_verified), not this module'
 from __future__ import annotations
 
 from trustyard.remote.errors import RemoteError
-from trustyard.remote.upstream import UpstreamNotFound, UpstreamRegistry
+from trustyard.remote.upstream import UpstreamRegistry
+from trustyard.remote.upstream_errors import UpstreamNotFound
 
 MAX_METADATA = 16 * 1024 * 1024  # as the policy's own remote reads (trust/client/remote.py)
 

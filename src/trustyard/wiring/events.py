@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import socket
+from typing import TYPE_CHECKING
 
 from trustyard.config import Settings
 from trustyard.metadata.events_base import OutboxStore
 from trustyard.registry.events import Endpoint, EventRecorder
 from trustyard.registry.events_delivery import Backoff, EventDeliverer, Target
-from trustyard.remote.webhook import WebhookPoster
+
+if TYPE_CHECKING:  # the poster brings httpx: imported only where endpoints are configured
+    from trustyard.remote.webhook import WebhookPoster
 
 
 def event_recorder(settings: Settings, outbox: OutboxStore) -> EventRecorder:
@@ -30,6 +33,8 @@ def event_deliverer(
     settings: Settings, outbox: OutboxStore
 ) -> tuple[EventDeliverer, WebhookPoster]:
     """The deliverer, and the HTTP client it posts with (the caller closes it)."""
+    from trustyard.remote.webhook import WebhookPoster
+
     events = settings.events
     targets = [
         Target(

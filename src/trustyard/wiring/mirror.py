@@ -6,13 +6,14 @@ from trustyard.config import Settings
 from trustyard.registry import Registry
 from trustyard.registry.mirror import Mirror, Mirrors
 from trustyard.remote.credentials import Credentials
-from trustyard.remote.upstream import UpstreamRegistry
 
 
 def open_mirrors(settings: Settings, registry: Registry) -> Mirrors | None:
     """The configured mirrors, or None (the normal path then pays nothing for them)."""
     if not settings.mirrors:
         return None
+    from trustyard.remote.upstream import UpstreamRegistry  # brings httpx: only when configured
+
     mirrors = []
     for m in settings.mirrors:
         secret = m.secret()

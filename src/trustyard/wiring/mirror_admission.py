@@ -24,8 +24,6 @@ from trustyard.registry.policy import PolicyContext
 from trustyard.registry.service import Registry
 from trustyard.registry.signatures import SimpleSignatures
 from trustyard.remote.credentials import Credentials
-from trustyard.remote.upstream import UpstreamRegistry
-from trustyard.remote.upstream_trust import UpstreamTrustFiles
 
 
 def mirror_names(settings: Settings) -> list[MirrorNames]:
@@ -66,6 +64,10 @@ def open_mirror_notary(settings: Settings) -> MirrorNotary:
     credentials and TLS settings, and the directory the verified copies are kept in."""
     mirrors, closing = [], []
     for m in settings.mirrors:
+        # The upstream client brings httpx: imported only where mirrors are configured.
+        from trustyard.remote.upstream import UpstreamRegistry
+        from trustyard.remote.upstream_trust import UpstreamTrustFiles
+
         secret = m.secret()
         credentials = Credentials(m.username, secret or "") if m.username is not None else None
         server = m.trust_server or m.upstream

@@ -17,7 +17,6 @@ import time
 from collections import OrderedDict
 from typing import Any, Protocol
 
-from trustyard.remote.bounded import ERROR_BODY, BodyError, aread_body
 from trustyard.trust import model as m
 from trustyard.trust.client.pinning import TrustPinning
 from trustyard.trust.client.verify import Collection, VerifyError, verify_collection
@@ -57,6 +56,8 @@ class RemoteFiles:
 
     async def _get(self, gun: str, name: str, what: str) -> bytes | None:
         import httpx
+
+        from trustyard.remote.bounded import ERROR_BODY, BodyError, aread_body
 
         url = f"{self.url}/v2/{gun}/_trust/tuf/{name}"
         try:
