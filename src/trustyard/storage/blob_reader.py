@@ -122,9 +122,9 @@ class BlobReader:
     def _cached(self, position: int, n: int) -> bool:
         """Whether the chunk's first and last bytes are in the page cache: an `RWF_NOWAIT`
         read takes only cached bytes and answers EAGAIN otherwise (it does start reading the
-        page it asked for: 16 KiB per 2 MiB chunk, measured). The first byte alone is not enough: a pushed
-        blob's unaligned tail was written through the cache (appender.py). A gap between the
-        two is read through the cache, which is only slower, never wrong."""
+        page it asked for: 16 KiB per 2 MiB chunk, measured). The first byte alone is not
+        enough: a pushed blob's unaligned tail was written through the cache (appender.py).
+        A gap between the two is read through the cache, which is only slower, never wrong."""
         last = min(position + n, self.size) - 1
         if last < position:
             return True  # nothing left: pread answers b""
@@ -142,10 +142,12 @@ class BlobReader:
     def _read_direct(self, n: int, position: int) -> bytes | None:
         """The chunk read with `O_DIRECT`, or None when the filesystem refuses it (then this
         reader stays on the page cache)."""
-        assert self._direct_path is not None
         with self._lock:  # two reads may arrive here first at once: one descriptor
+            path = self._direct_path
+            if path is None:  # another read found direct I/O refused meanwhile
+                return None
             if self._direct_fd is None:
-                self._direct_fd = open_direct(self._direct_path, os.O_RDONLY)
+                self._direct_fd = open_direct(path, os.O_RDONLY)
                 if self._direct_fd is None:
                     self._direct_path = None
                     return None
