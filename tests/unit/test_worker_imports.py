@@ -2,8 +2,9 @@
 
 httpx (with click, which it pulls in) costs every worker ~4 MiB RSS after start-up
 (docs/benchmarks.md, second round): it is the client of the pull-through mirror, the webhook
-poster and remote trust servers, and is imported only where one of them is configured. A
-module-level import anywhere on the worker's path brings it back; this catches that.
+poster and remote trust servers, and is imported only where one of them is configured. jinja2
+renders the web UI's pages and is imported on the first one. A module-level import anywhere on
+the worker's path brings them back; this catches that.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ async def main():
         pass
 
 asyncio.run(main())
-print(json.dumps(sorted(m for m in ("httpx", "click") if m in sys.modules)))
+print(json.dumps(sorted(m for m in ("httpx", "click", "jinja2") if m in sys.modules)))
 """
 
 
@@ -40,7 +41,7 @@ def started(tmp_path: Path, **env: str) -> list[str]:
     return list(json.loads(proc.stdout.decode().splitlines()[-1]))
 
 
-def test_the_embedded_default_imports_no_http_client(tmp_path: Path) -> None:
+def test_the_embedded_default_imports_no_http_client_or_templates(tmp_path: Path) -> None:
     assert started(tmp_path) == []
 
 

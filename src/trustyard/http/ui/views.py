@@ -8,13 +8,13 @@ grants /v2 scopes from (token mode), any logged-in account (htpasswd mode, as /v
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 
 import structlog
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -34,6 +34,9 @@ from trustyard.registry.browse import Browse, NotVisible
 from trustyard.registry.mirror import Mirrors
 from trustyard.wiring.auth import AuthRuntime
 from trustyard.wiring.ui import session_key
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 log = structlog.get_logger("trustyard.ui")
 HERE = Path(__file__).parent
@@ -66,6 +69,10 @@ def _when(value: float | None) -> str:
 
 
 def _environment() -> Environment:
+    """Imported on the first page, not with the app: a worker that serves only /v2 never
+    holds jinja2 (~2 MiB, docs/benchmarks.md)."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
     env = Environment(
         loader=FileSystemLoader(HERE / "templates"),
         autoescape=select_autoescape(default=True),
@@ -115,8 +122,11 @@ class Viewer:
 class UI:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.env = _environment()
         self._sessions: Sessions | None = None
+
+    @functools.cached_property
+    def env(self) -> Environment:
+        return _environment()
 
     def sessions(self) -> Sessions:
         if self._sessions is None:  # the data dir exists once the lifespan opened it
