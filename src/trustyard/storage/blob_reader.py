@@ -24,8 +24,9 @@ from trustyard.storage.aligned import ALIGN, BufferPool, open_direct
 
 log = structlog.get_logger("trustyard.storage")
 
-# Idle read buffers kept per process; a buffer is held only while a direct read runs.
-_POOL_KEEP = 8
+# Idle read buffers kept per process (a buffer is held only while a direct read runs): enough
+# for a few concurrent cold pulls without faulting in fresh pages per read, at most 8 MiB idle.
+_POOL_KEEP = 4
 
 
 class _Pools:
