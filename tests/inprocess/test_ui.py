@@ -48,8 +48,8 @@ def settings_for(tmp_path: Path, template: Path, **overrides: object) -> Setting
     return make_settings(**values)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-async def served(tmp_path: Path, migrated_database: Path) -> AsyncIterator[Served]:
+@pytest.fixture(name="served")
+async def served_fixture(tmp_path: Path, migrated_database: Path) -> AsyncIterator[Served]:
     trusted, foreign = make_keys(tmp_path)
     settings = settings_for(tmp_path, migrated_database)
     await add_accounts(settings)

@@ -3,7 +3,6 @@ that a database refuses (NUL characters: a 500 on PostgreSQL before the fix)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -21,8 +20,12 @@ from tests.inprocess.helpers import (
     make_image,
     push_image,
 )
-from tests.inprocess.test_ui import Served, csrf_of, settings_for
-from tests.ui_world import PASSWORDS, _login, add_accounts, make_keys, populate
+from tests.inprocess.test_ui import (  # served_fixture: test_ui's world, reused here
+    Served,
+    csrf_of,
+    served_fixture,  # noqa: F401
+)
+from tests.ui_world import PASSWORDS, _login, add_accounts
 from trustyard.http.app import create_app
 
 HOSTILE = '"><script>alert(1)</script><img src=x onerror=alert(2)>'
@@ -37,16 +40,9 @@ NUL_PATHS = [
 
 
 @pytest.fixture
-async def ui(tmp_path: Path, migrated_database: Path) -> AsyncIterator[Served]:
+def ui(served: Served) -> Served:
     """test_ui's world: alice, bob, root, a cosign policy, `public/*` readable by anyone."""
-    trusted, foreign = make_keys(tmp_path)
-    settings = settings_for(tmp_path, migrated_database)
-    await add_accounts(settings)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
-            yield app, client, await populate(client, trusted, foreign)
+    return served
 
 
 def hostile_image() -> Image:
