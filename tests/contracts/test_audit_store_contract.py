@@ -15,12 +15,8 @@ from trustyard.wiring import open_database
 from trustyard.wiring.database import Database
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    if request.param == "postgres":
-        target: Path | str = request.getfixturevalue("postgres_url")
-    else:
-        target = tmp_path / "meta.db"
+@pytest.fixture
+async def database(target: Path | str) -> AsyncIterator[Database]:
     db = await open_database(target, create=True)
     yield db
     await db.close()

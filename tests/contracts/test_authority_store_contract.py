@@ -13,12 +13,8 @@ from trustyard.metadata.authority_sql import SqlAuthorityStore
 from trustyard.wiring import open_database
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlAuthorityStore]:
-    if request.param == "postgres":
-        target: Path | str = request.getfixturevalue("postgres_url")
-    else:
-        target = tmp_path / "meta.db"
+@pytest.fixture
+async def store(target: Path | str) -> AsyncIterator[SqlAuthorityStore]:
     database = await open_database(target, create=True)
     yield database.authority
     await database.close()

@@ -14,12 +14,8 @@ from trustyard.oci.manifest import parse_manifest
 from trustyard.wiring import Database, open_database
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    if request.param == "postgres":
-        target: Path | str = request.getfixturevalue("postgres_url")
-    else:
-        target = tmp_path / "meta.db"
+@pytest.fixture
+async def db(target: Path | str) -> AsyncIterator[Database]:
     database = await open_database(target, create=True)
     yield database
     await database.close()

@@ -26,12 +26,8 @@ HISTORY_SINCE = 500.0
 REPOS = ["a", "b", "c/d"]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlMetadataStore]:
-    if request.param == "postgres":
-        target: Path | str = request.getfixturevalue("postgres_url")
-    else:
-        target = tmp_path / "meta.db"
+@pytest.fixture
+async def store(target: Path | str) -> AsyncIterator[SqlMetadataStore]:
     meta = (await open_database(target, create=True)).metadata
     assert isinstance(meta, SqlMetadataStore)
     yield meta

@@ -17,12 +17,8 @@ from trustyard.registry.gc_mark import mark
 from trustyard.wiring import open_database
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def meta(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataStore]:
-    if request.param == "postgres":
-        target: Path | str = request.getfixturevalue("postgres_url")
-    else:
-        target = tmp_path / "meta.db"
+@pytest.fixture
+async def meta(target: Path | str) -> AsyncIterator[MetadataStore]:
     store = (await open_database(target, create=True)).metadata
     yield store
     await store.close()

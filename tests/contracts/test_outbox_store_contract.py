@@ -18,14 +18,6 @@ from trustyard.trust.store import AuditEvent, Change, StaleVersion, TufFile
 from trustyard.wiring import Database, open_database
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def target(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("postgres_url")
-        return url
-    return tmp_path / "meta.db"
-
-
 @pytest.fixture
 async def db(target: Path | str) -> AsyncIterator[Database]:
     database = await open_database(target, create=True)

@@ -17,12 +17,8 @@ from trustyard.oci.manifest import parse_manifest
 from trustyard.wiring import open_database
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def meta(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlMetadataStore]:
-    if request.param == "postgres":
-        target: Path | str = request.getfixturevalue("postgres_url")
-    else:
-        target = tmp_path / "meta.db"
+@pytest.fixture
+async def meta(target: Path | str) -> AsyncIterator[SqlMetadataStore]:
     store = (await open_database(target, create=True)).metadata
     assert isinstance(store, SqlMetadataStore)
     yield store

@@ -23,14 +23,8 @@ from trustyard.wiring import open_database
 GUN = "example.com/team/first"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def stores(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[list[SqlTrustStore]]:
-    if request.param == "postgres":
-        target: Path | str = request.getfixturevalue("postgres_url")
-    else:
-        target = tmp_path / "meta.db"
+@pytest.fixture
+async def stores(target: Path | str) -> AsyncIterator[list[SqlTrustStore]]:
     opened: list[SqlMetadataStore] = [(await open_database(target, create=True)).metadata]
     opened.append((await open_database(target, create=False)).metadata)
     yield [SqlTrustStore(m.reader, m.writer) for m in opened]
