@@ -53,6 +53,16 @@ def postgres_url(empty_postgres_url: str) -> str:
     return empty_postgres_url
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where a metadata database lives, once per SQL backend: a SQLite file in the test's
+    directory, or a migrated PostgreSQL database's URL (store contracts, replica tests)."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return tmp_path / "meta.db"
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
     server = start_s3()

@@ -7,21 +7,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from tests.events_receiver import Receiver
 from trustyard.metadata.events_base import OutboxEntry
 from trustyard.registry.events_delivery import Backoff, EventDeliverer, Target
 from trustyard.remote.webhook import WebhookPoster
 from trustyard.wiring import open_database
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("postgres_url")
-        return url
-    return tmp_path / "meta.db"
 
 
 async def test_two_replicas_deliver_each_event_once(target: Path | str) -> None:
