@@ -1,7 +1,9 @@
-"""Group commit on the SQLite writer (metadata/group_commit.py), on a real SQLite file.
+"""Group commit on the SQLite writer's async transactions (metadata/group_commit.py), on a
+real SQLite file.
 
 Concurrent write transactions share COMMITs, yet each keeps the meaning of a transaction: its
 own failure undoes only its own statements, and a failed COMMIT fails every unit that shared it.
+(The units-of-work thread batches the same way: tests/unit/test_sqlite_units.py.)
 """
 
 from __future__ import annotations
@@ -38,11 +40,26 @@ def count_commits(store: SqlMetadataStore) -> list[int]:
     return commits
 
 
+async def add_upload(store: SqlMetadataStore, upload_id: str, repository: str) -> None:
+    """An upload row written in an async transaction on the writer (`begin()`), as the stores
+    that are not units of work write."""
+    async with store.writer.begin() as conn:
+        await conn.execute(
+            insert(t.repositories).prefix_with("OR IGNORE").values(name=repository, created_at=0.0)
+        )
+        repo_id = (
+            await conn.execute(
+                select(t.repositories.c.id).where(t.repositories.c.name == repository)
+            )
+        ).scalar_one()
+        await conn.execute(insert(t.uploads).values(id=upload_id, repo_id=repo_id, started_at=0.0))
+
+
 async def test_the_sqlite_writer_groups_commits(store: SqlMetadataStore) -> None:
     assert isinstance(store.writer, GroupCommitEngine)
     commits = count_commits(store)
     ids = [f"{i:032x}" for i in range(100)]
-    await asyncio.gather(*(store.create_upload(i, f"team/app{int(i, 16) % 7}") for i in ids))
+    await asyncio.gather(*(add_upload(store, i, f"team/app{int(i, 16) % 7}") for i in ids))
     assert commits[0] < len(ids)  # concurrent units shared COMMITs...
     assert commits[0] >= len(ids) // 64  # ...at most 64 units each
     for i in ids:
@@ -54,7 +71,7 @@ async def test_the_sqlite_writer_groups_commits(store: SqlMetadataStore) -> None
 async def test_a_failed_unit_undoes_only_its_own_writes(
     store: SqlMetadataStore, failing_first: bool
 ) -> None:
-    await store.create_upload("a" * 32, "team/app")
+    await add_upload(store, "a" * 32, "team/app")
 
     async def duplicate() -> None:
         async with store.writer.begin() as conn:
@@ -64,7 +81,7 @@ async def test_a_failed_unit_undoes_only_its_own_writes(
             await conn.execute(insert(t.uploads).values(id="a" * 32, repo_id=1, started_at=0.0))
 
     # The batch's first unit runs without a SAVEPOINT, the others each in one: both kinds fail.
-    units = [store.create_upload("b" * 32, "team/app"), store.create_upload("c" * 32, "team/x")]
+    units = [add_upload(store, "b" * 32, "team/app"), add_upload(store, "c" * 32, "team/x")]
     units.insert(0 if failing_first else 1, duplicate())
     results = await asyncio.gather(*units, return_exceptions=True)
     failed = 0 if failing_first else 1
@@ -91,7 +108,7 @@ async def test_a_failed_commit_fails_every_unit_of_its_batch(store: SqlMetadataS
 
     async def then(upload_id: str) -> None:
         await entered.wait()
-        await store.create_upload(upload_id, "team/app")
+        await add_upload(store, upload_id, "team/app")
 
     tasks = [
         asyncio.create_task(breaks_the_commit()),
@@ -106,7 +123,7 @@ async def test_a_failed_commit_fails_every_unit_of_its_batch(store: SqlMetadataS
     assert all(isinstance(r, IntegrityError) for r in results), results
     for upload_id in ("x" * 32, "b" * 32, "c" * 32):
         assert await store.get_upload(upload_id) is None  # no one was told "done" wrongly
-    await store.create_upload("d" * 32, "team/app")  # and the writer works again
+    await add_upload(store, "d" * 32, "team/app")  # and the writer works again
     assert await store.get_upload("d" * 32) is not None
 
 
@@ -121,7 +138,7 @@ async def test_a_cancelled_unit_hands_the_writer_on(store: SqlMetadataStore) -> 
 
     task = asyncio.create_task(stuck())
     await entered.wait()
-    waiting = asyncio.create_task(store.create_upload("e" * 32, "team/app"))
+    waiting = asyncio.create_task(add_upload(store, "e" * 32, "team/app"))
     await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -149,7 +166,7 @@ async def test_a_unit_cancelled_as_the_turn_reaches_it_still_gets_the_batch_comm
     a = asyncio.create_task(first())
     while state_of().batch is None:
         await asyncio.sleep(0)
-    b = asyncio.create_task(store.create_upload("f" * 32, "team/app"))
+    b = asyncio.create_task(add_upload(store, "f" * 32, "team/app"))
     while state_of().waiting == 0:
         await asyncio.sleep(0)
     go_on.set()

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Column, Float, Index, Integer, String, Table, Text, delete, insert, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Select
 
@@ -20,6 +21,7 @@ from trustyard.metadata.audit_base import AuditEntry, AuditQuery
 from trustyard.metadata.copy_base import CopyResult
 from trustyard.metadata.schema import metadata
 from trustyard.metadata.trust_sql import trust_audit
+from trustyard.metadata.units import unit_writer
 
 audit_log = Table(
     "audit_log",
@@ -102,12 +104,17 @@ class SqlAuditStore:
     def __init__(self, reader: AsyncEngine, writer: AsyncEngine) -> None:
         self.reader = reader
         self.writer = writer
+        self.units = unit_writer(writer)
 
     async def append(self, entries: Sequence[AuditEntry]) -> None:
         if not entries:
             return
-        async with self.writer.begin() as conn:
-            await conn.execute(insert(audit_log), [_row(e) for e in entries])
+        rows = [_row(e) for e in entries]
+
+        def unit(conn: Connection) -> None:
+            conn.execute(insert(audit_log), rows)
+
+        await self.units.run(unit)
 
     def _own(self, q: AuditQuery) -> Select[Any]:
         c = audit_log.c

@@ -21,7 +21,8 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trustyard.metadata.events_base import OutboxEntry, OutboxRow, OutboxState
 from trustyard.metadata.schema import metadata
@@ -49,11 +50,14 @@ event_outbox = Table(
 _o = event_outbox.c
 
 
-async def insert_outbox(conn: AsyncConnection, entries: Sequence[OutboxEntry], now: float) -> None:
-    """Insert outbox rows in the caller's transaction (the change they report commits with them)."""
+def insert_outbox(conn: Connection, entries: Sequence[OutboxEntry], now: float) -> None:
+    """Insert outbox rows in the caller's transaction (the change they report commits with them).
+
+    Synchronous (a unit of work's statement, metadata/units.py); from an async transaction:
+    `await conn.run_sync(insert_outbox, entries, now)`."""
     if not entries:
         return
-    await conn.execute(
+    conn.execute(
         insert(event_outbox),
         [
             {
@@ -115,7 +119,7 @@ class SqlOutboxStore:
         if not entries:
             return
         async with self.writer.begin() as conn:
-            await insert_outbox(conn, entries, time.time())
+            await conn.run_sync(insert_outbox, entries, time.time())
 
     async def claim(
         self, owner: str, now: float, lease_seconds: float, limit: int

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from trustyard.metadata.errors import MetadataUnavailable
+from trustyard.metadata.units import ThreadUnits
 
 # At most this many units share one COMMIT, so a steady stream of writers still commits often
 # and the other worker processes get the cross-process writer lock between batches.
@@ -58,14 +59,21 @@ class _State:
 class GroupCommitEngine(AsyncEngine):
     """The SQLite writer engine whose `begin()` joins the current batch (see the module doc).
 
-    Everything else (`connect`, `dispose`, `dialect`, events) is the plain engine's.
+    Everything else (`connect`, `dialect`, events) is the plain engine's; `dispose` also stops
+    the units-of-work thread.
     """
 
-    __slots__ = ("_state",)
+    __slots__ = ("_state", "units")
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, units: ThreadUnits) -> None:
         super().__init__(engine.sync_engine)
         self._state: _State | None = None
+        # The same database's units of work (metadata/units.py), on their own thread.
+        self.units = units
+
+    async def dispose(self, close: bool = True) -> None:
+        await self.units.close()
+        await super().dispose(close)
 
     def _current(self) -> _State:
         state = self._state

@@ -20,7 +20,8 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trustyard.metadata import schema as t
 from trustyard.metadata.lifecycle_base import RetentionSnapshot, RetentionTag, TagMove
@@ -52,13 +53,13 @@ manifest_pulls = Table(
 )
 
 
-async def record_moves(conn: AsyncConnection, moves: list[TagMove]) -> None:
-    """Append moves inside the caller's write transaction."""
+def record_moves(conn: Connection, moves: list[TagMove]) -> None:
+    """Append moves inside the caller's write transaction (synchronous, as `insert_outbox`)."""
     if moves:
-        await conn.execute(tag_history.insert(), [m._asdict() for m in moves])
+        conn.execute(tag_history.insert(), [m._asdict() for m in moves])
 
 
-async def history_rows(conn: AsyncConnection) -> list[tuple[str, str, float]]:
+def history_rows(conn: Connection) -> list[tuple[str, str, float]]:
     """(repository, digest, last time a tag moved off it): what GC may keep for a while."""
     h = tag_history
     query = (
@@ -66,7 +67,7 @@ async def history_rows(conn: AsyncConnection) -> list[tuple[str, str, float]]:
         .where(h.c.old_digest.is_not(None))
         .group_by(h.c.repository, h.c.old_digest)
     )
-    return [(r, d, float(at)) for r, d, at in (await conn.execute(query)).all()]
+    return [(r, d, float(at)) for r, d, at in conn.execute(query).all()]
 
 
 class SqlLifecycleStore:
@@ -155,7 +156,8 @@ class SqlLifecycleStore:
             )
             if not result.rowcount:
                 return False
-            await record_moves(conn, [TagMove(repository, tag, digest, None, actor, time.time())])
+            moves = [TagMove(repository, tag, digest, None, actor, time.time())]
+            await conn.run_sync(record_moves, moves)
             return True
 
     # -- quotas --------------------------------------------------------------------------------

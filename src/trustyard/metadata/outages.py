@@ -11,16 +11,18 @@ everything else (an IntegrityError a store handles, a bug) passes through unchan
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
-from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.engine import Engine, ExceptionContext
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from trustyard.metadata.errors import MetadataUnavailable
+
+E = TypeVar("E", Engine, AsyncEngine)
 
 # The reason (for the log) when `exc` alone says the database is unavailable, else None.
 Classifier = Callable[[BaseException], str | None]
@@ -86,8 +88,8 @@ class GuardedPool(AsyncAdaptedQueuePool):
             raise MetadataUnavailable(reason) from exc
 
 
-def guard(engine: AsyncEngine, classify: Classifier) -> AsyncEngine:
-    """Convert outages raised by statements, commits and rollbacks on `engine`.
+def guard(engine: E, classify: Classifier) -> E:
+    """Convert outages raised by statements, commits and rollbacks on `engine` (async or not).
 
     SQLAlchemy still invalidates a disconnected connection before our exception is raised.
     """
@@ -103,5 +105,6 @@ def guard(engine: AsyncEngine, classify: Classifier) -> AsyncEngine:
                 return MetadataUnavailable(reason)
         return None
 
-    event.listen(engine.sync_engine, "handle_error", on_error)
+    target = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    event.listen(target, "handle_error", on_error)
     return engine

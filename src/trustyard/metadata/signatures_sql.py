@@ -126,7 +126,7 @@ class SqlSignatureStore:
             )
             if not result.rowcount:
                 return False  # a concurrent upload stored the same name first
-            await insert_outbox(conn, events, time.time())
+            await conn.run_sync(insert_outbox, events, time.time())
             return True
 
     async def delete_signatures(self, repository: str, digest: Digest, names: list[str]) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import and_, delete, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trustyard.metadata import schema as t
@@ -36,6 +37,7 @@ from trustyard.metadata.events_sql import insert_outbox
 from trustyard.metadata.gc_sql import sql_plan
 from trustyard.metadata.lifecycle_base import TagMove
 from trustyard.metadata.lifecycle_sql import history_rows, record_moves
+from trustyard.metadata.units import unit_writer
 from trustyard.oci.digest import Digest
 from trustyard.oci.manifest import Descriptor, Manifest, stored_blobs
 
@@ -49,6 +51,7 @@ class SqlMetadataStore:
     def __init__(self, reader: AsyncEngine, writer: AsyncEngine) -> None:
         self.reader = reader
         self.writer = writer
+        self.units = unit_writer(writer)
         self._dialect = writer.dialect.name
 
     async def close(self) -> None:
@@ -71,21 +74,22 @@ class SqlMetadataStore:
         if self._dialect == "postgresql":
             await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
 
-    async def _repo_id(self, conn: AsyncConnection, name: str) -> int | None:
-        row = await conn.execute(select(t.repositories.c.id).where(t.repositories.c.name == name))
+    @staticmethod
+    def _repo_id(conn: Connection, name: str) -> int | None:
+        row = conn.execute(select(t.repositories.c.id).where(t.repositories.c.name == name))
         value = row.scalar_one_or_none()
         return int(value) if value is not None else None
 
-    async def _ensure_repo(self, conn: AsyncConnection, name: str) -> int:
-        repo_id = await self._repo_id(conn, name)
+    def _ensure_repo(self, conn: Connection, name: str) -> int:
+        repo_id = self._repo_id(conn, name)
         if repo_id is not None:
             return repo_id
-        await conn.execute(
+        conn.execute(
             self._insert(t.repositories)
             .values(name=name, created_at=time.time())
             .on_conflict_do_nothing()
         )
-        repo_id = await self._repo_id(conn, name)
+        repo_id = self._repo_id(conn, name)
         assert repo_id is not None
         return repo_id
 
@@ -100,26 +104,30 @@ class SqlMetadataStore:
         events: Sequence[OutboxEntry] = (),
     ) -> None:
         now = time.time()
-        async with self.writer.begin() as conn:
-            await insert_outbox(conn, events, now)
+
+        def unit(conn: Connection) -> None:
+            insert_outbox(conn, events, now)
             if finished_upload is not None:
                 # One transaction instead of two per pushed blob (the upload row is done).
-                await conn.execute(delete(t.uploads).where(t.uploads.c.id == finished_upload))
-            repo_id = await self._ensure_repo(conn, repository)
-            await conn.execute(
+                conn.execute(delete(t.uploads).where(t.uploads.c.id == finished_upload))
+            repo_id = self._ensure_repo(conn, repository)
+            conn.execute(
                 self._insert(t.blobs)
                 .values(digest=str(digest), size=size, created_at=now, last_seen=now)
                 .on_conflict_do_update(
                     index_elements=["digest"], set_={"last_seen": now, "size": size}
                 )
             )
-            await conn.execute(
-                self._insert(t.repo_blobs)
-                .values(repo_id=repo_id, digest=str(digest), linked_at=now)
-                .on_conflict_do_update(
-                    index_elements=["repo_id", "digest"], set_={"linked_at": now}
-                )
-            )
+            self._link(conn, repo_id, digest, now)
+
+        await self.units.run(unit)
+
+    def _link(self, conn: Connection, repo_id: int, digest: Digest, now: float) -> None:
+        conn.execute(
+            self._insert(t.repo_blobs)
+            .values(repo_id=repo_id, digest=str(digest), linked_at=now)
+            .on_conflict_do_update(index_elements=["repo_id", "digest"], set_={"linked_at": now})
+        )
 
     async def mount_blob(
         self,
@@ -130,31 +138,28 @@ class SqlMetadataStore:
         events: Callable[[int], Sequence[OutboxEntry]] | None = None,
     ) -> int | None:
         now = time.time()
-        async with self.writer.begin() as conn:
-            query = select(t.blobs.c.size).where(t.blobs.c.digest == str(digest))
-            if source is not None:
-                query = (
-                    query.join(t.repo_blobs, t.repo_blobs.c.digest == t.blobs.c.digest)
-                    .join(t.repositories, t.repositories.c.id == t.repo_blobs.c.repo_id)
-                    .where(t.repositories.c.name == source)
-                )
-            size = (await conn.execute(query.limit(1))).scalar_one_or_none()
+        query = select(t.blobs.c.size).where(t.blobs.c.digest == str(digest))
+        if source is not None:
+            query = (
+                query.join(t.repo_blobs, t.repo_blobs.c.digest == t.blobs.c.digest)
+                .join(t.repositories, t.repositories.c.id == t.repo_blobs.c.repo_id)
+                .where(t.repositories.c.name == source)
+            )
+
+        def unit(conn: Connection) -> int | None:
+            size = conn.execute(query.limit(1)).scalar_one_or_none()
             if size is None:
                 return None
             if events is not None:
-                await insert_outbox(conn, events(int(size)), now)
-            repo_id = await self._ensure_repo(conn, repository)
-            await conn.execute(
+                insert_outbox(conn, events(int(size)), now)
+            repo_id = self._ensure_repo(conn, repository)
+            conn.execute(
                 update(t.blobs).where(t.blobs.c.digest == str(digest)).values(last_seen=now)
             )
-            await conn.execute(
-                self._insert(t.repo_blobs)
-                .values(repo_id=repo_id, digest=str(digest), linked_at=now)
-                .on_conflict_do_update(
-                    index_elements=["repo_id", "digest"], set_={"linked_at": now}
-                )
-            )
+            self._link(conn, repo_id, digest, now)
             return int(size)
+
+        return await self.units.run(unit)
 
     async def blob_size(self, repository: str, digest: Digest) -> int | None:
         query = (
@@ -170,31 +175,31 @@ class SqlMetadataStore:
     async def unlink_blob(
         self, repository: str, digest: Digest, *, events: Sequence[OutboxEntry] = ()
     ) -> bool:
-        async with self.writer.begin() as conn:
-            repo_id = await self._repo_id(conn, repository)
+        def unit(conn: Connection) -> bool:
+            repo_id = self._repo_id(conn, repository)
             if repo_id is None:
                 return False
-            result = await conn.execute(
+            result = conn.execute(
                 delete(t.repo_blobs).where(
                     t.repo_blobs.c.repo_id == repo_id, t.repo_blobs.c.digest == str(digest)
                 )
             )
             if result.rowcount:
-                await insert_outbox(conn, events, time.time())
+                insert_outbox(conn, events, time.time())
             return bool(result.rowcount)
+
+        return await self.units.run(unit)
 
     # -- manifests -----------------------------------------------------------------------------
     @staticmethod
-    async def _missing(
-        conn: AsyncConnection, table: Any, repo_id: int, digests: set[str]
-    ) -> str | None:
+    def _missing(conn: Connection, table: Any, repo_id: int, digests: set[str]) -> str | None:
         """The first of `digests` that `table` lacks for the repository, or None."""
         if not digests:
             return None
         query = select(table.c.digest).where(
             table.c.repo_id == repo_id, table.c.digest.in_(digests)
         )
-        found = set((await conn.execute(query)).scalars())
+        found = set(conn.execute(query).scalars())
         missing = sorted(digests - found)
         return missing[0] if missing else None
 
@@ -212,33 +217,36 @@ class SqlMetadataStore:
     ) -> None:
         now = time.time()
         digest = str(manifest.digest)
-        async with self.writer.begin() as conn:
-            await insert_outbox(conn, events, now)
-            repo_id = await self._ensure_repo(conn, repository)
-            wanted = {str(d) for d in stored_blobs(manifest)}
-            children = {str(c.digest) for c in manifest.children}
-            missing = await self._missing(
-                conn, t.repo_blobs, repo_id, wanted - {str(d) for d in optional_blobs}
-            )
+        wanted = {str(d) for d in stored_blobs(manifest)}
+        children = {str(c.digest) for c in manifest.children}
+        required_blobs = wanted - {str(d) for d in optional_blobs}
+        required = children - {str(d) for d in optional_children}
+        row = {
+            "digest": digest,
+            "media_type": manifest.media_type,
+            "size": manifest.size,
+            "content": content,
+            "subject": str(manifest.subject) if manifest.subject else None,
+            "artifact_type": manifest.artifact_type,
+            "annotations": json.dumps(manifest.annotations) if manifest.annotations else None,
+            "created_at": now,
+        }
+        refs = [{"child": c, "kind": "blob"} for c in wanted] + [
+            {"child": c, "kind": "manifest"} for c in children
+        ]
+
+        def unit(conn: Connection) -> None:
+            insert_outbox(conn, events, now)
+            repo_id = self._ensure_repo(conn, repository)
+            missing = self._missing(conn, t.repo_blobs, repo_id, required_blobs)
             if missing:
                 raise MissingReference(repository, missing, "blob")
-            required = children - {str(d) for d in optional_children}
-            missing = await self._missing(conn, t.manifests, repo_id, required)
+            missing = self._missing(conn, t.manifests, repo_id, required)
             if missing:
                 raise MissingReference(repository, missing, "manifest")
-            await conn.execute(
+            conn.execute(
                 self._insert(t.manifests)
-                .values(
-                    repo_id=repo_id,
-                    digest=digest,
-                    media_type=manifest.media_type,
-                    size=manifest.size,
-                    content=content,
-                    subject=str(manifest.subject) if manifest.subject else None,
-                    artifact_type=manifest.artifact_type,
-                    annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
-                    created_at=now,
-                )
+                .values(repo_id=repo_id, **row)
                 # A re-push makes the manifest live again: the grace period counts from it,
                 # as for a re-uploaded blob (else GC may take a child re-pushed by digest
                 # before the index naming it arrives; issue 19).
@@ -246,17 +254,14 @@ class SqlMetadataStore:
                     index_elements=["repo_id", "digest"], set_={"created_at": now}
                 )
             )
-            refs = [{"child": c, "kind": "blob"} for c in wanted] + [
-                {"child": c, "kind": "manifest"} for c in children
-            ]
             if refs:
-                await conn.execute(
+                conn.execute(
                     self._insert(t.manifest_refs).on_conflict_do_nothing(),
                     [{"repo_id": repo_id, "parent": digest, **r} for r in refs],
                 )
-            await self._record_tag_moves(conn, repo_id, repository, tags, digest, actor, now)
+            self._record_tag_moves(conn, repo_id, repository, tags, digest, actor, now)
             for tag in tags:
-                await conn.execute(
+                conn.execute(
                     self._insert(t.tags)
                     .values(repo_id=repo_id, name=tag, digest=digest, updated_at=now)
                     .on_conflict_do_update(
@@ -265,9 +270,11 @@ class SqlMetadataStore:
                     )
                 )
 
+        await self.units.run(unit)
+
     @staticmethod
-    async def _record_tag_moves(
-        conn: AsyncConnection,
+    def _record_tag_moves(
+        conn: Connection,
         repo_id: int,
         repository: str,
         tags: list[str],
@@ -281,8 +288,8 @@ class SqlMetadataStore:
         query = select(t.tags.c.name, t.tags.c.digest).where(
             t.tags.c.repo_id == repo_id, t.tags.c.name.in_(tags)
         )
-        old: dict[str, str] = {n: d for n, d in (await conn.execute(query)).all()}
-        await record_moves(
+        old: dict[str, str] = {n: d for n, d in conn.execute(query).all()}
+        record_moves(
             conn,
             [
                 TagMove(repository, tag, old.get(tag), digest, actor, now)
@@ -328,35 +335,36 @@ class SqlMetadataStore:
         *,
         events: Sequence[OutboxEntry] = (),
     ) -> bool:
-        async with self.writer.begin() as conn:
-            repo_id = await self._repo_id(conn, repository)
+        def unit(conn: Connection) -> bool:
+            repo_id = self._repo_id(conn, repository)
             if repo_id is None:
                 return False
             tagged = select(t.tags.c.name).where(
                 t.tags.c.repo_id == repo_id, t.tags.c.digest == str(digest)
             )
-            names = list((await conn.execute(tagged)).scalars())
-            await self._record_tag_moves(conn, repo_id, repository, names, None, actor, time.time())
-            removed = await self._delete_manifests(conn, [(repo_id, str(digest))])
-            result = await conn.execute(
+            names = list(conn.execute(tagged).scalars())
+            self._record_tag_moves(conn, repo_id, repository, names, None, actor, time.time())
+            removed = self._delete_manifests(conn, [(repo_id, str(digest))])
+            result = conn.execute(
                 delete(t.tags).where(t.tags.c.repo_id == repo_id, t.tags.c.digest == str(digest))
             )
             found = removed > 0 or bool(result.rowcount)
             if found:
-                await insert_outbox(conn, events, time.time())
+                insert_outbox(conn, events, time.time())
             return found
 
-    async def _delete_manifests(
-        self, conn: AsyncConnection, items: Iterable[tuple[int, str]]
-    ) -> int:
+        return await self.units.run(unit)
+
+    @staticmethod
+    def _delete_manifests(conn: Connection, items: Iterable[tuple[int, str]]) -> int:
         count = 0
         for repo_id, digest in items:
-            await conn.execute(
+            conn.execute(
                 delete(t.manifest_refs).where(
                     t.manifest_refs.c.repo_id == repo_id, t.manifest_refs.c.parent == digest
                 )
             )
-            result = await conn.execute(
+            result = conn.execute(
                 delete(t.manifests).where(
                     t.manifests.c.repo_id == repo_id, t.manifests.c.digest == digest
                 )
@@ -372,17 +380,19 @@ class SqlMetadataStore:
         *,
         events: Sequence[OutboxEntry] = (),
     ) -> bool:
-        async with self.writer.begin() as conn:
-            repo_id = await self._repo_id(conn, repository)
+        def unit(conn: Connection) -> bool:
+            repo_id = self._repo_id(conn, repository)
             if repo_id is None:
                 return False
-            await self._record_tag_moves(conn, repo_id, repository, [tag], None, actor, time.time())
-            result = await conn.execute(
+            self._record_tag_moves(conn, repo_id, repository, [tag], None, actor, time.time())
+            result = conn.execute(
                 delete(t.tags).where(t.tags.c.repo_id == repo_id, t.tags.c.name == tag)
             )
             if result.rowcount:
-                await insert_outbox(conn, events, time.time())
+                insert_outbox(conn, events, time.time())
             return bool(result.rowcount)
+
+        return await self.units.run(unit)
 
     async def referrers(
         self, repository: str, subject: Digest, artifact_type: str | None
@@ -412,7 +422,7 @@ class SqlMetadataStore:
     # -- catalog -------------------------------------------------------------------------------
     async def repository_exists(self, repository: str) -> bool:
         async with self.reader.connect() as conn:
-            return await self._repo_id(conn, repository) is not None
+            return await conn.run_sync(self._repo_id, repository) is not None
 
     async def list_tags(self, repository: str, limit: int, last: str | None) -> list[str]:
         return await self._page_of(t.tags.c.repo_id, t.tags.c.name, repository, limit, last)
@@ -453,11 +463,13 @@ class SqlMetadataStore:
 
     # -- uploads -------------------------------------------------------------------------------
     async def create_upload(self, upload_id: str, repository: str) -> None:
-        async with self.writer.begin() as conn:
-            repo_id = await self._ensure_repo(conn, repository)
-            await conn.execute(
+        def unit(conn: Connection) -> None:
+            repo_id = self._ensure_repo(conn, repository)
+            conn.execute(
                 insert(t.uploads).values(id=upload_id, repo_id=repo_id, started_at=time.time())
             )
+
+        await self.units.run(unit)
 
     async def get_upload(self, upload_id: str) -> UploadRecord | None:
         query = (
@@ -470,8 +482,10 @@ class SqlMetadataStore:
         return UploadRecord(row.id, row.name, row.started_at) if row else None
 
     async def delete_upload(self, upload_id: str) -> None:
-        async with self.writer.begin() as conn:
-            await conn.execute(delete(t.uploads).where(t.uploads.c.id == upload_id))
+        def unit(conn: Connection) -> None:
+            conn.execute(delete(t.uploads).where(t.uploads.c.id == upload_id))
+
+        await self.units.run(unit)
 
     async def list_uploads(self) -> list[UploadRecord]:
         query = select(t.uploads.c.id, t.repositories.c.name, t.uploads.c.started_at).join(
@@ -518,7 +532,7 @@ class SqlMetadataStore:
         tag_rows = await conn.execute(select(tg.c.repo_id, tg.c.name, tg.c.digest))
         links = await conn.execute(select(rb.c.repo_id, rb.c.digest, rb.c.linked_at))
         blobs = await conn.execute(select(t.blobs.c.digest, t.blobs.c.size, t.blobs.c.last_seen))
-        history = await history_rows(conn)
+        history = await conn.run_sync(history_rows)
         snapshot = GcSnapshot(
             manifests=[GcManifest(names[r], d, s, c) for r, d, s, c in manifests],
             refs=[GcRef(names.get(r, ""), p, c, k) for r, p, c, k in ref_rows],
@@ -537,21 +551,23 @@ class SqlMetadataStore:
         cutoff: float,
         on_blob_deleted: BlobSweeper,
     ) -> None:
-        await self._delete_manifests(conn, [(ids[r], str(d)) for r, d in plan.manifests])
-        for repository, tag in plan.tags:
-            await self._record_tag_moves(
-                conn, ids[repository], repository, [tag], None, "gc", time.time()
-            )
-            await conn.execute(
-                delete(t.tags).where(t.tags.c.repo_id == ids[repository], t.tags.c.name == tag)
-            )
-        for repository, digest in plan.links:
-            await conn.execute(
-                delete(t.repo_blobs).where(
-                    t.repo_blobs.c.repo_id == ids[repository],
-                    t.repo_blobs.c.digest == str(digest),
+        def rows(sync: Connection) -> None:
+            self._delete_manifests(sync, [(ids[r], str(d)) for r, d in plan.manifests])
+            for repository, tag in plan.tags:
+                repo_id = ids[repository]
+                self._record_tag_moves(sync, repo_id, repository, [tag], None, "gc", time.time())
+                sync.execute(
+                    delete(t.tags).where(t.tags.c.repo_id == repo_id, t.tags.c.name == tag)
                 )
-            )
+            for repository, digest in plan.links:
+                sync.execute(
+                    delete(t.repo_blobs).where(
+                        t.repo_blobs.c.repo_id == ids[repository],
+                        t.repo_blobs.c.digest == str(digest),
+                    )
+                )
+
+        await conn.run_sync(rows)
         # Bytes go while the write lock is held: a push links a blob in a write transaction,
         # so it waits for us, and a blob renamed into place meanwhile is newer than
         # `cutoff`, which the sweeper checks before unlinking the file.

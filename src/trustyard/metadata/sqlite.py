@@ -10,12 +10,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
 
 from trustyard.metadata.errors import MetadataUnavailable
 from trustyard.metadata.group_commit import GroupCommitEngine
 from trustyard.metadata.outages import GuardedPool, guard
+from trustyard.metadata.units import ThreadUnits
 
 
 def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -125,21 +127,38 @@ class _SqlitePool(GuardedPool):
         return sqlite_outage(exc)
 
 
-def sqlite_engines(path: Path) -> tuple[AsyncEngine, AsyncEngine]:
-    """(reader, writer): readers share a small pool; one writer connection per process, whose
-    concurrent transactions share COMMITs (metadata/group_commit.py)."""
+def sqlite_engines(path: Path) -> tuple[AsyncEngine, GroupCommitEngine]:
+    """(reader, writer): readers share a small pool; the writer is one connection per process
+    for async transactions, whose concurrent transactions share COMMITs
+    (metadata/group_commit.py), and one on the units-of-work thread (metadata/units.py)."""
     create_private(path)
     url = f"sqlite+aiosqlite:///{path}"
     reader = create_async_engine(url, pool_size=4, max_overflow=4, poolclass=_SqlitePool)
     writer = create_async_engine(
         url, pool_size=1, max_overflow=0, pool_timeout=60, poolclass=_SqlitePool
     )
-    for engine, begin in ((reader, _begin_deferred), (writer, _begin_immediate)):
-        guard(engine, sqlite_outage)
-        event.listen(engine.sync_engine, "connect", _pragmas)
-        event.listen(engine.sync_engine, "begin", begin)
+    # The units' thread is the only user of this pool's one connection (dispose closes it
+    # from the loop's thread, hence no same-thread check).
+    units = create_engine(
+        f"sqlite:///{path}",
+        poolclass=QueuePool,
+        pool_size=1,
+        max_overflow=0,
+        connect_args={"check_same_thread": False},
+    )
     lock = _WriterLock(path.with_name(path.name + ".writer-lock"))
-    event.listen(writer.sync_engine, "connect", lock.connect)
-    event.listen(writer.sync_engine.pool, "checkin", lock.checkin)
-    event.listen(writer.sync_engine.pool, "close", lock.close)
-    return reader, GroupCommitEngine(writer)
+    for engine, begin in (
+        (reader.sync_engine, _begin_deferred),
+        (writer.sync_engine, _begin_immediate),
+        (units, _begin_immediate),
+    ):
+        event.listen(engine, "connect", _pragmas)
+        event.listen(engine, "begin", begin)
+    guard(reader, sqlite_outage)
+    guard(writer, sqlite_outage)
+    guard(units, sqlite_outage)
+    for engine in (writer.sync_engine, units):
+        event.listen(engine, "connect", lock.connect)
+        event.listen(engine.pool, "checkin", lock.checkin)
+        event.listen(engine.pool, "close", lock.close)
+    return reader, GroupCommitEngine(writer, ThreadUnits(units, sqlite_outage))

@@ -200,7 +200,7 @@ class SqlTrustStore:
                     )
                 )
                 await self._audit(conn, audit, now)
-                await insert_outbox(conn, events, now)
+                await conn.run_sync(insert_outbox, events, now)
         except IntegrityError:
             # A concurrent writer on another engine (PostgreSQL) stored the same version first.
             raise StaleVersion("unknown", 0, 0) from None
