@@ -229,3 +229,21 @@ async def test_units_run_in_a_forked_child_on_its_own_thread(store: SqlMetadataS
     assert os.waitstatus_to_exitcode(status) == 0
     assert await store.get_upload("j" * 32) is not None
     await store.create_upload("k" * 32, "team/parent")  # the parent's thread still works
+
+
+async def test_a_unit_sees_its_callers_context(store: SqlMetadataStore) -> None:
+    """Event URLs and actors come from the request's context variables: a unit built from them
+    on the writer thread must see the request's values, not the thread's."""
+    import contextvars
+
+    request_host: contextvars.ContextVar[str] = contextvars.ContextVar("host", default="none")
+
+    def read(conn: Connection) -> str:
+        return request_host.get()
+
+    async def request(host: str) -> str:
+        request_host.set(host)
+        return await units_of(store).run(read)
+
+    hosts = [f"registry-{i}.test" for i in range(20)]
+    assert await asyncio.gather(*(request(h) for h in hosts)) == hosts

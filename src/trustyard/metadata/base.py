@@ -151,12 +151,14 @@ class ManifestIndex(Protocol):
         tags: list[str],
         *,
         optional_children: frozenset[Digest] = frozenset(),
-        events: Sequence[OutboxEntry] = (),
+        events: Sequence[OutboxEntry] | Callable[[dict[str, str]], Sequence[OutboxEntry]] = (),
         actor: str | None = None,
         optional_blobs: frozenset[Digest] = frozenset(),
-    ) -> None:
+    ) -> dict[str, str]:
         """Store manifest bytes and tags atomically, with the outbox rows `events`; raises when
-        a referenced item is unknown.
+        a referenced item is unknown. Returns where the tags pointed before (tag -> digest, for
+        the tags that existed); `events` may be a function of that, called in the transaction,
+        so a `tag-moved` event names the digest the write really moved the tag from.
 
         Children of an index in `optional_children` may be missing (indexes.platforms). Every
         tag that moves is recorded in the tag history (with `actor`) in the same transaction.

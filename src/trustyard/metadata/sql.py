@@ -211,10 +211,10 @@ class SqlMetadataStore:
         tags: list[str],
         *,
         optional_children: frozenset[Digest] = frozenset(),
-        events: Sequence[OutboxEntry] = (),
+        events: Sequence[OutboxEntry] | Callable[[dict[str, str]], Sequence[OutboxEntry]] = (),
         actor: str | None = None,
         optional_blobs: frozenset[Digest] = frozenset(),
-    ) -> None:
+    ) -> dict[str, str]:
         now = time.time()
         digest = str(manifest.digest)
         wanted = {str(d) for d in stored_blobs(manifest)}
@@ -235,9 +235,10 @@ class SqlMetadataStore:
             {"child": c, "kind": "manifest"} for c in children
         ]
 
-        def unit(conn: Connection) -> None:
-            insert_outbox(conn, events, now)
+        def unit(conn: Connection) -> dict[str, str]:
             repo_id = self._ensure_repo(conn, repository)
+            before = self._tag_digests(conn, repo_id, tags)
+            insert_outbox(conn, events(before) if callable(events) else events, now)
             missing = self._missing(conn, t.repo_blobs, repo_id, required_blobs)
             if missing:
                 raise MissingReference(repository, missing, "blob")
@@ -259,7 +260,7 @@ class SqlMetadataStore:
                     self._insert(t.manifest_refs).on_conflict_do_nothing(),
                     [{"repo_id": repo_id, "parent": digest, **r} for r in refs],
                 )
-            self._record_tag_moves(conn, repo_id, repository, tags, digest, actor, now)
+            record_moves(conn, _moves(repository, tags, before, digest, actor, now))
             for tag in tags:
                 conn.execute(
                     self._insert(t.tags)
@@ -269,11 +270,22 @@ class SqlMetadataStore:
                         set_={"digest": digest, "updated_at": now},
                     )
                 )
+            return before
 
-        await self.units.run(unit)
+        return await self.units.run(unit)
 
     @staticmethod
+    def _tag_digests(conn: Connection, repo_id: int, tags: list[str]) -> dict[str, str]:
+        """Where `tags` point now (the tags that exist)."""
+        if not tags:
+            return {}
+        query = select(t.tags.c.name, t.tags.c.digest).where(
+            t.tags.c.repo_id == repo_id, t.tags.c.name.in_(tags)
+        )
+        return {n: d for n, d in conn.execute(query).all()}
+
     def _record_tag_moves(
+        self,
         conn: Connection,
         repo_id: int,
         repository: str,
@@ -283,20 +295,8 @@ class SqlMetadataStore:
         now: float,
     ) -> None:
         """History rows for `tags` about to point at `digest` (None: about to be deleted)."""
-        if not tags:
-            return
-        query = select(t.tags.c.name, t.tags.c.digest).where(
-            t.tags.c.repo_id == repo_id, t.tags.c.name.in_(tags)
-        )
-        old: dict[str, str] = {n: d for n, d in conn.execute(query).all()}
-        record_moves(
-            conn,
-            [
-                TagMove(repository, tag, old.get(tag), digest, actor, now)
-                for tag in tags
-                if old.get(tag) != digest and (digest is not None or tag in old)
-            ],
-        )
+        before = self._tag_digests(conn, repo_id, tags)
+        record_moves(conn, _moves(repository, tags, before, digest, actor, now))
 
     async def get_manifest(self, repository: str, reference: str | Digest) -> ManifestRecord | None:
         m = t.manifests
@@ -593,3 +593,19 @@ class SqlMetadataStore:
                     (await conn.execute(select(func.count()).select_from(table))).scalar_one()
                 )
             return out
+
+
+def _moves(
+    repository: str,
+    tags: list[str],
+    before: dict[str, str],
+    digest: str | None,
+    actor: str | None,
+    now: float,
+) -> list[TagMove]:
+    """The tag history rows of `tags` moving from `before` to `digest` (None: deleted)."""
+    return [
+        TagMove(repository, tag, before.get(tag), digest, actor, now)
+        for tag in tags
+        if before.get(tag) != digest and (digest is not None or tag in before)
+    ]

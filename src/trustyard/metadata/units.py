@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import queue
 import threading
@@ -66,6 +67,7 @@ class EngineUnits:
 @dataclass
 class _Job:
     unit: Callable[[Connection], Any]
+    context: contextvars.Context  # the caller's, as asyncio.to_thread passes it on
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     result: Any = None
@@ -89,7 +91,7 @@ class ThreadUnits:
 
     async def run(self, unit: Callable[[Connection], T]) -> T:
         loop = asyncio.get_running_loop()
-        job = _Job(unit, loop, loop.create_future())
+        job = _Job(unit, contextvars.copy_context(), loop, loop.create_future())
         self._ensure_thread()
         self._jobs.put(job)
         result: T = await job.future
@@ -147,7 +149,7 @@ class ThreadUnits:
                 for job in batch:
                     savepoint = None if alone else conn.begin_nested()
                     try:
-                        job.result = job.unit(conn)
+                        job.result = job.context.run(job.unit, conn)
                     except Exception as exc:
                         job.error = exc
                         if savepoint is None:

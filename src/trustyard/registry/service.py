@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -315,25 +316,18 @@ class Registry:
             for c in manifest.children
             if not self.options.index_platforms.must_exist(c.platform)
         )
-        moved = await self._tag_targets(name, tags)
-        events = await self._push_events(name, manifest, tags)
-        await self.metadata.put_manifest(
-            name, manifest, body, tags, optional_children=optional, events=events, actor=actor
+        before = await self.metadata.put_manifest(
+            name,
+            manifest,
+            body,
+            tags,
+            optional_children=optional,
+            events=self._push_events(name, manifest, tags),
+            actor=actor,
         )
         await self.changed(name)
-        self._audit_push(name, manifest, tags, moved)
+        self._audit_push(name, manifest, tags, before)
         return manifest
-
-    async def _tag_targets(self, name: str, tags: list[str]) -> dict[str, str]:
-        """Where `tags` point before a push (audited as tag moves); nothing when not audited."""
-        if self.audit is None:
-            return {}
-        before = {}
-        for tag in tags:
-            record = await self.metadata.get_manifest(name, tag)
-            if record is not None:
-                before[tag] = str(record.digest)
-        return before
 
     def _audit_push(
         self, name: str, manifest: Manifest, tags: list[str], before: dict[str, str]
@@ -358,19 +352,21 @@ class Registry:
                     detail={"from": old, "to": digest},
                 )
 
-    async def _push_events(
+    def _push_events(
         self, name: str, manifest: Manifest, tags: list[str]
-    ) -> list[OutboxEntry]:
-        """The outbox rows of a manifest push: `push`, and `tag-moved` for a tag that named
-        another digest (read before the write: two racing pushes may both see the old one)."""
-        if self.events is None:
-            return []
-        moved: dict[str, str] = {}
-        for tag in tags:
-            before = await self.metadata.get_manifest(name, tag)
-            if before is not None and before.digest != manifest.digest:
-                moved[tag] = str(before.digest)
-        return self.events.manifest_pushed(name, manifest, tags, moved)
+    ) -> Callable[[dict[str, str]], list[OutboxEntry]]:
+        """The outbox rows of a manifest push, made in its transaction from where the tags
+        pointed before: `push`, and `tag-moved` for a tag that named another digest."""
+        events = self.events
+
+        def rows(before: dict[str, str]) -> list[OutboxEntry]:
+            if events is None:
+                return []
+            digest = str(manifest.digest)
+            moved = {tag: old for tag, old in before.items() if old != digest}
+            return events.manifest_pushed(name, manifest, tags, moved)
+
+        return rows
 
     async def delete_manifest(
         self, name: str, reference: str, *, force: bool = False, actor: str | None = None
