@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy import and_, delete, exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -37,6 +37,7 @@ from trustyard.metadata.events_sql import insert_outbox
 from trustyard.metadata.gc_sql import sql_plan
 from trustyard.metadata.lifecycle_base import TagMove
 from trustyard.metadata.lifecycle_sql import history_rows, record_moves
+from trustyard.metadata.sql_statements import push_statements
 from trustyard.metadata.units import unit_writer
 from trustyard.oci.digest import Digest
 from trustyard.oci.manifest import Descriptor, Manifest, stored_blobs
@@ -53,6 +54,7 @@ class SqlMetadataStore:
         self.writer = writer
         self.units = unit_writer(writer)
         self._dialect = writer.dialect.name
+        self._push = push_statements(self._dialect)
 
     async def close(self) -> None:
         await self.reader.dispose()
@@ -74,21 +76,15 @@ class SqlMetadataStore:
         if self._dialect == "postgresql":
             await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
 
-    @staticmethod
-    def _repo_id(conn: Connection, name: str) -> int | None:
-        row = conn.execute(select(t.repositories.c.id).where(t.repositories.c.name == name))
-        value = row.scalar_one_or_none()
+    def _repo_id(self, conn: Connection, name: str) -> int | None:
+        value = conn.execute(self._push.repo_id, {"name": name}).scalar_one_or_none()
         return int(value) if value is not None else None
 
     def _ensure_repo(self, conn: Connection, name: str) -> int:
         repo_id = self._repo_id(conn, name)
         if repo_id is not None:
             return repo_id
-        conn.execute(
-            self._insert(t.repositories)
-            .values(name=name, created_at=time.time())
-            .on_conflict_do_nothing()
-        )
+        conn.execute(self._push.add_repo, {"name": name, "created_at": time.time()})
         repo_id = self._repo_id(conn, name)
         assert repo_id is not None
         return repo_id
@@ -104,30 +100,20 @@ class SqlMetadataStore:
         events: Sequence[OutboxEntry] = (),
     ) -> None:
         now = time.time()
+        blob = {"digest": str(digest), "size": size, "created_at": now, "last_seen": now}
 
         def unit(conn: Connection) -> None:
             insert_outbox(conn, events, now)
             if finished_upload is not None:
                 # One transaction instead of two per pushed blob (the upload row is done).
-                conn.execute(delete(t.uploads).where(t.uploads.c.id == finished_upload))
+                conn.execute(self._push.drop_upload, {"upload_id": finished_upload})
             repo_id = self._ensure_repo(conn, repository)
+            conn.execute(self._push.put_blob, blob)
             conn.execute(
-                self._insert(t.blobs)
-                .values(digest=str(digest), size=size, created_at=now, last_seen=now)
-                .on_conflict_do_update(
-                    index_elements=["digest"], set_={"last_seen": now, "size": size}
-                )
+                self._push.link, {"repo_id": repo_id, "digest": blob["digest"], "linked_at": now}
             )
-            self._link(conn, repo_id, digest, now)
 
         await self.units.run(unit)
-
-    def _link(self, conn: Connection, repo_id: int, digest: Digest, now: float) -> None:
-        conn.execute(
-            self._insert(t.repo_blobs)
-            .values(repo_id=repo_id, digest=str(digest), linked_at=now)
-            .on_conflict_do_update(index_elements=["repo_id", "digest"], set_={"linked_at": now})
-        )
 
     async def mount_blob(
         self,
@@ -138,25 +124,21 @@ class SqlMetadataStore:
         events: Callable[[int], Sequence[OutboxEntry]] | None = None,
     ) -> int | None:
         now = time.time()
-        query = select(t.blobs.c.size).where(t.blobs.c.digest == str(digest))
-        if source is not None:
-            query = (
-                query.join(t.repo_blobs, t.repo_blobs.c.digest == t.blobs.c.digest)
-                .join(t.repositories, t.repositories.c.id == t.repo_blobs.c.repo_id)
-                .where(t.repositories.c.name == source)
-            )
+        blob = str(digest)
 
         def unit(conn: Connection) -> int | None:
-            size = conn.execute(query.limit(1)).scalar_one_or_none()
+            if source is None:
+                size = conn.execute(self._push.blob_size, {"blob": blob}).scalar_one_or_none()
+            else:
+                found = conn.execute(self._push.blob_size_in, {"blob": blob, "source": source})
+                size = found.scalar_one_or_none()
             if size is None:
                 return None
             if events is not None:
                 insert_outbox(conn, events(int(size)), now)
             repo_id = self._ensure_repo(conn, repository)
-            conn.execute(
-                update(t.blobs).where(t.blobs.c.digest == str(digest)).values(last_seen=now)
-            )
-            self._link(conn, repo_id, digest, now)
+            conn.execute(self._push.touch_blob, {"blob": blob, "now": now})
+            conn.execute(self._push.link, {"repo_id": repo_id, "digest": blob, "linked_at": now})
             return int(size)
 
         return await self.units.run(unit)
@@ -192,14 +174,11 @@ class SqlMetadataStore:
 
     # -- manifests -----------------------------------------------------------------------------
     @staticmethod
-    def _missing(conn: Connection, table: Any, repo_id: int, digests: set[str]) -> str | None:
-        """The first of `digests` that `table` lacks for the repository, or None."""
+    def _missing(conn: Connection, query: Any, repo_id: int, digests: set[str]) -> str | None:
+        """The first of `digests` that `query` (linked blobs, stored manifests) lacks."""
         if not digests:
             return None
-        query = select(table.c.digest).where(
-            table.c.repo_id == repo_id, table.c.digest.in_(digests)
-        )
-        found = set(conn.execute(query).scalars())
+        found = set(conn.execute(query, {"repo_id": repo_id, "digests": list(digests)}).scalars())
         missing = sorted(digests - found)
         return missing[0] if missing else None
 
@@ -239,50 +218,36 @@ class SqlMetadataStore:
             repo_id = self._ensure_repo(conn, repository)
             before = self._tag_digests(conn, repo_id, tags)
             insert_outbox(conn, events(before) if callable(events) else events, now)
-            missing = self._missing(conn, t.repo_blobs, repo_id, required_blobs)
+            missing = self._missing(conn, self._push.linked_blobs, repo_id, required_blobs)
             if missing:
                 raise MissingReference(repository, missing, "blob")
-            missing = self._missing(conn, t.manifests, repo_id, required)
+            missing = self._missing(conn, self._push.stored_manifests, repo_id, required)
             if missing:
                 raise MissingReference(repository, missing, "manifest")
-            conn.execute(
-                self._insert(t.manifests)
-                .values(repo_id=repo_id, **row)
-                # A re-push makes the manifest live again: the grace period counts from it,
-                # as for a re-uploaded blob (else GC may take a child re-pushed by digest
-                # before the index naming it arrives; issue 19).
-                .on_conflict_do_update(
-                    index_elements=["repo_id", "digest"], set_={"created_at": now}
-                )
-            )
+            conn.execute(self._push.put_manifest, {"repo_id": repo_id, **row})
             if refs:
                 conn.execute(
-                    self._insert(t.manifest_refs).on_conflict_do_nothing(),
-                    [{"repo_id": repo_id, "parent": digest, **r} for r in refs],
+                    self._push.add_refs, [{"repo_id": repo_id, "parent": digest, **r} for r in refs]
                 )
             record_moves(conn, _moves(repository, tags, before, digest, actor, now))
-            for tag in tags:
+            if tags:
                 conn.execute(
-                    self._insert(t.tags)
-                    .values(repo_id=repo_id, name=tag, digest=digest, updated_at=now)
-                    .on_conflict_do_update(
-                        index_elements=["repo_id", "name"],
-                        set_={"digest": digest, "updated_at": now},
-                    )
+                    self._push.put_tag,
+                    [
+                        {"repo_id": repo_id, "name": tag, "digest": digest, "updated_at": now}
+                        for tag in tags
+                    ],
                 )
             return before
 
         return await self.units.run(unit)
 
-    @staticmethod
-    def _tag_digests(conn: Connection, repo_id: int, tags: list[str]) -> dict[str, str]:
+    def _tag_digests(self, conn: Connection, repo_id: int, tags: list[str]) -> dict[str, str]:
         """Where `tags` point now (the tags that exist)."""
         if not tags:
             return {}
-        query = select(t.tags.c.name, t.tags.c.digest).where(
-            t.tags.c.repo_id == repo_id, t.tags.c.name.in_(tags)
-        )
-        return {n: d for n, d in conn.execute(query).all()}
+        rows = conn.execute(self._push.tag_digests, {"repo_id": repo_id, "tags": tags})
+        return {n: d for n, d in rows.all()}
 
     def _record_tag_moves(
         self,
@@ -465,9 +430,8 @@ class SqlMetadataStore:
     async def create_upload(self, upload_id: str, repository: str) -> None:
         def unit(conn: Connection) -> None:
             repo_id = self._ensure_repo(conn, repository)
-            conn.execute(
-                insert(t.uploads).values(id=upload_id, repo_id=repo_id, started_at=time.time())
-            )
+            row = {"id": upload_id, "repo_id": repo_id, "started_at": time.time()}
+            conn.execute(self._push.add_upload, row)
 
         await self.units.run(unit)
 
@@ -483,7 +447,7 @@ class SqlMetadataStore:
 
     async def delete_upload(self, upload_id: str) -> None:
         def unit(conn: Connection) -> None:
-            conn.execute(delete(t.uploads).where(t.uploads.c.id == upload_id))
+            conn.execute(self._push.drop_upload, {"upload_id": upload_id})
 
         await self.units.run(unit)
 
