@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import gc
 import ipaddress
 import os
 import shlex
@@ -220,6 +221,11 @@ def _run_granian(settings: Settings, cleanup: str | None) -> None:
         "log_level": settings.log_level,
     }
     if settings.workers > 1:
+        # Keep the imported objects out of the workers' garbage collections: a full
+        # collection writes to every tracked object's header, copying every shared page into
+        # each worker (tree PSS after 200 concurrent pushes, 2 workers: 228 -> 178 MiB).
+        gc.collect()
+        gc.freeze()
         run({"granian": granian, "cleanup": cleanup})
         return
     argv = command(granian, cleanup)
