@@ -247,3 +247,20 @@ async def test_a_unit_sees_its_callers_context(store: SqlMetadataStore) -> None:
 
     hosts = [f"registry-{i}.test" for i in range(20)]
     assert await asyncio.gather(*(request(h) for h in hosts)) == hosts
+
+
+async def test_the_writer_thread_outlives_a_unit_that_raises_anything(
+    store: SqlMetadataStore,
+) -> None:
+    class Escape(BaseException):
+        """Not an Exception: must not end the thread every later write waits on."""
+
+    def escapes(conn: Connection) -> None:
+        conn.execute(insert(t.repositories).values(name="team/escaped", created_at=0.0))
+        raise Escape
+
+    with pytest.raises(Escape):
+        await units_of(store).run(escapes)
+    await asyncio.wait_for(store.create_upload("l" * 32, "team/app"), 10)
+    assert await store.get_upload("l" * 32) is not None
+    assert "team/escaped" not in await names(store)

@@ -150,7 +150,7 @@ class ThreadUnits:
                     savepoint = None if alone else conn.begin_nested()
                     try:
                         job.result = job.context.run(job.unit, conn)
-                    except Exception as exc:
+                    except BaseException as exc:  # the thread must outlive any unit's failure
                         job.error = exc
                         if savepoint is None:
                             transaction.rollback()
@@ -168,7 +168,7 @@ class ThreadUnits:
                         with contextlib.suppress(Exception):
                             conn.invalidate()
                         raise
-        except Exception as exc:
+        except BaseException as exc:
             error = self._unavailable(exc)
             for job in batch:
                 if job.error is None:
@@ -177,7 +177,7 @@ class ThreadUnits:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 job.loop.call_soon_threadsafe(_deliver, job)
 
-    def _unavailable(self, exc: Exception) -> Exception:
+    def _unavailable(self, exc: BaseException) -> BaseException:
         """A failure of the batch itself (lock, BEGIN, COMMIT): an outage when it is one."""
         if isinstance(exc, MetadataUnavailable):
             return exc
