@@ -13,6 +13,11 @@ of a transaction: it is durable (as durable as `synchronous=NORMAL` makes it) wh
 returns, and it is all or nothing with the rows written beside it (outbox, audit, tag history).
 If the COMMIT fails, every unit of that batch raises the error.
 
+The push path's writes no longer come here: they are units of work on the writer thread
+(metadata/units.py), which batches the same way without a hand-off per statement. What stays on
+this engine are the async transactions of the other stores (trust, auth, signatures, outbox
+delivery, GC); the two writers of a process take turns on the cross-process writer lock.
+
 PostgreSQL keeps its pool of concurrent writers (metadata/postgres.py); this is SQLite only.
 """
 
