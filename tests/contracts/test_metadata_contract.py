@@ -11,6 +11,7 @@ import pytest
 
 from trustyard.metadata.base import MetadataStore
 from trustyard.metadata.errors import MissingReference
+from trustyard.metadata.events_base import OutboxEntry
 from trustyard.oci.digest import Digest
 from trustyard.oci.manifest import parse_manifest
 from trustyard.registry.gc_mark import mark
@@ -279,3 +280,32 @@ async def test_repush_refreshes_the_grace_period(meta: MetadataStore) -> None:
     plan = await meta.collect(time.time() + 1, mark=mark, dry_run=True, on_blob_deleted=sweeper)
     assert [d for _, d in plan.manifests] == [manifest.digest]
     assert stray in [d for d, _ in plan.blobs]
+
+
+async def test_put_manifest_says_where_its_tags_pointed_before(meta: MetadataStore) -> None:
+    """The previous targets come from the write's own transaction (audit `tag_move`, events
+    `tag-moved`), and a function given as `events` is called with them there."""
+    await link_image_blobs(meta, "moves")
+    first_raw, second_raw = manifest_bytes("first"), manifest_bytes("second")
+    first, second = parse_manifest(first_raw, None), parse_manifest(second_raw, None)
+    assert await meta.put_manifest("moves", first, first_raw, ["a", "b"]) == {}
+    seen: list[dict[str, str]] = []
+
+    def events(before: dict[str, str]) -> list[OutboxEntry]:
+        seen.append(dict(before))
+        return []
+
+    before = await meta.put_manifest("moves", second, second_raw, ["b", "c"], events=events)
+    assert before == {"b": str(first.digest)}  # "c" did not exist, "a" was not asked
+    assert seen == [before]
+    # A refused write commits nothing: the tags stay where they were.
+    missing_raw = manifest_bytes(
+        "missing", layers=[{"mediaType": "x", "digest": str(Digest.of(b"?")), "size": 1}]
+    )
+    missing = parse_manifest(missing_raw, None)
+    with pytest.raises(MissingReference):
+        await meta.put_manifest("moves", missing, missing_raw, ["a"])
+    record = await meta.get_manifest("moves", "a")
+    assert record is not None and record.digest == first.digest
+    record = await meta.get_manifest("moves", "b")
+    assert record is not None and record.digest == second.digest
