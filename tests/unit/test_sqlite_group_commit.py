@@ -9,25 +9,20 @@ own failure undoes only its own statements, and a failed COMMIT fails every unit
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import event, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from tests.unit.sqlite_store import (  # store_fixture: the `store` the tests ask for
+    assert_uploads,
+    repository_of,
+    store_fixture,  # noqa: F401
+)
 from trustyard.metadata import schema as t
 from trustyard.metadata.group_commit import GroupCommitEngine
 from trustyard.metadata.sql import SqlMetadataStore
-from trustyard.wiring import open_database
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlMetadataStore]:
-    database = await open_database(tmp_path / "metadata.db", create=True)
-    yield database.metadata
-    await database.close()
 
 
 def count_commits(store: SqlMetadataStore) -> list[int]:
@@ -59,12 +54,10 @@ async def test_the_sqlite_writer_groups_commits(store: SqlMetadataStore) -> None
     assert isinstance(store.writer, GroupCommitEngine)
     commits = count_commits(store)
     ids = [f"{i:032x}" for i in range(100)]
-    await asyncio.gather(*(add_upload(store, i, f"team/app{int(i, 16) % 7}") for i in ids))
+    await asyncio.gather(*(add_upload(store, i, repository_of(i)) for i in ids))
     assert commits[0] < len(ids)  # concurrent units shared COMMITs...
     assert commits[0] >= len(ids) // 64  # ...at most 64 units each
-    for i in ids:
-        record = await store.get_upload(i)
-        assert record is not None and record.repository == f"team/app{int(i, 16) % 7}"
+    await assert_uploads(store, ids)
 
 
 @pytest.mark.parametrize("failing_first", [False, True])

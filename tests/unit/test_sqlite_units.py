@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +19,15 @@ from sqlalchemy import event, insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from tests.unit.sqlite_store import (  # store_fixture: the `store` the tests ask for
+    assert_uploads,
+    repository_of,
+    store_fixture,  # noqa: F401
+)
 from trustyard.metadata import schema as t
 from trustyard.metadata.errors import MetadataUnavailable
 from trustyard.metadata.sql import SqlMetadataStore
 from trustyard.metadata.units import ThreadUnits
-from trustyard.wiring import open_database
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlMetadataStore]:
-    database = await open_database(tmp_path / "metadata.db", create=True)
-    yield database.metadata
-    await database.close()
 
 
 def units_of(store: SqlMetadataStore) -> ThreadUnits:
@@ -81,7 +77,7 @@ async def test_units_run_on_one_thread_and_queued_units_share_commits(
     first = asyncio.ensure_future(held)
     await asyncio.to_thread(started.wait, 10)
     ids = [f"{i:032x}" for i in range(100)]
-    rest = [asyncio.ensure_future(store.create_upload(i, f"team/app{int(i, 16) % 7}")) for i in ids]
+    rest = [asyncio.ensure_future(store.create_upload(i, repository_of(i))) for i in ids]
     await asyncio.sleep(0.05)  # every unit is queued behind the blocker
     assert not any(task.done() for task in rest)
     release.set()
@@ -90,9 +86,7 @@ async def test_units_run_on_one_thread_and_queued_units_share_commits(
     assert seen and threading.get_ident() not in seen and len(seen) == 1
     # where, the blocker, two batches of 64 + 36, where again
     assert commits[0] == 5
-    for i in ids:
-        record = await store.get_upload(i)
-        assert record is not None and record.repository == f"team/app{int(i, 16) % 7}"
+    await assert_uploads(store, ids)
 
 
 @pytest.mark.parametrize("failing_first", [False, True])
