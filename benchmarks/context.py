@@ -27,6 +27,7 @@ class Mode:
     wrk_repeats: int
     concurrent_pushes: int
     small_layer_bytes: int
+    scale_million: bool = False  # the scale family also at 1,000,000 (`--million`: minutes more)
 
 
 FULL = Mode(

@@ -61,7 +61,7 @@ def _env(variant: str, receiver_port: int) -> dict[str, str]:
 
 
 def run(ctx: Context) -> None:
-    pushes = 200 if ctx.mode is FULL else 30
+    pushes = 200 if ctx.mode.name == FULL.name else 30
     receiver = ThreadingHTTPServer(("127.0.0.1", free_port()), _Ok)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     try:

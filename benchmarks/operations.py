@@ -222,7 +222,7 @@ def _paired(
 
 def _measure(ctx: Context, feature: str, servers: dict[str, dict[str, Server]]) -> None:
     mode = ctx.mode
-    repeats = REPEATS if mode is FULL else mode.wrk_repeats
+    repeats = REPEATS if mode.name == FULL.name else mode.wrk_repeats
     for states in servers.values():  # the image GET reads, then each path warmed
         for server in states.values():
             with server.connect() as conn:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -150,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"full mode: do not record the run in {RESULTS_DIR.name}/",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--million",
+        action="store_true",
+        help="the scale family also at 1,000,000 manifests, blob files and tags",
+    )
     args = parser.parse_args(argv)
 
     missing = check_tools()
@@ -157,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: missing tools: {', '.join(missing)} (run scripts/install-deps.sh)")
         return 2
     mode = QUICK if args.quick else FULL
+    if args.million:
+        mode = dataclasses.replace(mode, scale_million=True)
     families = args.only or [f for f in FAMILIES if not (args.quick and f in FULL_ONLY)]
     started = time.monotonic()
     meta = {
@@ -213,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(document, indent=2) + "\n")
         print(f"JSON written to {args.json}")
-    if mode is FULL and not args.no_record and not args.only:
+    if mode.name == FULL.name and not args.no_record and not args.only:
         RESULTS_DIR.mkdir(exist_ok=True)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         (RESULTS_DIR / f"{stamp}-full.json").write_text(json.dumps(document, indent=2) + "\n")

@@ -33,6 +33,7 @@ FAMILY = "Scale (trustyard alone; seconds or ms, lower is better)"
 GC_SIZES = (10_000, 30_000, 100_000)
 BLOB_SIZES = (0, 30_000, 100_000)
 TAG_SIZES = (10_000, 100_000, 300_000)
+MILLION = 1_000_000  # added by `--million`
 PAGE = 100
 SAMPLES = 40
 
@@ -90,15 +91,19 @@ def _start_seconds(server: TrustyardServer) -> float:
     return time.perf_counter() - started - 0.3  # start() waits 0.3 s for the other workers
 
 
+def _sizes(ctx: Context, sizes: tuple[int, ...]) -> tuple[int, ...]:
+    return (*sizes, MILLION) if ctx.mode.scale_million else sizes
+
+
 def run(ctx: Context) -> None:
-    for n in GC_SIZES:
+    for n in _sizes(ctx, GC_SIZES):
         seconds, dead = asyncio.run(measure_sqlite(n))
         w = ctx.results.workload(
             f"scale_gc_{n}", FAMILY, f"GC dry-run collect, {n:,} manifests", "s", False
         )
         w.add(TRUSTYARD, seconds, dead=dead, manifests=n)
         ctx.say(f"GC collect over {n:,} manifests: {seconds:.2f} s")
-    for n in BLOB_SIZES:
+    for n in _sizes(ctx, BLOB_SIZES):
         server = TrustyardServer(f"{TRUSTYARD}-start-{n}", ctx.workdir / f"scale-start-{n}", 1)
         _fill_blobs(server.data_dir / "storage", n)
         w = ctx.results.workload(
@@ -108,7 +113,7 @@ def run(ctx: Context) -> None:
             w.add(TRUSTYARD, _start_seconds(server), blobs=n)
             server.stop()
         ctx.say(f"start with {n:,} blobs done")
-    for n in TAG_SIZES:
+    for n in _sizes(ctx, TAG_SIZES):
         server = TrustyardServer(f"{TRUSTYARD}-tags-{n}", ctx.workdir / f"scale-tags-{n}", 1)
         server.data_dir.mkdir(parents=True, exist_ok=True)
         asyncio.run(_seed_tags(server.data_dir / "metadata.db", n))

@@ -301,7 +301,7 @@ def run(ctx: Context) -> None:
                 )
                 for auth in targets
             }
-            for rep in range(HEAD_REPEATS if mode is FULL else mode.wrk_repeats):
+            for rep in range(HEAD_REPEATS if mode.name == FULL.name else mode.wrk_repeats):
                 # none and token back to back per server, the order alternating per repetition;
                 # the overhead is also taken per adjacent pair (robust to a drifting load)
                 order = ("none", "token") if rep % 2 == 0 else ("token", "none")
