@@ -353,7 +353,10 @@ def listings(ctx: Context, services: Services, ty: Endpoint) -> None:
         put_manifest(conn, TAG_REPO, "latest", manifest)
     samples = ctx.mode.list_samples
     have_tags = have_repos = 0
-    for n_tags, n_repos in zip(TAG_SIZES, REPO_SIZES, strict=True):
+    tag_sizes, repo_sizes = TAG_SIZES, REPO_SIZES
+    if ctx.mode.scale_million:  # `--million`: tag pages at 1,000,000 on PostgreSQL too
+        tag_sizes, repo_sizes = (*TAG_SIZES, 1_000_000), (*REPO_SIZES, 100_000)
+    for n_tags, n_repos in zip(tag_sizes, repo_sizes, strict=True):
         started = time.perf_counter()
         asyncio.run(
             _bulk_insert(services.db_url, range(have_tags, n_tags), range(have_repos, n_repos))

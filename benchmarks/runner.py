@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--million",
         action="store_true",
-        help="the scale family also at 1,000,000 manifests, blob files and tags",
+        help="scale also at 1,000,000 manifests, blob files and tags (replicas: tags on PostgreSQL)",
     )
     args = parser.parse_args(argv)
 
