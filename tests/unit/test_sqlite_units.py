@@ -258,3 +258,23 @@ async def test_the_writer_thread_outlives_a_unit_that_raises_anything(
     await asyncio.wait_for(store.create_upload("l" * 32, "team/app"), 10)
     assert await store.get_upload("l" * 32) is not None
     assert "team/escaped" not in await names(store)
+
+
+async def test_a_unit_queued_behind_the_close_is_refused_not_left_waiting(
+    store: SqlMetadataStore,
+) -> None:
+    units = units_of(store)
+    started, release, held = hold_the_thread(units)
+    first = asyncio.ensure_future(held)
+    await asyncio.to_thread(started.wait, 10)
+    closing = asyncio.ensure_future(units.close())
+    await asyncio.sleep(0.05)  # the stop is queued behind the blocker
+    late = asyncio.ensure_future(store.create_upload("m" * 32, "team/late"))
+    await asyncio.sleep(0.05)
+    release.set()
+    await asyncio.wait_for(asyncio.gather(first, closing), 10)
+    with pytest.raises(MetadataUnavailable):
+        await asyncio.wait_for(late, 10)
+    await store.create_upload("n" * 32, "team/app")  # a later unit starts the thread again
+    assert await store.get_upload("n" * 32) is not None
+    assert await store.get_upload("m" * 32) is None

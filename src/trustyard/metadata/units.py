@@ -98,10 +98,10 @@ class ThreadUnits:
         return result
 
     def _ensure_thread(self) -> None:
-        if self._thread is not None and self._pid == os.getpid():
+        if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
             return
         with self._start:
-            if self._thread is not None and self._pid == os.getpid():
+            if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
                 return
             if self._pid != os.getpid():
                 # Forked: the parent's thread and connections are not ours.
@@ -126,6 +126,7 @@ class ThreadUnits:
         while True:
             first = self._jobs.get()
             if first is None:
+                self._refuse_queued()
                 return
             batch = [first]
             while len(batch) < MAX_UNITS:
@@ -140,6 +141,18 @@ class ThreadUnits:
             batch = [j for j in batch if not j.future.cancelled()]
             if batch:
                 self._run_batch(batch)
+
+    def _refuse_queued(self) -> None:
+        """Closing: units queued behind the stop are told so rather than left waiting."""
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                job.error = MetadataUnavailable("the database writer is shutting down")
+                with contextlib.suppress(RuntimeError):
+                    job.loop.call_soon_threadsafe(_deliver, job)
 
     def _run_batch(self, batch: list[_Job]) -> None:
         try:
