@@ -31,11 +31,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from trustyard.metadata.errors import MetadataUnavailable
-from trustyard.metadata.units import ThreadUnits
+from trustyard.metadata.units import MAX_UNITS, ThreadUnits
 
-# At most this many units share one COMMIT, so a steady stream of writers still commits often
-# and the other worker processes get the cross-process writer lock between batches.
-MAX_UNITS = 64
 # How long a unit waits for its turn on the writer connection (the pool's timeout did this).
 TURN_TIMEOUT_SECONDS = 60.0
 

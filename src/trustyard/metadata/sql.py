@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import and_, delete, exists, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -62,11 +61,6 @@ class SqlMetadataStore:
             await self.writer.dispose()
 
     # -- helpers -------------------------------------------------------------------------------
-    def _insert(self, table: Any) -> Any:
-        if self._dialect == "postgresql":
-            return postgresql.insert(table)
-        return sqlite.insert(table)
-
     async def _exclusive(self, conn: AsyncConnection) -> None:
         """Exclude every other writer for this transaction (GC's mark and sweep).
 

@@ -37,10 +37,8 @@ from trustyard.metadata.errors import MetadataUnavailable
 from trustyard.metadata.outages import Classifier, outage_reason
 
 T = TypeVar("T")
-Unit = Callable[[Connection], T]
-
 # At most this many units share one COMMIT, so the other worker processes get the writer
-# lock between batches under a steady stream of writes.
+# lock between batches under a steady stream of writes (group_commit.py's batches too).
 MAX_UNITS = 64
 
 
